@@ -1,0 +1,141 @@
+"""The contract between the trainer and a method.
+
+A method (CE, LDAM-DRW, SCL, RSG, ICCL, WB, DSCL, ...) is a subclass of :class:`Objective`,
+registered with :func:`register_method`. The trainer builds one objective per stage of a recipe and
+calls, in order::
+
+    objective = METHODS[recipe.method](model, ctx)        # ctx: StageContext for this stage
+    loader    = objective.train_loader(make_loader)         # default: stage sampler + train_transform()
+    params    = objective.param_groups()                    # default: trainable model params + own params
+    for epoch in ...:
+        objective.on_epoch_start(epoch)
+        for batch in loader:
+            out = objective.training_step(batch, epoch)     # StepOutput(loss, logs)
+            out.loss.backward(); optimizer.step(); objective.after_optimizer_step()
+        objective.on_epoch_end(epoch)
+    objective.finalize()                                    # e.g. bake a logit adjustment into model.head
+
+Training-only modules (projection heads, RSG, momentum encoder, queues, centroids) are attributes of
+the objective, so they are checkpointed with it (``objective.state_dict()``) for resume, and are
+never part of the inference model that is saved and exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ltzoo.recipes.base import Recipe, StageConfig
+
+
+@dataclass
+class DataInfo:
+    """What a method may know about the training data (never the test set)."""
+
+    num_classes: int
+    class_counts: list[int]
+    in_chans: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str  # name of the dataset's augmentation family: "fmnist", "cifar", "imagenet"
+    train_size: int
+
+
+@dataclass
+class StageContext:
+    """Everything an objective may read about its stage."""
+
+    recipe: Recipe
+    stage: StageConfig
+    stage_index: int
+    data: DataInfo
+    steps_per_epoch: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The recipe's method hyper-parameters."""
+        return self.recipe.method_args
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+# make_loader(sampler: str, transform: Callable) -> iterable of batches, built by the trainer.
+LoaderFactory = Callable[[str, Callable[[Any], Any]], Any]
+
+
+class Objective(nn.Module):
+    """Base class: plain cross-entropy on a single augmented view (the CE baseline)."""
+
+    def __init__(self, model: nn.Module, ctx: StageContext) -> None:
+        super().__init__()
+        # Stored outside the module tree so objective.state_dict() holds only training-only state.
+        self.__dict__["model"] = model
+        self.ctx = ctx
+
+    # ----- data -----------------------------------------------------------------------------
+    def train_transform(self) -> Callable[[Any], Any]:
+        """Per-sample transform for this stage; may return a tuple of views."""
+        from ltzoo.data.transforms import train_transform
+
+        return train_transform(self.ctx.data)
+
+    def train_loader(self, make_loader: LoaderFactory) -> Any:
+        return make_loader(self.ctx.stage.sampler, self.train_transform())
+
+    # ----- optimisation ---------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for SGD. Weight decay comes from the stage unless a group sets it."""
+        model_params = [p for p in self.model.parameters() if p.requires_grad]
+        own = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": model_params}]
+        if own:
+            groups.append({"params": own})
+        return groups
+
+    def training_step(self, batch: Any, epoch: int) -> StepOutput:
+        images, targets = batch
+        logits = self.model(images)
+        loss = nn.functional.cross_entropy(logits, targets)
+        return StepOutput(loss)
+
+    # ----- hooks ----------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch of this stage (0-indexed within the stage)."""
+
+    def after_optimizer_step(self) -> None:
+        """Called after every optimizer step (e.g. momentum-encoder update)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each epoch (e.g. MaxNorm projection)."""
+
+    def finalize(self) -> None:
+        """Called once after the stage's last epoch, before the model is saved."""
+
+
+# A method maps (model, ctx) to the objective of ctx.stage; a multi-stage method is usually a small
+# function that picks an Objective subclass by ``ctx.stage.name``.
+MethodFactory = Callable[[nn.Module, StageContext], Objective]
+METHODS: dict[str, MethodFactory] = {}
+
+
+def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    def wrap(factory: MethodFactory) -> MethodFactory:
+        METHODS[name] = factory
+        return factory
+
+    return wrap
+
+
+register_method("ce")(Objective)

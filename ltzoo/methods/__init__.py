@@ -1,0 +1,1 @@
+"""Training objectives, one module per method (see ltzoo.engine.objective for the contract)."""

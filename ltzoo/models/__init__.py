@@ -1,0 +1,17 @@
+"""Models: backbones, heads and the :class:`LTClassifier` wrapper."""
+
+from ltzoo.models.backbones import BACKBONES, build_backbone, split_stages, stage_channels
+from ltzoo.models.classifier import LTClassifier, build_model
+from ltzoo.models.heads import HEADS, build_head, register_head
+
+__all__ = [
+    "BACKBONES",
+    "HEADS",
+    "LTClassifier",
+    "build_backbone",
+    "build_head",
+    "build_model",
+    "register_head",
+    "split_stages",
+    "stage_channels",
+]

@@ -1,0 +1,85 @@
+"""Recipe and stage configuration: plain dataclasses that are stored verbatim in ``config.json``.
+
+A recipe is what a zoo entry trains: the method, architecture, dataset, and a list of stages. Each
+stage has its own optimiser, schedule, sampler and epoch budget; the method's objective (see
+:mod:`ltzoo.engine.objective`) decides what a training step computes in that stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ltzoo.errors import BadHyperParameterError
+
+SAMPLERS = ("instance", "class_balanced", "sqrt")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class StageConfig:
+    """One training stage. ``epochs`` and ``lr`` are for the stage's full (not scaled) budget."""
+
+    name: str = "main"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    warmup_epochs: int = 0
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()  # epochs (0-indexed) at which a step schedule multiplies by gamma
+    gamma: float = 0.1
+    sampler: str = "instance"
+    # Which parameters train: "all", or "head" (backbone frozen, BN in eval mode; decoupled stage 2).
+    train: str = "all"
+    # Model selection on val in this stage; otherwise the stage's last epoch is kept.
+    select_on_val: bool = False
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(self.milestones)
+        if self.sampler not in SAMPLERS:
+            raise BadHyperParameterError(f"stage {self.name!r}: sampler {self.sampler!r} not in {SAMPLERS}")
+        if self.schedule not in SCHEDULES:
+            raise BadHyperParameterError(f"stage {self.name!r}: schedule {self.schedule!r} not in {SCHEDULES}")
+        if self.train not in ("all", "head"):
+            raise BadHyperParameterError(f"stage {self.name!r}: train must be 'all' or 'head', got {self.train!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise BadHyperParameterError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise BadHyperParameterError(f"stage {self.name!r}: warmup_epochs must be in [0, epochs]")
+
+
+@dataclass
+class Recipe:
+    """Everything needed to train one zoo entry. ``method_args`` are the method's hyper-parameters."""
+
+    method: str
+    arch: str
+    dataset: str
+    stages: list[StageConfig]
+    head: dict[str, Any] = field(default_factory=lambda: {"type": "linear"})
+    method_args: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    num_workers: int = 0
+    notes: str = ""  # where the recipe follows code vs paper, and ltzoo's own choices
+
+    def __post_init__(self) -> None:
+        self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
+        if not self.stages:
+            raise BadHyperParameterError("a recipe needs at least one stage")
+        if not any(s.select_on_val for s in self.stages):
+            # Model selection happens on val in the final stage unless a recipe says otherwise.
+            self.stages[-1].select_on_val = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
