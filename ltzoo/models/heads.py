@@ -6,6 +6,7 @@ Heads are registered by name so that a run's ``config.json`` can rebuild them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltzoo.errors import ConfigMismatchError
+from ltzoo.errors import BadHyperParameterError, ConfigMismatchError
+from ltzoo.losses.logit_adjustment import adjust_logits, check_mode, log_prior
 
 HEADS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -50,6 +52,94 @@ class CosineHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """A (K, D) simplex equiangular tight frame: unit rows with pairwise cosine -1/(K-1).
+
+    As HN410/Exploring-Weight-Balancing... ``utils/model_units.py::get_general_etf``:
+    W = (U sqrt(K/(K-1)) (I - 11^T/K))^T with U a random (D, K) matrix of orthonormal columns. The
+    official code draws U with scipy's ``ortho_group``; ltzoo uses the QR of a Gaussian matrix from
+    its own seeded generator (also Haar-distributed), so the head is reproducible without scipy.
+    """
+    if dim < num_classes:
+        raise BadHyperParameterError(
+            f"a {num_classes}-class simplex ETF needs at least {num_classes} feature dimensions, the "
+            f"backbone gives {dim}; use a wider backbone or set the ETF head's lift_dim >= {num_classes}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    gaussian = torch.randn(dim, num_classes, generator=generator, dtype=torch.float64)
+    basis, _ = torch.linalg.qr(gaussian)  # (D, K), orthonormal columns
+    centering = torch.eye(num_classes, dtype=torch.float64) - 1.0 / num_classes
+    etf = basis @ centering * math.sqrt(num_classes / (num_classes - 1))
+    return etf.T.contiguous().float()
+
+
+@register_head("etf")
+class ETFHead(nn.Module):
+    """Fixed simplex-ETF classifier with a trainable bias (the one-stage method of Hasegawa & Sato).
+
+    The ETF matrix is a persistent *buffer*: saved in ``model.safetensors`` but never trained or
+    weight-decayed (official: ``etf_norm_rate`` 1, ``train_etf_norm`` false, only the bias trains).
+    The bias starts uniform(-1/D, 1/D) as in the official ``ETFClassifier``.
+
+    ``lift_dim`` is ltzoo's own addition for backbones narrower than the class count (ResNet-32
+    gives 64 features, CIFAR-100 has 100 classes; the official code uses ResNet-34 with 512): a
+    trainable Linear -> BatchNorm -> ReLU maps the pooled features to ``lift_dim`` before the ETF.
+    Without it the head refuses such a backbone rather than build a matrix that is not an ETF.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, lift_dim: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.lift: nn.Module = nn.Identity()
+        etf_dim = in_features
+        if lift_dim is not None:
+            self.lift = nn.Sequential(
+                nn.Linear(in_features, lift_dim, bias=False), nn.BatchNorm1d(lift_dim), nn.ReLU()
+            )
+            etf_dim = lift_dim
+        self.register_buffer("weight", simplex_etf(num_classes, etf_dim, seed))
+        self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-1.0 / etf_dim, 1.0 / etf_dim))
+
+    def pre_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The vector the ETF sees (the lifted features when ``lift_dim`` is set)."""
+        return self.lift(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.lift(features), self.weight, self.bias)
+
+
+@register_head("logit_adjusted")
+class LogitAdjustedHead(nn.Module):
+    """A base head followed by post-hoc logit adjustment with the training prior held as a buffer.
+
+    Spec: ``{"type": "logit_adjusted", "tau": 0.65, "mode": "multiplicative", "base": {...}}``.
+    ``log_prior`` is persistent, so ``ltzoo.load`` and the ONNX graph both give adjusted logits.
+    Built from a spec alone (no weights) the prior is uniform, which changes no prediction.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        base: dict[str, Any],
+        tau: float,
+        mode: str = "multiplicative",
+        class_counts: list[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.tau = float(tau)
+        self.mode = check_mode(mode)
+        self.base = build_head(base, in_features, num_classes)
+        counts = class_counts if class_counts is not None else [1] * num_classes
+        self.register_buffer("log_prior", log_prior(counts))
+
+    def pre_logits(self, features: torch.Tensor) -> torch.Tensor:
+        inner = getattr(self.base, "pre_logits", None)
+        return inner(features) if inner is not None else features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return adjust_logits(self.base(features), self.log_prior, self.tau, self.mode)
 
 
 def build_head(spec: dict[str, Any], in_features: int, num_classes: int) -> nn.Module:
