@@ -29,21 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ltzoo.data.spec import DataInfo
 from ltzoo.recipes.base import Recipe, StageConfig
-
-
-@dataclass
-class DataInfo:
-    """What a method may know about the training data (never the test set)."""
-
-    num_classes: int
-    class_counts: list[int]
-    in_chans: int
-    input_size: tuple[int, int]  # (H, W)
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: str  # name of the dataset's augmentation family: "fmnist", "cifar", "imagenet"
-    train_size: int
 
 
 @dataclass
@@ -58,6 +45,9 @@ class StageContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     rank: int = 0
     world_size: int = 1
+    # Evaluates a model on the val split (set by the trainer): for post-hoc choices such as a
+    # logit-adjustment tau, which must be chosen on val and never on test.
+    evaluate_val: Callable[[nn.Module], dict[str, Any]] | None = None
 
     @property
     def args(self) -> dict[str, Any]:
