@@ -1,0 +1,199 @@
+"""Unit tests of the weight-balancing building blocks, against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ltzoo.analysis import classifier_weight, fisher_ratio, per_class_feature_norms
+from ltzoo.errors import BadHyperParameterError
+from ltzoo.losses.class_balanced import class_balanced_weights
+from ltzoo.losses.logit_adjustment import adjust_logits, log_prior
+from ltzoo.losses.weight_balancing import (
+    ClassBalancedSoftmaxBCE,
+    decayed_parameters,
+    feature_regularization,
+    weight_decay_penalty,
+)
+from ltzoo.models import build_head, build_model
+from ltzoo.models.heads import ETFHead, LogitAdjustedHead, simplex_etf
+from ltzoo.models.maxnorm import MaxNormPGD
+
+
+# ----- ETF ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("num_classes", "dim"), [(10, 64), (5, 5), (100, 128)])
+def test_etf_rows_have_equal_norms_and_pairwise_cosine_minus_one_over_k_minus_one(num_classes, dim):
+    weight = simplex_etf(num_classes, dim, seed=3).double()
+    assert weight.shape == (num_classes, dim)
+    assert torch.allclose(weight.norm(dim=1), torch.ones(num_classes, dtype=torch.float64), atol=1e-5)
+    gram = weight @ weight.T
+    off_diagonal = gram[~torch.eye(num_classes, dtype=torch.bool)]
+    assert torch.allclose(off_diagonal, torch.full_like(off_diagonal, -1.0 / (num_classes - 1)), atol=1e-5)
+    # A simplex ETF sums to zero (its rows are centred).
+    assert weight.sum(dim=0).abs().max() < 1e-4
+
+
+def test_etf_head_weight_is_a_saved_buffer_and_only_the_bias_trains():
+    head = ETFHead(64, 10)
+    assert [name for name, _ in head.named_parameters()] == ["bias"]
+    assert set(head.state_dict()) == {"weight", "bias"}
+    # Same seed, same ETF: a rebuilt head matches even before its weights are loaded.
+    assert torch.equal(ETFHead(64, 10).weight, head.weight)
+
+
+def test_etf_head_refuses_a_backbone_narrower_than_the_class_count_and_names_the_fix():
+    with pytest.raises(BadHyperParameterError, match="lift_dim"):
+        ETFHead(64, 100)
+    lifted = ETFHead(64, 100, lift_dim=128)
+    assert lifted(torch.randn(4, 64)).shape == (4, 100)
+    assert lifted.weight.shape == (100, 128)
+
+
+# ----- MaxNorm --------------------------------------------------------------------------------------
+def test_maxnorm_radius_from_stage_one_rows_and_projection_of_rows_above_it_only():
+    weight = torch.tensor([[3.0, 0.0], [0.0, 4.0], [6.0, 8.0], [1.0, 0.0]])  # norms 3, 4, 10, 1
+    pgd = MaxNormPGD(thresh=0.1)
+    # delta = min + thresh * (max - min) = 1 + 0.1 * 9 = 1.9
+    assert pgd.set_radius(weight) == pytest.approx(1.9)
+    projected = pgd.project(weight)
+    assert projected == 3
+    expected = torch.tensor([[1.9, 0.0], [0.0, 1.9], [1.14, 1.52], [1.0, 0.0]])
+    assert torch.allclose(weight, expected, atol=1e-6)
+    # The radius stays the stage-1 one: rows grown to 3.0 later are brought back to 1.9, not re-measured.
+    weight[3] = torch.tensor([0.0, 3.0])
+    pgd.project(weight)
+    expected[3] = torch.tensor([0.0, 1.9])
+    assert torch.allclose(weight, expected, atol=1e-6)
+
+
+def test_maxnorm_radius_survives_state_dict_and_projecting_before_it_is_set_fails():
+    pgd = MaxNormPGD(thresh=0.5)
+    with pytest.raises(BadHyperParameterError, match="set_radius"):
+        pgd.project(torch.ones(2, 2))
+    pgd.set_radius(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))  # 1 + 0.5 * 2 = 2
+    restored = MaxNormPGD(thresh=0.5)
+    restored.load_state_dict(pgd.state_dict())
+    assert restored.has_radius and float(restored.radius) == pytest.approx(2.0)
+    with pytest.raises(BadHyperParameterError):
+        MaxNormPGD(thresh=1.5)
+
+
+# ----- class-balanced loss --------------------------------------------------------------------------
+def test_class_balanced_weights_match_the_effective_number_formula():
+    counts, beta = [1000, 100, 10], 0.999
+    raw = [(1 - beta) / (1 - beta**n) for n in counts]
+    expected = [r / sum(raw) * len(counts) for r in raw]
+    weights = class_balanced_weights(counts, beta)
+    assert weights.tolist() == pytest.approx(expected, rel=1e-5)
+    # Hand-rounded: 0.001/0.6323, 0.001/0.09521, 0.001/0.009955 normalised to sum 3.
+    assert weights.tolist() == pytest.approx([0.04216, 0.2800, 2.6778], rel=2e-3)
+
+
+def test_cb_softmax_loss_is_weighted_bce_on_softmax_probabilities_averaged_over_all_entries():
+    # counts [3, 1], beta 0.5: raw weights 0.5/0.875 and 0.5/0.5 -> normalised [8/11, 14/11].
+    loss_fn = ClassBalancedSoftmaxBCE([3, 1], beta=0.5)
+    assert loss_fn.class_weights.tolist() == pytest.approx([8 / 11, 14 / 11], rel=1e-6)
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    targets = torch.tensor([0, 1])
+    # Sample 0: p = [0.5, 0.5], both entries cost ln 2, weight 8/11.
+    # Sample 1: p = [0.75, 0.25], target 1: entries cost -ln(0.25) and -ln(0.25), weight 14/11.
+    expected = (2 * (8 / 11) * math.log(2) + 2 * (14 / 11) * math.log(4)) / 4
+    assert float(loss_fn(logits, targets)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_cb_loss_rejects_counts_that_do_not_match_the_logits():
+    loss_fn = ClassBalancedSoftmaxBCE([3, 1, 1], beta=0.9)
+    with pytest.raises(BadHyperParameterError, match="class counts"):
+        loss_fn(torch.zeros(2, 2), torch.tensor([0, 1]))
+
+
+# ----- penalties ------------------------------------------------------------------------------------
+def test_weight_decay_penalty_is_half_the_squared_norm_and_its_gradient_is_theta():
+    a = torch.tensor([3.0, 4.0], requires_grad=True)
+    b = torch.tensor([[1.0]], requires_grad=True)
+    penalty = weight_decay_penalty([a, b])
+    assert penalty.item() == pytest.approx((9 + 16 + 1) / 2)
+    penalty.backward()
+    assert a.grad.tolist() == [3.0, 4.0] and b.grad.tolist() == [[1.0]]
+
+
+def test_decayed_parameters_are_the_trained_ones_and_exclude_the_fixed_etf():
+    model = build_model("resnet32", 10, in_chans=1, head={"type": "etf"})
+    decayed = {id(p) for p in decayed_parameters(model)}
+    names = {name for name, p in model.named_parameters() if id(p) in decayed}
+    assert "head.bias" in names
+    assert any(n.endswith("bn1.weight") for n in names) and any(n.endswith("bn1.bias") for n in names)
+    assert "head.weight" not in names and "head.weight" in model.state_dict()
+
+
+def test_feature_regularization_is_half_the_mean_squared_feature_norm():
+    features = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    assert float(feature_regularization(features)) == pytest.approx((25 + 0) / 2 / 2)
+
+
+# ----- logit adjustment -----------------------------------------------------------------------------
+def test_tau_zero_leaves_logits_unchanged_in_both_modes():
+    logits = torch.randn(5, 3)
+    prior = log_prior([100, 10, 1])
+    for mode in ("multiplicative", "additive"):
+        assert torch.equal(adjust_logits(logits, prior, 0.0, mode), logits)
+    head = build_head({"type": "logit_adjusted", "tau": 0.0, "base": {"type": "linear"}}, 4, 3)
+    head.log_prior.copy_(prior)
+    features = torch.randn(5, 4)
+    assert torch.equal(head(features), head.base(features))
+
+
+def test_logit_adjustment_by_hand():
+    logits = torch.tensor([[1.0, 1.0, -2.0]])
+    prior = log_prior([2, 1, 1])  # pi = [0.5, 0.25, 0.25]
+    assert adjust_logits(logits, prior, 1.0, "multiplicative").tolist()[0] == pytest.approx([2.0, 4.0, -8.0])
+    additive = adjust_logits(logits, prior, 0.5, "additive").tolist()[0]
+    assert additive == pytest.approx([1 + 0.5 * math.log(2), 1 + 0.5 * math.log(4), -2 + 0.5 * math.log(4)])
+    with pytest.raises(BadHyperParameterError):
+        adjust_logits(logits, prior, 1.0, "exponential")
+
+
+def test_logit_adjusted_head_rebuilds_from_its_spec_and_loads_the_prior_from_weights():
+    spec = {"type": "logit_adjusted", "tau": 0.65, "mode": "multiplicative", "base": {"type": "etf"}}
+    trained = build_head(spec, 64, 10)
+    trained.log_prior.copy_(log_prior(list(range(10, 0, -1))))
+    trained.base.bias.data.normal_()
+    rebuilt = build_head(spec, 64, 10)
+    rebuilt.load_state_dict(trained.state_dict(), strict=True)
+    features = torch.randn(3, 64)
+    assert torch.equal(rebuilt(features), trained(features))
+    assert isinstance(rebuilt, LogitAdjustedHead) and isinstance(rebuilt.base, ETFHead)
+
+
+# ----- analysis measurements ------------------------------------------------------------------------
+def test_fisher_ratio_by_hand_one_dimension():
+    # class 0: {0, 2} (mean 1), class 1: {4, 6} (mean 5), overall mean 3.
+    # S_b = 2 (1-3)^2 + 2 (5-3)^2 = 16; S_w = 1 + 1 + 1 + 1 = 4; ratio 4.
+    features = torch.tensor([[0.0], [2.0], [4.0], [6.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert fisher_ratio(features, labels) == pytest.approx(4.0)
+
+
+def test_fisher_ratio_ignores_a_constant_dimension_and_grows_with_separation():
+    labels = torch.tensor([0, 0, 1, 1])
+    features = torch.tensor([[0.0, 7.0], [2.0, 7.0], [4.0, 7.0], [6.0, 7.0]])  # 2nd dim constant
+    assert fisher_ratio(features, labels) == pytest.approx(4.0)
+    wider = torch.tensor([[0.0], [2.0], [8.0], [10.0]])  # means 1 and 9: S_b = 2*4^2 + 2*4^2 = 64, S_w = 4
+    assert fisher_ratio(wider, labels) == pytest.approx(16.0)
+
+
+def test_per_class_feature_norms_and_classifier_weight_of_a_logit_adjusted_head():
+    features = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0]])
+    labels = torch.tensor([0, 1, 0])
+    norms = per_class_feature_norms(features, labels, 3)
+    assert norms[:2].tolist() == pytest.approx([7.5, 1.0]) and math.isnan(norms[2])
+
+    head = build_head({"type": "logit_adjusted", "tau": 1.0, "base": {"type": "linear"}}, 2, 2)
+    head.log_prior.copy_(log_prior([3, 1]))  # pi = [0.75, 0.25] -> rows scaled by 4/3 and 4
+    head.base.weight.data = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert classifier_weight(head).tolist() == [pytest.approx([4 / 3, 0.0]), pytest.approx([0.0, 8.0])]
+    linear = nn.Linear(2, 2)
+    assert classifier_weight(linear) is linear.weight
