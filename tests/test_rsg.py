@@ -1,0 +1,136 @@
+"""RSG module: centre estimation, contrastive module, vector transformation, generation, CESC/MV."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ltzoo.errors import BadHyperParameterError
+from ltzoo.models.rsg import RSG, head_classes_by_count
+
+
+def _identity_transform(rsg: RSG, factor: float = 1.0) -> None:
+    """Make T(v) = factor * v: a 3x3 conv whose kernel is factor at the centre of the diagonal."""
+    with torch.no_grad():
+        rsg.vector_transform.weight.zero_()
+        rsg.vector_transform.bias.zero_()
+        for c in range(rsg.channels):
+            rsg.vector_transform.weight[c, c, 1, 1] = factor
+
+
+def _constant_pair_classifier(rsg: RSG) -> None:
+    """Make the contrastive module predict logits (0, 0) for every pair: CE = log 2."""
+    with torch.no_grad():
+        rsg.pair_classifier.fc.weight.zero_()
+        rsg.pair_classifier.fc.bias.zero_()
+
+
+def test_head_classes_by_count():
+    assert head_classes_by_count([5, 50, 50, 1, 20], head_ratio=0.4) == [1, 2]
+    assert head_classes_by_count([5, 50, 50, 1, 20], head_ratio=0.2) == [1]  # tie -> lower index
+    # Sorted CIFAR-LT: the official range(int(C * 0.2)).
+    assert head_classes_by_count([500, 300, 200, 100, 60, 40, 20, 10, 7, 5], 0.2) == [0, 1]
+    with pytest.raises(BadHyperParameterError, match="head_ratio"):
+        head_classes_by_count([5, 4, 3], head_ratio=0.1)  # int(0.3) = 0 head classes
+
+
+def test_centre_loss_and_pair_term_hand_computed():
+    rsg = RSG(num_classes=2, channels=1, head_classes=[0], n_center=2, contrastive_dim=4, epoch_thresh=5)
+    _constant_pair_classifier(rsg)
+    with torch.no_grad():
+        rsg.assign_weight.zero_()  # gamma = softmax(bias)
+        rsg.assign_bias.copy_(torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]]))
+        rsg.centres.copy_(torch.tensor([[[1.0], [3.0]], [[1.0], [0.0]]]))
+    fmap = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[2.0, 2.0], [2.0, 2.0]]]])
+    targets = torch.tensor([0, 1])
+    # sample 0 (class 0): gamma = (1/4, 3/4); distances to centres 1 and 3: 0+1+4+9 = 14 and 4+1+0+1 = 6
+    #   -> 14/4 + 6*3/4 = 8
+    # sample 1 (class 1): gamma = (1/2, 1/2); distances to centres 1 and 0: 4 and 16 -> 10
+    centre_term = (8.0 + 10.0) / 2
+    early = rsg(fmap, targets, epoch=5)  # epoch <= epoch_thresh: + CE of one pair with logits (0, 0)
+    assert early.cesc.item() == pytest.approx(centre_term + math.log(2), rel=1e-6)
+    late = rsg(fmap, targets, epoch=6)
+    assert late.cesc.item() == pytest.approx(centre_term, rel=1e-6)
+
+
+def test_mv_loss_hand_computed():
+    rsg = RSG(num_classes=2, channels=2, head_classes=[0], n_center=1, contrastive_dim=4, epoch_thresh=0)
+    _constant_pair_classifier(rsg)
+    _identity_transform(rsg)
+    head = torch.tensor([[[[3.0]], [[4.0]]]])  # (1, 2, 1, 1), centres are zero: v = (3, 4)
+    tail = torch.tensor([[[[1.0]], [[0.0]]]])
+    generated, mv = rsg.transfer(head, torch.tensor([0]), tail, torch.tensor([1]))
+    assert generated.flatten().tolist() == pytest.approx([4.0, 4.0])  # tail + T(v)
+    # CE("different") = log 2; norm term |5 - 5| = 0; alignment: n(tail) = (1, 0), n(T v) = (0.6, 0.8):
+    # |0.6 - 1| + |0 - 1| = 1.4; divided by one tail sample.
+    assert mv.item() == pytest.approx(math.log(2) + 1.4, rel=1e-6)
+    _identity_transform(rsg, factor=2.0)  # ||T v|| = 10 vs ||v|| = 5, same direction
+    _, mv = rsg.transfer(head, torch.tensor([0]), tail, torch.tensor([1]))
+    assert mv.item() == pytest.approx(math.log(2) + 5.0 + 1.4, rel=1e-6)
+
+
+def test_mv_trains_transform_but_not_the_frozen_contrastive_module():
+    torch.manual_seed(0)
+    rsg = RSG(num_classes=3, channels=4, head_classes=[0], n_center=2, contrastive_dim=8, epoch_thresh=0)
+    head, tail = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    _, mv = rsg.transfer(head, torch.tensor([0, 0]), tail, torch.tensor([1, 2]))
+    mv.backward()
+    assert rsg.vector_transform.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in rsg.pair_classifier.parameters())
+    assert rsg.centres.grad is None  # centres are picked without gradient in MV
+
+
+def test_generation_appends_tail_maps_with_tail_labels():
+    torch.manual_seed(0)
+    rsg = RSG(num_classes=5, channels=2, head_classes=[0], n_center=1, contrastive_dim=4, epoch_thresh=2)
+    _identity_transform(rsg)  # centres are zero: generated = tail + head
+    fmap = torch.randn(6, 2, 3, 3, requires_grad=True)
+    targets = torch.tensor([0, 3, 0, 4, 0, 0])  # 4 head, 2 tail -> segment int(4 / 2) = 2
+
+    before = rsg(fmap, targets, epoch=2)  # epoch <= epoch_thresh: nothing generated
+    assert before.num_generated == 0 and before.features.shape[0] == 6 and before.mv.item() == 0.0
+    assert torch.equal(before.targets, targets)
+
+    out = rsg(fmap, targets, epoch=3)
+    assert out.num_generated == 4
+    assert out.targets.tolist() == [0, 3, 0, 4, 0, 0, 3, 4, 3, 4]
+    assert not torch.isin(out.targets[6:], torch.tensor([0])).any(), "generated maps must carry tail labels"
+    maps = fmap.detach()
+    # segment 0 pairs heads (0, 2) with tails (1, 3); segment 1 pairs heads (4, 5) with tails (1, 3).
+    expected = torch.stack([maps[1] + maps[0], maps[3] + maps[2], maps[1] + maps[4], maps[3] + maps[5]])
+    assert torch.allclose(out.features[6:], expected, atol=1e-6)
+    assert torch.equal(out.features[:6], fmap)  # the original maps keep their gradient path
+    # CESC and MV never reach the backbone: only the original rows carry the classifier's gradient.
+    (out.cesc + out.mv).backward()
+    assert fmap.grad is None
+
+
+def test_more_tails_than_heads():
+    rsg = RSG(num_classes=7, channels=2, head_classes=[0], n_center=1, contrastive_dim=4, epoch_thresh=-1)
+    targets = torch.tensor([0, 3, 4, 5, 6])  # 1 head, 4 tails -> segment 4, one copy per tail
+    out = rsg(torch.randn(5, 2, 2, 2), targets, epoch=0)
+    assert out.targets[5:].tolist() == [3, 4, 5, 6]
+
+
+def test_no_generation_without_head_or_tail_in_batch():
+    rsg = RSG(num_classes=3, channels=2, head_classes=[0], n_center=1, contrastive_dim=4, epoch_thresh=-1)
+    out = rsg(torch.randn(4, 2, 2, 2), torch.tensor([1, 2, 1, 2]), epoch=0)
+    assert out.num_generated == 0 and out.mv.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_center": 0},
+        {"transfer_strength": 0.0},
+        {"epoch_thresh": -2},
+        {"head_classes": [0, 1, 2]},
+        {"head_classes": [5]},
+    ],
+)
+def test_bad_hyper_parameters(kwargs):
+    args = {"num_classes": 3, "channels": 2, "head_classes": [0]} | kwargs
+    with pytest.raises(BadHyperParameterError):
+        RSG(**args)
