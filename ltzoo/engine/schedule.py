@@ -1,0 +1,41 @@
+"""Learning-rate schedules: per-step linear warmup, then cosine, step or constant (per stage)."""
+
+from __future__ import annotations
+
+import math
+
+from ltzoo.recipes.base import StageConfig
+
+
+def lr_factor(stage: StageConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of ``stage.lr`` at (0-indexed) ``epoch`` and ``step`` within it."""
+    progress = epoch + step / max(steps_per_epoch, 1)  # fractional epochs done before this step
+    if stage.warmup_epochs > 0 and progress < stage.warmup_epochs:
+        return (epoch * steps_per_epoch + step + 1) / (stage.warmup_epochs * steps_per_epoch)
+    if stage.schedule == "cosine":
+        span = max(stage.epochs - stage.warmup_epochs, 1e-8)
+        return 0.5 * (1.0 + math.cos(math.pi * min((progress - stage.warmup_epochs) / span, 1.0)))
+    if stage.schedule == "step":
+        return stage.gamma ** sum(1 for m in stage.milestones if epoch >= m)
+    return 1.0
+
+
+def scale_stages(stages: list[StageConfig], total_epochs: int) -> list[StageConfig]:
+    """Spread a new total epoch budget over the stages in proportion (at least one epoch each);
+    warmup and milestones scale with their stage."""
+    import dataclasses
+
+    old_total = sum(s.epochs for s in stages)
+    scaled = []
+    for stage in stages:
+        epochs = max(1, round(total_epochs * stage.epochs / old_total))
+        ratio = epochs / stage.epochs
+        scaled.append(
+            dataclasses.replace(
+                stage,
+                epochs=epochs,
+                warmup_epochs=min(epochs - 1, round(stage.warmup_epochs * ratio)) if stage.warmup_epochs else 0,
+                milestones=tuple(sorted({min(epochs - 1, max(1, round(m * ratio))) for m in stage.milestones})),
+            )
+        )
+    return scaled

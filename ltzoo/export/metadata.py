@@ -1,0 +1,189 @@
+"""What a deployed graph must carry about itself: ``metadata_props`` in the ONNX file and the sidecar
+``export_report.json``, kept consistent (the report stores the exact dict written into each file).
+
+Values in ``metadata_props`` are strings; lists and dicts are JSON, so any ONNX consumer (C++, JS,
+TensorRT tooling) can read them without ltzoo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+import ltzoo
+from ltzoo.errors import CorruptFileError
+
+REPORT_NAME = "export_report.json"
+REPORT_VERSION = 1
+# Keys whose value is JSON in metadata_props (everything else is a plain string).
+_JSON_KEYS = (
+    "label_names",
+    "mean",
+    "std",
+    "input_size",
+    "class_counts",
+    "shot_thresholds",
+    "shot_classes",
+    "num_classes",
+    "opset",
+    "logit_adjust_tau",
+)
+
+
+@dataclass
+class ModelInfo:
+    """What the export needs to know about a model besides its weights (from the run's config.json).
+
+    ``input_size`` is (C, H, W); ``shot_thresholds`` is e.g. ``{"many": 100, "few": 20}`` (training
+    images per class: many > 100, few < 20) and ``shot_classes`` maps many/medium/few to class ids.
+    """
+
+    name: str
+    arch: str
+    num_classes: int
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    label_names: list[str]
+    class_counts: list[int] | None = None
+    shot_thresholds: dict[str, Any] | None = None
+    shot_classes: dict[str, list[int]] | None = None
+    dataset: str | None = None
+    weights_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shaped the graph, for the report and ``metadata_props``."""
+    import numpy
+    import onnxruntime
+    import torch
+
+    versions = {
+        "ltzoo": ltzoo.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+    }
+    try:
+        import onnxscript
+
+        versions["onnxscript"] = onnxscript.__version__
+    except ImportError:  # only the dynamo exporter needs it
+        pass
+    return versions
+
+
+def build_metadata(
+    info: ModelInfo, *, variant: str, exporter: str, opset: int, logit_adjust_tau: float | None = None
+) -> dict[str, str]:
+    """The ``metadata_props`` for one variant (fp32/fp16/int8) of ``info``'s model."""
+    versions = library_versions()
+    values: dict[str, Any] = {
+        "model_name": info.name,
+        "arch": info.arch,
+        "variant": variant,
+        "dataset": info.dataset or "",
+        "num_classes": info.num_classes,
+        "label_names": list(info.label_names),
+        "input_size": list(info.input_size),
+        "input_layout": "NCHW",
+        # The graph takes images already normalised with mean/std (x - mean) / std, float32.
+        "input_preprocessing": "normalised float32: (pixel/255 - mean) / std",
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "class_counts": list(info.class_counts) if info.class_counts is not None else None,
+        "shot_thresholds": info.shot_thresholds,
+        "shot_classes": info.shot_classes,
+        "source_weights_sha256": info.weights_sha256 or "",
+        "exporter": exporter,
+        "opset": opset,
+        "ltzoo_version": versions["ltzoo"],
+        "torch_version": versions["torch"],
+        "onnx_version": versions["onnx"],
+        "logit_adjust_tau": logit_adjust_tau,
+    }
+    return {
+        key: json.dumps(value) if key in _JSON_KEYS else str(value)
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+def write_metadata_props(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace the model's ``metadata_props`` with ``metadata`` (and name ltzoo as the producer)."""
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, metadata)
+    proto.producer_name = "ltzoo"
+    proto.producer_version = ltzoo.__version__
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``metadata_props`` of an ONNX file, JSON values decoded (the inverse of :func:`build_metadata`)."""
+    proto = load_onnx(path, load_weights=False)
+    raw = {prop.key: prop.value for prop in proto.metadata_props}
+    return decode_metadata(raw)
+
+
+def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+    return {key: json.loads(value) if key in _JSON_KEYS else value for key, value in raw.items()}
+
+
+def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.ModelProto:
+    """``onnx.load`` with a readable error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorruptFileError(f"ONNX file {path} does not exist; export one with export/to_onnx.py")
+    try:
+        return onnx.load(str(path), load_external_data=load_weights)
+    except Exception as error:  # protobuf DecodeError and friends
+        raise CorruptFileError(
+            f"{path} is not a readable ONNX model ({type(error).__name__}: {error}); "
+            "the file is truncated or corrupt: re-run the export"
+        ) from error
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
+    """Write ``export_report.json`` atomically (a crash never leaves half a report)."""
+    path = Path(out_dir) / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(out_dir)
+    path = path / REPORT_NAME if path.is_dir() else path
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise CorruptFileError(f"no {REPORT_NAME} in {path.parent}; run export/to_onnx.py first") from error
+    except json.JSONDecodeError as error:
+        raise CorruptFileError(f"{path} is not valid JSON ({error}); re-run the export") from error
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # numpy scalars/arrays
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to the export report")

@@ -1,0 +1,185 @@
+"""Download a run pushed by ltzoo: ``config.json`` + ``model.safetensors`` through the Hub cache, sha256-checked.
+
+Everything goes through ``hf_hub_download`` and its cache (so ``HF_HUB_OFFLINE`` and pinned revisions
+behave as everywhere else in the HF ecosystem). Only safetensors are ever fetched; pickled weights are
+not looked for. The weights' sha256 is checked on every load against the zoo's pinned value or the one
+recorded in the repo's ``config.json`` at push time; a mismatching cache entry is deleted so the next
+call downloads it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from huggingface_hub import hf_hub_download
+
+import ltzoo
+from ltzoo.errors import HubError
+from ltzoo.hub import layout
+from ltzoo.hub.errors import HubFileMissingError, hub_errors
+from ltzoo.hub.settings import HUB_PREFIX, HubSettings, hub_settings, parse_hub_source
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(repo_id: str, filename: str, revision: str | None, settings: HubSettings) -> Path:
+    """One file through ``hf_hub_download`` with the call-time endpoint, token, cache and offline flag."""
+    with hub_errors(what=f"download {filename} from", repo_id=repo_id, revision=revision, settings=settings):
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            endpoint=settings.endpoint,
+            token=settings.token,
+            cache_dir=settings.cache_dir,
+            local_files_only=settings.offline,
+            library_name="ltzoo",
+            library_version=ltzoo.__version__,
+        )
+    return Path(path)
+
+
+def evict_cached_file(path: Path) -> None:
+    """Delete a cached file: the snapshot entry and the blob it points to (no dangling half-state)."""
+    blob = path.resolve()
+    for victim in (path, blob):
+        victim.unlink(missing_ok=True)
+
+
+def _read_ltzoo_config(config_path: Path, repo_id: str) -> dict:
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        evict_cached_file(config_path)
+        raise HubError(f"{repo_id}: config.json is not valid JSON ({exc}); the cached copy was removed, try again") from None
+    if not isinstance(config, dict) or not isinstance(config.get(layout.LTZOO_BLOCK), dict):
+        raise HubError(
+            f"{repo_id} has a config.json without an '{layout.LTZOO_BLOCK}' block, so it was not pushed by ltzoo. "
+            f"Push a training run with `ltzoo push RUN_DIR --repo-id {repo_id}`, or load this repo with the "
+            "library that made it (e.g. timm.create_model('hf-hub:...'))."
+        )
+    return config
+
+
+def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: str | None = None) -> Path:
+    """Fetch a pushed run into the Hub cache; return the snapshot directory with config.json + model.safetensors.
+
+    ``expected_sha256`` (a zoo entry's pinned value) wins over the sha256 recorded in the repo's
+    config.json. Raises :class:`HubError` for an unreachable Hub, a refused token, a missing
+    repo/revision, a repo without an ltzoo config, and a sha256 mismatch (after deleting the bad file).
+    """
+    settings = hub_settings()
+    try:
+        config_path = download_file(repo_id, layout.CONFIG, revision, settings)
+    except HubFileMissingError:
+        where = f"{repo_id}@{revision}" if revision else repo_id
+        raise HubError(
+            f"{where} has no config.json, so it was not pushed by ltzoo. "
+            f"Push a training run with `ltzoo push RUN_DIR --repo-id {repo_id}`."
+        ) from None
+    config = _read_ltzoo_config(config_path, repo_id)
+    # The snapshot folder is named by the commit that `revision` resolved to; fetching the weights at that
+    # commit keeps both files from the same commit even if the branch moves in between.
+    commit = config_path.parent.name
+    weights_path = download_file(repo_id, layout.WEIGHTS, commit, settings)
+    if weights_path.parent != config_path.parent:  # e.g. a cache laid out by an older client
+        raise HubError(f"{repo_id}: config.json and model.safetensors resolved to different snapshots; clear {settings.cache_dir} and retry")
+
+    expected = expected_sha256 or config[layout.LTZOO_BLOCK].get(layout.WEIGHTS_SHA256_KEY)
+    if not expected:
+        raise HubError(
+            f"{repo_id}@{commit} records no sha256 for {layout.WEIGHTS} (config.json ltzoo.{layout.WEIGHTS_SHA256_KEY}); "
+            "re-push the run with a current `ltzoo push`, or pass expected_sha256."
+        )
+    actual = sha256_file(weights_path)
+    if actual != expected.lower():
+        evict_cached_file(weights_path)
+        raise HubError(
+            f"{repo_id}@{commit}: {layout.WEIGHTS} has sha256 {actual}, expected {expected}. The corrupted cache "
+            "entry was deleted, so the next load downloads it again. If this repeats, the file on the Hub differs "
+            "from the pinned one: re-push the run or update the pinned sha256."
+        )
+    return config_path.parent
+
+
+def _onnx_filename(variant: str, report: dict | None) -> str:
+    """The file of an ONNX variant: as listed by export_report.json when it says so, else by convention."""
+    if report:
+        variants = report.get("variants")
+        if isinstance(variants, dict) and isinstance(variants.get(variant), dict):
+            entry = variants[variant]
+            name = entry.get("file") or entry.get("path") or entry.get("filename")
+            if name:
+                return Path(name).name
+        if isinstance(variants, list):
+            for entry in variants:
+                if isinstance(entry, dict) and entry.get("variant", entry.get("name")) == variant:
+                    name = entry.get("file") or entry.get("path") or entry.get("filename")
+                    if name:
+                        return Path(name).name
+    return "model.onnx" if variant == "fp32" else f"model_{variant}.onnx"
+
+
+def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
+    """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file."""
+    local = Path(source[len("local-dir:") :] if source.startswith("local-dir:") else source)
+    if not source.startswith(HUB_PREFIX) and local.exists():
+        if local.is_file():
+            return local
+        for folder in (local, local / layout.ONNX_DIR):
+            report_path = folder / layout.EXPORT_REPORT
+            report = json.loads(report_path.read_text()) if report_path.is_file() else None
+            candidate = folder / _onnx_filename(variant, report)
+            if candidate.is_file():
+                return candidate
+        raise HubError(f"no {variant} ONNX graph under {local}; export one with `python export/to_onnx.py --model ... --out {local}`")
+
+    if source.startswith(HUB_PREFIX):
+        repo_id, revision = parse_hub_source(source)
+    else:
+        from ltzoo.registry import get_entry  # a zoo name: its pinned repo and revision
+
+        entry = get_entry(source)
+        if entry.weights is None:
+            raise HubError(f"{entry.name} has no published weights, so no published ONNX graph; {entry.how_to_train()}")
+        repo_id, revision = entry.weights.repo_id, entry.weights.revision
+
+    settings = hub_settings()
+    report = None
+    try:
+        report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}", revision, settings)
+        report = json.loads(report_path.read_text())
+        revision = report_path.parent.parent.name  # pin the commit, as download_run does
+    except HubFileMissingError:
+        pass  # no report: the file names follow the convention
+    filename = _onnx_filename(variant, report)
+    try:
+        return download_file(repo_id, f"{layout.ONNX_DIR}/{filename}", revision, settings)
+    except HubFileMissingError:
+        raise HubError(
+            f"{repo_id} has no {variant} ONNX graph ({layout.ONNX_DIR}/{filename}); push one with "
+            f"`ltzoo push RUN_DIR --repo-id {repo_id} --onnx EXPORT_DIR`."
+        ) from None
+
+
+def load_onnx_session(source: str, variant: str = "fp32", *, provider: str | None = None) -> "ort.InferenceSession":
+    """A ready ONNX Runtime session for a published graph (``hf-hub:ORG/NAME[@rev]``, zoo name, or local path).
+
+    ``variant`` is ``fp32``, ``fp16`` or ``int8``; ``provider`` as in :func:`ltzoo.export.providers.select_providers`.
+    """
+    from ltzoo.export.providers import create_session
+
+    return create_session(resolve_onnx_file(source, variant), provider=provider)

@@ -1,0 +1,137 @@
+"""The zoo registry: ``{method}_{arch}.{tag}`` names, each with a recipe and (maybe) published weights.
+
+Modelled on timm's ``_registry``: a name without a tag means the default tag; ``list_models`` takes
+fnmatch patterns; unknown names fail with close-match suggestions. Recipe modules register entries
+with :func:`register_recipes` when ``ltzoo.recipes`` is imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ltzoo.errors import UnknownModelError
+from ltzoo.recipes.base import Recipe
+
+
+@dataclass(frozen=True)
+class HubWeights:
+    """Where an entry's published weights live. ``revision`` is a pinned commit sha."""
+
+    repo_id: str
+    revision: str
+    sha256: str  # of model.safetensors
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str  # "ce_resnet32.fmnist_lt"
+    method: str
+    arch: str
+    tag: str  # the training dataset
+    recipe_fn: Callable[[], Recipe] = field(repr=False)
+    paper: str = ""
+    license: str = "apache-2.0"
+    weights: HubWeights | None = None
+
+    @property
+    def base_name(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def published(self) -> bool:
+        return self.weights is not None
+
+    def recipe(self) -> Recipe:
+        """A fresh copy of the entry's recipe (safe to modify)."""
+        return self.recipe_fn()
+
+    def how_to_train(self) -> str:
+        slug = self.name.replace(".", "_")
+        return (
+            f"train them with `ltzoo train {self.name} --out runs/{slug}` and load the run with "
+            f"ltzoo.load('local-dir:runs/{slug}')"
+        )
+
+
+_ENTRIES: dict[str, ZooEntry] = {}
+_DEFAULT_TAGS: dict[str, str] = {}
+
+
+def register_recipes(
+    method: str,
+    arch: str,
+    recipes: dict[str, Callable[[], Recipe]],
+    default_tag: str,
+    paper: str = "",
+    license: str = "apache-2.0",
+    weights: dict[str, HubWeights] | None = None,
+) -> list[str]:
+    """Register ``{method}_{arch}.{tag}`` for each tag; ``default_tag`` is what the bare name means."""
+    if default_tag not in recipes:
+        raise ValueError(f"default tag {default_tag!r} not among {sorted(recipes)}")
+    base = f"{method}_{arch}"
+    names = []
+    for tag, recipe_fn in recipes.items():
+        name = f"{base}.{tag}"
+        _ENTRIES[name] = ZooEntry(name, method, arch, tag, recipe_fn, paper, license, (weights or {}).get(tag))
+        names.append(name)
+    _DEFAULT_TAGS[base] = default_tag
+    return names
+
+
+def _ensure_loaded() -> None:
+    from ltzoo.recipes import load_all
+
+    load_all()
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    base, _, tag = name.partition(".")
+    return base, (tag or None)
+
+
+def get_entry(name: str) -> ZooEntry:
+    """Resolve ``base`` (default tag) or ``base.tag``; unknown names raise with suggestions."""
+    _ensure_loaded()
+    base, tag = split_name(name)
+    if tag is None and base in _DEFAULT_TAGS:
+        tag = _DEFAULT_TAGS[base]
+    full = f"{base}.{tag}"
+    if full in _ENTRIES:
+        return _ENTRIES[full]
+    if base in _DEFAULT_TAGS:
+        tags = sorted(e.tag for e in _ENTRIES.values() if e.base_name == base)
+        raise UnknownModelError(f"{base!r} has no tag {tag!r}; available tags: {', '.join(tags)}")
+    candidates = sorted(set(_DEFAULT_TAGS) | set(_ENTRIES))
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {name!r}.{hint} See `ltzoo list` for every name.")
+
+
+def list_models(pattern: str | list[str] = "*", pretrained: bool = False, exclude: str | list[str] = ()) -> list[str]:
+    """Zoo names matching fnmatch pattern(s). A pattern without a tag matches every tag of a name."""
+    _ensure_loaded()
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    excludes = [exclude] if isinstance(exclude, str) else list(exclude)
+
+    def expand(p: str) -> list[str]:
+        return [p] if "." in p else [p, f"{p}.*"]
+
+    names = []
+    for name, entry in _ENTRIES.items():
+        if pretrained and not entry.published:
+            continue
+        if not any(fnmatch.fnmatch(name, q) for p in patterns for q in expand(p)):
+            continue
+        if any(fnmatch.fnmatch(name, q) for p in excludes for q in expand(p)):
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+def default_tag(base: str) -> str | None:
+    _ensure_loaded()
+    return _DEFAULT_TAGS.get(base)

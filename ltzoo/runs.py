@@ -1,0 +1,210 @@
+"""Run directories: ``model.safetensors`` + ``config.json`` + ``metrics.json``, written atomically.
+
+``config.json`` follows timm's Hub layout (``architecture``, ``num_classes``, ``num_features``,
+``label_names``, ``model_args``, ``pretrained_cfg``) plus an ``ltzoo`` block with the long-tail
+facts (class counts, shot split, index sha256, recipe, seed, metrics, weights sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
+from ltzoo.models import LTClassifier, build_model
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+FORMAT_VERSION = 1
+
+
+# ----- atomic writes ---------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run artifacts are meant to be shared
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
+    """Save tensors as safetensors atomically; returns the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----- config ----------------------------------------------------------------------------------
+def build_config(
+    model: LTClassifier,
+    *,
+    arch: str,
+    in_chans: int,
+    head: dict[str, Any],
+    label_names: list[str],
+    data_info: dict[str, Any],
+    longtail: dict[str, Any],
+    ltzoo_fields: dict[str, Any],
+) -> dict[str, Any]:
+    """Assemble config.json. ``data_info`` is a DataInfo dict, ``longtail`` an LTDataset.summary()."""
+    height, width = data_info["input_size"]
+    return {
+        "architecture": arch,
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        "global_pool": "avg",
+        "label_names": label_names,
+        "model_args": {"in_chans": in_chans, "head": head},
+        "pretrained_cfg": {
+            "tag": longtail.get("dataset"),
+            "input_size": [in_chans, height, width],
+            "interpolation": data_info.get("interpolation", "bilinear"),
+            "crop_pct": data_info.get("crop_pct", 1.0),
+            "crop_mode": "center",
+            "mean": list(data_info["mean"]),
+            "std": list(data_info["std"]),
+            "num_classes": model.num_classes,
+            "classifier": "head",
+            "license": ltzoo_fields.get("license", "apache-2.0"),
+        },
+        "ltzoo": {
+            "format_version": FORMAT_VERSION,
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "data_info": data_info,
+            **longtail,
+            **ltzoo_fields,
+        },
+    }
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} not found: {run_dir} is not an ltzoo run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-download or re-train the run") from exc
+    missing = [k for k in ("architecture", "num_classes", "model_args", "pretrained_cfg") if k not in config]
+    if missing:
+        raise CorruptFileError(f"{path} lacks {missing}: not an ltzoo/timm config (was the repo pushed by ltzoo?)")
+    return config
+
+
+# ----- save / load -----------------------------------------------------------------------------
+def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    """Write weights first, then config (with their sha256), then metrics; each file atomically."""
+    out_dir = Path(out_dir)
+    sha = atomic_save_state_dict(model.state_dict(), out_dir / MODEL_FILE)
+    config = json.loads(json.dumps(config))
+    config.setdefault("ltzoo", {})["weights_sha256"] = sha
+    atomic_write_json(out_dir / CONFIG_FILE, config)
+    atomic_write_json(out_dir / METRICS_FILE, metrics)
+    return out_dir
+
+
+def model_from_config(config: dict[str, Any], num_classes: int | None = None) -> LTClassifier:
+    args = config["model_args"]
+    return build_model(
+        config["architecture"],
+        num_classes if num_classes is not None else int(config["num_classes"]),
+        in_chans=int(args.get("in_chans", 3)),
+        head=args.get("head"),
+    )
+
+
+def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"weights file {path} not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: re-download or re-train"
+        ) from exc
+
+
+def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with a message that lists what differs (never a silent partial load)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if state_dict[k].shape != expected[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if wrong_shape:
+            parts.append("shape mismatch " + "; ".join(wrong_shape[:5]))
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise ConfigMismatchError(
+            f"weights in {source} do not match the model in its config.json: {', '.join(parts)}. "
+            "The config and weights come from different runs (e.g. wrong num_classes): re-export or re-train."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tuple[LTClassifier, dict[str, Any]]:
+    """Build the model described by ``config.json`` and load ``model.safetensors`` strictly (eval mode)."""
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    weights_path = run_dir / MODEL_FILE
+    if not weights_path.is_file():
+        raise DataNotFoundError(f"{weights_path} not found: the run has no weights (did training finish?)")
+    recorded = config.get("ltzoo", {}).get("weights_sha256")
+    if verify_sha256 and recorded and sha256_file(weights_path) != recorded:
+        raise CorruptFileError(
+            f"{weights_path} does not match the sha256 recorded in config.json; the file was changed or truncated"
+        )
+    model = model_from_config(config)
+    load_weights_strict(model, load_state_dict_file(weights_path), str(weights_path))
+    model.eval()
+    return model, config
