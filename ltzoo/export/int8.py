@@ -1,0 +1,155 @@
+"""int8 variant: ORT static quantization, QDQ format, symmetric int8, per-channel weights.
+
+Recipe (after the ORT quantization guide, docs/performance/model-optimizations/quantization.md):
+``quant_pre_process`` (symbolic shape inference, ORT basic optimisation, ONNX shape inference), then
+``quantize_static`` with QDQ, int8 weights per output channel and int8 activations per tensor, both
+symmetric so every zero point is 0 (TensorRT's Q/DQ restriction, onnx-tensorrt docs/operators.md).
+
+ltzoo's own choices (no anchor gates quantized models on tail accuracy):
+* the calibration set is class-balanced from the *training* split with a fixed seed
+  (:func:`class_balanced_indices`), so the rare classes' activations shape the ranges;
+* the classifier head (every node after the last convolution: pooling, the linear/cosine layer, a
+  baked logit adjustment) stays fp32. Quantizing logits to 256 levels can flip close decisions, which
+  is where tail classes lose, and the head is well under 1% of the compute.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from ltzoo.errors import BadHyperParameterError, ExportCheckError
+from ltzoo.export.metadata import load_onnx
+from ltzoo.export.onnx_export import INPUT_NAME
+
+DEFAULT_CALIB_SIZE = 512
+DEFAULT_CALIB_SEED = 0
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+DEFAULT_CALIB_METHOD = "minmax"
+
+
+def class_balanced_indices(targets: Sequence[int], num_classes: int, size: int, seed: int = DEFAULT_CALIB_SEED) -> np.ndarray:
+    """``size`` indices into ``targets``, as equal per class as the class counts allow.
+
+    Water-filling: every class gets ``min(n_c, q)`` images for the largest quota ``q`` that fits, and
+    the few left over go one each to randomly chosen classes that still have images. A tail class
+    with fewer than ``q`` images contributes all of them. Deterministic for a given ``seed``.
+    """
+    if size < 1:
+        raise BadHyperParameterError(f"calibration size must be >= 1, got {size}")
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(targets == label)) for label in range(num_classes)]
+    counts = np.array([len(pool) for pool in pools])
+    if size >= counts.sum():
+        take = counts.copy()
+    else:
+        quota = 0
+        while np.minimum(counts, quota + 1).sum() <= size:
+            quota += 1
+        take = np.minimum(counts, quota)
+        left = size - int(take.sum())
+        room = np.flatnonzero(counts > take)
+        take[rng.choice(room, size=left, replace=False)] += 1
+    chosen = np.concatenate([pool[:n] for pool, n in zip(pools, take)]) if num_classes else np.array([], int)
+    return np.sort(chosen).astype(np.int64)
+
+
+class BatchReader(CalibrationDataReader):
+    """Feeds float32 NCHW batches to ORT's calibrator."""
+
+    def __init__(self, batches: Iterable[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
+        self.images = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        self.images += len(batch)
+        return {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)}
+
+
+def head_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the last Conv in topological order (the classifier head).
+
+    ONNX node lists are topologically sorted, so for a CNN these are the last residual add, the
+    pooling and the head. A graph without Conv keeps only the node that produces the output.
+    """
+    nodes = list(proto.graph.node)
+    conv_positions = [index for index, node in enumerate(nodes) if node.op_type in ("Conv", "ConvTranspose")]
+    if conv_positions:
+        return [node.name for node in nodes[conv_positions[-1] + 1 :]]
+    outputs = {value.name for value in proto.graph.output}
+    return [node.name for node in nodes if outputs & set(node.output)]
+
+
+def quantize_int8(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    calibration_batches: Iterable[np.ndarray],
+    method: str = DEFAULT_CALIB_METHOD,
+) -> dict[str, Any]:
+    """Write the QDQ int8 variant of ``src`` to ``dst``; returns the quantization recipe for the report."""
+    if method not in CALIBRATION_METHODS:
+        raise BadHyperParameterError(f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}")
+    src, dst = Path(src), Path(dst)
+    source = load_onnx(src, load_weights=False)
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in source.graph.initializer):
+        raise ExportCheckError(
+            f"{src.name} keeps its weights as external data (a model above 2 GB), which ORT quantization "
+            "cannot read; the int8 variant is not available for models that large"
+        )
+    reader = BatchReader(calibration_batches)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(src), str(prepared))
+        except Exception as error:
+            raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
+        proto = onnx.load(str(prepared))
+        for index, node in enumerate(proto.graph.node):  # the quantizer addresses nodes by name
+            if not node.name:
+                node.name = f"{node.op_type}_{index}"
+        onnx.save(proto, str(prepared))
+        keep_fp32 = head_nodes(proto)
+        try:
+            quantize_static(
+                str(prepared),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_fp32,
+                calibrate_method=CALIBRATION_METHODS[method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
+        except Exception as error:
+            raise ExportCheckError(f"int8 quantization of {src.name} failed: {error}") from error
+    if reader.images == 0:
+        raise ExportCheckError("int8 calibration got no images; the calibration set is empty")
+    quantized = onnx.load(str(dst))
+    return {
+        "tool": "onnxruntime.quantization (quant_pre_process + quantize_static)",
+        "format": "QDQ",
+        "weights": "int8, symmetric, per output channel",
+        "activations": "int8, symmetric, per tensor",
+        "calibration_method": method,
+        "calibration_images": reader.images,
+        "nodes_kept_fp32": keep_fp32,
+        "qdq_nodes": sum(1 for node in quantized.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")),
+    }
