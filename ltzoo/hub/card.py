@@ -1,0 +1,229 @@
+"""The model card: ``ModelCardData`` (YAML + model-index) and a body rendered from ``model_cards/``.
+
+Everything on the card is read from the run (``config.json``, ``metrics.json``) and, when given, the
+export report, so the card is regenerated identically from the same files on every push.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+import ltzoo
+from ltzoo.errors import CorruptFileError, DataNotFoundError
+from ltzoo.hub import layout
+
+MODEL_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+TEMPLATE = "template.md"
+SPLITS = ("val", "test")
+GROUPS = ("all", "many", "medium", "few")
+TAGS = ["ltzoo", "long-tailed", "imbalanced-classification", "image-classification"]
+# The Hub datasets the ltzoo training sets are drawn from (the long-tailed subsets themselves are built
+# locally from these, with the index sha256 on the card).
+SOURCE_DATASETS = {
+    "fmnist_lt": "zalando-datasets/fashion_mnist",
+    "cifar10_lt": "uoft-cs/cifar10",
+    "cifar100_lt": "uoft-cs/cifar100",
+    "imagenet_lt": "ILSVRC/imagenet-1k",
+}
+
+
+@dataclass(frozen=True)
+class MethodText:
+    paragraph: str
+    citation: str  # BibTeX
+
+
+def method_text(method: str, cards_dir: Path = MODEL_CARDS_DIR) -> MethodText:
+    """The method's paragraph and BibTeX from ``model_cards/methods/<method>.md``."""
+    path = cards_dir / "methods" / f"{method}.md"
+    if not path.is_file():
+        known = sorted(p.stem for p in (cards_dir / "methods").glob("*.md"))
+        raise DataNotFoundError(f"no card text for method {method!r} ({path}); add one next to {known}")
+    paragraph, _, citation = path.read_text(encoding="utf-8").partition("\n## Citation\n")
+    bibtex = citation.strip().removeprefix("```bibtex").removesuffix("```").strip()
+    return MethodText(paragraph.strip(), bibtex)
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} not found: the card needs the run's val/test metrics (did training finish?)")
+    try:
+        metrics = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-evaluate the run") from exc
+    missing = [s for s in SPLITS if not isinstance(metrics.get(s), dict)]
+    if missing:
+        raise CorruptFileError(f"{path} has no {missing} results; the card reports top-1 on val and test")
+    return metrics
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
+def _source_dataset(dataset: str) -> str:
+    return SOURCE_DATASETS.get(dataset, dataset)
+
+
+def build_card_data(config: dict[str, Any], metrics: dict[str, Any], repo_id: str) -> ModelCardData:
+    """YAML front matter: library, pipeline, license, datasets, tags, and a model-index of top-1 per split/group."""
+    lt = config[layout.LTZOO_BLOCK]
+    dataset = lt.get("dataset", "unknown")
+    name = lt.get("name") or repo_id.split("/")[-1]
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name="Long-tailed image classification",
+            dataset_type=_source_dataset(dataset),
+            dataset_name=dataset,
+            dataset_config=dataset,
+            dataset_split=split,
+            metric_type="accuracy",
+            metric_name=f"top-1 {group}",
+            metric_config=group,
+            metric_value=round(float(metrics[split][group]), 2),
+        )
+        for split in SPLITS
+        for group in GROUPS
+        if metrics[split].get(group) is not None  # e.g. no medium class in a tiny dataset
+    ]
+    method = lt.get("method", "")
+    return ModelCardData(
+        model_name=name,
+        library_name="ltzoo",
+        pipeline_tag="image-classification",
+        license=config.get("pretrained_cfg", {}).get("license") or lt.get("license") or "apache-2.0",
+        datasets=[_source_dataset(dataset)],
+        tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t],
+        metrics=["accuracy"],
+        eval_results=eval_results,
+    )
+
+
+def _shot_rule(shot: dict[str, Any]) -> str:
+    if shot.get("rule", "absolute") == "absolute":
+        return (
+            f"many: more than {shot.get('many_threshold')} training images, few: fewer than "
+            f"{shot.get('few_threshold')}, medium: the rest"
+        )
+    return f"rule {shot.get('rule')!r}, thresholds {shot.get('many_threshold')} / {shot.get('few_threshold')}"
+
+
+def class_groups(shot: dict[str, Any], num_classes: int) -> list[str]:
+    groups = ["-"] * num_classes
+    for group in ("many", "medium", "few"):
+        for cls in shot.get(group, []):
+            groups[cls] = group
+    return groups
+
+
+def _export_rows(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Table rows from ``export_report.json``: one per variant (fp32, fp16, int8), whatever was verified."""
+    variants = report.get("variants", {})
+    items = variants.items() if isinstance(variants, dict) else ((v.get("variant") or v.get("name"), v) for v in variants)
+    rows, splits = [], []
+    for variant, entry in items:
+        if not isinstance(entry, dict):
+            continue
+        parity = entry.get("parity") or {}
+        dataset = entry.get("dataset") or entry.get("accuracy") or {}
+        cells = []
+        for split in SPLITS:
+            if isinstance(dataset.get(split), dict):
+                if split not in splits:
+                    splits.append(split)
+                cells.append((split, f"{_fmt(dataset[split].get('all'))} / {_fmt(dataset[split].get('few'))}"))
+        max_diff = parity.get("max_abs_diff", entry.get("max_abs_diff"))
+        agreement = parity.get("top1_agreement", entry.get("top1_agreement"))
+        passed = entry.get("passed", report.get("passed"))
+        rows.append(
+            {
+                "variant": variant,
+                "file": Path(str(entry.get("file") or entry.get("path") or "")).name or "-",
+                "max_abs_diff": "-" if max_diff is None else f"{float(max_diff):.2e}",
+                "agreement": "-" if agreement is None else f"{100 * float(agreement):.2f} %",
+                "cells": dict(cells),
+                "passed": {True: "yes", False: "**no**"}.get(passed, "-"),
+            }
+        )
+    for row in rows:
+        row["splits"] = [row["cells"].get(s, "-") for s in splits]
+    return rows, splits
+
+
+def render_card(
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    repo_id: str,
+    *,
+    export_report: dict[str, Any] | None = None,
+    onnx_files: list[str] | None = None,
+    weights_sha256: str | None = None,
+    cards_dir: Path = MODEL_CARDS_DIR,
+) -> ModelCard:
+    """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any."""
+    lt = config[layout.LTZOO_BLOCK]
+    method = lt.get("method", "")
+    text = method_text(method, cards_dir)
+    recipe = lt.get("recipe") or {}
+    cfg = config.get("pretrained_cfg", {})
+    counts = list(lt.get("class_counts") or [])
+    labels = list(config.get("label_names") or [str(i) for i in range(len(counts))])
+    shot = lt.get("shot_split") or {}
+    groups = class_groups(shot, len(counts))
+    name = lt.get("name") or repo_id.split("/")[-1]
+    dataset = lt.get("dataset", "unknown")
+    results = [{"split": s, **{g: _fmt(metrics[s].get(g)) for g in GROUPS}} for s in SPLITS]
+    export_rows, export_splits = _export_rows(export_report) if export_report else ([], [])
+    onnx_files = list(onnx_files or [])
+    onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
+    imbalance = "-" if lt.get("imbalance_factor") is None else f"{float(lt['imbalance_factor']):g}"
+    return ModelCard.from_template(
+        build_card_data(config, metrics, repo_id),
+        template_path=str(cards_dir / TEMPLATE),
+        title=name,
+        summary=(
+            f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on the long-tailed "
+            f"`{dataset}` training set ({len(counts)} classes, imbalance factor {imbalance}), published by "
+            "ltzoo with its recipe, class counts and many/medium/few results."
+        ),
+        results=results,
+        shot_rule=_shot_rule(shot),
+        plot_file=layout.PLOT,
+        plot_splits=" and ".join(SPLITS),
+        method_text=text.paragraph,
+        citation=text.citation,
+        zoo_name=name,
+        run_slug=name.replace(".", "_"),
+        method=method,
+        arch=lt.get("arch") or config.get("architecture"),
+        num_params=f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",
+        dataset=dataset,
+        num_classes=config.get("num_classes", len(counts)),
+        imbalance_factor=imbalance,
+        index_sha256=lt.get("index_sha256", "-"),
+        seed=lt.get("seed", recipe.get("seed", "-")),
+        stages=recipe.get("stages") or [],
+        method_args=json.dumps(recipe.get("method_args")) if recipe.get("method_args") else "",
+        recipe_notes=recipe.get("notes", ""),
+        classes=[{"index": i, "name": labels[i] if i < len(labels) else i, "count": n, "group": groups[i]} for i, n in enumerate(counts)],
+        repo_id=repo_id,
+        input_size=json.dumps([-1, *cfg.get("input_size", [])]).replace("-1", "N"),
+        mean=cfg.get("mean"),
+        std=cfg.get("std"),
+        interpolation=cfg.get("interpolation", "bilinear"),
+        crop_pct=cfg.get("crop_pct", 1.0),
+        onnx_variants=onnx_variants,
+        export_rows=export_rows,
+        export_splits=export_splits,
+        export_report_file=f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}",
+        onnx_files=onnx_files,
+        weights_sha256=weights_sha256 or lt.get(layout.WEIGHTS_SHA256_KEY, "-"),
+        ltzoo_version=ltzoo.__version__,
+    )

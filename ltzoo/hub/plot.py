@@ -1,0 +1,62 @@
+"""The card's picture: per-class top-1 accuracy against the number of training images, log x axis."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: the plot is rendered to PNG bytes for the Hub
+import matplotlib.pyplot as plt  # noqa: E402
+
+GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+SPLIT_MARKERS = {"val": "o", "test": "s"}
+
+
+def per_class_accuracy_png(
+    class_counts: Sequence[int],
+    per_class: dict[str, Sequence[float | None]],
+    groups: Sequence[str],
+    label_names: Sequence[str] | None = None,
+    title: str = "",
+) -> bytes:
+    """PNG bytes. ``per_class`` maps a split name to per-class top-1 (%); ``groups`` is many/medium/few per class.
+
+    Point colour is the shot group and marker the split, so the tail (left) can be compared with the head
+    (right) at a glance; classes with no evaluation images (None) are left out.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
+    try:
+        for split, accuracies in per_class.items():
+            xs, ys, colours = [], [], []
+            for count, acc, group in zip(class_counts, accuracies, groups):
+                if acc is None or count <= 0:  # log axis: a class without training images cannot be placed
+                    continue
+                xs.append(count)
+                ys.append(acc)
+                colours.append(GROUP_COLOURS.get(group, "grey"))
+            ax.scatter(xs, ys, c=colours, marker=SPLIT_MARKERS.get(split, "^"), s=36, alpha=0.85,
+                       edgecolors="black", linewidths=0.4, label=split)
+        if label_names and len(label_names) <= 20:  # names only where they stay readable
+            first = next(iter(per_class.values()), [])
+            for count, acc, name in zip(class_counts, first, label_names):
+                if acc is not None and count > 0:
+                    ax.annotate(name, (count, acc), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("training images of the class (log scale)")
+        ax.set_ylabel("top-1 accuracy of the class (%)")
+        ax.grid(True, which="both", alpha=0.3)
+        if title:
+            ax.set_title(title, fontsize=10)
+        split_legend = ax.legend(title="split", loc="lower right", fontsize=8, title_fontsize=8)
+        ax.add_artist(split_legend)
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=g) for g, c in GROUP_COLOURS.items()]
+        ax.legend(handles=handles, title="shot group", loc="lower center", fontsize=8, title_fontsize=8)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+    finally:
+        plt.close(fig)

@@ -1,0 +1,178 @@
+"""Push a training run to the Hub in one commit: weights, config, card, plot and (optionally) ONNX graphs.
+
+The commit is atomic on the Hub side (``create_commit``) and guarded by ``parent_commit``: if the branch
+moves between reading its head and committing, the Hub answers 412 and nothing is written. Nothing is
+written locally either: generated files (card, plot, config) go up as bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.hf_api import CommitInfo
+
+import ltzoo
+from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
+from ltzoo.hub import layout
+from ltzoo.hub.card import class_groups, read_metrics, render_card
+from ltzoo.hub.errors import hub_errors
+from ltzoo.hub.plot import per_class_accuracy_png
+from ltzoo.hub.settings import hub_settings
+from ltzoo.runs import read_config, sha256_file
+
+# What an export folder contributes: the graphs, their external-data side files, and the report.
+ONNX_PATTERNS = ("*.onnx", "*.onnx.data", layout.EXPORT_REPORT)
+
+
+@dataclass(frozen=True)
+class RunForPush:
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    weights: Path
+    weights_sha256: str
+
+
+def read_run_for_push(run_dir: str | Path) -> RunForPush:
+    """Read and check a run directory: ltzoo config, metrics, weights matching their recorded sha256."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataNotFoundError(f"run directory {run_dir} does not exist; train one with `ltzoo train NAME --out {run_dir}`")
+    config = read_config(run_dir)
+    if not isinstance(config.get(layout.LTZOO_BLOCK), dict):
+        raise CorruptFileError(f"{run_dir}/config.json has no '{layout.LTZOO_BLOCK}' block; only ltzoo runs can be pushed")
+    weights = run_dir / layout.WEIGHTS
+    if not weights.is_file():
+        raise DataNotFoundError(f"{weights} not found: the run has no weights (did training finish?)")
+    sha = sha256_file(weights)
+    recorded = config[layout.LTZOO_BLOCK].get(layout.WEIGHTS_SHA256_KEY)
+    if recorded and recorded != sha:
+        raise CorruptFileError(f"{weights} has sha256 {sha} but config.json records {recorded}; the weights changed after training")
+    return RunForPush(run_dir, config, read_metrics(run_dir), weights, sha)
+
+
+def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], dict[str, Any]]:
+    """The export folder's files to publish, and its report (required: it is the proof the graphs were checked)."""
+    if not onnx_dir.is_dir():
+        raise DataNotFoundError(f"ONNX folder {onnx_dir} does not exist; export with `python export/to_onnx.py --out {onnx_dir}`")
+    report_path = onnx_dir / layout.EXPORT_REPORT
+    if not report_path.is_file():
+        raise DataNotFoundError(f"{onnx_dir} has no {layout.EXPORT_REPORT}; export with `python export/to_onnx.py ... --verify` first")
+    try:
+        report = json.loads(report_path.read_text())
+    except ValueError as exc:
+        raise CorruptFileError(f"{report_path} is not valid JSON ({exc}); re-run the export") from exc
+    files = sorted({p for pattern in ONNX_PATTERNS for p in onnx_dir.glob(pattern) if p.is_file()})
+    if not any(p.suffix == ".onnx" for p in files):
+        raise DataNotFoundError(f"{onnx_dir} has no .onnx file to publish")
+    # Graphs exported from other weights would silently disagree with model.safetensors on the Hub.
+    source = _find_key(report, "source_weights_sha256") or _find_key(report, "weights_sha256")
+    if source and source != weights_sha256:
+        raise CorruptFileError(
+            f"{report_path} says the graphs were exported from weights {source}, but the run's model.safetensors "
+            f"is {weights_sha256}; re-export this run before pushing"
+        )
+    return files, report
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    """First value of ``key`` anywhere in a nested JSON object (the report's layout is the exporter's business)."""
+    if isinstance(obj, dict):
+        if obj.get(key):
+            return obj[key]
+        values = obj.values()
+    elif isinstance(obj, list):
+        values = obj
+    else:
+        return None
+    for value in values:
+        found = _find_key(value, key)
+        if found:
+            return found
+    return None
+
+
+def plot_png(run: RunForPush) -> bytes:
+    lt = run.config[layout.LTZOO_BLOCK]
+    counts = list(lt.get("class_counts") or [])
+    per_class = {s: run.metrics[s].get("per_class") or [None] * len(counts) for s in ("val", "test")}
+    return per_class_accuracy_png(
+        counts,
+        per_class,
+        class_groups(lt.get("shot_split") or {}, len(counts)),
+        label_names=run.config.get("label_names"),
+        title=f"{lt.get('name', '')}: per-class top-1 vs training images",
+    )
+
+
+def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tuple[list[CommitOperationAdd], list[str]]:
+    """The commit's additions (all of them) and the repo paths they cover."""
+    config = json.loads(json.dumps(run.config))
+    config[layout.LTZOO_BLOCK][layout.WEIGHTS_SHA256_KEY] = run.weights_sha256  # what download_run checks
+    onnx_paths: list[Path] = []
+    report = None
+    if onnx_dir is not None:
+        onnx_paths, report = _onnx_files(Path(onnx_dir), run.weights_sha256)
+    onnx_repo_paths = [f"{layout.ONNX_DIR}/{p.name}" for p in onnx_paths]
+    card = render_card(
+        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths, weights_sha256=run.weights_sha256
+    )
+    ops = [
+        CommitOperationAdd(layout.WEIGHTS, str(run.weights)),
+        CommitOperationAdd(layout.CONFIG, (json.dumps(config, indent=2) + "\n").encode()),
+        CommitOperationAdd(layout.CARD, str(card).encode()),
+        CommitOperationAdd(layout.PLOT, plot_png(run)),
+    ]
+    ops += [CommitOperationAdd(repo_path, str(path)) for repo_path, path in zip(onnx_repo_paths, onnx_paths)]
+    return ops, [op.path_in_repo for op in ops]
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    onnx_dir: str | Path | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+    parent_commit: str | None = None,
+    commit_message: str | None = None,
+) -> CommitInfo:
+    """Push a run in one commit and return its :class:`CommitInfo` (a ``str``: the commit URL).
+
+    ``revision`` is the target branch (created from main if missing); ``create_pr`` opens a pull request
+    (``refs/pr/N``) instead of committing to the branch; ``parent_commit`` defaults to the branch head
+    read just before committing. Endpoint and token default to ``HF_ENDPOINT`` / ``HF_TOKEN`` at call time.
+    ONNX files from an earlier push that this push does not include are deleted in the same commit, so
+    the repo never mixes graphs from different weights.
+    """
+    run = read_run_for_push(run_dir)
+    settings = hub_settings(endpoint, token)
+    if not settings.token:
+        raise HubError(f"pushing to {repo_id} needs a write token: set HF_TOKEN or pass --token")
+    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None)
+    branch = revision or "main"
+    api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=ltzoo.__version__)
+    with hub_errors(what="push to", repo_id=repo_id, revision=revision, settings=settings):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        head = parent_commit or api.repo_info(repo_id, revision=branch).sha
+        existing = api.list_repo_files(repo_id, revision=head)
+        stale = [p for p in existing if p.startswith(f"{layout.ONNX_DIR}/") and p not in paths]
+        name = run.config[layout.LTZOO_BLOCK].get("name", run.run_dir.name)
+        return api.create_commit(
+            repo_id,
+            operations + [CommitOperationDelete(p) for p in stale],
+            commit_message=commit_message or f"ltzoo push: {name} (weights {run.weights_sha256[:12]})",
+            commit_description=f"Pushed by ltzoo {ltzoo.__version__} from run {run.run_dir.name}.",
+            revision=branch,
+            create_pr=create_pr,
+            parent_commit=head,
+        )
