@@ -28,6 +28,7 @@ BACKBONES: dict[str, Callable[[int], nn.Module]] = {
     "resnet32": resnet32,
     "resnet50": _timm_backbone("resnet50"),
     "resnext50_32x4d": _timm_backbone("resnext50_32x4d"),
+    "resnet152": _timm_backbone("resnet152"),  # RSG's Places-LT backbone (Jianf-Wang/RSG places_train.py)
 }
 
 
