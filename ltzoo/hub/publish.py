@@ -1,0 +1,125 @@
+"""Fill the Hub with the zoo: push every trained zoo entry found in a runs directory (``ltzoo publish-zoo``).
+
+Each run goes to ``NAMESPACE/<zoo name>`` in its own commit (see :func:`ltzoo.hub.push.push_run`). The
+result lists, per entry, the commit and the weights sha256: exactly what a zoo entry pins
+(``HubWeights(repo_id, revision, sha256)`` in the recipe module), so the maintainer can paste it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ltzoo.errors import HubError, LtzooError, UnknownModelError
+from ltzoo.hub import layout
+from ltzoo.hub.push import push_run
+from ltzoo.runs import sha256_file
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    name: str
+    run_dir: Path
+    onnx_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Published:
+    name: str
+    repo_id: str
+    revision: str  # the commit to pin
+    sha256: str  # of model.safetensors
+    url: str
+    onnx: bool
+
+    def pin(self) -> str:
+        return f'HubWeights(repo_id="{self.repo_id}", revision="{self.revision}", sha256="{self.sha256}")'
+
+
+def _is_run(path: Path) -> bool:
+    return all((path / f).is_file() for f in (layout.CONFIG, layout.WEIGHTS, "metrics.json"))
+
+
+def _run_name(run_dir: Path) -> str | None:
+    try:
+        block = json.loads((run_dir / layout.CONFIG).read_text()).get(layout.LTZOO_BLOCK)
+    except ValueError:
+        return None
+    return block.get("name") if isinstance(block, dict) else None
+
+
+def _onnx_dir(run_dir: Path, name: str, exports_dir: Path | None) -> Path | None:
+    candidates = [run_dir / layout.ONNX_DIR]
+    if exports_dir is not None:
+        candidates += [exports_dir / run_dir.name, exports_dir / name, exports_dir / name.replace(".", "_")]
+    return next((c for c in candidates if (c / layout.EXPORT_REPORT).is_file()), None)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    # As ltzoo.list_models: a pattern without a tag also matches every tag of a name.
+    return any(fnmatch.fnmatch(name, q) for p in patterns for q in ([p] if "." in p else [p, f"{p}.*"]))
+
+
+def find_runs(runs_dir: str | Path, patterns: list[str] | None = None, exports_dir: str | Path | None = None) -> list[FoundRun]:
+    """Trained zoo entries under ``runs_dir`` (the folder itself, its children and grandchildren)."""
+    from ltzoo.registry import get_entry
+
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise HubError(f"runs directory {runs_dir} does not exist; train entries with `ltzoo train NAME --out {runs_dir}/NAME`")
+    candidates = [runs_dir, *sorted(runs_dir.glob("*")), *sorted(runs_dir.glob("*/*"))]
+    found: dict[str, FoundRun] = {}
+    for run_dir in (c for c in candidates if c.is_dir() and _is_run(c)):
+        name = _run_name(run_dir)
+        if not name or not _matches(name, patterns or ["*"]):
+            continue
+        try:
+            get_entry(name)  # only zoo entries are published under the zoo's names
+        except UnknownModelError:
+            continue
+        if name in found:
+            raise HubError(
+                f"two runs of {name}: {found[name].run_dir} and {run_dir}; keep one (or narrow --pattern) so the "
+                "published weights are unambiguous"
+            )
+        found[name] = FoundRun(name, run_dir, _onnx_dir(run_dir, name, Path(exports_dir) if exports_dir else None))
+    return [found[n] for n in sorted(found)]
+
+
+def publish_zoo(
+    runs_dir: str | Path,
+    namespace: str,
+    patterns: list[str] | None = None,
+    *,
+    exports_dir: str | Path | None = None,
+    private: bool = False,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+    dry_run: bool = False,
+) -> list[Published]:
+    """Push every matching trained entry to ``namespace/<zoo name>``; with ``dry_run`` only list what would go."""
+    runs = find_runs(runs_dir, patterns, exports_dir)
+    if not runs:
+        raise HubError(f"no trained zoo entries matching {patterns or ['*']} under {runs_dir}")
+    published = []
+    for run in runs:
+        repo_id = f"{namespace}/{run.name}"
+        if dry_run:
+            published.append(Published(run.name, repo_id, "", "", "", run.onnx_dir is not None))
+            continue
+        try:
+            info = push_run(run.run_dir, repo_id, onnx_dir=run.onnx_dir, private=private, create_pr=create_pr,
+                            endpoint=endpoint, token=token)
+        except LtzooError as exc:
+            done = ", ".join(p.name for p in published) or "none"
+            raise HubError(f"publishing {run.name} failed: {exc} (already published: {done})") from None
+        sha = sha256_file(run.run_dir / layout.WEIGHTS)  # push_run checked it against config.json
+        published.append(Published(run.name, repo_id, info.oid, sha, str(info.pr_url or info), run.onnx_dir is not None))
+    return published
+
+
+def as_json(published: list[Published]) -> str:
+    return json.dumps([asdict(p) for p in published], indent=2)
