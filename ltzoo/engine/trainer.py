@@ -194,7 +194,8 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise LtzooError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-        if state["recipe"] != json.loads(json.dumps(self.recipe.to_dict())):
+        # Compare both sides as JSON: the checkpoint keeps tuples (milestones) that JSON turns into lists.
+        if json.loads(json.dumps(state["recipe"])) != json.loads(json.dumps(self.recipe.to_dict())):
             raise LtzooError(
                 f"{path} was written by a different recipe or options (epochs/seed); resume with the same "
                 "command, or choose another --out"
