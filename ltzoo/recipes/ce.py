@@ -11,7 +11,7 @@ from ltzoo.registry import register_recipes
 
 # Scaled so that CE on fmnist_lt (2,478 images, ResNet-32 at 28 px) trains in a few minutes on 2 cores.
 FMNIST_EPOCHS = 30
-FMNIST_BATCH = 128
+FMNIST_BATCH = 64
 
 
 def ce_fmnist_lt() -> Recipe:
@@ -19,7 +19,7 @@ def ce_fmnist_lt() -> Recipe:
         method="ce",
         arch="resnet32",
         dataset="fmnist_lt",
-        stages=[StageConfig(epochs=FMNIST_EPOCHS, batch_size=FMNIST_BATCH, lr=0.1, weight_decay=5e-4, warmup_epochs=2)],
+        stages=[StageConfig(epochs=FMNIST_EPOCHS, batch_size=FMNIST_BATCH, lr=0.05, weight_decay=5e-4, warmup_epochs=2)],
         notes="ltzoo's CPU-scale recipe: cosine schedule with 2 warmup epochs; selection on the balanced val split.",
     )
 

@@ -1,0 +1,41 @@
+# The single entry point. `make demo` and `make test` set everything up first (idempotent).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test bench bench-quick clean
+
+setup: $(STAMP) data
+
+# Re-installs only when the pins or the package metadata change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Real Fashion-MNIST from Debian's dataset-fashion-mnist, installed only when missing.
+data:
+	@if [ -n "$$LTZOO_DATA" ] || [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -f $(FMNIST_DIR)/train-images-idx3-ubyte ]; then \
+		echo "Fashion-MNIST: found"; \
+	else \
+		echo "Fashion-MNIST: installing dataset-fashion-mnist"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: setup
+	$(PY) -m ltzoo demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+bench-quick: setup
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf runs exports .pytest_cache

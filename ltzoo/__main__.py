@@ -1,0 +1,5 @@
+import sys
+
+from ltzoo.cli import main
+
+sys.exit(main())

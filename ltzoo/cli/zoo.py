@@ -1,0 +1,50 @@
+"""``ltzoo list`` and ``ltzoo info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ltzoo.registry import get_entry, list_models
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("list", help="list zoo names", description="List zoo names (fnmatch patterns, e.g. 'dscl*').")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern; without '.TAG' it matches every tag")
+    p.add_argument("--pretrained", action="store_true", help="only names with published weights")
+    p.set_defaults(func=run_list)
+
+    p = subparsers.add_parser("info", help="show a zoo entry and its recipe", description="Show a zoo entry: recipe, paper, weights.")
+    p.add_argument("name", help="zoo name, e.g. ce_resnet32.fmnist_lt (a bare name means its default tag)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    for name in list_models(args.pattern, pretrained=args.pretrained):
+        entry = get_entry(name)
+        print(f"{name:45s} {'published' if entry.published else 'recipe only'}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    entry = get_entry(args.name)
+    info = {
+        "name": entry.name,
+        "method": entry.method,
+        "arch": entry.arch,
+        "dataset": entry.tag,
+        "paper": entry.paper,
+        "license": entry.license,
+        "weights": None if entry.weights is None else vars(entry.weights),
+        "recipe": entry.recipe().to_dict(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key in ("name", "method", "arch", "dataset", "paper", "license"):
+        print(f"{key:9s} {info[key]}")
+    print(f"weights   {info['weights'] or 'not published: ' + entry.how_to_train()}")
+    print("recipe:")
+    print(json.dumps(info["recipe"], indent=2))
+    return 0

@@ -1,0 +1,35 @@
+"""Shared fixtures. Data is the real Fashion-MNIST from Debian's dataset-fashion-mnist (`make setup`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep every cache (Hub, ltzoo) inside the test session so nothing leaks to or from the user's home.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """The real fmnist_lt dataset (built once per session)."""
+    from ltzoo.data import build_dataset
+
+    return build_dataset("fmnist_lt")
+
+
+# A short but real CE run on fmnist_lt, shared by every test that needs a trained model
+# (save/load, eval, export gates, Hub push). Budget: a few epochs of ResNet-32 at 28 px.
+SHORT_CE_EPOCHS = 4
+
+
+@pytest.fixture(scope="session")
+def ce_fmnist_run(tmp_path_factory) -> Path:
+    from ltzoo.engine.trainer import train
+    from ltzoo.registry import get_entry
+
+    out = tmp_path_factory.mktemp("runs") / "ce_resnet32_fmnist_lt"
+    entry = get_entry("ce_resnet32.fmnist_lt")
+    train(entry.recipe(), out, name=entry.name, epochs=SHORT_CE_EPOCHS)
+    return out

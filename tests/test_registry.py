@@ -1,0 +1,47 @@
+import pytest
+
+import ltzoo
+from ltzoo.errors import LtzooError, UnknownModelError, WeightsNotPublishedError
+
+
+def test_wildcards_match_names_and_tags():
+    ce = ltzoo.list_models("ce_*")
+    assert "ce_resnet32.fmnist_lt" in ce and "ce_resnet50.imagenet_lt" in ce
+    assert all(name.startswith("ce_") for name in ce)
+    # a pattern without a tag matches every tag of a name (timm behaviour)
+    assert ltzoo.list_models("ce_resnet32") == ["ce_resnet32.cifar100_lt", "ce_resnet32.cifar10_lt", "ce_resnet32.fmnist_lt"]
+    assert ltzoo.list_models("*.fmnist_lt", exclude="ce_*") == [n for n in ltzoo.list_models("*.fmnist_lt") if not n.startswith("ce_")]
+    assert ltzoo.list_models("no_such_thing*") == []
+
+
+def test_default_tag_and_explicit_tag():
+    assert ltzoo.get_entry("ce_resnet32").name == "ce_resnet32.cifar100_lt"
+    entry = ltzoo.get_entry("ce_resnet32.fmnist_lt")
+    assert (entry.method, entry.arch, entry.tag) == ("ce", "resnet32", "fmnist_lt")
+    assert entry.recipe().dataset == "fmnist_lt"
+
+
+def test_unknown_names_suggest_close_matches():
+    with pytest.raises(UnknownModelError, match="Did you mean: ce_resnet32"):
+        ltzoo.get_entry("ce_resnet23")
+    with pytest.raises(UnknownModelError, match="has no tag 'mnist'; available tags: cifar100_lt, cifar10_lt, fmnist_lt"):
+        ltzoo.get_entry("ce_resnet32.mnist")
+
+
+def test_unpublished_weights_say_how_to_train():
+    with pytest.raises(WeightsNotPublishedError, match="ltzoo train ce_resnet32.fmnist_lt --out"):
+        ltzoo.load("ce_resnet32.fmnist_lt")
+
+
+def test_path_like_strings_are_not_zoo_names(tmp_path):
+    with pytest.raises(LtzooError, match="local-dir:PATH"):
+        ltzoo.load("org/not-a-dir")
+
+
+def test_untrained_model_matches_the_entry():
+    model = ltzoo.load("ce_resnet32.fmnist_lt", pretrained=False)
+    assert model.num_classes == 10 and not model.training
+    # ResNet-32 of LDAM-DRW: 0.46M parameters (recomputed, with a 1-channel stem and 10 classes)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 460_000 < n_params < 470_000
+    assert ltzoo.create_model("ce_resnet50.imagenet_lt").num_classes == 1000

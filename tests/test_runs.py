@@ -1,0 +1,74 @@
+"""Run directories: round trip, strict loading and the documented errors for bad files."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import ltzoo
+from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
+from ltzoo.runs import read_config
+
+
+def copy_run(src, dst):
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+    return dst
+
+
+def test_round_trip_gives_identical_logits(ce_fmnist_run, fmnist):
+    model_a = ltzoo.load(f"local-dir:{ce_fmnist_run}")
+    model_b = ltzoo.load(str(ce_fmnist_run))  # a plain run directory works too
+    images = torch.stack([fmnist.info and (fmnist.test[i][0].float() / 255 - 0.286) / 0.353 for i in range(16)])
+    with torch.inference_mode():
+        assert torch.equal(model_a(images), model_b(images))
+
+
+def test_config_has_timm_layout_and_long_tail_fields(ce_fmnist_run):
+    config = read_config(ce_fmnist_run)
+    assert config["architecture"] == "resnet32" and config["num_classes"] == 10
+    assert config["pretrained_cfg"]["input_size"] == [1, 28, 28]
+    lt = config["ltzoo"]
+    assert lt["class_counts"] == [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+    assert lt["shot_split"]["many_threshold"] == 100 and lt["shot_split"]["few"] == [8, 9]
+    assert set(lt["metrics"]["test"]) == {"all", "many", "medium", "few"}
+    assert lt["num_params"] == sum(p.numel() for p in ltzoo.load(str(ce_fmnist_run)).parameters())
+    metrics = json.loads((ce_fmnist_run / "metrics.json").read_text())
+    assert metrics["test"]["all"] == lt["metrics"]["test"]["all"]
+
+
+def test_truncated_safetensors(ce_fmnist_run, tmp_path):
+    run = copy_run(ce_fmnist_run, tmp_path / "run")
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CorruptFileError, match="sha256"):
+        ltzoo.load(str(run))
+    config = json.loads((run / "config.json").read_text())
+    del config["ltzoo"]["weights_sha256"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptFileError, match="truncated or corrupt"):
+        ltzoo.load(str(run))
+
+
+def test_wrong_num_classes(ce_fmnist_run, tmp_path):
+    run = copy_run(ce_fmnist_run, tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["num_classes"] = 12
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigMismatchError, match=r"head.bias: file \(10,\) vs model \(12,\)"):
+        ltzoo.load(str(run))
+
+
+def test_corrupt_config(ce_fmnist_run, tmp_path):
+    run = copy_run(ce_fmnist_run, tmp_path / "run")
+    (run / "config.json").write_text('{"architecture": "resnet32", ')
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        ltzoo.load(str(run))
+    (run / "config.json").write_text('{"hello": 1}')
+    with pytest.raises(CorruptFileError, match="not an ltzoo/timm config"):
+        ltzoo.load(str(run))
+
+
+def test_missing_run_dir(tmp_path):
+    with pytest.raises(DataNotFoundError, match="not an ltzoo run directory"):
+        ltzoo.load(f"local-dir:{tmp_path / 'nothing'}")
