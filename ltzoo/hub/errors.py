@@ -9,11 +9,11 @@ import contextlib
 from collections.abc import Iterator
 
 from huggingface_hub.errors import (
-    EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -79,7 +79,7 @@ def describe(exc: BaseException, *, what: str, repo_id: str, revision: str | Non
             f"cannot {what} {where}: repo {repo_id} does not exist at {endpoint}, or it is private and the token "
             "has no access. Check the repo id, HF_ENDPOINT, and HF_TOKEN."
         )
-    if isinstance(exc, EntryNotFoundError):
+    if isinstance(exc, RemoteEntryNotFoundError):
         return f"cannot {what} {where}: a file is missing from the repo ({_first_line(exc)})."
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         status = exc.response.status_code
@@ -109,6 +109,8 @@ def hub_errors(*, what: str, repo_id: str, revision: str | None, settings: HubSe
         raise
     except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, httpx.TransportError, OSError, ValueError) as exc:
         message = redact(describe(exc, what=what, repo_id=repo_id, revision=revision, settings=settings), settings.token)
-        error_type = HubFileMissingError if isinstance(exc, EntryNotFoundError) else HubError
+        # Only the Hub saying "no such file" is a missing file; LocalEntryNotFoundError (also an
+        # EntryNotFoundError) means "not cached and the Hub could not be asked".
+        error_type = HubFileMissingError if isinstance(exc, RemoteEntryNotFoundError) else HubError
         # `from None`: the chained client exception would print request headers and urls; the message has what matters.
         raise error_type(message) from None
