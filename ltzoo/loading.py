@@ -22,10 +22,11 @@ def resolve_run_dir(source: str | os.PathLike[str]) -> Path:
     if text.startswith(LOCAL_PREFIX):
         return Path(text[len(LOCAL_PREFIX):]).expanduser()
     if text.startswith(HUB_PREFIX):
-        repo_id, _, revision = text[len(HUB_PREFIX):].partition("@")
         from ltzoo.hub.download import download_run
+        from ltzoo.hub.settings import parse_hub_source
 
-        return download_run(repo_id, revision or None)
+        repo_id, revision = parse_hub_source(text)  # a malformed id fails here, naming the expected form
+        return download_run(repo_id, revision)
     if Path(text).is_dir():
         return Path(text)
     if any(ch in text for ch in "/\\:"):
