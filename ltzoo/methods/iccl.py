@@ -167,6 +167,13 @@ def reinitialise_head(head: nn.Module, std: float, seed: int) -> None:
 @register_method("iccl")
 def iccl(model: nn.Module, ctx: StageContext) -> Objective:
     """Pick the ICCL objective for the stage by its name."""
+    has_stage2 = any(stage.name == CLASSIFIER_STAGE for stage in ctx.recipe.stages)
+    if bool(resolve_args(ctx.args)["stage2"]) != has_stage2:
+        raise BadHyperParameterError(
+            f"ICCL method_args stage2={ctx.args.get('stage2', DEFAULT_ARGS['stage2'])} but the recipe "
+            f"{'has' if has_stage2 else 'has no'} {CLASSIFIER_STAGE!r} stage; build ablations with "
+            "ltzoo.recipes.iccl.iccl_variant so the two agree"
+        )
     if ctx.stage.name == REPRESENTATION_STAGE:
         return ICCLRepresentation(model, ctx)
     if ctx.stage.name == CLASSIFIER_STAGE:
