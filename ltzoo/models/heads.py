@@ -91,6 +91,9 @@ class ETFHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, lift_dim: int | None = None, seed: int = 0) -> None:
         super().__init__()
+        self.in_features = in_features
+        self.lift_dim = lift_dim
+        self.seed = seed
         self.lift: nn.Module = nn.Identity()
         etf_dim = in_features
         if lift_dim is not None:
@@ -104,6 +107,12 @@ class ETFHead(nn.Module):
     def pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The vector the ETF sees (the lifted features when ``lift_dim`` is set)."""
         return self.lift(features)
+
+    def config_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"type": "etf", "seed": self.seed}
+        if self.lift_dim is not None:
+            spec["lift_dim"] = self.lift_dim
+        return spec
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.linear(self.lift(features), self.weight, self.bias)
@@ -130,6 +139,7 @@ class LogitAdjustedHead(nn.Module):
         super().__init__()
         self.tau = float(tau)
         self.mode = check_mode(mode)
+        self.base_spec = dict(base)
         self.base = build_head(base, in_features, num_classes)
         counts = class_counts if class_counts is not None else [1] * num_classes
         self.register_buffer("log_prior", log_prior(counts))
@@ -137,6 +147,10 @@ class LogitAdjustedHead(nn.Module):
     def pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         inner = getattr(self.base, "pre_logits", None)
         return inner(features) if inner is not None else features
+
+    def config_spec(self) -> dict[str, Any]:
+        """What ``config.json`` stores (the trainer asks the head, since a method may have replaced it)."""
+        return {"type": "logit_adjusted", "tau": self.tau, "mode": self.mode, "base": dict(self.base_spec)}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return adjust_logits(self.base(features), self.log_prior, self.tau, self.mode)

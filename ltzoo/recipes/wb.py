@@ -1,0 +1,125 @@
+"""Weight balancing, two stages: ``wb_resnet32`` (CIFAR-100-LT default, CIFAR-10-LT, fmnist_lt),
+``wb_resnext50_32x4d`` (ImageNet-LT), ``wb_resnet50`` (iNaturalist 2018), and ``ce_wd_resnet32``
+(stage 1 alone: CE + tuned weight decay).
+
+CIFAR follows the official demos (ShadeAlsha/LTR-weight-balancing ``demo1_first-stage-training.py``,
+``demo2_second-stage-training.py``; ``reference/methods.md`` 3A(b)) for every optimiser setting:
+SGD momentum 0.9, lr 0.01 cosine to 0, batch 64, weight decay 5e-3 then 0.1, CB beta 0.9999,
+MaxNorm thresh 0.1, 10 classifier epochs. Where the paper and the code disagree the recipe follows
+the **paper**: ResNet-32 (the code uses a torchvision ResNet-34 with a 512-d feature) and 200
+first-stage epochs (the notebook runs 320; the author confirms 200 for the paper, issues #3 and #15).
+The official code picks the best epoch on the *test* set; ltzoo picks it on val.
+
+ImageNet-LT / iNaturalist 2018: the authors never released the large-scale hyper-parameters (issues
+#7, #9, #13); these recipes are ltzoo's choice: the CIFAR structure with the usual large-scale CE
+schedule (batch 256, lr 0.1, 5e-4 decay, 200 epochs) for stage 1 and the official stage 2.
+
+fmnist_lt: ltzoo's CPU scaling with the CE recipe's total budget (``FMNIST_EPOCHS`` split 27 + 3)
+and the CE recipe's optimiser for stage 1 (batch 128, lr 0.1, 2 warmup epochs), so CE and CE+WD
+differ in the decay only; the decay (``FMNIST_WEIGHT_DECAY``) was tuned on val (see
+``benchmarks/results/wb_benchmark.md``). Stage 2 keeps the official settings.
+"""
+
+from __future__ import annotations
+
+import ltzoo.methods.wb  # noqa: F401  (registers the "wb" and "ce_wd" methods)
+from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.registry import register_recipes
+
+PAPER = "Long-Tailed Recognition via Weight Balancing (Alshammari, Wang, Ramanan, Kong, CVPR 2022, arXiv 2203.14197)"
+
+# Chosen on the fmnist_lt val split among {5e-4 (the CE recipe), 2e-3, 5e-3, 1e-2} at seed 0.
+FMNIST_WEIGHT_DECAY = 5e-3
+FMNIST_CLASSIFIER_EPOCHS = 3
+FMNIST_FEATURE_EPOCHS = FMNIST_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
+
+OFFICIAL_STAGE2 = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.1, schedule="cosine",
+                       train="head", select_on_val=True)
+WB_METHOD_ARGS = {"cb_beta": 0.9999, "maxnorm_thresh": 0.1}
+
+
+def _feature_stage_cifar() -> StageConfig:
+    return StageConfig(name="stage1", epochs=200, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-3,
+                       schedule="cosine", select_on_val=True)
+
+
+def _feature_stage_fmnist() -> StageConfig:
+    return StageConfig(name="stage1", epochs=FMNIST_FEATURE_EPOCHS, batch_size=FMNIST_BATCH, lr=0.1,
+                       weight_decay=FMNIST_WEIGHT_DECAY, warmup_epochs=2, schedule="cosine", select_on_val=True)
+
+
+def _feature_stage_large() -> StageConfig:
+    return StageConfig(name="stage1", epochs=200, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                       warmup_epochs=5, schedule="cosine", select_on_val=True)
+
+
+def wb_cifar(dataset: str) -> Recipe:
+    return Recipe(
+        method="wb", arch="resnet32", dataset=dataset,
+        stages=[_feature_stage_cifar(), StageConfig(name="stage2", epochs=10, **OFFICIAL_STAGE2)],
+        method_args=dict(WB_METHOD_ARGS),
+        notes=(
+            "Official demo settings (lr 0.01 cosine, batch 64, wd 5e-3 then 0.1, CB beta 0.9999, MaxNorm 0.1, "
+            "10 classifier epochs). Follows the PAPER where paper and code differ: ResNet-32 (code: ResNet-34) and "
+            "200 first-stage epochs (code: 320). Selection on val (official: on test). "
+            + ("CIFAR-10-LT reuses the CIFAR-100-LT settings (the official code has CIFAR-100-LT only)."
+               if dataset == "cifar10_lt" else "")
+        ).strip(),
+    )
+
+
+def wb_fmnist() -> Recipe:
+    return Recipe(
+        method="wb", arch="resnet32", dataset="fmnist_lt",
+        stages=[_feature_stage_fmnist(), StageConfig(name="stage2", epochs=FMNIST_CLASSIFIER_EPOCHS, **OFFICIAL_STAGE2)],
+        method_args=dict(WB_METHOD_ARGS),
+        notes=(
+            f"ltzoo's CPU scaling: the CE fmnist budget ({FMNIST_EPOCHS} epochs) split {FMNIST_FEATURE_EPOCHS} + "
+            f"{FMNIST_CLASSIFIER_EPOCHS}; stage 1 uses the CE recipe's optimiser with weight decay "
+            f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 is the official one. Selection on val."
+        ),
+    )
+
+
+def wb_large(arch: str, dataset: str) -> Recipe:
+    return Recipe(
+        method="wb", arch=arch, dataset=dataset,
+        stages=[_feature_stage_large(), StageConfig(name="stage2", epochs=10, **{**OFFICIAL_STAGE2, "batch_size": 256})],
+        method_args=dict(WB_METHOD_ARGS),
+        notes=(
+            "The authors never released the large-scale hyper-parameters (issues #7, #9, #13): ltzoo's choice of "
+            "a 200-epoch cosine CE stage (batch 256, lr 0.1, wd 5e-4, 5 warmup epochs) and the official "
+            "classifier stage (lr 0.01, wd 0.1, CB beta 0.9999, MaxNorm 0.1, 10 epochs) at batch 256."
+        ),
+        num_workers=8,
+    )
+
+
+def ce_wd(feature_stage: StageConfig, dataset: str, notes: str) -> Recipe:
+    return Recipe(method="ce_wd", arch="resnet32", dataset=dataset, stages=[feature_stage], notes=notes)
+
+
+register_recipes(
+    "wb", "resnet32",
+    {"cifar100_lt": lambda: wb_cifar("cifar100_lt"), "cifar10_lt": lambda: wb_cifar("cifar10_lt"),
+     "fmnist_lt": wb_fmnist},
+    default_tag="cifar100_lt", paper=PAPER,
+)
+register_recipes("wb", "resnext50_32x4d", {"imagenet_lt": lambda: wb_large("resnext50_32x4d", "imagenet_lt")},
+                 default_tag="imagenet_lt", paper=PAPER)
+register_recipes("wb", "resnet50", {"inat2018": lambda: wb_large("resnet50", "inat2018")},
+                 default_tag="inat2018", paper=PAPER)
+register_recipes(
+    "ce_wd", "resnet32",
+    {
+        "cifar100_lt": lambda: ce_wd(_feature_stage_cifar(), "cifar100_lt",
+                                     "Stage 1 of wb_resnet32.cifar100_lt alone (official demo 1 'with_WD_model', "
+                                     "200 epochs as the paper)."),
+        "cifar10_lt": lambda: ce_wd(_feature_stage_cifar(), "cifar10_lt", "Stage 1 of wb_resnet32.cifar10_lt alone."),
+        "fmnist_lt": lambda: ce_wd(_feature_stage_fmnist(), "fmnist_lt",
+                                   f"Stage 1 of wb_resnet32.fmnist_lt alone ({FMNIST_FEATURE_EPOCHS} epochs, "
+                                   f"weight decay {FMNIST_WEIGHT_DECAY} tuned on val)."),
+    },
+    default_tag="cifar100_lt", paper=PAPER,
+)
