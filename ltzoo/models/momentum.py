@@ -3,7 +3,7 @@
 Used by DSCL (``ltzoo.methods.dscl``); they live in the method's objective, never in the saved
 inference model. Both work in a single process and under DDP. The official code
 (``SY-Xuan/DSCL: dscl/DSCL.py``, from facebookresearch/moco) runs only under DDP because it calls
-``torch.distributed`` unconditionally; here every collective is guarded by :func:`distributed`.
+``torch.distributed`` unconditionally; here every collective is guarded by ``is_distributed()``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ltzoo.engine.distributed import is_distributed
 from ltzoo.errors import BadHyperParameterError
-
-
-def distributed() -> bool:
-    """True when a process group is up (torchrun / DDP), else the single-process path is taken."""
-    return dist.is_available() and dist.is_initialized()
 
 
 @torch.no_grad()
@@ -29,7 +25,7 @@ def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
     In a single process this is the tensor itself. Every rank must pass the same shape (the
     loaders drop the last incomplete batch, as the official code does).
     """
-    if not distributed():
+    if not is_distributed():
         return tensor
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
@@ -72,7 +68,7 @@ class MomentumEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if distributed() and dist.get_world_size() > 1:
+        if is_distributed() and dist.get_world_size() > 1:
             return self._forward_ddp(images)
         return self._forward_split(images)
 
