@@ -31,6 +31,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
 )
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
+from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.hub.card import MODEL_CARDS_DIR, method_text
 from ltzoo.hub.download import load_onnx_session
 from ltzoo.hub.publish import publish_zoo
@@ -154,38 +155,30 @@ def test_pushing_twice_updates_the_card_and_old_revision_stays_loadable(hub_env,
     assert not torch.equal(_logits(latest), _logits(pinned))
 
 
-def _export_fp32(model: torch.nn.Module, out_dir: Path, weights_sha256: str) -> Path:
-    out_dir.mkdir(parents=True)
-    torch.onnx.export(
-        model, (torch.zeros(2, 1, 28, 28),), str(out_dir / "model.onnx"), dynamo=False, input_names=["input"],
-        output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
-    )
-    report = {
-        "source_weights_sha256": weights_sha256,
-        "variants": {"fp32": {"file": "model.onnx", "passed": True,
-                              "parity": {"max_abs_diff": 2.5e-6, "top1_agreement": 1.0},
-                              "dataset": {"val": {"all": 61.25, "few": 26.25}, "test": {"all": 62.25, "few": 27.25}}}},
-    }
-    (out_dir / "export_report.json").write_text(json.dumps(report))
-    return out_dir
+def _export(run_dir: Path, out_dir: Path) -> dict:
+    """The real export pipeline (fp32 + fp16, parity-checked; torchscript exporter because it is quicker)."""
+    return export(str(run_dir), out_dir, ExportOptions(verify="parity", exporter="torchscript", fp16=True))
 
 
 def test_onnx_graphs_are_published_and_load_as_an_ort_session(hub_env, run_dir, tmp_path, monkeypatch):
-    local, config = load_run(run_dir)
-    onnx_dir = _export_fp32(local, tmp_path / "exports", config["ltzoo"]["weights_sha256"])
-    push_run(run_dir, REPO, onnx_dir=onnx_dir)
+    report = _export(run_dir, tmp_path / "exports")
+    push_run(run_dir, REPO, onnx_dir=tmp_path / "exports")
     api = HfApi(endpoint=hub_env.url, token=WRITE_TOKEN)
-    assert set(api.list_repo_files(REPO)) == PUSHED | {"onnx/model.onnx", "onnx/export_report.json"}
+    onnx_files = {"onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/export_report.json"}
+    assert set(api.list_repo_files(REPO)) == PUSHED | onnx_files
     readme = _download(hub_env, "README.md", tmp_path).read_text()
-    assert "| fp32 | `model.onnx` | 2.50e-06 | 100.00 % | 61.25 / 26.25 | 62.25 / 27.25 | yes |" in readme
-    assert 'ltzoo.load_onnx_session("hf-hub:' in readme
+    parity = report["variants"]["fp16"]["checks"]["parity"]
+    assert f"| fp16 | `model_fp16.onnx` | {parity['max_abs_diff']:.2e} | 100.00 % | yes |" in readme
+    assert 'load_onnx_session("hf-hub:' in readme and "Exported with the torchscript exporter at opset 18" in readme
 
     set_cache(monkeypatch, tmp_path / "fresh-home")
-    session = load_onnx_session(f"hf-hub:{REPO}", "fp32")
-    for batch in (1, 3):  # the batch axis is dynamic
-        x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
-        ort_logits = session.run(["logits"], {"input": x.numpy()})[0]
-        np.testing.assert_allclose(ort_logits, local(x).detach().numpy(), rtol=1e-4, atol=1e-4)
+    local, _ = load_run(run_dir)
+    for variant, tolerance in (("fp32", 1e-4), ("fp16", 0.5)):
+        session = load_onnx_session(f"hf-hub:{REPO}", variant)
+        for batch in (1, 3):  # the batch axis is dynamic
+            x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(batch))
+            ort_logits = session.run(["logits"], {"input": x.numpy()})[0]
+            np.testing.assert_allclose(ort_logits, local(x).detach().numpy(), rtol=tolerance, atol=tolerance)
     with pytest.raises(HubError, match="no int8 ONNX graph"):
         load_onnx_session(f"hf-hub:{REPO}", "int8")
 
@@ -196,10 +189,9 @@ def test_onnx_graphs_are_published_and_load_as_an_ort_session(hub_env, run_dir, 
 
 
 def test_onnx_exported_from_other_weights_is_refused_before_anything_is_sent(hub_env, run_dir, tmp_path):
-    local, _ = load_run(run_dir)
-    onnx_dir = _export_fp32(local, tmp_path / "exports", "f" * 64)
+    _export(make_run(tmp_path / "runs" / "other", seed=9), tmp_path / "exports")  # graphs of another run
     with pytest.raises(CorruptFileError, match="re-export"):
-        push_run(run_dir, REPO, onnx_dir=onnx_dir)
+        push_run(run_dir, REPO, onnx_dir=tmp_path / "exports")
     with pytest.raises(RepositoryNotFoundError):  # refused before the repo was even created
         HfApi(endpoint=hub_env.url, token=WRITE_TOKEN).model_info(REPO)
 

@@ -124,37 +124,68 @@ def class_groups(shot: dict[str, Any], num_classes: int) -> list[str]:
 
 
 def _export_rows(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Table rows from ``export_report.json``: one per variant (fp32, fp16, int8), whatever was verified."""
-    variants = report.get("variants", {})
-    items = variants.items() if isinstance(variants, dict) else ((v.get("variant") or v.get("name"), v) for v in variants)
-    rows, splits = [], []
-    for variant, entry in items:
-        if not isinstance(entry, dict):
-            continue
-        parity = entry.get("parity") or {}
-        dataset = entry.get("dataset") or entry.get("accuracy") or {}
-        cells = []
-        for split in SPLITS:
-            if isinstance(dataset.get(split), dict):
-                if split not in splits:
-                    splits.append(split)
-                cells.append((split, f"{_fmt(dataset[split].get('all'))} / {_fmt(dataset[split].get('few'))}"))
-        max_diff = parity.get("max_abs_diff", entry.get("max_abs_diff"))
-        agreement = parity.get("top1_agreement", entry.get("top1_agreement"))
-        passed = entry.get("passed", report.get("passed"))
+    """Table rows from ``export_report.json`` (as ``ltzoo.export.pipeline`` writes it): the PyTorch
+    reference, then one row per variant with its parity numbers and, when the export ran
+    ``--verify dataset``, top-1 all / few per split."""
+    from ltzoo.export.verify import REFERENCE
+
+    results = (report.get("verification") or {}).get("results") or {}
+    splits = [s for s in SPLITS if isinstance(results.get(s), dict)]
+
+    def cells(name: str) -> list[str]:
+        return [
+            f"{_fmt(results[s][name].get('all'))} / {_fmt(results[s][name].get('few'))}" if name in results[s] else "-"
+            for s in splits
+        ]
+
+    rows = []
+    if splits and REFERENCE in results[splits[0]]:
+        rows.append({"variant": f"{REFERENCE} (reference)", "file": layout.WEIGHTS, "max_abs_diff": "-", "agreement": "-",
+                     "splits": cells(REFERENCE), "passed": "-"})
+    failures = report.get("failures") or []
+    for variant, entry in (report.get("variants") or {}).items():
+        checks = entry.get("checks") or {}
+        parity = checks.get("parity") or {}
+        failed = (
+            "error" in entry
+            or any(not c.get("passed", False) for c in checks.values())
+            or any(str(f).startswith((f"{variant}:", f"{variant} ")) for f in failures)
+        )
+        max_diff, agreement = parity.get("max_abs_diff"), parity.get("top1_agreement")
         rows.append(
             {
                 "variant": variant,
-                "file": Path(str(entry.get("file") or entry.get("path") or "")).name or "-",
+                "file": entry.get("file", "-"),
                 "max_abs_diff": "-" if max_diff is None else f"{float(max_diff):.2e}",
                 "agreement": "-" if agreement is None else f"{100 * float(agreement):.2f} %",
-                "cells": dict(cells),
-                "passed": {True: "yes", False: "**no**"}.get(passed, "-"),
+                "splits": cells(variant),
+                "passed": "**no**" if failed else ("yes" if checks else "-"),
             }
         )
-    for row in rows:
-        row["splits"] = [row["cells"].get(s, "-") for s in splits]
     return rows, splits
+
+
+def _export_notes(report: dict[str, Any]) -> list[str]:
+    """One line each: how the graphs were made, what the accuracy gate allowed, how int8 was calibrated."""
+    notes = []
+    export = report.get("export") or {}
+    if export:
+        notes.append(f"Exported with the {export.get('exporter')} exporter at opset {export.get('opset')} (batch axis dynamic).")
+    verification = report.get("verification") or {}
+    if verification.get("mode") == "dataset":
+        drops = ", ".join(f"{v} {p:g}" for v, p in (verification.get("max_drop") or {}).items())
+        groups = "/".join(verification.get("gated_groups") or ["all", "few"])
+        notes.append(f"Accuracy gate: top-1 {groups} may drop at most ({drops}) points below PyTorch on every split.")
+    else:
+        notes.append("The graphs were checked for parity with PyTorch; no dataset evaluation was run for them.")
+    int8 = ((report.get("variants") or {}).get("int8") or {}).get("recipe") or {}
+    calibration = int8.get("calibration") or {}
+    if calibration:
+        notes.append(
+            f"int8: static QDQ quantization calibrated on {calibration.get('size')} {calibration.get('split')} images "
+            f"(seed {calibration.get('seed')}), {calibration.get('sampling')}."
+        )
+    return notes
 
 
 def render_card(
@@ -183,6 +214,7 @@ def render_card(
     export_rows, export_splits = _export_rows(export_report) if export_report else ([], [])
     onnx_files = list(onnx_files or [])
     onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
+    onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
     imbalance = "-" if lt.get("imbalance_factor") is None else f"{float(lt['imbalance_factor']):g}"
     return ModelCard.from_template(
         build_card_data(config, metrics, repo_id),
@@ -222,6 +254,7 @@ def render_card(
         onnx_variants=onnx_variants,
         export_rows=export_rows,
         export_splits=export_splits,
+        export_notes=_export_notes(export_report) if export_report else [],
         export_report_file=f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}",
         onnx_files=onnx_files,
         weights_sha256=weights_sha256 or lt.get(layout.WEIGHTS_SHA256_KEY, "-"),

@@ -116,21 +116,15 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
 
 
 def _onnx_filename(variant: str, report: dict | None) -> str:
-    """The file of an ONNX variant: as listed by export_report.json when it says so, else by convention."""
-    if report:
-        variants = report.get("variants")
-        if isinstance(variants, dict) and isinstance(variants.get(variant), dict):
-            entry = variants[variant]
-            name = entry.get("file") or entry.get("path") or entry.get("filename")
-            if name:
-                return Path(name).name
-        if isinstance(variants, list):
-            for entry in variants:
-                if isinstance(entry, dict) and entry.get("variant", entry.get("name")) == variant:
-                    name = entry.get("file") or entry.get("path") or entry.get("filename")
-                    if name:
-                        return Path(name).name
-    return "model.onnx" if variant == "fp32" else f"model_{variant}.onnx"
+    """The file of an ONNX variant: as export_report.json lists it, else the exporter's naming convention."""
+    from ltzoo.export.pipeline import VARIANT_FILES
+
+    entry = ((report or {}).get("variants") or {}).get(variant)
+    if isinstance(entry, dict) and entry.get("file"):
+        return Path(entry["file"]).name
+    if variant not in VARIANT_FILES:
+        raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(VARIANT_FILES)}")
+    return VARIANT_FILES[variant]
 
 
 def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:

@@ -1,0 +1,115 @@
+"""The model card and the push-side checks, without a server: what goes on the card, and what is refused."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub_fixtures import make_run, single_torch_thread  # noqa: F401 (fixture)
+from ltzoo.errors import CorruptFileError, DataNotFoundError
+from ltzoo.hub.card import method_text, read_metrics, render_card
+from ltzoo.hub.push import push_run, read_run_for_push
+from ltzoo.runs import read_config
+
+REPO = "org/ce_resnet32.fmnist_lt"
+
+
+def _meta(card_text: str) -> dict:
+    return yaml.safe_load(re.match(r"^---\n(.*?)\n---\n", card_text, re.S).group(1))
+
+
+# The layout ltzoo.export.pipeline writes (variants[...].checks.parity, verification.results[split][name]),
+# with hand-chosen numbers; the int8 graph failed the few-shot gate on test.
+REPORT = {
+    "export": {"exporter": "dynamo", "opset": 18},
+    "variants": {
+        "fp32": {"file": "model.onnx", "checks": {"graph": {"passed": True},
+                                                  "parity": {"passed": True, "max_abs_diff": 1.5e-5, "top1_agreement": 1.0}}},
+        "int8": {"file": "model_int8.onnx",
+                 "checks": {"graph": {"passed": True}, "parity": {"passed": True, "max_abs_diff": 0.031, "top1_agreement": 0.984}},
+                 "recipe": {"calibration": {"size": 512, "split": "train", "seed": 0, "sampling": "class-balanced"}}},
+    },
+    "verification": {
+        "mode": "dataset", "max_drop": {"fp32": 0.1, "int8": 1.0}, "gated_groups": ["all", "few"],
+        "results": {
+            "val": {"pytorch": {"all": 70.0, "few": 40.0}, "fp32": {"all": 70.0, "few": 40.0}, "int8": {"all": 69.5, "few": 38.5}},
+            "test": {"pytorch": {"all": 71.0, "few": 41.0}, "fp32": {"all": 71.0, "few": 41.0}, "int8": {"all": 70.0, "few": 39.5}},
+        },
+    },
+    "passed": False,
+    "failures": ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"],
+}
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return make_run(tmp_path / "run", seed=0)
+
+
+def test_export_table_shows_reference_variants_gate_and_calibration(run_dir):
+    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=REPORT,
+                       onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json"])
+    text = str(card)
+    assert "| variant | file | max abs diff vs PyTorch | top-1 agreement | val top-1 all / few | test top-1 all / few | passed |" in text
+    assert "| pytorch (reference) | `model.safetensors` | - | - | 70.00 / 40.00 | 71.00 / 41.00 | - |" in text
+    assert "| fp32 | `model.onnx` | 1.50e-05 | 100.00 % | 70.00 / 40.00 | 71.00 / 41.00 | yes |" in text
+    assert "| int8 | `model_int8.onnx` | 3.10e-02 | 98.40 % | 69.50 / 38.50 | 70.00 / 39.50 | **no** |" in text
+    assert "may drop at most (fp32 0.1, int8 1) points below PyTorch" in text
+    assert "calibrated on 512 train images (seed 0), class-balanced" in text
+    assert 'variant="fp32")  # fp32, int8' in text
+    assert "- `onnx/model_int8.onnx`" in text
+
+
+def test_a_group_without_classes_is_left_out_of_the_model_index(run_dir):
+    metrics = read_metrics(run_dir)
+    metrics["val"]["medium"] = None  # e.g. a dataset whose counts put no class in the medium group
+    text = str(render_card(read_config(run_dir), metrics, REPO))
+    configs = [(r["dataset"]["split"], m["config"]) for r in _meta(text)["model-index"][0]["results"] for m in r["metrics"]]
+    assert ("val", "medium") not in configs and ("test", "medium") in configs and len(configs) == 7
+    assert "| val | 61.25 | 75.00 | - | 26.25 |" in text
+
+
+def test_each_method_gets_its_own_paragraph_and_tag(tmp_path):
+    for method in ("ldam_drw", "dscl_pbsd", "wb_onestage"):
+        run = make_run(tmp_path / method, method=method)
+        text = str(render_card(read_config(run), read_metrics(run), f"org/{method}_resnet32.fmnist_lt"))
+        assert method_text(method).paragraph in text
+        assert method in _meta(text)["tags"]
+        assert f"# {method}_resnet32.fmnist_lt" in text
+
+
+def test_unknown_method_text_names_the_file_to_add(tmp_path):
+    with pytest.raises(DataNotFoundError, match=r"no card text for method 'magic'.*methods/magic\.md"):
+        method_text("magic")
+
+
+def test_metrics_without_test_results_are_refused(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    del metrics["test"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(CorruptFileError, match=r"no \['test'\] results"):
+        read_metrics(run_dir)
+
+
+def test_weights_changed_after_training_are_refused(run_dir):
+    weights = run_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="the weights changed after training"):
+        read_run_for_push(run_dir)
+
+
+def test_missing_run_and_incomplete_export_folder_are_refused(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_unused")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # never contacted: the checks come first
+    with pytest.raises(DataNotFoundError, match="does not exist; train one"):
+        push_run(tmp_path / "nope", REPO)
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "model.onnx").write_bytes(b"graph")
+    with pytest.raises(DataNotFoundError, match="has no export_report.json"):
+        push_run(run_dir, REPO, onnx_dir=tmp_path / "exports")
