@@ -1,14 +1,21 @@
-"""LDAM margins and loss, and the DRW schedule, against hand-computed values."""
+"""LDAM margins and loss, the DRW schedule, and the ldam_drw objective (DRW / DRS switches)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from ltzoo.data.spec import dataset_spec
+from ltzoo.engine.objective import METHODS, StageContext
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.losses.class_balanced import class_balanced_weights
 from ltzoo.losses.ldam import DeferredReweighting, LDAMLoss, ldam_margins
+from ltzoo.methods.ldam_drw import EpochSwitchLoader
+from ltzoo.models import build_model
+from ltzoo.registry import get_entry
 
 
 def test_margins_hand_computed():
@@ -77,3 +84,78 @@ def test_drw_switches_at_configured_epoch():
 def test_bad_hyper_parameters(build):
     with pytest.raises(BadHyperParameterError):
         build()
+
+
+# ----- the ldam_drw objective ------------------------------------------------------------------
+FMNIST_COUNTS = (1000, 599, 359, 215, 129, 77, 46, 27, 16, 10)
+
+
+def _objective(recipe, stage_index=0):
+    info = dataclasses.replace(dataset_spec(recipe.dataset), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
+    ctx = StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info,
+                       steps_per_epoch=1)
+    model = build_model(recipe.arch, info.num_classes, info.in_chans, head=recipe.head)
+    return METHODS[recipe.method](model, ctx), model
+
+
+def _short(recipe, epochs, **method_args):
+    stages = [dataclasses.replace(s, epochs=epochs, warmup_epochs=0, milestones=()) for s in recipe.stages]
+    return recipe.replace(stages=stages, method_args={**recipe.method_args, **method_args})
+
+
+def test_objective_switches_drw_at_configured_epoch_of_the_stage():
+    recipe = _short(get_entry("ldam_drw_resnet32.fmnist_lt").recipe(), epochs=10, drw_start_fraction=0.3)
+    objective, model = _objective(recipe)
+    assert objective.drw_epoch == 3
+    torch.manual_seed(0)
+    images, targets = torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 0, 1, 8, 9])
+    model.eval()  # fixed logits, so the loss changes only through the weights
+    objective.on_epoch_start(2)
+    assert objective.criterion.weight.tolist() == pytest.approx([1.0] * 10)
+    uniform = objective.training_step((images, targets), 2).loss
+    objective.on_epoch_start(3)
+    expected = class_balanced_weights(FMNIST_COUNTS, 0.9999)
+    assert torch.allclose(objective.criterion.weight, expected)
+    weighted = objective.training_step((images, targets), 3).loss
+    with torch.no_grad():
+        logits = model(images)
+    assert weighted.item() == pytest.approx(LDAMLoss(FMNIST_COUNTS, 0.5, 30.0, expected)(logits, targets).item(), rel=1e-5)
+    assert weighted.item() != pytest.approx(uniform.item(), rel=1e-3)
+
+
+def test_official_cifar_drw_epoch_is_160():
+    objective, _ = _objective(get_entry("ldam_drw_resnet32.cifar100_lt").recipe().replace(dataset="fmnist_lt"))
+    assert objective.drw_epoch == 160 and objective.drw.beta == 0.9999
+
+
+def test_ldam_needs_cosine_head_and_known_args():
+    recipe = get_entry("ldam_drw_resnet32.fmnist_lt").recipe()
+    with pytest.raises(BadHyperParameterError, match="cosine"):
+        _objective(recipe.replace(head={"type": "linear"}))
+    with pytest.raises(BadHyperParameterError, match="max_margin"):
+        _objective(_short(recipe, 5, max_margin=0.5))
+    with pytest.raises(BadHyperParameterError, match="drw_start_fraction"):
+        _objective(_short(recipe, 5, drw_start_fraction=1.5))
+
+
+def test_deferred_resampling_switches_loader():
+    loader = EpochSwitchLoader(before=[1, 2, 3], after=["a", "b"], switch_epoch=2)
+    seen = []
+    for epoch in range(4):
+        loader.set_epoch(epoch)
+        seen.append((list(loader), len(loader)))
+    assert seen == [([1, 2, 3], 3), ([1, 2, 3], 3), (["a", "b"], 2), (["a", "b"], 2)]
+
+
+def test_drs_objective_builds_a_class_balanced_loader():
+    recipe = _short(get_entry("ldam_drw_resnet32.fmnist_lt").recipe(), 5, drw_start_fraction=None,
+                    drs_start_fraction=0.4)
+    objective, _ = _objective(recipe)
+    made = []
+    loader = objective.train_loader(lambda sampler, transform: made.append(sampler) or [sampler])
+    assert made == ["instance", "class_balanced"]
+    objective.on_epoch_start(1)
+    assert list(loader) == ["instance"]
+    objective.on_epoch_start(2)
+    assert list(loader) == ["class_balanced"]
+    assert objective.criterion.weight is None  # no DRW in a DRS recipe

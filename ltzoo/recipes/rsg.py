@@ -1,0 +1,114 @@
+"""RSG recipes (Jianf-Wang/RSG): LDAM-DRW-RSG on CIFAR-LT / fmnist_lt, LDAM-DRS-RSG on the large sets.
+
+Settings per dataset (``reference/methods.md`` 4.2, from the official train scripts):
+
+| | backbone | RSG after | epochs / epoch_thresh | classifier loss | lr / wd / batch |
+|---|---|---|---|---|---|
+| CIFAR | ResNet-32 | layer2 | 200 / 159 | LDAM(0.5, 30) + DRW from 160 | 0.1 / 2e-4 / 128 |
+| ImageNet-LT | ResNeXt-50 (and ResNet-50) | layer3 | 100 / 79 | LDAM(0.3, 30) + DRS from 80 | 0.1 / 2e-4 / 256 |
+| iNat18 | ResNet-50 | layer3 | 180 / 139 | LDAM(0.1, 50) + DRS from 140 | 0.1 / 5e-5 / 256 |
+| Places-LT | ResNet-152 | layer3 | 30 / 9 | LDAM(0.2, 50) + DRS from 10 | 0.01 / 1e-4 / 256 |
+
+``rsg_start_fraction`` / ``drw_start_fraction`` / ``drs_start_fraction`` are those epochs as fractions
+of the stage, so ``--epochs`` rescaling moves them with the schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ltzoo.methods.rsg  # noqa: F401  (registers the "rsg" method)
+from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_stage, imagenet_lt_stage
+from ltzoo.registry import register_recipes
+
+PAPER = "RSG: A Simple but Effective Module for Learning Imbalanced Datasets (Wang et al., CVPR 2021)"
+
+# Official RSG values shared by every script: 15 centres, a 256-wide contrastive module, strength 1,
+# head classes = the most frequent 20% (--head_tail_ratio 0.2), loss weights 0.1 (CESC) / 0.01 (MV).
+RSG_COMMON: dict[str, Any] = {
+    "n_center": 15, "contrastive_dim": 256, "transfer_strength": 1.0, "head_ratio": 0.2,
+    "cesc_weight": 0.1, "mv_weight": 0.01,
+}
+# CIFAR: generation from epoch 160 of 200 (epoch_thresh 159) and DRW from 160; RSG after layer2.
+CIFAR_RSG: dict[str, Any] = {
+    **RSG_COMMON, "rsg_after_stage": 2, "rsg_start_fraction": 0.8,
+    "max_m": 0.5, "s": 30.0, "drw_start_fraction": 0.8, "drw_beta": 0.9999, "drs_start_fraction": None,
+}
+# RSG's CIFAR lr drops are at 0-indexed epochs 159 and 179 (``epoch + 1 > 159``), one before LDAM-DRW's.
+RSG_CIFAR_MILESTONES = (159, 179)
+
+
+def _drs_args(max_m: float, s: float, start: float) -> dict[str, Any]:
+    """The large-dataset scripts: RSG after layer3, LDAM with uniform weights, class-balanced
+    re-sampling (DRS) from the same epoch as generation."""
+    return {**RSG_COMMON, "rsg_after_stage": 3, "rsg_start_fraction": start, "max_m": max_m, "s": s,
+            "drw_start_fraction": None, "drw_beta": 0.9999, "drs_start_fraction": start}
+
+
+def rsg_cifar(dataset: str) -> Recipe:
+    return Recipe(
+        method="rsg", arch="resnet32", dataset=dataset, stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
+        head=dict(COSINE_HEAD), method_args=dict(CIFAR_RSG),
+        notes="Jianf-Wang/RSG cifar_train.py --loss_type LDAM --train_rule DRW: RSG after layer2, epoch_thresh 159, "
+        "LDAM 0.5/30 + DRW 0.9999 from epoch 160, lr x0.01 at 159 and x1e-4 at 179, loss + 0.1 CESC + 0.01 MV. "
+        "ltzoo selects on val (the official CIFAR code on test).",
+    )
+
+
+def rsg_fmnist() -> Recipe:
+    return Recipe(
+        method="rsg", arch="resnet32", dataset="fmnist_lt", stages=[fmnist_stage(RSG_CIFAR_MILESTONES)],
+        head=dict(COSINE_HEAD), method_args=dict(CIFAR_RSG),
+        notes="ltzoo's CPU scale: the official CIFAR recipe compressed to the CE recipe's 30 epochs (generation "
+        "and DRW from epoch 24, epoch_thresh 23); RSG after stage 2 (32 x 14 x 14 maps at 28 px).",
+    )
+
+
+def rsg_imagenet_lt(arch: str) -> Recipe:
+    official = arch == "resnext50_32x4d"
+    return Recipe(
+        method="rsg", arch=arch, dataset="imagenet_lt", stages=[imagenet_lt_stage()], head=dict(COSINE_HEAD),
+        method_args=_drs_args(max_m=0.3, s=30.0, start=0.8),
+        notes="Jianf-Wang/RSG imagenet_lt_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 79, LDAM 0.3/30 "
+        "with uniform weights, class-balanced re-sampling from epoch 80."
+        + ("" if official else " The official script trains ResNeXt-50-32x4d; this ResNet-50 entry uses the "
+           "same settings (ltzoo's choice)."),
+    )
+
+
+def rsg_inat2018() -> Recipe:
+    stage = StageConfig(epochs=180, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-5, warmup_epochs=5,
+                        schedule="step", milestones=(99, 139, 169), gamma=0.1)
+    return Recipe(
+        method="rsg", arch="resnet50", dataset="inat2018", stages=[stage], head=dict(COSINE_HEAD),
+        method_args=_drs_args(max_m=0.1, s=50.0, start=140 / 180),
+        notes="Jianf-Wang/RSG inaturalist_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 139, LDAM 0.1/50, "
+        "re-sampling from epoch 140, lr x0.1 at 99, 139, 169.",
+    )
+
+
+def rsg_places_lt() -> Recipe:
+    stage = StageConfig(epochs=30, batch_size=256, lr=0.01, momentum=0.9, weight_decay=1e-4,
+                        schedule="step", milestones=(9, 19), gamma=0.1)
+    return Recipe(
+        method="rsg", arch="resnet152", dataset="places_lt", stages=[stage], head=dict(COSINE_HEAD),
+        method_args=_drs_args(max_m=0.2, s=50.0, start=10 / 30),
+        notes="Jianf-Wang/RSG places_train.py: LDAM-DRS-RSG on ResNet-152, RSG after layer3, epoch_thresh 9, "
+        "LDAM 0.2/50, re-sampling from epoch 10, lr 0.01 x0.1 at 9 and 19. Departure: the official script starts "
+        "from ImageNet-pretrained weights; ltzoo never downloads timm weights, so this recipe starts from random "
+        "init and will not reach the paper's numbers without a pretrained model passed to the trainer.",
+    )
+
+
+register_recipes(
+    "rsg", "resnet32",
+    {"cifar100_lt": lambda: rsg_cifar("cifar100_lt"), "cifar10_lt": lambda: rsg_cifar("cifar10_lt"),
+     "fmnist_lt": rsg_fmnist},
+    default_tag="cifar100_lt", paper=PAPER,
+)
+register_recipes("rsg", "resnext50_32x4d", {"imagenet_lt": lambda: rsg_imagenet_lt("resnext50_32x4d")},
+                 default_tag="imagenet_lt", paper=PAPER)
+register_recipes("rsg", "resnet50", {"imagenet_lt": lambda: rsg_imagenet_lt("resnet50"), "inat2018": rsg_inat2018},
+                 default_tag="imagenet_lt", paper=PAPER)
+register_recipes("rsg", "resnet152", {"places_lt": rsg_places_lt}, default_tag="places_lt", paper=PAPER)

@@ -1,0 +1,89 @@
+"""SCL recipes: SupCon representation, then a class-balanced classifier on frozen features.
+
+CIFAR follows the HobbitLong/SupContrast README (``main_supcon.py --batch_size 1024 --learning_rate
+0.5 --temp 0.1 --cosine``, 1000 epochs, wd 1e-4, 10 warmup epochs for batches > 256; then
+``main_linear.py --batch_size 512 --learning_rate 5``, 100 epochs, wd 0, lr x0.2 at 60/75/90).
+SupContrast has no long-tailed or ImageNet-LT recipe: ImageNet-LT uses the SCL baseline schedule of
+DSCL (SY-Xuan/DSCL ``main.py`` / ``equal_lincls.py``; its supplementary Table 3 reports that SCL
+baseline at 51.2 top-1). The classifier stage always samples class-balanced (see
+:mod:`ltzoo.methods.scl`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ltzoo.methods.scl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.registry import register_recipes
+
+PAPER = "Supervised Contrastive Learning (Khosla et al., NeurIPS 2020)"
+SUPCON_CIFAR: dict[str, Any] = {"temperature": 0.1, "base_temperature": 0.07, "proj_hidden": None, "proj_dim": 128}
+
+# fmnist_lt: the CE recipe's 30 epochs split 25 + 5 (SupContrast spends 1000 + 100).
+FMNIST_CLASSIFIER_EPOCHS = 5
+FMNIST_REPRESENTATION_EPOCHS = FMNIST_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
+
+
+def _classifier_stage(epochs: int, batch: int, lr: float, milestones: tuple[int, ...], gamma: float) -> StageConfig:
+    return StageConfig(name=CLASSIFIER_STAGE, epochs=epochs, batch_size=batch, lr=lr, momentum=0.9, weight_decay=0.0,
+                       schedule="step", milestones=milestones, gamma=gamma, sampler="class_balanced", train="head")
+
+
+def scl_cifar(dataset: str) -> Recipe:
+    return Recipe(
+        method="scl", arch="resnet32", dataset=dataset,
+        stages=[
+            StageConfig(name=REPRESENTATION_STAGE, epochs=1000, batch_size=1024, lr=0.5, momentum=0.9,
+                        weight_decay=1e-4, warmup_epochs=10, schedule="cosine"),
+            _classifier_stage(100, 512, 5.0, (60, 75, 90), 0.2),
+        ],
+        method_args=dict(SUPCON_CIFAR),
+        notes="SupContrast README CIFAR commands on ResNet-32 (the README uses ResNet-50): SupCon 1000 epochs, batch "
+        "1024, lr 0.5, tau 0.1, cosine (to 0; upstream to lr x1e-3), 10 warmup epochs; classifier 100 epochs, batch "
+        "512, lr 5, wd 0, x0.2 at 60/75/90. ltzoo's choices: class-balanced sampling in the classifier stage (the "
+        "long-tail re-balancing), model selection on val.",
+    )
+
+
+def scl_fmnist() -> Recipe:
+    return Recipe(
+        method="scl", arch="resnet32", dataset="fmnist_lt",
+        stages=[
+            StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_REPRESENTATION_EPOCHS, batch_size=FMNIST_BATCH,
+                        lr=0.0625, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
+            _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, 1.25, (3, 4), 0.2),
+        ],
+        method_args=dict(SUPCON_CIFAR),
+        notes="ltzoo's CPU scale: the CE recipe's 30 epochs split 25 (SupCon) + 5 (classifier); the README's lrs "
+        "scaled linearly to batch 128 (0.5 x 128/1024 = 0.0625; 5 x 128/512 = 1.25); milestones scaled from "
+        "60/75/90 of 100; SupContrast augmentation with brightness/contrast jitter only (grayscale data).",
+    )
+
+
+def scl_imagenet_lt(arch: str) -> Recipe:
+    return Recipe(
+        method="scl", arch=arch, dataset="imagenet_lt",
+        stages=[
+            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=256, lr=0.1, momentum=0.9,
+                        weight_decay=5e-4, warmup_epochs=10, schedule="cosine"),
+            _classifier_stage(40, 2048, 10.0, (20, 30), 0.1),
+        ],
+        method_args={**SUPCON_CIFAR, "temperature": 0.07},
+        notes="No official SupCon ImageNet-LT recipe. ltzoo's choice: the SCL-baseline schedule of SY-Xuan/DSCL "
+        "(representation 200 epochs, batch 256, lr 0.1, wd 5e-4, 10 warmup epochs, cosine, tau 0.07; classifier "
+        "40 epochs, batch 2048, lr 10, wd 0, x0.1 at 20/30, class-balanced), with SupContrast's in-batch loss "
+        "(no momentum queue) and a Linear-ReLU-Linear 128-d projection head.",
+    )
+
+
+register_recipes(
+    "scl", "resnet32",
+    {"cifar100_lt": lambda: scl_cifar("cifar100_lt"), "cifar10_lt": lambda: scl_cifar("cifar10_lt"),
+     "fmnist_lt": scl_fmnist},
+    default_tag="cifar100_lt", paper=PAPER,
+)
+for _arch in ("resnet50", "resnext50_32x4d"):
+    register_recipes("scl", _arch, {"imagenet_lt": lambda a=_arch: scl_imagenet_lt(a)}, default_tag="imagenet_lt",
+                     paper=PAPER)
