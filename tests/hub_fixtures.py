@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,29 @@ class HubHandle:
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """One intra-op thread: the tiny forward passes here run ~8x faster on a busy 2-core machine."""
+def isolated_process(monkeypatch: pytest.MonkeyPatch):
+    """Per test: one torch intra-op thread (the tiny forward passes run ~8x faster on a busy 2-core machine),
+    and no outbound request from huggingface_hub's agent detection, which otherwise fetches a registry from
+    huggingface.co once per process when it first builds request headers (tests use no network)."""
+    from huggingface_hub.utils import _detect_agent
+
+    monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
+    # Every name lookup is recorded; a test that tried to reach anything but the local server fails.
+    outside: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            outside.append(str(host))
+            raise OSError(f"tests use no network (tried {host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+    assert not outside, f"the test tried to reach {outside}"
 
 
 @pytest.fixture

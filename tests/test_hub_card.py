@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_fixtures import make_run, single_torch_thread  # noqa: F401 (fixture)
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.hub.card import method_text, read_metrics, render_card
 from ltzoo.hub.push import push_run, read_run_for_push

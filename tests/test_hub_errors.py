@@ -21,7 +21,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
     local_hub,
     make_run,
     set_cache,
-    single_torch_thread,
+    isolated_process,
 )
 from ltzoo.errors import HubError
 from ltzoo.hub.download import download_run

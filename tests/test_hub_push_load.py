@@ -27,7 +27,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
     make_run,
     read_json,
     set_cache,
-    single_torch_thread,
+    isolated_process,
 )
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError

@@ -22,7 +22,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, local_hub  # noqa: F401 (fixture)
+from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, isolated_process, local_hub  # noqa: F401 (fixtures)
 from hub_server import git_blob_sha1
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes with a known layout
