@@ -20,7 +20,7 @@ from onnxconverter_common import float16
 
 from ltzoo.errors import ExportCheckError
 from ltzoo.export.metadata import load_onnx
-from ltzoo.export.onnx_export import save_model
+from ltzoo.export.onnx_export import quiet, save_model
 
 FP16_MAX = float(np.finfo(np.float16).max)
 
@@ -58,12 +58,13 @@ def convert_fp16(
     ]
     block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
     try:
-        converted = float16.convert_float_to_float16(
-            proto,
-            keep_io_types=True,
-            op_block_list=block_list,
-            max_finite_val=FP16_MAX,  # the library's default (1e4) would clip legitimate weights
-        )
+        with quiet():  # per-value truncation warnings for weights below fp16's smallest subnormal
+            converted = float16.convert_float_to_float16(
+                proto,
+                keep_io_types=True,
+                op_block_list=block_list,
+                max_finite_val=FP16_MAX,  # the library's default (1e4) would clip legitimate weights
+            )
     except Exception as error:
         raise ExportCheckError(f"fp16 conversion failed: {error}") from error
     save_model(converted, Path(dst))

@@ -4,6 +4,8 @@ Recipe (after the ORT quantization guide, docs/performance/model-optimizations/q
 ``quant_pre_process`` (symbolic shape inference, ORT basic optimisation, ONNX shape inference), then
 ``quantize_static`` with QDQ, int8 weights per output channel and int8 activations per tensor, both
 symmetric so every zero point is 0 (TensorRT's Q/DQ restriction, onnx-tensorrt docs/operators.md).
+Biases are left float (``QuantizeBias=False``): TensorRT's DequantizeLinear takes int8, not the int32
+bias tensors ORT would make, and TensorRT folds the bias into the int8 convolution itself.
 
 ltzoo's own choices (no anchor gates quantized models on tail accuracy):
 * the calibration set is class-balanced from the *training* split with a fixed seed
@@ -28,7 +30,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from ltzoo.errors import BadHyperParameterError, ExportCheckError
 from ltzoo.export.metadata import load_onnx
-from ltzoo.export.onnx_export import INPUT_NAME
+from ltzoo.export.onnx_export import INPUT_NAME, quiet
 
 DEFAULT_CALIB_SIZE = 512
 DEFAULT_CALIB_SEED = 0
@@ -116,7 +118,8 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
-            quant_pre_process(str(src), str(prepared))
+            with quiet():
+                quant_pre_process(str(src), str(prepared))
         except Exception as error:
             raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
         proto = onnx.load(str(prepared))
@@ -126,18 +129,20 @@ def quantize_int8(
         onnx.save(proto, str(prepared))
         keep_fp32 = head_nodes(proto)
         try:
-            quantize_static(
-                str(prepared),
-                str(dst),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=keep_fp32,
-                calibrate_method=CALIBRATION_METHODS[method],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-            )
+            with quiet():
+                quantize_static(
+                    str(prepared),
+                    str(dst),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=keep_fp32,
+                    calibrate_method=CALIBRATION_METHODS[method],
+                    # Biases stay float: TensorRT dequantizes only int8 (not int32) tensors and fuses the bias itself.
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                )
         except Exception as error:
             raise ExportCheckError(f"int8 quantization of {src.name} failed: {error}") from error
     if reader.images == 0:
@@ -148,6 +153,7 @@ def quantize_int8(
         "format": "QDQ",
         "weights": "int8, symmetric, per output channel",
         "activations": "int8, symmetric, per tensor",
+        "biases": "float32 (not quantized)",
         "calibration_method": method,
         "calibration_images": reader.images,
         "nodes_kept_fp32": keep_fp32,

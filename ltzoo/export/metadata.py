@@ -33,6 +33,7 @@ _JSON_KEYS = (
     "num_classes",
     "opset",
     "logit_adjust_tau",
+    "crop_pct",
 )
 
 
@@ -60,6 +61,38 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
+    """A :class:`ModelInfo` from a run's ``config.json`` (timm layout + ``ltzoo`` block, see ltzoo.runs)."""
+    cfg = config.get("pretrained_cfg", {})
+    lt = config.get("ltzoo", {})
+    shots = lt.get("shot_split") or {}
+    input_size = cfg.get("input_size")
+    if not input_size or "mean" not in cfg or "std" not in cfg:
+        raise CorruptFileError(
+            f"config of {name} lacks pretrained_cfg input_size/mean/std, which the exported graph's users need; "
+            "re-save the run with the current ltzoo"
+        )
+    return ModelInfo(
+        name=lt.get("name") or name,
+        arch=config["architecture"],
+        num_classes=int(config["num_classes"]),
+        input_size=tuple(int(v) for v in input_size),  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        label_names=list(config.get("label_names") or [str(i) for i in range(int(config["num_classes"]))]),
+        class_counts=lt.get("class_counts"),
+        shot_thresholds=(
+            {"many": shots["many_threshold"], "few": shots["few_threshold"], "rule": shots.get("rule", "absolute")}
+            if shots
+            else None
+        ),
+        shot_classes={group: shots[group] for group in ("many", "medium", "few")} if shots else None,
+        dataset=lt.get("dataset"),
+        weights_sha256=lt.get("weights_sha256"),
+        extra={key: cfg[key] for key in ("interpolation", "crop_pct", "crop_mode") if key in cfg},
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -98,8 +131,11 @@ def build_metadata(
         "label_names": list(info.label_names),
         "input_size": list(info.input_size),
         "input_layout": "NCHW",
-        # The graph takes images already normalised with mean/std (x - mean) / std, float32.
-        "input_preprocessing": "normalised float32: (pixel/255 - mean) / std",
+        # The graph takes the eval transform's output: resized/cropped to input_size, then
+        # (pixel / 255 - mean) / std, float32 NCHW.
+        "input_preprocessing": "float32 NCHW, (pixel/255 - mean) / std after the eval resize/crop",
+        "interpolation": info.extra.get("interpolation"),
+        "crop_pct": info.extra.get("crop_pct"),
         "mean": list(info.mean),
         "std": list(info.std),
         "class_counts": list(info.class_counts) if info.class_counts is not None else None,

@@ -13,10 +13,14 @@ every graph is checked for parity and, with ``--verify dataset``, for per-split 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +44,28 @@ EXPORT_BATCH = 2
 # Protobuf cannot serialise a message of 2 GiB or more; only then are weights moved to a side file.
 EXTERNAL_DATA_LIMIT = 2**31 - 1
 _INT32 = np.iinfo(np.int32)
+
+
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "onnxruntime")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the exporter/optimizer/quantizer progress chatter (prints, INFO logs, warnings).
+
+    Their failures still arrive as exceptions, and everything that matters goes in the report.
+    """
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @dataclass
@@ -94,8 +120,7 @@ def export_onnx(
     was_training = model.training
     model.eval()  # eval mode: BN uses running stats, so the exporters fold it into the convolutions
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation and constant-folding chatter; checks follow
+        with torch.no_grad(), quiet():  # deprecation and constant-folding chatter; checks follow
             if exporter == "dynamo":
                 proto = _export_dynamo(model, example, opset)
             else:

@@ -1,0 +1,209 @@
+"""Command lines of the export: ``export/to_onnx.py`` = ``ltzoo export``, ``export/to_tensorrt.py`` = ``ltzoo trt``.
+
+Both parsers are built here once; the scripts and the ``ltzoo`` sub-commands only call them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ltzoo.errors import BadHyperParameterError, LtzooError
+
+EXPORT_DESCRIPTION = (
+    "Export a model to ONNX (fp32, optionally fp16 and int8 QDQ) with a dynamic batch axis, metadata and "
+    "checks: onnx.checker, strict shape inference, I/O, BN folding, TensorRT readiness, ONNX Runtime vs "
+    "PyTorch parity, and with --verify dataset a per-split (all/many/medium/few) accuracy gate on val and "
+    "test. Any failed check is a non-zero exit; export_report.json in --out says what failed."
+)
+TRT_DESCRIPTION = (
+    "TensorRT readiness of an exported ONNX file: a static check against TensorRT's ONNX parser support "
+    "list (ops, opset, dtypes, int64 ranges, dynamic dims, Q/DQ zero points) and an optimization profile; "
+    "then, where the tensorrt package and a CUDA GPU exist, a strongly typed engine build compared with "
+    "ONNX Runtime at min/opt/max batch (skipped, and said so, elsewhere). Engines are never written."
+)
+
+
+def _profile(text: str) -> Any:
+    from ltzoo.export.tensorrt import Profile
+
+    try:
+        low, opt, high = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,OPT,MAX batch sizes like 1,8,32, got {text!r}") from None
+    try:
+        return Profile(low, opt, high)
+    except BadHyperParameterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from ltzoo.export.int8 import CALIBRATION_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE
+    from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
+    from ltzoo.export.providers import PROVIDER_CHOICES
+    from ltzoo.export.verify import DEFAULT_MAX_DROP
+
+    parser.add_argument("--model", required=True, help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]")
+    parser.add_argument("--out", required=True, help="output directory for the .onnx files and export_report.json")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, choices=SUPPORTED_OPSETS,
+                        help=f"ONNX opset (default {DEFAULT_OPSET}; 17-20 parse on every TensorRT 10)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
+                        help=f"torch.onnx exporter (default {DEFAULT_EXPORTER}); the report records which one")
+    parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 graph, fp32 I/O)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write model_int8.onnx (static QDQ, per-channel, class-balanced calibration)")
+    parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
+                        help=f"int8 calibration images from the training split (default {DEFAULT_CALIB_SIZE})")
+    parser.add_argument("--calib-method", choices=tuple(CALIBRATION_METHODS), default=DEFAULT_CALIB_METHOD,
+                        help=f"int8 calibration method (default {DEFAULT_CALIB_METHOD})")
+    parser.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
+    parser.add_argument("--logit-adjust", type=float, metavar="TAU",
+                        help="bake logits - TAU * log(training prior) into the graph")
+    parser.add_argument("--verify", nargs="?", const="dataset", default="parity", choices=("none", "parity", "dataset"),
+                        help="none: graph checks only; parity (default): + ORT vs PyTorch at batches 1/3/17; "
+                        "dataset (also bare --verify): + the per-split accuracy gate on val and test")
+    parser.add_argument("--max-drop", action="append", metavar="VARIANT=POINTS",
+                        help="gate threshold in top-1 points on few-shot and overall, per variant; defaults "
+                        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MAX_DROP.items()))
+    parser.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy)")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
+                        help="ONNX Runtime provider (default auto: TensorRT > CUDA > CPU)")
+    parser.add_argument("--trt-profile", type=_profile, default=None, metavar="MIN,OPT,MAX",
+                        help="TensorRT optimization profile batch sizes for the report (default 1,8,32)")
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size for --verify dataset")
+    parser.add_argument("--verify-existing", action="store_true",
+                        help="export nothing: re-run every check (and --verify) on the .onnx files already in --out "
+                        "against --model, e.g. after downloading or editing them")
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+
+
+def options_from_args(args: argparse.Namespace) -> Any:
+    from ltzoo.export.pipeline import ExportOptions
+    from ltzoo.export.tensorrt import Profile
+    from ltzoo.export.verify import parse_max_drop
+
+    return ExportOptions(
+        opset=args.opset,
+        exporter=args.exporter,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib_size=args.calib_size,
+        calib_method=args.calib_method,
+        calib_seed=args.calib_seed,
+        logit_adjust=args.logit_adjust,
+        verify=args.verify,
+        data_root=args.data_root,
+        max_drop=parse_max_drop(args.max_drop),
+        provider=None if args.provider == "auto" else args.provider,
+        trt_profile=args.trt_profile or Profile(),
+        batch_size=args.batch_size,
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ltzoo.export.pipeline import export, print_summary
+
+    report = export(args.model, args.out, options_from_args(args), existing=args.verify_existing)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_summary(report)
+    return 0
+
+
+def add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
+    from ltzoo.export.providers import PROVIDER_CHOICES
+
+    parser.add_argument("--onnx", required=True, help="an ONNX file written by export/to_onnx.py")
+    parser.add_argument("--check-only", action="store_true", help="only the static readiness check, no engine build")
+    parser.add_argument("--profile", type=_profile, default=None, metavar="MIN,OPT,MAX",
+                        help="optimization profile batch sizes (default 1,8,32)")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
+                        help="ONNX Runtime provider of the reference run (default auto)")
+
+
+def run_tensorrt(args: argparse.Namespace) -> int:
+    from ltzoo.export.checks import PARITY_TOLERANCES
+    from ltzoo.export.metadata import read_metadata
+    from ltzoo.export.tensorrt import Profile, build_and_compare, static_check
+
+    path = Path(args.onnx)
+    profile = args.profile or Profile()
+    result: dict[str, Any] = {}
+    failure: LtzooError | None = None
+    try:
+        result["static"] = static_check(path, profile)
+    except LtzooError as error:
+        result["static"] = {"passed": False, "reason": str(error), **getattr(error, "details", {})}
+        failure = error
+    if failure is None and not args.check_only:
+        from ltzoo.engine.evaluator import OrtPredictor
+        from ltzoo.export.providers import create_session
+
+        variant = read_metadata(path).get("variant", "fp32")
+        # TensorRT may run fp32 graphs with TF32 math, so fp32 is compared at the fp16 tolerance.
+        tolerance = PARITY_TOLERANCES["int8" if variant == "int8" else "fp16"]
+        reference = OrtPredictor(create_session(path, None if args.provider == "auto" else args.provider))
+        try:
+            result["engine"] = build_and_compare(path, profile, reference, tolerance)
+        except LtzooError as error:
+            result["engine"] = {"passed": False, "reason": str(error), **getattr(error, "details", {})}
+            failure = error
+    elif args.check_only:
+        result["engine"] = {"skipped": "--check-only"}
+    written = _record_tensorrt(path, result)
+    static = result["static"]
+    print(f"static check: {'passed' if static.get('passed') else 'FAILED'}; opset {static.get('opset')}; "
+          f"profile {static.get('optimization_profile', {}).get('shapes')}")
+    engine = result.get("engine", {})
+    print("engine: " + (f"skipped ({engine['skipped']})" if "skipped" in engine else json.dumps(engine)))
+    print(f"written to {written}")
+    if failure is not None:
+        raise failure
+    return 0
+
+
+def _record_tensorrt(path: Path, result: dict[str, Any]) -> Path:
+    """Into the export report of ``path``'s directory when it lists the file, else ``<file>.tensorrt.json``."""
+    from ltzoo.export.metadata import REPORT_NAME, read_report, write_report
+
+    report_path = path.parent / REPORT_NAME
+    if report_path.is_file():
+        report = read_report(report_path)
+        for entry in report.get("variants", {}).values():
+            if entry.get("file") == path.name:
+                entry["tensorrt"] = result
+                return write_report(path.parent, report)
+    side = path.with_name(path.name + ".tensorrt.json")
+    side.write_text(json.dumps(result, indent=2) + "\n")
+    return side
+
+
+def _script_main(
+    description: str, add_arguments: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
+    prog: str, argv: list[str] | None,
+) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except LtzooError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def main_export(argv: list[str] | None = None) -> int:
+    """``python export/to_onnx.py ...``"""
+    return _script_main(EXPORT_DESCRIPTION, add_export_arguments, run_export, "to_onnx.py", argv)
+
+
+def main_tensorrt(argv: list[str] | None = None) -> int:
+    """``python export/to_tensorrt.py ...``"""
+    return _script_main(TRT_DESCRIPTION, add_tensorrt_arguments, run_tensorrt, "to_tensorrt.py", argv)

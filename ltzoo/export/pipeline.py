@@ -1,0 +1,409 @@
+"""The export job: model -> fp32 ONNX (+ fp16, int8) -> checks -> per-split gate -> ``export_report.json``.
+
+Every check of every variant is recorded in the report; the report is written even when something
+fails, and then :class:`~ltzoo.errors.ExportCheckError` is raised listing every failure, so a broken
+export is a non-zero exit with a readable reason, never a warning next to a saved file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
+from ltzoo.export import checks, tensorrt
+from ltzoo.export.fp16 import convert_fp16
+from ltzoo.export.int8 import (
+    DEFAULT_CALIB_METHOD,
+    DEFAULT_CALIB_SEED,
+    DEFAULT_CALIB_SIZE,
+    class_balanced_indices,
+    quantize_int8,
+)
+from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
+from ltzoo.export.metadata import (
+    REPORT_VERSION,
+    ModelInfo,
+    build_metadata,
+    decode_metadata,
+    file_sha256,
+    library_versions,
+    load_onnx,
+    model_info_from_config,
+    read_metadata,
+    write_metadata_props,
+    write_report,
+)
+from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORT_BATCH, export_onnx, save_model
+from ltzoo.export.providers import create_session
+from ltzoo.export.verify import (
+    DEFAULT_MAX_DROP,
+    GATED_GROUPS,
+    REFERENCE,
+    SPLITS,
+    evaluate_predictors,
+    format_verification,
+    gate,
+)
+
+log = logging.getLogger("ltzoo.export")
+
+VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
+VERIFY_MODES = ("none", "parity", "dataset")
+PARITY_POOL_SIZE = 64
+UNADJUSTED = "pytorch (no logit adjustment)"
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``export/to_onnx.py`` can set (see ``--help`` there for the meaning of each)."""
+
+    opset: int = DEFAULT_OPSET
+    exporter: str = DEFAULT_EXPORTER
+    fp16: bool = False
+    int8: bool = False
+    calib_size: int = DEFAULT_CALIB_SIZE
+    calib_method: str = DEFAULT_CALIB_METHOD
+    calib_seed: int = DEFAULT_CALIB_SEED
+    logit_adjust: float | None = None
+    verify: str = "parity"
+    data_root: str | None = None
+    max_drop: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_DROP))
+    splits: tuple[str, ...] = SPLITS
+    provider: str | None = None
+    trt_profile: tensorrt.Profile = field(default_factory=tensorrt.Profile)
+    batch_size: int = 256
+
+    def validate(self) -> None:
+        if self.verify not in VERIFY_MODES:
+            raise LtzooError(f"--verify {self.verify!r}: choose one of {list(VERIFY_MODES)}")
+        if self.logit_adjust is not None:
+            check_tau(self.logit_adjust)
+        if self.calib_size < 1:
+            raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["splits"] = list(self.splits)
+        return values
+
+
+def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Create ``out_dir`` and prove it is writable before any slow work starts."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".ltzoo_write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise LtzooError(
+            f"cannot write to the output directory {out} ({error.strerror or error}); "
+            "choose another --out or fix its permissions"
+        ) from error
+    return out
+
+
+def load_source(source: str) -> tuple[nn.Module, ModelInfo]:
+    """The eval-mode model and its :class:`ModelInfo` for anything ``ltzoo.load`` accepts."""
+    import ltzoo
+
+    model, config = ltzoo.load(source, with_config=True)
+    if not config:
+        raise LtzooError(f"{source!r} gave a model without a config; export needs a trained run or a published model")
+    return model, model_info_from_config(config, str(source))
+
+
+def export(
+    source: str | tuple[nn.Module, ModelInfo],
+    out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    *,
+    data: Any = None,
+    existing: bool = False,
+) -> dict[str, Any]:
+    """Export, check and (optionally) verify; returns the report, raises ``ExportCheckError`` on any failure.
+
+    ``source`` is what ``ltzoo.load`` accepts, or an in-memory ``(model, ModelInfo)``. ``data`` is an
+    :class:`~ltzoo.data.LTDataset` to use instead of building ``info.dataset`` from ``--data-root``.
+    ``existing=True`` exports nothing: it re-runs every check on the ``.onnx`` files already in
+    ``out_dir`` against ``source`` (a downloaded or edited export), with the logit adjustment that the
+    files' metadata declares.
+    """
+    options = options or ExportOptions()
+    options.validate()
+    out = prepare_out_dir(out_dir)
+    existing_files = _existing_variants(out) if existing else {}
+    if isinstance(source, tuple):
+        model, info = source
+        source_spec = info.name
+    else:
+        model, info = load_source(source)
+        source_spec = str(source)
+    model.eval()
+
+    tau = options.logit_adjust
+    if existing:
+        tau = existing_files["fp32"][1].get("logit_adjust_tau")
+    needs_data = (options.int8 and not existing) or options.verify == "dataset"
+    if needs_data and data is None:
+        data = _build_dataset(info, options.data_root)
+    if data is not None and info.class_counts is not None and list(data.class_counts) != list(info.class_counts):
+        raise ConfigMismatchError(
+            f"the {info.dataset} data found has class counts {list(data.class_counts)}, but {info.name} was trained "
+            f"on {list(info.class_counts)}: point --data-root at the dataset the model was trained on"
+        )
+
+    reference_model = model
+    if tau is not None:
+        if info.class_counts is None:
+            raise LtzooError(f"--logit-adjust needs the training class counts, which {info.name}'s config lacks")
+        reference_model = LogitAdjusted(model, info.class_counts, tau).eval()
+
+    from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
+
+    torch_predictor = TorchPredictor(reference_model)
+    pool = _parity_pool(data) if data is not None else None
+    failures: list[str] = []
+    report: dict[str, Any] = {
+        "report_version": REPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"spec": source_spec, **info.to_dict()},
+        "versions": library_versions(),
+        "options": options.to_dict(),
+        "variants": {},
+    }
+
+    fp32_path = out / VARIANT_FILES["fp32"]
+    if existing:
+        fp32_meta = existing_files["fp32"][1]
+        exporter, opset = fp32_meta.get("exporter", "unknown"), fp32_meta.get("opset")
+        report["export"] = {"reused_existing_files": True, "exporter": exporter, "opset": opset}
+        variants = [(variant, None) for variant in existing_files]
+        log.info("re-checking %s in %s against %s", ", ".join(existing_files), out, info.name)
+    else:
+        exporter, opset = options.exporter, options.opset
+        log.info("exporting %s with the %s exporter (opset %d) to %s", info.name, exporter, opset, out)
+        exported = export_onnx(reference_model, fp32_path, tuple(info.input_size), opset=opset, exporter=exporter)
+        report["export"] = exported.to_dict()
+        variants = [("fp32", None)]
+        if options.fp16:
+            variants.append(("fp16", lambda path: convert_fp16(fp32_path, path)))
+        if options.int8:
+            variants.append(("int8", lambda path: _make_int8(fp32_path, path, data, options)))
+
+    expected_metadata = {"exporter": exporter, "opset": opset, "logit_adjust_tau": tau}
+    sessions: dict[str, Any] = {}
+    for variant, make in variants:
+        path = out / VARIANT_FILES[variant]
+        entry: dict[str, Any] = {"file": path.name, "checks": {}}
+        report["variants"][variant] = entry
+        if make is not None:
+            log.info("making the %s variant", variant)
+            try:
+                entry["recipe"] = make(path)
+            except LtzooError as error:
+                failures.append(f"{variant}: could not be made: {error}")
+                entry["error"] = str(error)
+                continue
+        metadata = build_metadata(info, variant=variant, **expected_metadata)
+        if not existing:
+            proto = load_onnx(path)
+            write_metadata_props(proto, metadata)
+            save_model(proto, path)
+        entry["metadata"] = metadata
+        entry["sha256"] = file_sha256(path)
+        entry["size_bytes"] = path.stat().st_size
+        session = _check_variant(variant, path, entry, info, metadata, torch_predictor, pool, options, failures)
+        if session is not None:
+            sessions[variant] = session
+
+    if options.verify == "dataset":
+        predictors: dict[str, Any] = {REFERENCE: torch_predictor}
+        if tau is not None:
+            predictors[UNADJUSTED] = TorchPredictor(model)
+        predictors.update({variant: OrtPredictor(session) for variant, session in sessions.items()})
+        log.info("evaluating %s on %s", ", ".join(predictors), "/".join(options.splits))
+        results = evaluate_predictors(predictors, data, options.splits, options.batch_size)
+        split_deltas, gate_failures = gate(results, options.max_drop)
+        summary = {
+            split: {
+                name: {k: r[k] for k in ("all", "many", "medium", "few", "per_class", "num_samples")}
+                for name, r in split_results.items()
+            }
+            for split, split_results in results.items()
+        }
+        report["verification"] = {
+            "mode": "dataset",
+            "evaluator": "ltzoo.engine.evaluator.evaluate_split (the same code scores PyTorch and ORT)",
+            "splits": list(options.splits),
+            "max_drop": dict(options.max_drop),
+            "gated_groups": list(GATED_GROUPS),
+            "shot_thresholds": next(iter(results[options.splits[0]].values()))["shot_thresholds"],
+            "results": summary,
+            "deltas": split_deltas,
+            "failures": gate_failures,
+        }
+        failures.extend(gate_failures)
+    else:
+        report["verification"] = {"mode": options.verify, "note": "no dataset evaluation; use --verify dataset"}
+
+    if tau is not None:
+        report["logit_adjust"] = _logit_adjust_section(tau, info, report["verification"], options.splits)
+
+    report["passed"] = not failures
+    report["failures"] = failures
+    report_path = write_report(out, report)
+    if failures:
+        raise ExportCheckError(
+            f"export of {info.name} failed {len(failures)} check(s):\n  - " + "\n  - ".join(failures)
+            + f"\nfull report: {report_path}"
+        )
+    log.info("all checks passed; report: %s", report_path)
+    return report
+
+
+def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """The variant files already in ``out`` with their decoded metadata (fp32 must be there)."""
+    found = {}
+    for variant, name in VARIANT_FILES.items():
+        path = out / name
+        if path.exists():
+            found[variant] = (path, read_metadata(path))  # CorruptFileError for garbage
+    if "fp32" not in found:
+        raise LtzooError(f"{out} has no {VARIANT_FILES['fp32']} to check; export first (without --verify-existing)")
+    return found
+
+
+def _logit_adjust_section(tau: float, info: ModelInfo, verification: dict[str, Any], splits: Sequence[str]) -> dict[str, Any]:
+    effect: Any = "not measured: run with --verify dataset"
+    if verification.get("mode") == "dataset":
+        # deltas hold (plain - adjusted); the effect of the adjustment is the opposite sign.
+        effect = {
+            split: {g: None if v is None else -v for g, v in verification["deltas"][split][UNADJUSTED].items()}
+            for split in splits
+        }
+    return {
+        "tau": tau,
+        "form": "logits - tau * log(prior), prior = training class frequencies (Menon et al. 2021)",
+        "class_counts": list(info.class_counts or []),
+        "effect_points_adjusted_minus_plain": effect,
+    }
+
+
+def _check_variant(
+    variant: str,
+    path: Path,
+    entry: dict[str, Any],
+    info: ModelInfo,
+    metadata: dict[str, str],
+    torch_predictor: Callable[[np.ndarray], np.ndarray],
+    pool: np.ndarray | None,
+    options: ExportOptions,
+    failures: list[str],
+) -> Any:
+    """Run the checks of one variant into ``entry["checks"]``; returns its ORT session (None if unloadable)."""
+
+    def run(name: str, check: Callable[[], dict[str, Any]]) -> bool:
+        try:
+            entry["checks"][name] = {"passed": True, **check()}
+            return True
+        except LtzooError as error:
+            entry["checks"][name] = {"passed": False, "reason": str(error), **getattr(error, "details", {})}
+            failures.append(f"{variant}: {name}: {error}")
+            return False
+
+    proto = load_onnx(path)
+    run("graph", lambda: checks.check_graph(path))
+    run("metadata", lambda: checks.check_metadata(read_metadata(path), decode_metadata(metadata)))
+    run("io", lambda: checks.check_io(proto, info.input_size, info.num_classes))
+    run("batch_norm_folded", lambda: checks.check_bn_folded(proto))
+    run("tensorrt_static", lambda: tensorrt.static_check(path, options.trt_profile))
+    session = None
+    try:
+        session = create_session(path, options.provider)
+        entry["providers"] = session.get_providers()
+    except LtzooError as error:
+        failures.append(f"{variant}: onnxruntime: {error}")
+        entry["checks"]["onnxruntime"] = {"passed": False, "reason": str(error)}
+        return None
+    if options.verify != "none":
+        tolerance = checks.PARITY_TOLERANCES[variant]
+        run(
+            "parity",
+            lambda: checks.check_parity(
+                session, torch_predictor, info.input_size, tolerance, pool=pool, export_batch=EXPORT_BATCH
+            ),
+        )
+    return session
+
+
+def _build_dataset(info: ModelInfo, data_root: str | None) -> Any:
+    if not info.dataset:
+        raise LtzooError(
+            f"{info.name}'s config names no dataset, but int8 calibration and --verify dataset need its data"
+        )
+    from ltzoo.data import build_dataset
+
+    return build_dataset(info.dataset, data_root)
+
+
+def _preprocessed(data: Any, split: str, indices: Sequence[int], batch_size: int = 32) -> Iterator[np.ndarray]:
+    """Batches of ``split`` images at ``indices`` through the eval transform (what deployment feeds)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from ltzoo.data import TransformedDataset, eval_transform
+
+    dataset = TransformedDataset(Subset(data.split(split), list(indices)), eval_transform(data.info))
+    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        yield np.ascontiguousarray(images.numpy(), dtype=np.float32)
+
+
+def _parity_pool(data: Any) -> np.ndarray:
+    """The first images of each class in val (deterministic), for parity on realistic inputs."""
+    targets = np.asarray(data.split("val").targets)
+    per_class = max(1, PARITY_POOL_SIZE // max(1, data.num_classes))
+    indices = np.concatenate([np.flatnonzero(targets == c)[:per_class] for c in range(data.num_classes)])
+    return np.concatenate(list(_preprocessed(data, "val", np.sort(indices))))
+
+
+def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions) -> dict[str, Any]:
+    targets = data.split("train").targets
+    indices = class_balanced_indices(targets, data.num_classes, options.calib_size, options.calib_seed)
+    per_class = np.bincount(np.asarray(targets)[indices], minlength=data.num_classes).tolist()
+    recipe = quantize_int8(src, dst, _preprocessed(data, "train", indices), method=options.calib_method)
+    recipe["calibration"] = {
+        "split": "train",
+        "size_requested": options.calib_size,
+        "size": int(len(indices)),
+        "seed": options.calib_seed,
+        "sampling": "class-balanced: every class gets min(its count, q) images for the largest q that fits, "
+        "leftovers one each to random classes with images left",
+        "per_class": per_class,
+        "transform": "eval (the deployment preprocessing), no augmentation",
+        "classes_missing": [c for c, n in enumerate(per_class) if n == 0],
+    }
+    return recipe
+
+
+def print_summary(report: dict[str, Any], printer: Callable[[str], None] = print) -> None:
+    """Print what ``make demo`` shows: files, checks and the per-split table."""
+    for variant, entry in report["variants"].items():
+        checks_line = ", ".join(f"{name} {'ok' if c['passed'] else 'FAILED'}" for name, c in entry.get("checks", {}).items())
+        size = entry.get("size_bytes")
+        printer(f"{variant:5s} {entry['file']:18s} {size / 1e6 if size else 0:8.2f} MB  {checks_line or entry.get('error', '')}")
+    verification = report.get("verification", {})
+    if verification.get("mode") == "dataset":
+        printer("")
+        printer(format_verification(verification))
+    if isinstance(report.get("logit_adjust"), dict):
+        printer(f"\nlogit adjustment tau={report['logit_adjust']['tau']}: effect (points) "
+                f"{report['logit_adjust']['effect_points_adjusted_minus_plain']}")
