@@ -1,14 +1,30 @@
-"""RSG module: centre estimation, contrastive module, vector transformation, generation, CESC/MV."""
+"""RSG: the module (centre estimation, contrastive module, vector transformation, generation,
+CESC/MV, epoch_thresh), its insertion after a backbone stage, and proof that saved and exported
+models carry no RSG weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from safetensors.torch import load_file
 
+import ltzoo
+from ltzoo.data import LTDataset, TensorImageDataset
+from ltzoo.data.spec import dataset_spec
+from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.trainer import Trainer
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.models import build_model
 from ltzoo.models.rsg import RSG, head_classes_by_count
+from ltzoo.registry import get_entry
+
+FMNIST_COUNTS = (1000, 599, 359, 215, 129, 77, 46, 27, 16, 10)
 
 
 def _identity_transform(rsg: RSG, factor: float = 1.0) -> None:
@@ -134,3 +150,115 @@ def test_bad_hyper_parameters(kwargs):
     args = {"num_classes": 3, "channels": 2, "head_classes": [0]} | kwargs
     with pytest.raises(BadHyperParameterError):
         RSG(**args)
+
+
+# ----- RSG inside the objective ---------------------------------------------------------------
+def _rsg_objective(epochs: int = 10, **method_args):
+    recipe = get_entry("rsg_resnet32.fmnist_lt").recipe()
+    recipe = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], epochs=epochs, milestones=())],
+                            method_args={**recipe.method_args, **method_args})
+    info = dataclasses.replace(dataset_spec("fmnist_lt"), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
+    ctx = StageContext(recipe=recipe, stage=recipe.stages[0], stage_index=0, data=info, steps_per_epoch=1)
+    model = build_model("resnet32", 10, in_chans=1, head=recipe.head)
+    return METHODS["rsg"](model, ctx), model
+
+
+@pytest.mark.parametrize("after", [0, 4, "layer2"])
+def test_insertion_stage_that_does_not_exist(after):
+    with pytest.raises(BadHyperParameterError, match=r"rsg_after_stage.*stages 1\.\.3"):
+        _rsg_objective(rsg_after_stage=after)
+
+
+def test_official_settings_reach_the_module():
+    objective, _ = _rsg_objective(epochs=200)
+    rsg = objective.rsg.rsg
+    assert objective.rsg.epoch_thresh == 159  # official CIFAR: generate from epoch 160 of 200
+    assert rsg.channels == 32  # after layer2 of ResNet-32
+    assert rsg.n_center == 15 and rsg.centres.shape == (10, 15, 32)
+    assert rsg.head_classes.tolist() == [0, 1]  # int(10 * 0.2) most frequent classes
+    assert objective.hparams["cesc_weight"] == 0.1 and objective.hparams["mv_weight"] == 0.01
+    # The objective's own state is RSG's alone: no backbone weights ride along in checkpoints.
+    assert all(key.startswith("rsg.rsg.") for key in objective.state_dict())
+
+
+def test_inserted_forward_equals_the_model_until_generation_starts():
+    torch.manual_seed(0)
+    objective, model = _rsg_objective(epochs=10)  # epoch_thresh 7
+    model.eval()
+    images, targets = torch.randn(8, 1, 28, 28), torch.tensor([0, 1, 0, 5, 9, 1, 0, 7])
+    with torch.no_grad():
+        fmap, out = objective.rsg(images, targets, epoch=7)
+        assert out.num_generated == 0
+        assert torch.allclose(fmap, model.forward_features(images), atol=1e-5)
+        fmap, out = objective.rsg(images, targets, epoch=8)
+    # 5 head samples (classes 0, 1) and 3 tail samples: segment int(5 / 3) = 1, one copy per tail.
+    assert out.num_generated == 3 and fmap.shape[0] == 11
+    assert out.targets[8:].tolist() == [5, 9, 7]
+
+
+def test_training_step_adds_cesc_and_mv_with_official_weights():
+    torch.manual_seed(0)
+    objective, _ = _rsg_objective(epochs=10)
+    images, targets = torch.randn(8, 1, 28, 28), torch.tensor([0, 1, 0, 5, 9, 1, 0, 7])
+    out = objective.training_step((images, targets), epoch=9)
+    logs = out.logs
+    assert logs["generated"] == 3 and logs["mv"] > 0
+    assert out.loss.item() == pytest.approx(logs["cls"] + 0.1 * logs["cesc"] + 0.01 * logs["mv"], rel=1e-5)
+    out.loss.backward()
+    assert objective.rsg.rsg.vector_transform.weight.grad.abs().sum() > 0
+
+
+def _cap_per_class(dataset, cap: int) -> TensorImageDataset:
+    targets = torch.tensor(dataset.targets)
+    keep = torch.cat([torch.nonzero(targets == c).flatten()[:cap] for c in range(10)]).sort().values
+    return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
+
+
+@pytest.fixture(scope="module")
+def rsg_run(fmnist, tmp_path_factory):
+    """A real rsg_resnet32.fmnist_lt run (one step, generation on) on a small real subset of fmnist_lt."""
+    small = LTDataset(name="fmnist_lt", train=_cap_per_class(fmnist.train, 40), val=_cap_per_class(fmnist.val, 5),
+                      test=_cap_per_class(fmnist.test, 5), label_names=fmnist.label_names, info=fmnist.info,
+                      index_sha256="test-subset-of-" + fmnist.index_sha256)
+    entry = get_entry("rsg_resnet32.fmnist_lt")
+    recipe = entry.recipe()
+    recipe = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], epochs=1, warmup_epochs=0, milestones=(),
+                                                        batch_size=64)],
+                            method_args={**recipe.method_args, "rsg_start_fraction": 0.0})  # generate at once
+    out = tmp_path_factory.mktemp("rsg") / "run"
+    Trainer(recipe, out, name=entry.name, data=small, steps_per_epoch=1).run()
+    return out, small
+
+
+def test_saved_model_has_no_rsg_weights(rsg_run):
+    out, _ = rsg_run
+    saved = load_file(out / "model.safetensors")
+    plain = build_model("resnet32", 10, in_chans=1, head={"type": "cosine"}).state_dict()
+    assert set(saved) == set(plain)
+    assert not [key for key in saved if "rsg" in key.lower() or "centre" in key or "pair" in key]
+    log = (out / "train_log.jsonl").read_text()
+    assert '"generated": ' in log and '"generated": 0.0' not in log  # RSG really generated in that run
+    model = ltzoo.load(f"local-dir:{out}")
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for k, p in plain.items() if "running" not in k
+                                                             and "num_batches" not in k)
+
+
+def test_exported_graph_has_no_rsg_weights(rsg_run, tmp_path):
+    onnx_export = pytest.importorskip("ltzoo.export.onnx_export")
+    out, small = rsg_run
+    model = ltzoo.load(f"local-dir:{out}")
+    path = tmp_path / "model.onnx"
+    onnx_export.export_onnx(model, path, (1, 28, 28), exporter="torchscript")
+    proto = onnx.load(str(path))
+    names = [init.name.lower() for init in proto.graph.initializer]
+    assert not [n for n in names if "rsg" in n or "centre" in n or "pair" in n]
+    # Every weight in the graph is the classifier's (BN folded into convs): no room for RSG's
+    # ~640k parameters next to ResNet-32's ~0.46M.
+    graph_params = sum(int(np.prod(init.dims)) for init in proto.graph.initializer)
+    model_params = sum(p.numel() for p in model.parameters())
+    assert graph_params <= model_params
+    images = torch.randn(3, 1, 28, 28)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"input": images.numpy()})
+    with torch.no_grad():
+        assert np.allclose(logits, model(images).numpy(), atol=1e-4)
