@@ -3,7 +3,7 @@
 No installable server speaks the Hub's *write* API (see ``shared/reference/hub-protocol.md``), so the
 tests and ``make demo`` run the real client against this one. It keeps git-like state: repos with
 branches, pull-request refs (``refs/pr/N``) and immutable commits whose trees map paths to
-content-addressed blobs. Endpoints: whoami, repo create/delete, repo info, tree, paths-info, refs,
+content-addressed blobs. Endpoints: whoami, agent-harnesses (an empty registry), repo create/delete, repo info, tree, paths-info, refs,
 commits, branch create/delete, preupload (always "regular" mode: the client then sends bytes
 base64-inline in the commit, so neither Git-LFS nor Xet is needed), commit (NDJSON, ``parentCommit``
 gives 412 when stale, ``create_pr`` commits to a new ``refs/pr/N``), validate-yaml, and
@@ -274,6 +274,9 @@ class HubHandler(BaseHTTPRequestHandler):
         method = self.command
         if parts[:2] == ["api", "whoami-v2"] and method == "GET":
             return self._whoami()
+        if parts[:2] == ["api", "agent-harnesses"] and method == "GET":
+            # huggingface_hub 2.x fetches this registry once a day from HF_ENDPOINT; an empty one detects nothing.
+            return self._send_json({"standardEnvVars": [], "harnesses": {}})
         if parts[:2] == ["api", "validate-yaml"] and method == "POST":
             return self._validate_yaml()
         if parts[:2] == ["api", "repos"] and method == "POST" and len(parts) == 3:

@@ -113,3 +113,13 @@ def test_missing_run_and_incomplete_export_folder_are_refused(run_dir, tmp_path,
     (tmp_path / "exports" / "model.onnx").write_bytes(b"graph")
     with pytest.raises(DataNotFoundError, match="has no export_report.json"):
         push_run(run_dir, REPO, onnx_dir=tmp_path / "exports")
+
+
+def test_reproduce_line_only_when_the_run_used_the_zoo_recipe(run_dir):
+    import ltzoo
+
+    config, metrics = read_config(run_dir), read_metrics(run_dir)
+    assert "This run used a changed recipe" in str(render_card(config, metrics, REPO))  # the fixture's 1-epoch recipe
+    config["ltzoo"]["recipe"] = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe().to_dict()
+    text = str(render_card(config, metrics, REPO))
+    assert "Reproduce with `ltzoo train ce_resnet32.fmnist_lt --out runs/ce_resnet32_fmnist_lt`." in text

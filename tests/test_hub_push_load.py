@@ -126,7 +126,7 @@ def test_card_yaml_parses_and_carries_the_metrics(hub_env, run_dir, tmp_path):
 def test_plot_is_a_png_with_the_shot_groups(hub_env, run_dir, tmp_path):
     push_run(run_dir, REPO)
     image = Image.open(io.BytesIO(_download(hub_env, "per_class_accuracy.png", tmp_path).read_bytes()))
-    assert image.format == "PNG" and image.size == (770, 462)  # 7 x 4.2 inches at 110 dpi
+    assert image.format == "PNG" and image.size == (880, 462)  # 8 x 4.2 inches at 110 dpi
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
     for colour in ("#1f77b4", "#ff7f0e", "#d62728"):  # many, medium, few markers are all drawn
         rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])

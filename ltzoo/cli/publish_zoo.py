@@ -26,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ltzoo.cli.push import quiet_http_log
     from ltzoo.hub.publish import as_json, publish_zoo
 
+    quiet_http_log(args)
     published = publish_zoo(
         args.runs,
         args.namespace,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ltzoo.errors import HubError
 
@@ -23,6 +24,13 @@ def add_push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="write token (default: $HF_TOKEN; prefer the variable: arguments show up in `ps`)")
 
 
+def quiet_http_log(args: argparse.Namespace) -> None:
+    """The HTTP client logs every request at INFO; keep that for --verbose (URLs only, never headers)."""
+    if not getattr(args, "verbose", False):
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "push",
@@ -37,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ltzoo.hub.push import push_run
 
+    quiet_http_log(args)
     model = args.model[len(LOCAL_PREFIX) :] if args.model.startswith(LOCAL_PREFIX) else args.model
     if args.model.startswith("hf-hub:"):
         raise HubError(f"--model {args.model}: push publishes a local training run; give its directory")

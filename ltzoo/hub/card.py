@@ -165,6 +165,23 @@ def _export_rows(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str
     return rows, splits
 
 
+def _reproduce_line(name: str, recipe: dict[str, Any]) -> str:
+    """Only claim that ``ltzoo train NAME`` reproduces the run when the run used the zoo's recipe unchanged."""
+    from ltzoo.errors import LtzooError
+    from ltzoo.registry import get_entry
+
+    try:
+        zoo_recipe = get_entry(name).recipe().to_dict()
+    except LtzooError:
+        return "The recipe above is the run's own; it is not a zoo entry."
+    if json.loads(json.dumps(zoo_recipe)) == json.loads(json.dumps(recipe)):
+        return f"Reproduce with `ltzoo train {name} --out runs/{name.replace('.', '_')}`."
+    return (
+        f"This run used a changed recipe (the table above, e.g. a shortened schedule); `ltzoo train {name}` "
+        "trains the zoo's full recipe."
+    )
+
+
 def _export_notes(report: dict[str, Any]) -> list[str]:
     """One line each: how the graphs were made, what the accuracy gate allowed, how int8 was calibrated."""
     notes = []
@@ -232,7 +249,7 @@ def render_card(
         method_text=text.paragraph,
         citation=text.citation,
         zoo_name=name,
-        run_slug=name.replace(".", "_"),
+        reproduce=_reproduce_line(name, recipe),
         method=method,
         arch=lt.get("arch") or config.get("architecture"),
         num_params=f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",

@@ -26,7 +26,7 @@ def per_class_accuracy_png(
     Point colour is the shot group and marker the split, so the tail (left) can be compared with the head
     (right) at a glance; classes with no evaluation images (None) are left out.
     """
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), dpi=110)
     try:
         for split, accuracies in per_class.items():
             xs, ys, colours = [], [], []
@@ -40,20 +40,24 @@ def per_class_accuracy_png(
                        edgecolors="black", linewidths=0.4, label=split)
         if label_names and len(label_names) <= 20:  # names only where they stay readable
             first = next(iter(per_class.values()), [])
-            for count, acc, name in zip(class_counts, first, label_names):
+            for index, (count, acc, name) in enumerate(zip(class_counts, first, label_names)):
                 if acc is not None and count > 0:
-                    ax.annotate(name, (count, acc), textcoords="offset points", xytext=(4, 3), fontsize=7)
+                    # Alternate above/below so neighbouring classes on the log axis do not overwrite each other.
+                    ax.annotate(name, (count, acc), textcoords="offset points", xytext=(0, 7 if index % 2 == 0 else -12),
+                                ha="center", fontsize=7)
         ax.set_xscale("log")
-        ax.set_ylim(-2, 102)
+        ax.set_ylim(-5, 105)
         ax.set_xlabel("training images of the class (log scale)")
         ax.set_ylabel("top-1 accuracy of the class (%)")
         ax.grid(True, which="both", alpha=0.3)
         if title:
             ax.set_title(title, fontsize=10)
-        split_legend = ax.legend(title="split", loc="lower right", fontsize=8, title_fontsize=8)
+        # Legends outside the axes: the interesting points (tail classes at low accuracy) sit bottom-left.
+        split_legend = ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=8)
         ax.add_artist(split_legend)
         handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=g) for g, c in GROUP_COLOURS.items()]
-        ax.legend(handles=handles, title="shot group", loc="lower center", fontsize=8, title_fontsize=8)
+        ax.legend(handles=handles, title="shot group", loc="upper left", bbox_to_anchor=(1.01, 0.6), fontsize=8,
+                  title_fontsize=8)
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
