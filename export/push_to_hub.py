@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Publish a training run to the Hugging Face Hub: the script form of ``ltzoo push``.
 
     python export/push_to_hub.py --model runs/dscl_pbsd --repo-id ORG/dscl_pbsd_resnet32.fmnist_lt \
