@@ -63,11 +63,15 @@ def pushed(hub_env, tmp_path: Path) -> Path:
 
 def test_offline_mode_loads_from_the_cache_without_any_server(hub_env, pushed, tmp_path, monkeypatch):
     cache = set_cache(monkeypatch, tmp_path / "home")
+    sha = HfApi(endpoint=hub_env.url).model_info(REPO).sha
     ltzoo.load(f"hf-hub:{REPO}")  # fills the cache
     hub_env.server.stop()  # from here on nothing answers
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after import: read at call time
     model = ltzoo.load(f"hf-hub:{REPO}")
     assert torch.equal(_logits(model), _logits(load_run(pushed)[0]))
+    assert torch.equal(_logits(ltzoo.load(f"hf-hub:{REPO}@{sha}")), _logits(model))  # a pinned commit too
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):  # a revision that was never cached
+        ltzoo.load(f"hf-hub:{REPO}@dev")
     assert any(f.endswith("model.safetensors") for f in _cached_files(cache))
 
 
