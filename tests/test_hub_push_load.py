@@ -33,7 +33,7 @@ from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.hub.card import MODEL_CARDS_DIR, method_text
-from ltzoo.hub.download import load_onnx_session
+from ltzoo.hub.download import load_onnx_session, resolve_onnx_file
 from ltzoo.hub.publish import publish_zoo
 from ltzoo.hub.push import push_run
 from ltzoo.runs import load_run
@@ -181,6 +181,13 @@ def test_onnx_graphs_are_published_and_load_as_an_ort_session(hub_env, run_dir, 
             np.testing.assert_allclose(ort_logits, local(x).detach().numpy(), rtol=tolerance, atol=tolerance)
     with pytest.raises(HubError, match="no int8 ONNX graph"):
         load_onnx_session(f"hf-hub:{REPO}", "int8")
+    # A corrupted cached graph is caught by the sha256 in the export report, deleted, and fetched again.
+    graph = resolve_onnx_file(f"hf-hub:{REPO}", "fp32").resolve()
+    graph.write_bytes(graph.read_bytes()[:-1] + b"\0")
+    with pytest.raises(HubError, match="does not match the sha256 in its export report"):
+        load_onnx_session(f"hf-hub:{REPO}", "fp32")
+    assert not graph.exists()
+    assert load_onnx_session(f"hf-hub:{REPO}", "fp32").get_outputs()[0].name == "logits"
 
     # A later push without graphs removes them, so graphs of older weights never stay next to new weights.
     push_run(make_run(tmp_path / "runs" / "seed1", seed=1), REPO)

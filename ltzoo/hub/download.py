@@ -9,7 +9,6 @@ call downloads it again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,17 +21,10 @@ from ltzoo.errors import HubError
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
 from ltzoo.hub.settings import HUB_PREFIX, HubSettings, hub_settings, parse_hub_source
+from ltzoo.runs import sha256_file
 
 if TYPE_CHECKING:
     import onnxruntime as ort
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_file(repo_id: str, filename: str, revision: str | None, settings: HubSettings) -> Path:
@@ -68,7 +60,7 @@ def _read_ltzoo_config(config_path: Path, repo_id: str) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get(layout.LTZOO_BLOCK), dict):
         raise HubError(
             f"{repo_id} has a config.json without an '{layout.LTZOO_BLOCK}' block, so it was not pushed by ltzoo. "
-            f"Push a training run with `ltzoo push RUN_DIR --repo-id {repo_id}`, or load this repo with the "
+            f"Push a training run with `ltzoo push --model RUN_DIR --repo-id {repo_id}`, or load this repo with the "
             "library that made it (e.g. timm.create_model('hf-hub:...'))."
         )
     return config
@@ -88,7 +80,7 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
         where = f"{repo_id}@{revision}" if revision else repo_id
         raise HubError(
             f"{where} has no config.json, so it was not pushed by ltzoo. "
-            f"Push a training run with `ltzoo push RUN_DIR --repo-id {repo_id}`."
+            f"Push a training run with `ltzoo push --model RUN_DIR --repo-id {repo_id}`."
         ) from None
     config = _read_ltzoo_config(config_path, repo_id)
     # The snapshot folder is named by the commit that `revision` resolved to; fetching the weights at that
@@ -161,12 +153,21 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
         pass  # no report: the file names follow the convention
     filename = _onnx_filename(variant, report)
     try:
-        return download_file(repo_id, f"{layout.ONNX_DIR}/{filename}", revision, settings)
+        path = download_file(repo_id, f"{layout.ONNX_DIR}/{filename}", revision, settings)
     except HubFileMissingError:
         raise HubError(
             f"{repo_id} has no {variant} ONNX graph ({layout.ONNX_DIR}/{filename}); push one with "
-            f"`ltzoo push RUN_DIR --repo-id {repo_id} --onnx EXPORT_DIR`."
+            f"`ltzoo push --model RUN_DIR --repo-id {repo_id} --onnx EXPORT_DIR`."
         ) from None
+    # The export report records each graph's sha256: check it like the weights', evicting a bad copy.
+    expected = (((report or {}).get("variants") or {}).get(variant) or {}).get("sha256")
+    if expected and sha256_file(path) != expected:
+        evict_cached_file(path)
+        raise HubError(
+            f"{repo_id}: {layout.ONNX_DIR}/{filename} does not match the sha256 in its export report; the cached copy "
+            "was deleted, so the next call downloads it again. If this repeats, re-push the export."
+        )
+    return path
 
 
 def load_onnx_session(source: str, variant: str = "fp32", *, provider: str | None = None) -> "ort.InferenceSession":
