@@ -1,0 +1,95 @@
+"""Shared benchmark plumbing: machine facts, mean ± std, seeded training runs, JSON + markdown output.
+
+Every benchmark writes ``benchmarks/results/<name>.json`` (numbers + machine + versions) and
+``benchmarks/results/<name>.md`` (a table); ``benchmarks/run.py`` runs them and renders REPORT.md.
+Absolute times drift on shared machines, so benchmarks report ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+WORK_DIR = ROOT / "runs" / "benchmarks"
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    import ltzoo
+
+    cpu_model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu_model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ltzoo": ltzoo.__version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0 for a single value); None values are ignored."""
+    clean = [float(v) for v in values if v is not None]
+    if not clean:
+        return None, None
+    return statistics.fmean(clean), (statistics.stdev(clean) if len(clean) > 1 else 0.0)
+
+
+def fmt_mean_std(values: Iterable[float | None], digits: int = 2) -> str:
+    mean, std = mean_std(values)
+    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_results(name: str, report: dict[str, Any], markdown: str, results_dir: Path = RESULTS_DIR) -> Path:
+    """Write ``<name>.json`` (with machine facts) and ``<name>.md`` atomically; returns the JSON path."""
+    from ltzoo.runs import atomic_write_bytes, atomic_write_json
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    report = {"benchmark": name, "machine": machine_info(), **report}
+    atomic_write_json(results_dir / f"{name}.json", report)
+    atomic_write_bytes(results_dir / f"{name}.md", (markdown.rstrip() + "\n").encode())
+    return results_dir / f"{name}.json"
+
+
+def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, **options: Any) -> dict[str, Any]:
+    """Train zoo entry ``name`` (or ``recipe``) at ``seed`` under ``work_dir``, reusing a finished run and
+    resuming an interrupted one; returns its metrics.json."""
+    from ltzoo.engine.trainer import CHECKPOINT_DIR, train
+    from ltzoo.registry import get_entry
+
+    out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
+    metrics_file = out / "metrics.json"
+    if metrics_file.is_file():
+        return json.loads(metrics_file.read_text())
+    recipe = recipe if recipe is not None else get_entry(name).recipe()
+    return train(recipe, out, name=name, seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                 resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

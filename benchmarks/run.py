@@ -1,0 +1,54 @@
+"""Run the benchmarks and render ``benchmarks/REPORT.md`` from ``benchmarks/results/*.md``.
+
+    .venv/bin/python benchmarks/run.py            # full mode: the numbers of the real report
+    .venv/bin/python benchmarks/run.py --quick    # smoke mode (minutes), e.g. in CI
+    .venv/bin/python benchmarks/run.py --only train_throughput inference
+
+Every ``benchmarks/<name>.py`` with a ``main(argv)`` that accepts ``--quick`` is a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+NOT_BENCHMARKS = {"common", "run", "__init__", "report"}
+
+
+def discover() -> list[str]:
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in NOT_BENCHMARKS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny budgets, minutes not hours")
+    parser.add_argument("--only", nargs="*", help=f"benchmarks to run (default: all of {discover()})")
+    args = parser.parse_args(argv)
+    names = args.only or discover()
+    failures = []
+    for name in names:
+        print(f"\n##### {name} {'(quick)' if args.quick else ''}", flush=True)
+        started = time.time()
+        module = importlib.import_module(name)
+        try:
+            module.main(["--quick"] if args.quick else [])
+        except Exception as exc:  # keep going: one broken benchmark must not hide the others' numbers
+            failures.append(name)
+            print(f"benchmark {name} failed: {exc!r}", file=sys.stderr)
+        print(f"##### {name}: {time.time() - started:.0f} s", flush=True)
+    from report import render  # type: ignore[import-not-found]
+
+    path = render()
+    print(f"\nreport written to {path}")
+    if failures:
+        print(f"failed: {failures}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
