@@ -334,6 +334,8 @@ class Trainer:
                     "seed": self.recipe.seed,
                     "selected": self.best,
                     "metrics": summary,
+                    # A step-capped run is a smoke run, not the recipe's full budget: say so.
+                    "training_limits": {"max_steps": self.max_steps, "steps_per_epoch": self.steps_cap},
                     "ltzoo_version": ltzoo.__version__,
                     "torch_version": torch.__version__,
                     **self.extra_config,
