@@ -8,6 +8,7 @@ export is a non-zero exit with a readable reason, never a warning next to a save
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -171,6 +172,7 @@ def export(
     from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
 
     torch_predictor = TorchPredictor(reference_model)
+    parity_reference = _Memo(torch_predictor)  # every variant is compared on the same inputs
     pool = _parity_pool(data) if data is not None else None
     failures: list[str] = []
     report: dict[str, Any] = {
@@ -222,7 +224,7 @@ def export(
         entry["metadata"] = metadata
         entry["sha256"] = file_sha256(path)
         entry["size_bytes"] = path.stat().st_size
-        session = _check_variant(variant, path, entry, info, metadata, torch_predictor, pool, options, failures)
+        session = _check_variant(variant, path, entry, info, metadata, parity_reference, pool, options, failures)
         if session is not None:
             sessions[variant] = session
 
@@ -269,6 +271,20 @@ def export(
         )
     log.info("all checks passed; report: %s", report_path)
     return report
+
+
+class _Memo:
+    """Caches a predictor's outputs by input bytes, so the PyTorch reference runs once per parity batch."""
+
+    def __init__(self, predictor: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.predictor = predictor
+        self.cache: dict[tuple[tuple[int, ...], bytes], np.ndarray] = {}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        key = (batch.shape, hashlib.sha256(batch.tobytes()).digest())
+        if key not in self.cache:
+            self.cache[key] = self.predictor(batch)
+        return self.cache[key]
 
 
 def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:

@@ -47,6 +47,9 @@ def create_session(
         raise ExportCheckError(f"ONNX file {path} does not exist; export one first with export/to_onnx.py")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings would drown the report
+    # No busy-waiting worker threads: checks and evaluation share the machine with other work, and
+    # spinning only buys latency, which nothing here measures (benchmarks/inference.py makes its own).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     try:

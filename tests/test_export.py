@@ -1,0 +1,430 @@
+"""Export without training: random-init ResNet-32 and ResNet-50 through every check, broken and planted
+graphs that must fail, metadata round trips, dynamic batch, bad input. Real ONNX Runtime sessions.
+
+Expected values are computed here by hand (numpy/hashlib), never read back from the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from ltzoo.data import DataInfo, LTDataset, TensorImageDataset
+from ltzoo.errors import BadHyperParameterError, CorruptFileError, ExportCheckError
+from ltzoo.export import ExportOptions, export
+from ltzoo.export.checks import check_graph, check_io
+from ltzoo.export.cli import main_export, main_tensorrt
+from ltzoo.export.int8 import class_balanced_indices
+from ltzoo.export.metadata import ModelInfo, build_metadata, read_metadata, write_metadata_props
+from ltzoo.export.onnx_export import save_model
+from ltzoo.export.providers import create_session, select_providers
+from ltzoo.export.tensorrt import Profile, static_check, tensorrt_unavailable_reason
+from ltzoo.export.verify import gate, parse_max_drop
+from ltzoo.models import build_model
+from ltzoo.runs import build_config, save_run
+
+REPO = Path(__file__).resolve().parents[1]
+FMNIST_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
+
+
+# ----- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory, fmnist) -> Path:
+    """A real run directory holding a random-init ResNet-32 for fmnist_lt (no training needed)."""
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, in_chans=1).eval()
+    config = build_config(
+        model,
+        arch="resnet32",
+        in_chans=1,
+        head={"type": "linear"},
+        label_names=fmnist.label_names,
+        data_info=json.loads(json.dumps(fmnist.info.to_dict())),
+        longtail=fmnist.summary(),
+        ltzoo_fields={"name": "random_resnet32.fmnist_lt"},
+    )
+    return save_run(tmp_path_factory.mktemp("runs") / "random_resnet32", model, config, metrics={})
+
+
+@pytest.fixture(scope="module")
+def resnet32_export(random_run, fmnist, tmp_path_factory) -> tuple[Path, dict]:
+    """fp32 + fp16 + int8 of the random ResNet-32, parity-verified (int8 calibrated on real fmnist train)."""
+    out = tmp_path_factory.mktemp("exports") / "resnet32"
+    report = export(str(random_run), out, ExportOptions(fp16=True, int8=True, calib_size=64), data=fmnist)
+    return out, report
+
+
+def synthetic_lt_dataset(size: int = 64, per_class: tuple[int, ...] = (24, 12, 6, 3), seed: int = 0) -> LTDataset:
+    """A tiny RGB long-tailed dataset at size x size (for a ResNet-50 that needs 3 channels)."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = [label for label, count in enumerate(per_class) for _ in range(count)]
+    images = torch.randint(0, 256, (len(targets), 3, size, size), dtype=torch.uint8, generator=generator)
+    split = TensorImageDataset(images, targets)
+    info = DataInfo(len(per_class), 3, (size, size), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "cifar")
+    return LTDataset("synthetic_lt", split, split, split, [f"c{i}" for i in range(len(per_class))], info, "0" * 64)
+
+
+def info_for(data: LTDataset, arch: str, name: str) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        arch=arch,
+        num_classes=data.num_classes,
+        input_size=(data.info.in_chans, *data.info.input_size),
+        mean=data.info.mean,
+        std=data.info.std,
+        label_names=data.label_names,
+        class_counts=data.class_counts,
+        shot_thresholds=data.shots.thresholds(),
+        shot_classes={"many": data.shots.many, "medium": data.shots.medium, "few": data.shots.few},
+        dataset=data.name,
+    )
+
+
+ALL_CHECKS = {"graph", "metadata", "io", "batch_norm_folded", "tensorrt_static", "parity"}
+
+
+def assert_every_check_passed(report: dict, variants: set[str]) -> None:
+    assert report["passed"] and report["failures"] == []
+    assert set(report["variants"]) == variants
+    for variant, entry in report["variants"].items():
+        assert set(entry["checks"]) == ALL_CHECKS, variant
+        assert all(check["passed"] for check in entry["checks"].values()), (variant, entry["checks"])
+
+
+# ----- random-init exports pass every check -------------------------------------------------------
+def test_resnet32_random_init_passes_every_check(resnet32_export):
+    out, report = resnet32_export
+    assert_every_check_passed(report, {"fp32", "fp16", "int8"})
+    fp32 = onnx.load(str(out / "model.onnx"))
+    assert not any(node.op_type == "BatchNormalization" for node in fp32.graph.node)
+    assert sum(node.op_type == "Conv" for node in fp32.graph.node) == 31  # 1 stem + 3 stages x 5 blocks x 2
+    assert [i.name for i in fp32.graph.input] == ["input"] and [o.name for o in fp32.graph.output] == ["logits"]
+    assert not (out / "model.onnx.data").exists()  # one self-contained file
+    for variant in ("fp32", "fp16", "int8"):
+        assert report["variants"][variant]["sha256"] == hashlib.sha256((out / f"model{'' if variant == 'fp32' else '_' + variant}.onnx").read_bytes()).hexdigest()
+    parity = report["variants"]["fp32"]["checks"]["parity"]
+    assert parity["batches"] == [1, 3, 17] and 2 not in parity["batches"]  # never the export batch
+    assert parity["top1_agreement"] == 1.0
+
+
+def test_fp16_variant_is_a_real_fp16_graph_with_fp32_io(resnet32_export):
+    out, _ = resnet32_export
+    proto = onnx.load(str(out / "model_fp16.onnx"))
+    inits = {init.name: init for init in proto.graph.initializer}
+    conv_weights = [inits[node.input[1]] for node in proto.graph.node if node.op_type == "Conv"]
+    assert len(conv_weights) == 31 and all(w.data_type == onnx.TensorProto.FLOAT16 for w in conv_weights)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # The global average pool (ReduceMean) is fed by a Cast to float32: kept in fp32.
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    mean = next(node for node in proto.graph.node if node.op_type == "ReduceMean")
+    cast = producers[mean.input[0]]
+    assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
+
+
+def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
+    out, report = resnet32_export
+    proto = onnx.load(str(out / "model_int8.onnx"))
+    inits = {init.name: onnx.numpy_helper.to_array(init) for init in proto.graph.initializer}
+    init_types = {init.name: init.data_type for init in proto.graph.initializer}
+    producers = {output: node for node in proto.graph.node for output in node.output}
+    stem = next(node for node in proto.graph.node if node.op_type == "Conv")
+    weight_dq = producers[stem.input[1]]
+    assert weight_dq.op_type == "DequantizeLinear"
+    assert inits[weight_dq.input[1]].shape == (16,)  # one scale per output channel of the stem conv
+    assert init_types[weight_dq.input[0]] == onnx.TensorProto.INT8
+    for node in proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            zero = node.input[2]
+            assert init_types[zero] == onnx.TensorProto.INT8 and not inits[zero].any(), node.name
+    # The head (last residual add, pooling, linear layer) stays fp32: no QDQ on the logits.
+    assert producers["logits"].op_type == "Gemm"
+    recipe = report["variants"]["int8"]["recipe"]
+    # Water-filling by hand for 64 images over counts >= 10: quota 6 (60 images), 4 classes get a 7th.
+    assert sorted(recipe["calibration"]["per_class"]) == [6] * 6 + [7] * 4
+    assert recipe["calibration"]["split"] == "train" and recipe["calibration_images"] == 64
+
+
+def test_resnet50_random_init_passes_every_check(tmp_path):
+    data = synthetic_lt_dataset(size=64)
+    torch.manual_seed(0)
+    model = build_model("resnet50", data.num_classes).eval()
+    report = export((model, info_for(data, "resnet50", "random_resnet50")), tmp_path, ExportOptions(int8=True, calib_size=16), data=data)
+    assert_every_check_passed(report, {"fp32", "int8"})
+    assert report["variants"]["fp32"]["checks"]["io"]["input"]["shape"] == ["batch", 3, 64, 64]
+    assert report["export"]["node_counts"]["Conv"] == 53  # 1 stem + 16 bottlenecks x 3 + 4 downsample
+
+
+# ----- dynamic batch and metadata -----------------------------------------------------------------
+def test_dynamic_batch_1_3_17(resnet32_export, random_run):
+    import ltzoo
+
+    out, _ = resnet32_export
+    model = ltzoo.load(str(random_run))
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    for batch in (1, 3, 17):
+        x = rng.standard_normal((batch, 1, 28, 28), dtype=np.float32)
+        got = session.run(["logits"], {"input": x})[0]
+        with torch.inference_mode():
+            want = model(torch.from_numpy(x)).numpy()
+        assert got.shape == (batch, 10)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_metadata_round_trips(resnet32_export, random_run, fmnist):
+    out, report = resnet32_export
+    weights_sha = hashlib.sha256((random_run / "model.safetensors").read_bytes()).hexdigest()
+    for variant, name in (("fp32", "model.onnx"), ("fp16", "model_fp16.onnx"), ("int8", "model_int8.onnx")):
+        meta = read_metadata(out / name)
+        assert meta["variant"] == variant and meta["model_name"] == "random_resnet32.fmnist_lt"
+        assert meta["label_names"] == list(fmnist.label_names) and len(meta["label_names"]) == 10
+        assert meta["mean"] == [0.286] and meta["std"] == [0.353]
+        assert meta["input_size"] == [1, 28, 28] and meta["num_classes"] == 10
+        assert meta["class_counts"] == FMNIST_COUNTS
+        assert meta["shot_classes"] == {"many": [0, 1, 2, 3, 4], "medium": [5, 6, 7], "few": [8, 9]}
+        assert meta["shot_thresholds"] == {"many": 100, "few": 20, "rule": "absolute"}
+        assert meta["source_weights_sha256"] == weights_sha
+        assert meta["exporter"] == "dynamo" and meta["opset"] == 18 and meta["torch_version"] == torch.__version__
+        # The sidecar report holds exactly what is in the file.
+        sidecar = json.loads((out / "export_report.json").read_text())["variants"][variant]["metadata"]
+        assert {p.key: p.value for p in onnx.load(str(out / name), load_external_data=False).metadata_props} == sidecar
+
+
+def test_metadata_write_read_unit(tmp_path):
+    info = ModelInfo("m", "resnet32", 3, (1, 8, 8), (0.5,), (0.25,), ["a", "b", "c"], [5, 3, 1],
+                     {"many": 4, "few": 2, "rule": "absolute"}, {"many": [0], "medium": [1], "few": [2]}, "toy", "ab" * 32)
+    metadata = build_metadata(info, variant="fp16", exporter="torchscript", opset=19, logit_adjust_tau=0.5)
+    proto = onnx.helper.make_model(
+        onnx.helper.make_graph([onnx.helper.make_node("Identity", ["input"], ["logits"])], "g",
+                               [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 3])],
+                               [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3])])
+    )
+    write_metadata_props(proto, metadata)
+    save_model(proto, tmp_path / "m.onnx")
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta["label_names"] == ["a", "b", "c"] and meta["class_counts"] == [5, 3, 1]
+    assert meta["shot_classes"] == {"many": [0], "medium": [1], "few": [2]} and meta["input_size"] == [1, 8, 8]
+    assert meta["logit_adjust_tau"] == 0.5 and meta["opset"] == 19 and meta["exporter"] == "torchscript"
+    assert meta["source_weights_sha256"] == "ab" * 32 and meta["variant"] == "fp16"
+
+
+def test_torchscript_exporter_with_baked_logit_adjustment(random_run, resnet32_export, tmp_path):
+    """The legacy exporter at opset 17 passes every check, and --logit-adjust shifts logits by -tau log prior."""
+    plain_out, _ = resnet32_export
+    report = export(str(random_run), tmp_path, ExportOptions(exporter="torchscript", opset=17, logit_adjust=0.5))
+    assert_every_check_passed(report, {"fp32"})
+    assert report["export"]["exporter"] == "torchscript" and report["logit_adjust"]["tau"] == 0.5
+    meta = read_metadata(tmp_path / "model.onnx")
+    assert meta["exporter"] == "torchscript" and meta["opset"] == 17 and meta["logit_adjust_tau"] == 0.5
+    assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == 17
+    x = np.random.default_rng(2).standard_normal((5, 1, 28, 28), dtype=np.float32)
+    adjusted = ort.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"input": x})[0]
+    plain = ort.InferenceSession(str(plain_out / "model.onnx")).run(None, {"input": x})[0]
+    counts = np.array(FMNIST_COUNTS, dtype=np.float64)
+    expected_shift = -0.5 * np.log(counts / counts.sum())  # added to every sample's logits
+    np.testing.assert_allclose(adjusted - plain, np.broadcast_to(expected_shift, plain.shape), atol=1e-3)
+
+
+# ----- failures that must be caught ---------------------------------------------------------------
+def perturb_largest_conv(path: Path, factor: float = 1.5) -> None:
+    proto = onnx.load(str(path))
+    conv_weights = {node.input[1] for node in proto.graph.node if node.op_type == "Conv"}
+    target = max((i for i in proto.graph.initializer if i.name in conv_weights), key=lambda i: len(i.raw_data))
+    target.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(target) * factor, target.name))
+    onnx.save(proto, str(path))
+
+
+def test_perturbed_weights_fail_parity_with_nonzero_exit(resnet32_export, random_run, tmp_path):
+    out = tmp_path / "broken"
+    out.mkdir()
+    shutil.copy(resnet32_export[0] / "model.onnx", out / "model.onnx")
+    perturb_largest_conv(out / "model.onnx")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "export/to_onnx.py"), "--model", str(random_run), "--out", str(out), "--verify-existing"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode != 0 and "parity with PyTorch failed" in result.stderr
+    report = json.loads((out / "export_report.json").read_text())
+    checks = report["variants"]["fp32"]["checks"]
+    assert not report["passed"] and not checks["parity"]["passed"]
+    assert checks["graph"]["passed"] and checks["io"]["passed"]  # structurally fine: only parity catches it
+
+
+def test_unperturbed_existing_export_passes_reverification(resnet32_export, random_run, tmp_path):
+    out = tmp_path / "copy"
+    out.mkdir()
+    shutil.copy(resnet32_export[0] / "model.onnx", out / "model.onnx")
+    assert main_export(["--model", str(random_run), "--out", str(out), "--verify-existing"]) == 0
+
+
+def plant(proto: onnx.ModelProto, node: onnx.NodeProto, *initializers: onnx.TensorProto) -> onnx.ModelProto:
+    planted = onnx.ModelProto()
+    planted.CopyFrom(proto)
+    planted.graph.node.append(node)
+    planted.graph.initializer.extend(initializers)
+    return planted
+
+
+def test_trt_static_check_flags_planted_problems(resnet32_export, tmp_path):
+    out, _ = resnet32_export
+    assert static_check(out / "model.onnx")["passed"]
+    assert static_check(out / "model_int8.onnx")["passed"] and static_check(out / "model_fp16.onnx")["passed"]
+    proto = onnx.load(str(out / "model.onnx"))
+    cases = {
+        "unique": (plant(proto, onnx.helper.make_node("Unique", ["logits"], ["u"])), "op Unique (1 node) is listed as unsupported"),
+        "custom": (plant(proto, onnx.helper.make_node("Gelu", ["logits"], ["g"], domain="com.microsoft")), "com.microsoft::Gelu"),
+        "double": (plant(proto, onnx.helper.make_node("Cast", ["logits"], ["d"], to=onnx.TensorProto.DOUBLE)), "double (float64)"),
+        "int64": (plant(proto, onnx.helper.make_node("Identity", ["big"], ["b"]),
+                        onnx.numpy_helper.from_array(np.array([2**40], dtype=np.int64), "big")), "do not fit int32"),
+        "zero_point": (plant(proto, onnx.helper.make_node("QuantizeLinear", ["logits", "s", "z"], ["q"]),
+                             onnx.numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
+                             onnx.numpy_helper.from_array(np.array(3, dtype=np.int8), "z")), "zero point is not 0"),
+    }
+    for name, (planted, expected) in cases.items():
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(planted, str(path))
+        with pytest.raises(ExportCheckError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+            static_check(path)
+    dynamic = onnx.ModelProto()
+    dynamic.CopyFrom(proto)
+    dynamic.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "height"
+    onnx.save(dynamic, str(tmp_path / "dynamic.onnx"))
+    with pytest.raises(ExportCheckError, match=r"dynamic dims at axes \[2\]"):
+        static_check(tmp_path / "dynamic.onnx")
+    old = onnx.ModelProto()
+    old.CopyFrom(proto)
+    old.opset_import[0].version = 21
+    onnx.save(old, str(tmp_path / "opset21.onnx"))
+    with pytest.raises(ExportCheckError, match="opset 21 is outside 9-20"):
+        static_check(tmp_path / "opset21.onnx")
+
+
+def test_to_tensorrt_command(resnet32_export, tmp_path, capsys):
+    out, _ = resnet32_export
+    copy = tmp_path / "trt"
+    shutil.copytree(out, copy)
+    assert main_tensorrt(["--onnx", str(copy / "model.onnx"), "--profile", "1,4,16"]) == 0
+    printed = capsys.readouterr().out
+    trt = json.loads((copy / "export_report.json").read_text())["variants"]["fp32"]["tensorrt"]
+    assert trt["static"]["optimization_profile"]["shapes"] == {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [16, 1, 28, 28]}
+    reason = tensorrt_unavailable_reason()
+    if reason:  # no tensorrt/GPU here: the engine part says it skipped and why
+        assert trt["engine"] == {"skipped": reason} and "engine: skipped" in printed
+    else:
+        assert [row["batch"] for row in trt["engine"]["per_batch"]] == [1, 4, 16]
+    planted = plant(onnx.load(str(out / "model.onnx")), onnx.helper.make_node("Unique", ["logits"], ["u"]))
+    onnx.save(planted, str(tmp_path / "planted.onnx"))
+    assert main_tensorrt(["--onnx", str(tmp_path / "planted.onnx"), "--check-only"]) != 0
+    assert "Unique" in capsys.readouterr().err
+    assert not json.loads((tmp_path / "planted.onnx.tensorrt.json").read_text())["static"]["passed"]
+
+
+# ----- bad input gives a clear error --------------------------------------------------------------
+def test_missing_model(tmp_path, capsys):
+    assert main_export(["--model", str(tmp_path / "no_such_run"), "--out", str(tmp_path / "o")]) != 0
+    assert "neither a zoo name nor an existing directory" in capsys.readouterr().err
+    assert main_export(["--model", "no_such_method_resnet32", "--out", str(tmp_path / "o")]) != 0
+    assert "no_such_method_resnet32" in capsys.readouterr().err
+
+
+def test_unwritable_out_dir(random_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert main_export(["--model", str(random_run), "--out", str(blocker / "sub")]) != 0
+    err = capsys.readouterr().err
+    assert "cannot write to the output directory" in err and "--out" in err
+
+
+def test_corrupt_onnx_given_to_the_verifier(random_run, tmp_path, capsys):
+    out = tmp_path / "corrupt"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"\x08\x07this is not a protobuf model" * 10)
+    assert main_export(["--model", str(random_run), "--out", str(out), "--verify-existing"]) != 0
+    assert "not a readable ONNX model" in capsys.readouterr().err
+    with pytest.raises(CorruptFileError, match="not a readable ONNX model"):
+        check_graph(out / "model.onnx")
+    with pytest.raises(CorruptFileError, match="ONNX Runtime cannot load"):
+        create_session(out / "model.onnx")
+    with pytest.raises(ExportCheckError, match="does not exist"):
+        create_session(out / "missing.onnx")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main_export(["--model", str(random_run), "--out", str(empty), "--verify-existing"]) != 0
+    assert "has no model.onnx to check" in capsys.readouterr().err
+
+
+def test_bad_options(random_run, tmp_path, capsys):
+    base = ["--model", str(random_run), "--out", str(tmp_path / "o")]
+    assert main_export(base + ["--logit-adjust", "-1"]) != 0
+    assert "must be a positive number" in capsys.readouterr().err
+    assert main_export(base + ["--max-drop", "int9=1"]) != 0
+    assert "VARIANT=POINTS" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main_export(base + ["--trt-profile", "8,4,2"])
+    with pytest.raises(SystemExit):
+        main_export(base + ["--opset", "13"])
+
+
+def test_io_check_rejects_a_static_batch(resnet32_export):
+    proto = onnx.load(str(resnet32_export[0] / "model.onnx"), load_external_data=False)
+    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # frozen to the export batch
+    with pytest.raises(ExportCheckError, match="not symbolic"):
+        check_io(proto, (1, 28, 28), 10)
+
+
+# ----- units with hand-computed expectations ------------------------------------------------------
+def test_class_balanced_calibration_by_hand():
+    targets = [0] * 5 + [1] * 3 + [2] * 1
+    chosen = class_balanced_indices(targets, 3, 6, seed=0)
+    per_class = np.bincount(np.asarray(targets)[chosen], minlength=3)
+    # quota 2 fits (2+2+1 = 5 <= 6), quota 3 does not (3+3+1 = 7): one leftover to class 0 or 1.
+    assert per_class[2] == 1 and sorted(per_class[:2].tolist()) == [2, 3] and len(set(chosen.tolist())) == 6
+    assert np.array_equal(chosen, class_balanced_indices(targets, 3, 6, seed=0))  # fixed seed, same draw
+    # fmnist_lt counts at 512: quota 68 (10+16+27+46 + 6 x 68 = 507), 5 leftovers to classes with > 68.
+    fmnist_targets = np.repeat(np.arange(10), FMNIST_COUNTS)
+    per_class = np.bincount(fmnist_targets[class_balanced_indices(fmnist_targets, 10, 512, seed=3)], minlength=10)
+    assert per_class[6:].tolist() == [46, 27, 16, 10] and sorted(per_class[:6].tolist()) == [68] + [69] * 5
+    with pytest.raises(BadHyperParameterError):
+        class_balanced_indices(targets, 3, 0)
+
+
+def test_gate_by_hand():
+    def row(all_, few):
+        return {"all": all_, "many": 50.0, "medium": 40.0, "few": few}
+
+    results = {"val": {"pytorch": row(60.0, 30.0), "fp32": row(59.95, 30.0), "int8": row(59.0, 28.9)}}
+    deltas, failures = gate(results, {"fp32": 0.1, "fp16": 0.5, "int8": 1.0})
+    assert deltas["val"]["int8"]["few"] == pytest.approx(-1.1) and deltas["val"]["fp32"]["all"] == pytest.approx(-0.05)
+    assert len(failures) == 1 and failures[0].startswith("int8 on val: few")  # all -1.0 is exactly allowed
+    _, failures = gate(results, {"fp32": 0.01, "fp16": 0.5, "int8": 2.0})
+    assert len(failures) == 1 and failures[0].startswith("fp32 on val: all")
+    assert parse_max_drop(["int8=0.8"]) == {"fp32": 0.1, "fp16": 0.5, "int8": 0.8}
+    with pytest.raises(BadHyperParameterError):
+        parse_max_drop(["int8=-1"])
+
+
+def test_provider_selection():
+    assert select_providers()[-1] == "CPUExecutionProvider"
+    assert select_providers("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(BadHyperParameterError, match="not available in this onnxruntime build"):
+            select_providers("cuda")
+    with pytest.raises(BadHyperParameterError):
+        select_providers("tpu")
+
+
+def test_profile_validation():
+    assert Profile(1, 8, 32).shapes((3, 224, 224))["max"] == [32, 3, 224, 224]
+    with pytest.raises(BadHyperParameterError):
+        Profile(8, 4, 2)
