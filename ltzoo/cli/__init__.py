@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for chatty in ("httpx", "httpx2", "httpcore", "httpcore2", "huggingface_hub", "filelock"):
+        # one INFO line per HTTP request drowns the output; -v brings them back
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -7,6 +7,13 @@ load the run back through ``ltzoo.load`` to show the same accuracy.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
@@ -62,5 +69,53 @@ def run(args: argparse.Namespace) -> int:
     print(f"test top-1 recorded at training time {recorded:.2f} %, after ltzoo.load {reloaded:.2f} %")
     if abs(recorded - reloaded) > 1e-6:
         raise LtzooError("the reloaded model does not reproduce the recorded accuracy")
+
+    step("5. push to a Hub and load it back from there")
+    publish_and_reload(out, data, reloaded, onnx_dir=None)
     print("\ndemo finished: the run is in", out)
     return 0
+
+
+HUB_SERVER = Path(__file__).resolve().parents[2] / "tests" / "hub_server.py"
+
+
+@contextlib.contextmanager
+def local_hub() -> Iterator[str]:
+    """Start tests/hub_server.py on a free port and point HF_ENDPOINT/HF_TOKEN/HF_HUB_CACHE at it."""
+    token = secrets.token_hex(16)
+    saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE")}
+    with tempfile.TemporaryDirectory(prefix="ltzoo-demo-hub-") as state:
+        server = subprocess.Popen([sys.executable, str(HUB_SERVER), "--port", "0", "--token", token, "--data", state],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            url = server.stdout.readline().strip()  # type: ignore[union-attr]
+            if not url.startswith("http"):
+                raise RuntimeError("the local Hub server did not start")
+            os.environ.update({"HF_ENDPOINT": url, "HF_TOKEN": token, "HF_HUB_CACHE": str(Path(state) / "client-cache")})
+            yield url
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def publish_and_reload(out: Path, data, expected_test_all: float, onnx_dir: Path | None) -> None:
+    import ltzoo
+    from ltzoo.errors import LtzooError
+
+    if not HUB_SERVER.is_file():
+        print("skipped: tests/hub_server.py (the local Hub stand-in) is not in this checkout")
+        return
+    repo_id = f"ltzoo-org/{DEFAULT_MODEL}"
+    with local_hub() as url:
+        print(f"NOTE: {url} is a local stand-in for huggingface.co (tests/hub_server.py), so the demo needs no network.\n"
+              "To publish for real: python export/push_to_hub.py --model RUN --repo-id ORG/NAME with HF_TOKEN set "
+              "(or --token), and --endpoint for a Hub other than huggingface.co.")
+        commit = ltzoo.push_to_hub(out, repo_id, onnx_dir=onnx_dir)
+        print(f"pushed {out} -> {repo_id} ({commit})")
+        model = ltzoo.load(f"hf-hub:{repo_id}")
+        result = evaluate_split(TorchPredictor(model), data, "test")
+        print(f"loaded hf-hub:{repo_id} from a fresh cache: test top-1 {result['all']:.2f} % (trained: {expected_test_all:.2f} %)")
+        if abs(result["all"] - expected_test_all) > 1e-6:
+            raise LtzooError("the model loaded from the Hub does not reproduce the recorded accuracy")
