@@ -19,6 +19,16 @@ from ltzoo.errors import ConfigMismatchError, CorruptFileError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
+    cores and small convolutions get an order of magnitude slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _stage1_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """main.py's DSCL model under DDP: encoder_q / encoder_k with the MLP head at fc.0 / fc.2, queues."""
     backbone = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}

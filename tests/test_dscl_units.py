@@ -17,6 +17,16 @@ from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
+    cores and small convolutions get an order of magnitude slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _lse(values):
     return math.log(sum(math.exp(v) for v in values))
 
