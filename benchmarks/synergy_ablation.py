@@ -1,0 +1,279 @@
+"""SCL + RSG + LDAM ablation on fmnist_lt: CE, LDAM-DRW, SCL, RSG, the joint method and its variants.
+
+Every arm trains with the real trainer at the CE recipe's fmnist_lt budget (30 epochs in total at
+batch 128; two-view arms spend about twice the compute per epoch), for each seed (0 1 2 by default),
+with model selection on val. Reported on the balanced test split, as mean ± sample std over seeds:
+
+* top-1 accuracy for all / many / medium / few classes;
+* feature compactness: the mean cosine similarity of each test image's pooled feature to its class's
+  mean direction (higher = tighter clusters), overall and per shot group;
+* a table of the synergy paper's claims (arXiv 2501.13756), each turned into a measurable comparison
+  between two arms with the same seeds; a claim "held" when it held for every seed, "not held" when
+  for none, "mixed" otherwise.
+
+Arms: the five zoo recipes (``ce``, ``ldam_drw``, ``scl``, ``rsg``, ``scl_rsg_ldam``) and three
+variants of the joint recipe (``synergy_no_rsg``, ``synergy_no_margin``, ``synergy_gen_supcon``) that
+remove or change one part. Runs go under ``--work-dir`` (default ``runs/benchmarks``, shared with the
+other benchmarks' runs of the same zoo entries); finished runs are reused, interrupted ones resumed.
+
+    nice -n 10 .venv/bin/python benchmarks/synergy_ablation.py          # full: 8 arms x 3 seeds (hours)
+    .venv/bin/python benchmarks/synergy_ablation.py --quick             # plumbing check on a small subset
+
+Writes ``benchmarks/results/synergy_ablation.json`` and ``.md`` (``--quick``: ``synergy_ablation_quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # noqa: E402
+
+from ltzoo.recipes.base import Recipe  # noqa: E402
+from ltzoo.recipes.scl_rsg_ldam import synergy_variant  # noqa: E402
+from ltzoo.registry import get_entry  # noqa: E402
+
+GROUPS = ("all", "many", "medium", "few")
+SYNERGY = "scl_rsg_ldam_resnet32.fmnist_lt"
+
+
+def _entry(name: str) -> Callable[[], Recipe]:
+    return lambda: get_entry(name).recipe()
+
+
+def _variant(**method_args: Any) -> Callable[[], Recipe]:
+    return lambda: synergy_variant(get_entry(SYNERGY).recipe(), **method_args)
+
+
+# arm -> (label, run name, recipe builder)
+ARMS: dict[str, tuple[str, str, Callable[[], Recipe]]] = {
+    "ce": ("CE", "ce_resnet32.fmnist_lt", _entry("ce_resnet32.fmnist_lt")),
+    "ldam_drw": ("LDAM-DRW", "ldam_drw_resnet32.fmnist_lt", _entry("ldam_drw_resnet32.fmnist_lt")),
+    "scl": ("SCL (SupCon + balanced classifier)", "scl_resnet32.fmnist_lt", _entry("scl_resnet32.fmnist_lt")),
+    "rsg": ("RSG (LDAM-DRW-RSG)", "rsg_resnet32.fmnist_lt", _entry("rsg_resnet32.fmnist_lt")),
+    "scl_rsg_ldam": ("SCL+RSG+LDAM (joint)", SYNERGY, _entry(SYNERGY)),
+    "synergy_no_rsg": ("joint without RSG", f"{SYNERGY}+no_rsg", _variant(use_rsg=False)),
+    "synergy_no_margin": ("joint without LDAM margins (max_m 0)", f"{SYNERGY}+no_margin", _variant(max_m=0.0)),
+    "synergy_gen_supcon": ("joint, generated features also in SupCon", f"{SYNERGY}+gen_supcon",
+                           _variant(generated_in_supcon=True)),
+}
+
+# (claim of the paper, how it is measured here, arm a, arm b, metric); held when a > b.
+CLAIMS: list[tuple[str, str, str, str, str]] = [
+    ("SCL tightens intra-class clusters", "compactness (all): SCL > CE", "scl", "ce", "compact_all"),
+    ("... but favours head classes", "compactness gap many - few: SCL > CE", "scl", "ce", "compact_gap"),
+    ("RSG pulls features towards class centres", "compactness (all): RSG > LDAM-DRW", "rsg", "ldam_drw",
+     "compact_all"),
+    ("RSG's generated tail features compensate the tail space SCL squeezes",
+     "few-shot acc: joint > joint without RSG", "scl_rsg_ldam", "synergy_no_rsg", "acc_few"),
+    ("LDAM adds larger margins for tail classes (helping them)", "few-shot acc: LDAM-DRW > CE", "ldam_drw", "ce",
+     "acc_few"),
+    ("... also inside the combination", "few-shot acc: joint > joint without margins", "scl_rsg_ldam",
+     "synergy_no_margin", "acc_few"),
+    ("RSG and LDAM give up head accuracy", "many-shot acc: CE > RSG", "ce", "rsg", "acc_many"),
+    ("... (LDAM alone)", "many-shot acc: CE > LDAM-DRW", "ce", "ldam_drw", "acc_many"),
+    ("SCL recovers the head accuracy that RSG and LDAM give up", "many-shot acc: joint > RSG", "scl_rsg_ldam",
+     "rsg", "acc_many"),
+    ("The end-to-end combination beats its parts", "all acc: joint > best single method (per seed)",
+     "scl_rsg_ldam", "best_single", "acc_all"),
+]
+SINGLE_METHODS = ("ce", "ldam_drw", "scl", "rsg")
+
+
+# ----- measurements --------------------------------------------------------------------------------
+@torch.no_grad()
+def feature_compactness(run_dir: Path, data: Any, batch_size: int = 500) -> dict[str, float]:
+    """Mean cosine similarity of test features to their class mean direction, overall and per shot group."""
+    import ltzoo
+    from ltzoo.data.transforms import eval_transform
+
+    model = ltzoo.load(f"local-dir:{run_dir}")
+    transform = eval_transform(data.info)
+    features, labels = [], []
+    for start in range(0, len(data.test), batch_size):
+        items = [data.test[i] for i in range(start, min(start + batch_size, len(data.test)))]
+        images = torch.stack([transform(image) for image, _ in items])
+        pooled = model.forward_head(model.forward_features(images), pre_logits=True)
+        features.append(torch.nn.functional.normalize(pooled, dim=1))
+        labels += [label for _, label in items]
+    feats, targets = torch.cat(features), torch.tensor(labels)
+    per_class = []
+    for c in range(data.num_classes):
+        members = feats[targets == c]
+        centre = torch.nn.functional.normalize(members.mean(0), dim=0)
+        per_class.append((members @ centre).mean().item())
+    shots = data.shots.to_dict()
+    result = {"all": statistics.fmean(per_class)}
+    for group in ("many", "medium", "few"):
+        classes = shots[group]
+        result[group] = statistics.fmean(per_class[c] for c in classes) if classes else None
+    return result
+
+
+def run_arm(arm: str, seed: int, work_dir: Path, options: dict[str, Any], data: Any) -> dict[str, Any]:
+    label, name, build = ARMS[arm]
+    out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
+    if not (out / "metrics.json").is_file():
+        print(f"[synergy_ablation] training {arm} seed {seed} -> {out}", flush=True)
+    metrics = train_seeded(name, seed, work_dir, recipe=build(), **options)
+    cache = out / "compactness.json"
+    if cache.is_file():
+        compact = json.loads(cache.read_text())
+    else:
+        compact = feature_compactness(out, data)
+        cache.write_text(json.dumps(compact))
+    return {
+        "seed": seed,
+        "run_dir": str(out),
+        "selected": metrics["selected"],
+        "train_time_s": metrics["train_time_s"],
+        "val": {g: metrics["val"][g] for g in GROUPS},
+        "test": {g: metrics["test"][g] for g in GROUPS},
+        "compactness": compact,
+    }
+
+
+def _metric(run: dict[str, Any], metric: str) -> float | None:
+    if metric.startswith("acc_"):
+        return run["test"][metric[4:]]
+    compact = run["compactness"]
+    if metric == "compact_gap":
+        return None if compact["many"] is None or compact["few"] is None else compact["many"] - compact["few"]
+    return compact[metric[len("compact_"):]]
+
+
+def judge_claims(arms: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each claim as paired per-seed differences a - b; 'held' when positive for every seed."""
+    by_seed = {arm: {r["seed"]: r for r in result["runs"]} for arm, result in arms.items()}
+    rows = []
+    for claim, proxy, a, b, metric in CLAIMS:
+        needed = [a] + (list(SINGLE_METHODS) if b == "best_single" else [b])
+        if any(arm not in by_seed for arm in needed):
+            rows.append({"claim": claim, "proxy": proxy, "verdict": "not measured (arm not run)"})
+            continue
+        seeds = sorted(set.intersection(*(set(by_seed[arm]) for arm in needed)))
+        values_a = [_metric(by_seed[a][s], metric) for s in seeds]
+        if b == "best_single":
+            values_b = [max(_metric(by_seed[m][s], metric) for m in SINGLE_METHODS) for s in seeds]
+        else:
+            values_b = [_metric(by_seed[b][s], metric) for s in seeds]
+        diffs = [x - y for x, y in zip(values_a, values_b) if x is not None and y is not None]
+        if not diffs:
+            rows.append({"claim": claim, "proxy": proxy, "verdict": "not measured (empty shot group)"})
+            continue
+        wins = sum(d > 0 for d in diffs)
+        verdict = "held" if wins == len(diffs) else "not held" if wins == 0 else "mixed"
+        rows.append({"claim": claim, "proxy": proxy, "a": values_a, "b": values_b, "diff": mean_std(diffs),
+                     "seeds_held": f"{wins}/{len(diffs)}", "verdict": verdict, "metric": metric})
+    return rows
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "test": {g: dict(zip(("mean", "std"), mean_std(r["test"][g] for r in runs))) for g in GROUPS},
+        "val": {g: dict(zip(("mean", "std"), mean_std(r["val"][g] for r in runs))) for g in GROUPS},
+        "compactness": {g: dict(zip(("mean", "std"), mean_std(r["compactness"][g] for r in runs))) for g in GROUPS},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    config = report["config"]
+    lines = [
+        "# SCL + RSG + LDAM ablation on fmnist_lt" + (" (quick: plumbing check only)" if config["quick"] else ""),
+        "",
+        f"Top-1 (%) on the balanced test split, mean ± sample std over seeds {config['seeds']}; model selection on "
+        f"val; same epoch budget for every arm. Command: `{config['command']}`.",
+        "",
+    ]
+    rows = []
+    for result in report["arms"].values():
+        runs = result["runs"]
+        rows.append([result["label"], *(fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS),
+                     fmt_mean_std(r["val"]["all"] for r in runs),
+                     f"{statistics.fmean(r['train_time_s'] for r in runs):.0f}"])
+    lines += [markdown_table(["arm", "all", "many", "medium", "few", "val all", "train s/run"], rows), ""]
+    lines += ["Feature compactness (mean cosine of test features to their class mean direction; higher = tighter):", ""]
+    rows = [[result["label"], *(fmt_mean_std((r["compactness"][g] for r in result["runs"]), 3) for g in GROUPS)]
+            for result in report["arms"].values()]
+    lines += [markdown_table(["arm", "all", "many", "medium", "few"], rows), ""]
+    lines += ["Claims of the synergy paper on this data (paired over seeds; held = a > b for every seed):", ""]
+    rows = []
+    for row in report["claims"]:
+        if "diff" not in row:
+            rows.append([row["claim"], row["proxy"], "-", "-", row["verdict"]])
+            continue
+        digits = 3 if row["metric"].startswith("compact") else 2
+        mean, std = row["diff"]
+        rows.append([row["claim"], row["proxy"], f"{mean:+.{digits}f} ± {std:.{digits}f}", row["seeds_held"],
+                     row["verdict"]])
+    lines += [markdown_table(["claim", "measured as", "a - b", "seeds", "verdict"], rows), ""]
+    lines += [f"Shot groups (train counts >100 / 20-100 / <20): {config['shots']}. The joint method's choices "
+              "(loss weights, views, where generated features go) are ltzoo's, see `ltzoo/recipes/scl_rsg_ldam.py`.", ""]
+    return "\n".join(lines)
+
+
+def _quick_data(full: Any) -> Any:
+    """A small real subset of fmnist_lt (train <= 150 / class, still long-tailed; val and test 20 / class)."""
+    from ltzoo.data import LTDataset, TensorImageDataset
+
+    def cap(dataset: Any, per_class: int) -> TensorImageDataset:
+        targets = torch.tensor(dataset.targets)
+        keep = torch.cat([torch.nonzero(targets == c).flatten()[:per_class] for c in range(full.num_classes)])
+        keep = keep.sort().values
+        return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
+
+    return LTDataset(name=full.name, train=cap(full.train, 150), val=cap(full.val, 20), test=cap(full.test, 20),
+                     label_names=full.label_names, info=full.info, index_sha256="quick-subset-of-" + full.index_sha256)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps on a small subset")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--work-dir", type=Path, default=None, help=f"run directories (default {WORK_DIR})")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    from ltzoo.data import build_dataset
+
+    full = build_dataset("fmnist_lt")
+    data = _quick_data(full) if args.quick else full
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    options: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2, "data": data} if args.quick else {}
+    work_dir = args.work_dir or (WORK_DIR / "synergy_quick" if args.quick else WORK_DIR)
+    started = time.time()
+    arms = {}
+    for arm in args.arms:
+        runs = [run_arm(arm, seed, work_dir, options, data) for seed in seeds]
+        arms[arm] = {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
+                     **summarise(runs)}
+    report = {
+        "dataset": "fmnist_lt" + (" (quick subset)" if args.quick else ""),
+        "config": {
+            "seeds": seeds, "quick": args.quick, "arms": args.arms, "work_dir": str(work_dir),
+            "trainer_options": {k: v for k, v in options.items() if k != "data"},
+            "command": " ".join(["python", "benchmarks/synergy_ablation.py", *(argv if argv is not None else sys.argv[1:])]),
+            "shots": data.shots.to_dict(),
+            "wall_time_s": time.time() - started,
+        },
+        "arms": arms,
+        "claims": judge_claims(arms),
+    }
+    text = markdown(report)
+    write_results("synergy_ablation_quick" if args.quick else "synergy_ablation", report, text, args.results_dir)
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
