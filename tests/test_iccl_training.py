@@ -186,6 +186,7 @@ def short_run(fmnist, tmp_path_factory):
     return out, metrics, before_stage2
 
 
+@pytest.mark.slow
 def test_stage2_changes_only_the_classifier(short_run) -> None:
     out, _, before = short_run
     after = load_state_dict_file(out / "model.safetensors")
@@ -198,6 +199,7 @@ def test_stage2_changes_only_the_classifier(short_run) -> None:
     assert head and all(not torch.equal(after[k], before[k]) for k in head)
 
 
+@pytest.mark.slow
 def test_short_run_saves_a_loadable_model(short_run, fmnist) -> None:
     out, metrics, _ = short_run
     lines = (out / "train_log.jsonl").read_text().splitlines()
@@ -216,6 +218,7 @@ def test_short_run_saves_a_loadable_model(short_run, fmnist) -> None:
     assert set(metrics["test"]) >= {"all", "many", "medium", "few"}
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(short_run, fmnist, tmp_path) -> None:
     recipe = _small(iccl_fmnist_lt())
     assert [s.epochs for s in Trainer(recipe, tmp_path / "probe", data=fmnist, **SHORT).recipe.stages] == [2, 1]

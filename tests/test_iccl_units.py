@@ -143,7 +143,8 @@ def test_centroid_first_update_then_momentum() -> None:
     assert torch.all(memory.centroids[1:] == 0)  # never seen: untouched
 
 
-def _fixed_features(seed: int = 0, n: int = 600, num_classes: int = 3, dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def _fixed_features(seed: int = 0, n: int = 600, num_classes: int = 3,
+                    dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % num_classes
     offsets = torch.randn(num_classes, dim, generator=gen) * 3

@@ -9,7 +9,8 @@ else is **ltzoo's choice**, switchable through ``recipe.method_args`` (defaults 
 
 Stage ``"representation"`` (:class:`ICCLRepresentation`), every step:
 
-1. a batch ``(x_a, y_a)`` from the instance sampler and a batch ``(x_b, y_b)`` from the
+1. a batch ``(x_a, y_a)`` from the stage's sampler (``instance`` in every recipe: the class-agnostic
+   stream) and a batch ``(x_b, y_b)`` from the
    class-balanced sampler, drawn in lockstep (same batch size, independent seeded streams, see
    :mod:`ltzoo.data.paired`), both with the dataset's standard train augmentation;
 2. ``x = lam * x_a + (1 - lam) * x_b`` on the normalised images, ``lam ~ Beta(alpha, alpha)`` per
@@ -105,7 +106,8 @@ class ICCLRepresentation(Objective):
 
     def train_loader(self, make_loader: LoaderFactory) -> Any:
         transform = self.train_transform()
-        return LockstepLoader(make_loader("instance", transform), make_loader("class_balanced", transform))
+        # Stream a is the stage's sampler ("instance", class-agnostic, in every recipe); stream b is class-aware.
+        return LockstepLoader(make_loader(self.ctx.stage.sampler, transform), make_loader("class_balanced", transform))
 
     def on_epoch_start(self, epoch: int) -> None:
         self._rng = self._epoch_rng(epoch)

@@ -50,7 +50,9 @@ class CentroidMemory(nn.Module):
         weights (one-hot rows for hard labels; see :func:`soft_assignment` for ICCL's mixed samples).
         """
         if features.dim() != 2 or features.shape[1] != self.dim:
-            raise BadHyperParameterError(f"centroid update expects features (B, {self.dim}), got {tuple(features.shape)}")
+            raise BadHyperParameterError(
+                f"centroid update expects features (B, {self.dim}), got {tuple(features.shape)}"
+            )
         if weights.shape != (features.shape[0], self.num_classes):
             raise BadHyperParameterError(
                 f"centroid update expects weights ({features.shape[0]}, {self.num_classes}), got {tuple(weights.shape)}"
