@@ -80,10 +80,13 @@ def dscl_paper(dataset: str, pbsd: bool) -> Recipe:
     )
 
 
-def dscl_small(dataset: str, pbsd: bool) -> Recipe:
-    """ResNet-32 on fmnist_lt / CIFAR-100-LT: ltzoo's scaling of the official recipe."""
+def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFICIAL_BETA)) -> Recipe:
+    """ResNet-32 on fmnist_lt / CIFAR-100-LT: ltzoo's scaling of the official recipe.
+
+    ``alpha="scl"`` gives the SCL baseline of the paper's ablation (``pbsd=True`` with it: "PBSD only").
+    """
     if dataset == "fmnist_lt":
-        # The CE fmnist_lt budget (30 epochs at batch 128) split 24 + 6, on 2 CPU cores.
+        # The CE fmnist_lt budget (FMNIST_EPOCHS at FMNIST_BATCH) split 24 + 6, on 2 CPU cores.
         epochs1, epochs2, batch1, batch2, warmup, queue = (
             FMNIST_REPRESENTATION_EPOCHS, FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_BATCH, 2, 1024)
         milestones: tuple[int, ...] = (3, 5)
@@ -104,7 +107,7 @@ def dscl_small(dataset: str, pbsd: bool) -> Recipe:
         ],
         # m 0.99: a few hundred (fmnist) to a few thousand steps are too few for 0.999 (MoCo's CIFAR
         # demos use 0.99 as well). Queue about half the training set, as 65536 is for ImageNet-LT.
-        method_args=_method_args(pbsd, momentum=0.99, queue_size=queue),
+        method_args=_method_args(pbsd, alpha=alpha, momentum=0.99, queue_size=queue),
         # The multi-view transform (2 views + 5 patches) costs ~1.5 ms per image: one worker process
         # (single-threaded, as DataLoader workers are) prepares batches while the model trains.
         num_workers=1,

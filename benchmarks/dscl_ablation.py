@@ -1,0 +1,255 @@
+"""DSCL ablation on fmnist_lt: CE, SCL, DSCL, PBSD only (SCL + PBSD), DSCL + PBSD.
+
+The supplementary of the DSCL paper (Table 2/3) reports on ImageNet-LT the ordering
+SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL + PBSD 57.7; this checks whether it holds on fmnist_lt.
+
+- Every arm trains with the real trainer at the same total epoch budget (the CE fmnist_lt recipe's
+  epochs; the contrastive arms split it 24 + 6 between representation and classifier stages),
+  for each seed (3 by default); model selection on val; test all / many / medium / few reported as
+  mean +- sample std over seeds.
+- SCL is the DSCL loss with alpha = 1 / (|P| + 1) (``alpha="scl"``), which is exactly SCL over the
+  same candidates (query batch, key batch, queue); "PBSD only" is SCL + PBSD, as in the paper.
+- Cost relative to CE, measured in a fresh process per arm, alone, on prepared batches: median time
+  of one training step (forward, backward, SGD step, momentum update) of the first stage, and the
+  peak resident memory that model, objective, optimiser and the steps add to the process (Linux
+  VmHWM after resetting it, minus VmRSS before building them). The data transform time per batch
+  is reported separately (the multi-view transform runs in a loader worker during training).
+
+All work runs with one intra-op thread (``--threads``): on the shared 2-core machine two threads per
+process oversubscribe the cores and small convolutions get far slower.
+
+    nice -n 10 .venv/bin/python benchmarks/dscl_ablation.py              # full: 5 arms x 3 seeds
+    .venv/bin/python benchmarks/dscl_ablation.py --quick                 # plumbing check, a few minutes
+
+Run directories go under ``--work-dir`` (default ``runs/benchmarks/dscl_ablation``); finished runs are
+reused and interrupted ones resumed. Writes ``benchmarks/results/dscl_ablation.{json,md}``
+(``dscl_ablation_quick.*`` with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
+
+GROUPS = ("all", "many", "medium", "few")
+PAPER_IMAGENET_LT = {"scl": 51.2, "dscl": 52.6, "pbsd": 56.3, "dscl_pbsd": 57.7}  # supp. Table 2, top-1
+ORDER = ("scl", "dscl", "pbsd", "dscl_pbsd")
+
+
+def _recipe(arm: str) -> Any:
+    from ltzoo.recipes.dscl import dscl_small
+    from ltzoo.registry import get_entry
+
+    makers: dict[str, Callable[[], Any]] = {
+        "ce": lambda: get_entry("ce_resnet32.fmnist_lt").recipe(),
+        "scl": lambda: dscl_small("fmnist_lt", pbsd=False, alpha="scl"),
+        "dscl": lambda: get_entry("dscl_resnet32.fmnist_lt").recipe(),
+        "pbsd": lambda: dscl_small("fmnist_lt", pbsd=True, alpha="scl"),
+        "dscl_pbsd": lambda: get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe(),
+    }
+    return makers[arm]()
+
+
+ARMS = {
+    "ce": "CE (instance sampling)",
+    "scl": "SCL (alpha = 1/(|P|+1))",
+    "dscl": "DSCL (alpha = 1/9)",
+    "pbsd": "PBSD only (SCL + PBSD)",
+    "dscl_pbsd": "DSCL + PBSD",
+}
+
+
+# ----- cost per step -------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
+
+
+def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+    """Median step time and added peak memory of ``arm``'s first stage, in this (fresh) process."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ltzoo.data import build_dataset
+    from ltzoo.data.datasets import TransformedDataset
+    from ltzoo.engine.objective import METHODS, StageContext
+    from ltzoo.models import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    recipe = _recipe(arm)
+    stage = recipe.stages[0]
+    data = build_dataset(recipe.dataset)
+    ctx = StageContext(recipe=recipe, stage=stage, stage_index=0, data=data.info, steps_per_epoch=1)
+    probe_model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans)
+    transform = METHODS[recipe.method](probe_model, ctx).train_transform()
+    loader = DataLoader(TransformedDataset(data.train, transform), batch_size=stage.batch_size, shuffle=True,
+                        drop_last=True, generator=torch.Generator().manual_seed(0))
+    batches, data_times = [], []
+    iterator = iter(loader)
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
+        batches.append(next(iterator))
+        data_times.append(time.perf_counter() - start)
+    del probe_model
+
+    baseline_kib = _status_kib("VmRSS")
+    _reset_peak_rss()
+    model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans).train()
+    objective = METHODS[recipe.method](model, ctx).train()
+    optimizer = torch.optim.SGD(objective.param_groups(), lr=stage.lr * 0.1, momentum=stage.momentum,
+                                weight_decay=stage.weight_decay)
+    times = []
+    for index, batch in enumerate(batches):
+        start = time.perf_counter()
+        out = objective.training_step(batch, 0)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        objective.after_optimizer_step()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return {
+        "arm": arm,
+        "stage": stage.name,
+        "batch_size": stage.batch_size,
+        "steps_timed": len(times),
+        "median_step_s": statistics.median(times),
+        "median_data_s": statistics.median(data_times[warmup:]),
+        "added_peak_rss_mb": (_status_kib("VmHWM") - baseline_kib) / 1024,
+    }
+
+
+# ----- accuracy ------------------------------------------------------------------------------------
+def run_arm(arm: str, seed: int, work_dir: Path, threads: int, quick: bool) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    limits = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
+    metrics = train_seeded(f"{arm}.fmnist_lt", seed, work_dir, recipe=_recipe(arm), **limits)
+    return {
+        "arm": arm,
+        "seed": seed,
+        "selected": metrics["selected"],
+        "train_time_s": metrics["train_time_s"],
+        "val": {g: metrics["val"][g] for g in GROUPS},
+        "test": {g: metrics["test"][g] for g in GROUPS},
+    }
+
+
+def _summary(runs: list[dict[str, Any]], split: str) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for group in GROUPS:
+        mean, std = mean_std(r[split][group] for r in runs)
+        out[group] = {"mean": mean, "std": std}
+    return out
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    arms = report["arms"]
+    cost = report["cost"]
+    header = ["arm", "test all", "test many", "test medium", "test few", "val all",
+              "step time x CE", "added peak mem x CE", "train time x CE"]
+    ce_train = statistics.fmean(r["train_time_s"] for r in arms["ce"]["runs"])
+    rows = []
+    for arm, label in ARMS.items():
+        runs = arms[arm]["runs"]
+        rows.append([
+            label,
+            *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
+            fmt_mean_std(r["val"]["all"] for r in runs),
+            f"{cost[arm]['step_time_vs_ce']:.2f}",
+            f"{cost[arm]['peak_mem_vs_ce']:.2f}",
+            f"{statistics.fmean(r['train_time_s'] for r in runs) / ce_train:.2f}",
+        ])
+    means = {arm: arms[arm]["test"]["all"]["mean"] for arm in ORDER}
+    order_text = ", ".join(f"{arm} {means[arm]:.2f}" for arm in ORDER)
+    cost_rows = [[ARMS[a], cost[a]["batch_size"], f"{cost[a]['median_step_s']:.3f}", f"{cost[a]['median_data_s']:.3f}",
+                  f"{cost[a]['added_peak_rss_mb']:.0f}"] for a in ARMS]
+    return "\n".join([
+        "## DSCL ablation on fmnist_lt" + (" (quick plumbing run: not a result)" if report["quick"] else ""),
+        "",
+        f"{len(report['seeds'])} seed(s) {report['seeds']}, equal epoch budget ({report['epochs']} epochs per arm), "
+        "model selection on val, test top-1 (%) as mean ± sample std. Costs are first-stage training steps "
+        f"measured alone in a fresh process with {report['threads']} thread(s).",
+        "",
+        markdown_table(header, rows),
+        "",
+        f"Ordering of the paper (ImageNet-LT, SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL+PBSD 57.7): "
+        f"**{'holds' if report['paper_order_holds'] else 'does not hold'}** here (test all: {order_text}).",
+        "",
+        markdown_table(["arm", "batch", "median step (s)", "median data (s/batch)", "added peak RSS (MB)"], cost_rows),
+    ])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps, 2 timed steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (each with --threads)")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    work_dir = args.work_dir or WORK_DIR / ("dscl_ablation_quick" if args.quick else "dscl_ablation")
+    steps, warmup = (2, 1) if args.quick else (10, 2)
+
+    spawn = multiprocessing.get_context("spawn")
+    cost: dict[str, dict[str, Any]] = {}
+    for arm in ARMS:  # one at a time, each in a fresh process, before any training runs
+        with spawn.Pool(1) as pool:
+            cost[arm] = pool.apply(measure_step, (arm, steps, warmup, args.threads))
+        print(f"[dscl_ablation] cost {arm}: {cost[arm]}", flush=True)
+    for arm in ARMS:
+        cost[arm]["step_time_vs_ce"] = cost[arm]["median_step_s"] / cost["ce"]["median_step_s"]
+        cost[arm]["peak_mem_vs_ce"] = cost[arm]["added_peak_rss_mb"] / cost["ce"]["added_peak_rss_mb"]
+
+    jobs = [(arm, seed, work_dir, args.threads, args.quick) for seed in seeds for arm in ARMS]
+    if args.jobs > 1:
+        # Executor workers (unlike multiprocessing.Pool's) may start the recipes' DataLoader workers.
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as executor:
+            results = list(executor.map(run_arm, *zip(*jobs)))
+    else:
+        results = [run_arm(*job) for job in jobs]
+    arms: dict[str, Any] = {}
+    for arm in ARMS:
+        runs = [r for r in results if r["arm"] == arm]
+        arms[arm] = {"label": ARMS[arm], "runs": runs, "test": _summary(runs, "test"), "val": _summary(runs, "val")}
+    means = [arms[arm]["test"]["all"]["mean"] for arm in ORDER]
+    recipe = _recipe("dscl_pbsd")
+    report = {
+        "quick": args.quick,
+        "seeds": seeds,
+        "threads": args.threads,
+        "epochs": sum(s.epochs for s in _recipe("ce").stages) if not args.quick else "2 (quick)",
+        "dataset": "fmnist_lt",
+        "recipes": {arm: _recipe(arm).to_dict() for arm in ARMS},
+        "paper_imagenet_lt_top1": PAPER_IMAGENET_LT,
+        "paper_order_holds": all(a < b for a, b in zip(means, means[1:])),
+        "arms": arms,
+        "cost": cost,
+        "dscl_stage_epochs": [s.epochs for s in recipe.stages],
+    }
+    name = "dscl_ablation_quick" if args.quick else "dscl_ablation"
+    markdown = _markdown(report)
+    write_results(name, report, markdown)
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()
