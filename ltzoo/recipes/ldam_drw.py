@@ -31,10 +31,21 @@ def cifar_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
 
 def fmnist_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
     """The CIFAR schedule compressed to the CE recipe's fmnist_lt budget (30 epochs: warmup 1,
-    milestones 24 and 27), batch as the CE recipe."""
+    milestones 24 and 27) at the CE recipe's batch, the lr scaled linearly with the batch (as the CE
+    recipe does: 0.1 at 128)."""
     (stage,) = scale_stages([cifar_stage(milestones)], FMNIST_EPOCHS)
+    stage.lr = stage.lr * FMNIST_BATCH / stage.batch_size
     stage.batch_size = FMNIST_BATCH
     return stage
+
+
+def fmnist_schedule_text(stage: StageConfig) -> str:
+    """How :func:`fmnist_stage` compressed the official schedule, for a recipe's notes."""
+    drops = ", ".join(f"x{stage.gamma ** (i + 1):g} at {m}" for i, m in enumerate(stage.milestones))
+    return (
+        f"the step schedule compressed to the CE recipe's {stage.epochs} epochs (warmup {stage.warmup_epochs}, lr "
+        f"{drops}) at batch {stage.batch_size} with lr {stage.lr:g} (0.1 at 128, scaled linearly)"
+    )
 
 
 def imagenet_lt_stage() -> StageConfig:
@@ -54,12 +65,12 @@ def ldam_drw_cifar(dataset: str) -> Recipe:
 
 
 def ldam_drw_fmnist() -> Recipe:
+    stage = fmnist_stage()
     return Recipe(
-        method="ldam_drw", arch="resnet32", dataset="fmnist_lt", stages=[fmnist_stage()], head=dict(COSINE_HEAD),
+        method="ldam_drw", arch="resnet32", dataset="fmnist_lt", stages=[stage], head=dict(COSINE_HEAD),
         method_args=dict(CIFAR_LDAM),
-        notes="ltzoo's CPU scale: the official CIFAR recipe (LDAM 0.5/30, DRW beta 0.9999 at 80% of the stage) "
-        "with its step schedule compressed to the CE recipe's 30 epochs (warmup 1, lr x0.01 at 24, x1e-4 at 27; "
-        "DRW from epoch 24).",
+        notes="ltzoo's CPU scale: the official CIFAR recipe (LDAM 0.5/30, DRW beta 0.9999 from 80% of the stage) "
+        f"with {fmnist_schedule_text(stage)}.",
     )
 
 

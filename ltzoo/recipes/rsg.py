@@ -19,7 +19,7 @@ from typing import Any
 
 import ltzoo.methods.rsg  # noqa: F401  (registers the "rsg" method)
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_stage, imagenet_lt_stage
+from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
 
 PAPER = "RSG: A Simple but Effective Module for Learning Imbalanced Datasets (Wang et al., CVPR 2021)"
@@ -57,11 +57,12 @@ def rsg_cifar(dataset: str) -> Recipe:
 
 
 def rsg_fmnist() -> Recipe:
+    stage = fmnist_stage(RSG_CIFAR_MILESTONES)
     return Recipe(
-        method="rsg", arch="resnet32", dataset="fmnist_lt", stages=[fmnist_stage(RSG_CIFAR_MILESTONES)],
-        head=dict(COSINE_HEAD), method_args=dict(CIFAR_RSG),
-        notes="ltzoo's CPU scale: the official CIFAR recipe compressed to the CE recipe's 30 epochs (generation "
-        "and DRW from epoch 24, epoch_thresh 23); RSG after stage 2 (32 x 14 x 14 maps at 28 px).",
+        method="rsg", arch="resnet32", dataset="fmnist_lt", stages=[stage], head=dict(COSINE_HEAD),
+        method_args=dict(CIFAR_RSG),
+        notes="ltzoo's CPU scale: the official CIFAR recipe (generation and DRW from 80% of the stage) with "
+        f"{fmnist_schedule_text(stage)}; RSG after stage 2 (32 x 14 x 14 maps at 28 px).",
     )
 
 

@@ -24,6 +24,9 @@ SUPCON_CIFAR: dict[str, Any] = {"temperature": 0.1, "base_temperature": 0.07, "p
 # fmnist_lt: the CE recipe's 30 epochs split 25 + 5 (SupContrast spends 1000 + 100).
 FMNIST_CLASSIFIER_EPOCHS = 5
 FMNIST_REPRESENTATION_EPOCHS = FMNIST_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
+# The README's learning rates (0.5 at batch 1024; 5 at batch 512) scaled linearly to the fmnist batch.
+FMNIST_SUPCON_LR = 0.5 * FMNIST_BATCH / 1024
+FMNIST_CLASSIFIER_LR = 5.0 * FMNIST_BATCH / 512
 
 
 def _classifier_stage(epochs: int, batch: int, lr: float, milestones: tuple[int, ...], gamma: float) -> StageConfig:
@@ -52,12 +55,13 @@ def scl_fmnist() -> Recipe:
         method="scl", arch="resnet32", dataset="fmnist_lt",
         stages=[
             StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_REPRESENTATION_EPOCHS, batch_size=FMNIST_BATCH,
-                        lr=0.0625, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
-            _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, 1.25, (3, 4), 0.2),
+                        lr=FMNIST_SUPCON_LR, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
+            _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_CLASSIFIER_LR, (3, 4), 0.2),
         ],
         method_args=dict(SUPCON_CIFAR),
-        notes="ltzoo's CPU scale: the CE recipe's 30 epochs split 25 (SupCon) + 5 (classifier); the README's lrs "
-        "scaled linearly to batch 128 (0.5 x 128/1024 = 0.0625; 5 x 128/512 = 1.25); milestones scaled from "
+        notes=f"ltzoo's CPU scale: the CE recipe's {FMNIST_EPOCHS} epochs split {FMNIST_REPRESENTATION_EPOCHS} (SupCon) "
+        f"+ {FMNIST_CLASSIFIER_EPOCHS} (classifier) at batch {FMNIST_BATCH}; the README's lrs scaled linearly to that "
+        f"batch (0.5 at 1024 -> {FMNIST_SUPCON_LR:g}; 5 at 512 -> {FMNIST_CLASSIFIER_LR:g}); milestones scaled from "
         "60/75/90 of 100; SupContrast augmentation with brightness/contrast jitter only (grayscale data).",
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import ltzoo.methods.scl_rsg_ldam  # noqa: F401  (registers the "scl_rsg_ldam" method)
 from ltzoo.recipes.base import Recipe
-from ltzoo.recipes.ldam_drw import COSINE_HEAD, fmnist_stage, imagenet_lt_stage, cifar_stage
+from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.recipes.rsg import CIFAR_RSG, RSG_CIFAR_MILESTONES, RSG_COMMON
 from ltzoo.recipes.scl import SUPCON_CIFAR
 from ltzoo.registry import register_recipes
@@ -59,12 +59,12 @@ def synergy_cifar(dataset: str) -> Recipe:
 
 
 def synergy_fmnist() -> Recipe:
+    stage = fmnist_stage(RSG_CIFAR_MILESTONES)
     return Recipe(
-        method="scl_rsg_ldam", arch="resnet32", dataset="fmnist_lt", stages=[fmnist_stage(RSG_CIFAR_MILESTONES)],
+        method="scl_rsg_ldam", arch="resnet32", dataset="fmnist_lt", stages=[stage],
         head=dict(COSINE_HEAD), method_args=_args(CIFAR_RSG),
-        notes=SYNERGY_NOTES + " CPU scale: RSG's CIFAR schedule compressed to the CE recipe's 30 epochs (warmup 1, "
-        "x0.01 at 24, x1e-4 at 27; generation and DRW from epoch 24). Each step runs two views, so a step costs "
-        "about twice a CE step at the same epoch budget.",
+        notes=SYNERGY_NOTES + f" CPU scale: RSG's CIFAR recipe with {fmnist_schedule_text(stage)}. Each step runs "
+        "two views, so a step costs about twice a CE step at the same epoch budget.",
     )
 
 
