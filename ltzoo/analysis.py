@@ -152,7 +152,10 @@ def format_report(report: AnalysisReport) -> str:
         name = report.label_names[k] if k < len(report.label_names) else str(k)
         lines.append(f"{k:>5} {name[:16]:<16} {count:>8} {fnorm:>13.4f} {wnorm:>12.4f}")
     corr = _rank_correlation(report.class_counts, report.weight_norms)
-    lines.append(f"Spearman correlation (train count, weight norm) = {corr:+.3f} (near 0 or below = balanced)")
+    if corr is None:
+        lines.append("weight norms are equal across classes (e.g. a fixed ETF): the classifier itself is balanced")
+    else:
+        lines.append(f"Spearman correlation (train count, weight norm) = {corr:+.3f} (near 0 or below = balanced)")
     return "\n".join(lines)
 
 
@@ -182,10 +185,24 @@ def plot_report(report: AnalysisReport, path: str | Path) -> Path:
     return out
 
 
-def _rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
-    ranks_a = torch.tensor(a, dtype=torch.float64).argsort().argsort().to(torch.float64)
-    ranks_b = torch.tensor(b, dtype=torch.float64).argsort().argsort().to(torch.float64)
+def _rank_correlation(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman correlation with average ranks for ties; None when either side is constant.
+
+    Values are compared at 6 significant digits, so the unit rows of an ETF (equal up to float
+    rounding) count as ties instead of producing a spurious order.
+    """
+    ranks_a, ranks_b = _average_ranks(a), _average_ranks(b)
     ranks_a -= ranks_a.mean()
     ranks_b -= ranks_b.mean()
     denom = ranks_a.norm() * ranks_b.norm()
-    return float((ranks_a @ ranks_b) / denom) if denom > 0 else 0.0
+    return float((ranks_a @ ranks_b) / denom) if denom > 0 else None
+
+
+def _average_ranks(values: Sequence[float]) -> torch.Tensor:
+    rounded = [float(f"{v:.6g}") for v in values]
+    order = sorted(set(rounded))
+    positions: dict[float, list[int]] = {}
+    for rank, value in enumerate(sorted(rounded)):
+        positions.setdefault(value, []).append(rank)
+    mean_rank = {v: sum(positions[v]) / len(positions[v]) for v in order}
+    return torch.tensor([mean_rank[v] for v in rounded], dtype=torch.float64)

@@ -183,3 +183,24 @@ def test_tau_search_refuses_a_test_split_and_a_second_adjustment():
         choose_tau_on_val(model, [9, 1], lambda m: {"split": "test", "mean_class": 1.0}, [0.0])
     with pytest.raises(BadHyperParameterError, match="already"):
         attach_logit_adjustment(model, [9, 1], 1.0)
+
+
+# ----- ltzoo eval --analysis ------------------------------------------------------------------------
+def test_eval_analysis_prints_and_plots_fisher_ratio_and_norms(onestage_run, small_fmnist, tmp_path, capsys):
+    from ltzoo.cli import main
+
+    out, _ = onestage_run
+    plot = tmp_path / "analysis.png"
+    assert main(["eval", str(out), "--split", "val", "--analysis", "--plot", str(plot), "--json"]) == 0
+    analysis = json.loads(capsys.readouterr().out)["analysis"]
+    assert analysis["split"] == "val" and math.isfinite(analysis["fisher_ratio"]) and analysis["fisher_ratio"] > 0
+    assert len(analysis["feature_norms"]) == 10 and all(n > 0 for n in analysis["feature_norms"])
+    # Unit ETF rows times the multiplicative adjustment: row k has norm pi_k^-tau (prior of the training run).
+    tau = json.loads((out / "config.json").read_text())["model_args"]["head"]["tau"]
+    counts = np.array(small_fmnist.class_counts, dtype=np.float64)
+    np.testing.assert_allclose(analysis["weight_norms"], (counts / counts.sum()) ** -tau, rtol=1e-5)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["eval", str(out), "--split", "val", "--analysis", "--plot", str(plot)]) == 0
+    text = capsys.readouterr().out
+    assert "Fisher discriminant ratio" in text and "weight norm" in text and f"plot: {plot}" in text

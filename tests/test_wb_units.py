@@ -197,3 +197,15 @@ def test_per_class_feature_norms_and_classifier_weight_of_a_logit_adjusted_head(
     assert classifier_weight(head).tolist() == [pytest.approx([4 / 3, 0.0]), pytest.approx([0.0, 8.0])]
     linear = nn.Linear(2, 2)
     assert classifier_weight(linear) is linear.weight
+
+
+def test_format_and_plot_report(tmp_path):
+    from ltzoo.analysis import AnalysisReport, format_report, plot_report
+
+    report = AnalysisReport("val", 2.5, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [100, 10, 1], ["a", "b", "c"])
+    text = format_report(report)
+    assert "2.5" in text and "+1.000" in text  # norms fall with the count: fully unbalanced classifier
+    etf = AnalysisReport("val", 2.5, [1.0, 2.0, 3.0], [1.0, 1.0 + 1e-9, 1.0 - 1e-9], [100, 10, 1], ["a", "b", "c"])
+    assert "equal across classes" in format_report(etf)
+    path = plot_report(report, tmp_path / "sub" / "plot.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
