@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
+from ltzoo.errors import ConfigMismatchError
+
+log = logging.getLogger("ltzoo.eval")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,9 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="run directory, local-dir:PATH, hf-hub:ORG/REPO[@rev] or zoo name")
     p.add_argument("--split", choices=("val", "test"), default="test")
-    p.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy)")
+    p.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy; for a run on "
+                   "your own data, where its files are now if they moved)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--analysis", action="store_true",
+                   help="also measure why the model is (im)balanced: Fisher discriminant ratio of the features, "
+                   "per-class feature norms and classifier weight norms (printed and plotted)")
+    p.add_argument("--plot", default=None,
+                   help="where --analysis saves its plot (default: analysis_<split>.png in the current directory)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +39,24 @@ def run(args: argparse.Namespace) -> int:
 
     model, config = load(args.model, with_config=True)
     data = build_dataset(config["ltzoo"]["dataset"], args.data_root)
+    trained_labels = config.get("label_names") or data.label_names
+    if data.num_classes != model.num_classes or list(data.label_names) != list(trained_labels):
+        # e.g. a class folder added or renamed since training: scores would use another class mapping.
+        raise ConfigMismatchError(
+            f"the data found has classes {data.label_names} but the model was trained on {trained_labels}; "
+            "evaluate on the data it was trained on (--data-root points at a moved copy)"
+        )
+    if config["ltzoo"].get("index_sha256") not in (None, data.index_sha256):
+        log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
+                    data.index_sha256[:12], config["ltzoo"]["index_sha256"][:12])
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
+    analysis = None
+    if args.analysis:
+        from ltzoo.analysis import analyze, plot_report
+
+        analysis = analyze(model, data, args.split, args.batch_size)
+        plot = plot_report(analysis, args.plot or f"analysis_{args.split}.png")
+        result["analysis"] = {**analysis.to_dict(), "plot": str(plot)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -37,4 +64,9 @@ def run(args: argparse.Namespace) -> int:
     print("\nper class (training count -> top-1 %):")
     for cls, (count, acc) in enumerate(zip(data.class_counts, result["per_class"])):
         print(f"  {cls:3d} {data.label_names[cls][:20]:20s} n={count:6d}  {acc:6.2f}")
+    if analysis is not None:
+        from ltzoo.analysis import format_report
+
+        print("\n" + format_report(analysis))
+        print(f"plot: {result['analysis']['plot']}")
     return 0
