@@ -13,16 +13,18 @@ multiplicative logit adjustment. Departures:
 - tau is chosen on val from a grid (the code fixes 0.65 on CIFAR-100-LT and 1.6 on CIFAR-10-LT, found
   by hand); both official values lie on the grid.
 
-fmnist_lt: ltzoo's CPU scaling with the CE recipe's budget and optimiser (30 epochs, batch 128, lr
-0.1, 2 warmup epochs) and the weight decay tuned on val for ``ce_wd_resnet32.fmnist_lt``, used here as
+fmnist_lt: ltzoo's CPU scaling with the CE recipe's stage (its budget, batch, lr, warmup and
+schedule) and the weight decay tuned on val for ``ce_wd_resnet32.fmnist_lt``, used here as
 the official code uses one decay for both.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import ltzoo.methods.wb_onestage  # noqa: F401  (registers the "wb_onestage" method)
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_lt
 from ltzoo.recipes.wb import FMNIST_WEIGHT_DECAY
 from ltzoo.registry import register_recipes
 
@@ -55,13 +57,12 @@ def wb_onestage_cifar(dataset: str) -> Recipe:
 def wb_onestage_fmnist() -> Recipe:
     return Recipe(
         method="wb_onestage", arch="resnet32", dataset="fmnist_lt",
-        stages=[StageConfig(name="main", epochs=FMNIST_EPOCHS, batch_size=FMNIST_BATCH, lr=0.1,
-                            weight_decay=FMNIST_WEIGHT_DECAY, warmup_epochs=2, schedule="cosine")],
+        stages=[dataclasses.replace(ce_fmnist_lt().stages[0], name="main", weight_decay=FMNIST_WEIGHT_DECAY)],
         head={"type": "etf"},
         method_args={"feature_reg": 0.01, "la_tau": "val", "la_mode": "multiplicative", "la_tau_grid": FMNIST_TAU_GRID},
         notes=(
-            f"ltzoo's CPU scaling: the CE fmnist budget and optimiser ({FMNIST_EPOCHS} epochs, batch {FMNIST_BATCH}, "
-            f"lr 0.1), explicit weight decay {FMNIST_WEIGHT_DECAY} (tuned on val for ce_wd), FR 0.01 as the code, "
+            f"ltzoo's CPU scaling: the CE fmnist recipe's stage ({FMNIST_EPOCHS} epochs, its batch, lr and warmup) "
+            f"with explicit weight decay {FMNIST_WEIGHT_DECAY} (tuned on val for ce_wd), FR 0.01 as the code, "
             "fixed ETF, multiplicative LA with tau chosen on val."
         ),
     )
