@@ -57,6 +57,9 @@ def test_zoo_names_and_fmnist_budget() -> None:
     fm = get_entry("iccl_resnet32.fmnist_lt").recipe()
     ce = get_entry("ce_resnet32.fmnist_lt").recipe()
     assert sum(s.epochs for s in fm.stages) == sum(s.epochs for s in ce.stages)
+    # Same batch and optimiser as CE in the stage that learns the representation.
+    for field in ("batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "sampler"):
+        assert getattr(fm.stages[0], field) == getattr(ce.stages[0], field), field
     assert [s.name for s in fm.stages] == ["representation", "classifier"]
     stage2 = fm.stages[1]
     assert (stage2.sampler, stage2.train) == ("class_balanced", "head")

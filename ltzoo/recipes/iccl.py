@@ -23,7 +23,7 @@ from typing import Any
 import ltzoo.methods.iccl  # noqa: F401  (registers the "iccl" method)
 from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS, ce_fmnist_lt
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
@@ -55,19 +55,23 @@ def _classifier_stage(epochs: int, batch_size: int, lr: float, weight_decay: flo
 
 
 def iccl_fmnist_lt() -> Recipe:
-    # The CE fmnist_lt budget (FMNIST_EPOCHS at FMNIST_BATCH), split 25 + 5 between the two stages.
+    # The CE fmnist_lt budget and optimiser (FMNIST_EPOCHS at FMNIST_BATCH, CE's lr / wd / warmup), split
+    # between the two stages, so the ablation compares methods at one budget.
+    ce = ce_fmnist_lt().stages[0]
+    representation_epochs = FMNIST_EPOCHS - FMNIST_STAGE2_EPOCHS
     return Recipe(
         method="iccl",
         arch="resnet32",
         dataset="fmnist_lt",
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_EPOCHS - FMNIST_STAGE2_EPOCHS,
-                        batch_size=FMNIST_BATCH, lr=0.1, weight_decay=5e-4, warmup_epochs=2),
-            _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=0.1, weight_decay=5e-4),
+            StageConfig(name=REPRESENTATION_STAGE, epochs=representation_epochs, batch_size=FMNIST_BATCH, lr=ce.lr,
+                        weight_decay=ce.weight_decay, warmup_epochs=ce.warmup_epochs, schedule=ce.schedule),
+            _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
         ],
         method_args=_method_args(),
-        notes=COMMON_NOTES + " fmnist_lt: ltzoo's CPU-scale budget, the CE recipe's 30 epochs at batch 128 "
-        "split 25 (representation, cosine, 2 warmup epochs) + 5 (classifier, cosine).",
+        notes=COMMON_NOTES + f" fmnist_lt: ltzoo's CPU-scale budget, the CE recipe's {FMNIST_EPOCHS} epochs at "
+        f"batch {FMNIST_BATCH} (lr {ce.lr}, wd {ce.weight_decay}) split {representation_epochs} (representation, "
+        f"{ce.schedule}, {ce.warmup_epochs} warmup epochs) + {FMNIST_STAGE2_EPOCHS} (classifier, cosine).",
     )
 
 
