@@ -73,20 +73,46 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
     return results_dir / f"{name}.json"
 
 
+def find_finished_run(name: str, recipe_dict: dict[str, Any], search_root: Path = ROOT / "runs") -> Path | None:
+    """A finished run anywhere under ``search_root`` with this name and exactly this recipe (seed and epochs
+    included) and no step caps: benchmarks that share an arm (CE is in every ablation) train it once."""
+    wanted = json.loads(json.dumps(recipe_dict))
+    for config_path in sorted(search_root.glob("**/config.json")):
+        run = config_path.parent
+        if not (run / "metrics.json").is_file() or not (run / "model.safetensors").is_file():
+            continue
+        try:
+            lt = json.loads(config_path.read_text()).get("ltzoo", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        limits = lt.get("training_limits") or {}
+        if lt.get("name") == name and lt.get("recipe") == wanted and not any(limits.values()):
+            return run
+    return None
+
+
 def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, epochs: int | None = None,
                  steps_per_epoch: int | None = None, **options: Any) -> dict[str, Any]:
-    """Train zoo entry ``name`` (or ``recipe``) at ``seed`` under ``work_dir``, reusing a finished run and
-    resuming an interrupted one; returns its metrics.json."""
+    """Train zoo entry ``name`` (or ``recipe``) at ``seed`` under ``work_dir``. A finished run of the same
+    recipe anywhere under runs/ is reused and an interrupted one resumed; returns its metrics, with the
+    run directory under ``"run_dir"``."""
+    from ltzoo.engine.schedule import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.registry import get_entry
 
+    recipe = (recipe if recipe is not None else get_entry(name).recipe()).replace(seed=seed)
+    if epochs is not None:
+        recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
+    if steps_per_epoch is None:
+        found = find_finished_run(name, recipe.to_dict())
+        if found is not None:
+            return {**json.loads((found / "metrics.json").read_text()), "run_dir": str(found)}
     out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
-    metrics_file = out / "metrics.json"
-    if metrics_file.is_file():
-        return json.loads(metrics_file.read_text())
-    recipe = recipe if recipe is not None else get_entry(name).recipe()
-    return train(recipe, out, name=name, seed=seed, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                 resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
+    if (out / "metrics.json").is_file():
+        return {**json.loads((out / "metrics.json").read_text()), "run_dir": str(out)}
+    metrics = train(recipe, out, name=name, steps_per_epoch=steps_per_epoch,
+                    resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
+    return {**metrics, "run_dir": str(out)}
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

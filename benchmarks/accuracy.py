@@ -1,0 +1,160 @@
+"""Accuracy of every method's fmnist_lt recipe over seeds, against a balanced upper bound.
+
+Every ``*.fmnist_lt`` zoo entry is trained with its own recipe (all recipes spend the CE recipe's
+epoch budget) for each seed; the table gives all/many/medium/few top-1 (%) on the test split as
+mean ± std, and the gap closed towards an upper bound: CE trained on a *balanced* Fashion-MNIST
+subset of the same size (2,478 images), same val and test, same budget:
+
+    gap closed = (method − CE) / (upper bound − CE)   on overall top-1
+
+A plot shows per-class test accuracy against training count (log axis) for all methods.
+
+    .venv/bin/python benchmarks/accuracy.py            # 3 seeds, full budget (about an hour on 2 idle cores)
+    .venv/bin/python benchmarks/accuracy.py --quick    # 1 seed, 1 epoch of 3 steps per stage
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common import RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
+
+GROUPS = ("all", "many", "medium", "few")
+UPPER_BOUND = "ce_resnet32.fmnist_balanced"
+
+
+def balanced_fmnist(data_root: str | None = None) -> Any:
+    """Fashion-MNIST with a balanced training subset of fmnist_lt's size; fmnist_lt's val and test."""
+    from ltzoo.data import LTDataset, TensorImageDataset, build_dataset
+    from ltzoo.data.datasets import index_sha256
+    from ltzoo.data.fmnist import SPLIT_SEED, locate_fashion_mnist
+    from ltzoo.data.idx import read_idx
+
+    import torch
+
+    lt = build_dataset("fmnist_lt", data_root)
+    files = locate_fashion_mnist(data_root)
+    images = torch.from_numpy(read_idx(files["train_images"]).copy()).unsqueeze(1)
+    labels = read_idx(files["train_labels"]).astype(np.int64)
+    val_bytes = {bytes(img.numpy()) for img in lt.val.images}
+    size, classes = len(lt.train), lt.num_classes
+    per_class = [size // classes + (1 if c < size % classes else 0) for c in range(classes)]
+    rng = np.random.RandomState(SPLIT_SEED)
+    chosen: list[int] = []
+    for cls, n in enumerate(per_class):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        chosen += [i for i in idx.tolist() if bytes(images[i].numpy()) not in val_bytes][:n]
+    chosen.sort()
+    balanced = LTDataset(
+        name="fmnist_balanced",
+        train=TensorImageDataset(images[chosen], labels[chosen].tolist()),
+        val=lt.val,
+        test=lt.test,
+        label_names=lt.label_names,
+        info=lt.info,
+        index_sha256=index_sha256({"dataset": "fmnist_balanced", "train": chosen}),
+        source={"note": "balanced upper bound for the accuracy benchmark; fmnist_lt's val and test"},
+    )
+    # Score the upper bound on fmnist_lt's many/medium/few classes, so the columns compare like with like.
+    balanced.shots = lt.shots
+    return balanced
+
+
+def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, row in rows.items():
+        per_class = np.nanmean(np.array(row["per_class"], dtype=float), axis=0)
+        style = "--" if name == UPPER_BOUND else "-"
+        ax.plot(counts, per_class, style, marker="o", markersize=3, label=name.split(".")[0])
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("test top-1 of the class (%)")
+    ax.set_title("fmnist_lt: per-class accuracy vs training count (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncols=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch of 3 steps per stage (plumbing check)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="*", help="zoo names to run (default: every *.fmnist_lt entry)")
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
+    args = parser.parse_args(argv)
+
+    import ltzoo
+
+    names = args.only or ltzoo.list_models("*.fmnist_lt")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    limits: dict[str, Any] = {"steps_per_epoch": 3} if args.quick else {}
+    work_dir = args.work_dir / ("quick" if args.quick else "full")
+    rows: dict[str, dict[str, Any]] = {}
+    started = time.time()
+    balanced = balanced_fmnist()
+    for name in [*names, UPPER_BOUND]:
+        rows[name] = {"test": [], "val": [], "per_class": [], "train_time_s": []}
+        for seed in seeds:
+            if name == UPPER_BOUND:
+                recipe = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe()
+                epochs = len(recipe.stages) if args.quick else None
+                metrics = train_seeded(name, seed, work_dir, recipe=recipe, data=balanced, epochs=epochs, **limits)
+            else:
+                epochs = len(ltzoo.get_entry(name).recipe().stages) if args.quick else None
+                metrics = train_seeded(name, seed, work_dir, epochs=epochs, **limits)
+            rows[name]["test"].append({g: metrics["test"][g] for g in GROUPS})
+            rows[name]["val"].append({g: metrics["val"][g] for g in GROUPS})
+            rows[name]["per_class"].append(metrics["test"]["per_class"])
+            rows[name]["train_time_s"].append(metrics["train_time_s"])
+    elapsed = time.time() - started
+
+    ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"])
+    ub_all, _ = mean_std(r["all"] for r in rows[UPPER_BOUND]["test"])
+    table_rows = []
+    for name, row in rows.items():
+        mean_all, _ = mean_std(r["all"] for r in row["test"])
+        closed = None
+        if name not in ("ce_resnet32.fmnist_lt", UPPER_BOUND) and ub_all is not None and ce_all is not None and ub_all != ce_all:
+            closed = 100 * (mean_all - ce_all) / (ub_all - ce_all)
+        row["gap_closed_pct"] = closed
+        table_rows.append([name.split(".")[0] + (" (balanced upper bound)" if name == UPPER_BOUND else ""),
+                           *[fmt_mean_std(r[g] for r in row["test"]) for g in GROUPS],
+                           "-" if closed is None else f"{closed:.1f} %",
+                           f"{mean_std(row['train_time_s'])[0] / 60:.1f}"])
+    from ltzoo.data import build_dataset
+
+    counts = build_dataset("fmnist_lt").class_counts
+    plot = RESULTS_DIR / "accuracy_per_class.png"
+    per_class_plot(rows, counts, plot)
+    header = ["method", *[f"{g} (test %)" for g in GROUPS], "gap closed to upper bound", "train min/seed"]
+    md = (
+        f"## Accuracy on fmnist_lt ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}, mean ± std, "
+        f"{'quick smoke budget' if args.quick else 'each recipe at the shared CE budget'})\n\n"
+        + markdown_table(header, table_rows)
+        + f"\n\nUpper bound: CE on a balanced Fashion-MNIST subset of the same size (2,478 images), same val/test and budget. "
+        f"Gap closed = (method − CE) / (upper bound − CE) on overall top-1. Models selected on val. "
+        f"Wall time of the whole benchmark: {elapsed / 60:.1f} min (finished runs under runs/ are reused).\n\n"
+        f"![per-class accuracy]({plot.name})\n"
+    )
+    report = {"quick": args.quick, "seeds": seeds, "elapsed_s": elapsed, "class_counts": counts, "rows": rows}
+    write_results("accuracy", report, md)
+    print(md)
+    return report
+
+
+if __name__ == "__main__":
+    main()
