@@ -18,12 +18,12 @@ SPLIT_FILES = {
 }
 
 
-def read_split_file(path: Path, num_classes: int | None = None) -> tuple[list[str], list[int]]:
-    """Parse ``relative/path label`` lines; errors name the file and line."""
+def read_split_lines(path: Path, num_classes: int | None = None) -> list[tuple[int, str, int]]:
+    """``(line number, relative path, label)`` of each non-blank ``relative/path label`` line;
+    errors name the file and line."""
     if not path.is_file():
         raise DataNotFoundError(f"split file {path} not found")
-    paths: list[str] = []
-    labels: list[int] = []
+    entries: list[tuple[int, str, int]] = []
     for line_no, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -35,10 +35,16 @@ def read_split_file(path: Path, num_classes: int | None = None) -> tuple[list[st
         except ValueError:
             raise BadDataError(f"{path}:{line_no}: label {parts[1]!r} is not an integer") from None
         if label < 0 or (num_classes is not None and label >= num_classes):
-            raise BadDataError(f"{path}:{line_no}: label {label} is outside [0, {num_classes})")
-        paths.append(parts[0])
-        labels.append(label)
-    return paths, labels
+            valid = "labels must be >= 0" if num_classes is None else f"labels must be in [0, {num_classes})"
+            raise BadDataError(f"{path}:{line_no}: label {label} is out of range ({valid})")
+        entries.append((line_no, parts[0], label))
+    return entries
+
+
+def read_split_file(path: Path, num_classes: int | None = None) -> tuple[list[str], list[int]]:
+    """Parse ``relative/path label`` lines; errors name the file and line."""
+    entries = read_split_lines(path, num_classes)
+    return [p for _, p, _ in entries], [y for _, _, y in entries]
 
 
 def build_split_file_dataset(name: str, root: str | os.PathLike[str] | None) -> LTDataset:
