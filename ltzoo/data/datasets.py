@@ -34,6 +34,22 @@ class TensorImageDataset(Dataset):
         return self.images[index], self.targets[index]
 
 
+# Modes whose pixels are not 8-bit: PIL's convert() clips them at 255 (a 16-bit scan turns white),
+# so they are rescaled to 8 bit first.
+_HIGH_BIT_DEPTH_SCALE = {"I;16": 257.0, "I;16L": 257.0, "I;16B": 257.0, "I;16N": 257.0, "I": 257.0, "F": 1.0}
+
+
+def convert_image(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in ``mode`` ("RGB" or "L"); 16-bit integer images are scaled by 1/257, float ones clipped to [0, 255]."""
+    scale = _HIGH_BIT_DEPTH_SCALE.get(image.mode)
+    if scale is not None:
+        import numpy as np
+
+        pixels = np.clip(np.asarray(image, dtype=np.float64) / scale, 0, 255).round().astype(np.uint8)
+        image = Image.fromarray(pixels)  # 2-D uint8: mode "L"
+    return image.convert(mode)
+
+
 class FileImageDataset(Dataset):
     """Images read from files (``root / relative_path``) as PIL images in RGB or L mode."""
 
@@ -50,7 +66,7 @@ class FileImageDataset(Dataset):
         path = self.root / self.paths[index]
         try:
             with Image.open(path) as image:
-                return image.convert(self.mode), self.targets[index]
+                return convert_image(image, self.mode), self.targets[index]
         except (OSError, ValueError) as exc:
             raise BadDataError(f"cannot read image {path}: {exc}") from exc
 
