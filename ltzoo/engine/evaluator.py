@@ -49,6 +49,8 @@ def predict(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], A
     for images, labels in tqdm(loader, desc=desc, leave=False, disable=None):
         logits.append(predictor(np.ascontiguousarray(images.numpy(), dtype=np.float32)))
         targets.append(labels.numpy())
+    if not logits:  # an empty split (own data without a test split): no predictions, no accuracy
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(logits), np.concatenate(targets)
 
 
@@ -79,7 +81,8 @@ def accuracy_report(predictions: np.ndarray, targets: np.ndarray, num_classes: i
 def evaluate(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], Any], num_classes: int,
              shots: ShotSplit, batch_size: int = 256, desc: str = "eval") -> dict[str, Any]:
     logits, targets = predict(predictor, dataset, transform, batch_size, desc)
-    return accuracy_report(logits.argmax(axis=1), targets, num_classes, shots)
+    predictions = logits.argmax(axis=1) if len(logits) else np.zeros(0, dtype=np.int64)
+    return accuracy_report(predictions, targets, num_classes, shots)
 
 
 def format_table(rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = ("all", "many", "medium", "few")) -> str:
