@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table({f"{config['ltzoo'].get('name', args.model)} ({args.split})": result}))
     print("\nper class (training count -> top-1 %):")
     for cls, (count, acc) in enumerate(zip(data.class_counts, result["per_class"])):
-        print(f"  {cls:3d} {data.label_names[cls][:20]:20s} n={count:6d}  {acc:6.2f}")
+        shown = "     -" if acc is None else f"{acc:6.2f}"  # a class without images in this split
+        print(f"  {cls:3d} {data.label_names[cls][:20]:20s} n={count:6d}  {shown}")
     if analysis is not None:
         from ltzoo.analysis import format_report
 
