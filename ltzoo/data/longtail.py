@@ -45,18 +45,44 @@ class ShotSplit:
         return {"many": self.many_threshold, "few": self.few_threshold, "rule": self.rule}
 
 
+SHOT_RULES = ("absolute", "terciles")
+
+
+def tercile_thresholds(class_counts: Sequence[int]) -> tuple[int, int]:
+    """(many, few) thresholds that put the classes, ranked by count, into thirds (sizes as
+    ``numpy.array_split``: the extra classes go to many, then medium).
+
+    With counts sorted descending s_0 >= s_1 >= ..., many > s_a and few < s_b with a = ceil(C / 3)
+    and b = ceil(2C / 3) - 1; classes tied with a boundary count fall into medium. For small datasets
+    where the absolute rule leaves a group empty (ltzoo's own rule; the OLTR convention is absolute).
+    """
+    if len(class_counts) < 2:
+        raise BadHyperParameterError(f"the terciles rule needs at least 2 classes, got {len(class_counts)}")
+    ranked = sorted((int(n) for n in class_counts), reverse=True)
+    size = len(ranked)
+    return ranked[math.ceil(size / 3)], ranked[math.ceil(2 * size / 3) - 1]
+
+
 def shot_split(
     class_counts: Sequence[int],
     many_threshold: int = DEFAULT_MANY_THRESHOLD,
     few_threshold: int = DEFAULT_FEW_THRESHOLD,
+    rule: str = "absolute",
 ) -> ShotSplit:
-    """Split classes by training count: many (> many_threshold), few (< few_threshold), medium otherwise."""
+    """Split classes by training count: many (> many_threshold), few (< few_threshold), medium otherwise.
+
+    ``rule="terciles"`` ignores the given thresholds and uses :func:`tercile_thresholds`.
+    """
+    if rule not in SHOT_RULES:
+        raise BadHyperParameterError(f"unknown shot rule {rule!r}; use one of {SHOT_RULES}")
+    if rule == "terciles":
+        many_threshold, few_threshold = tercile_thresholds(class_counts)
     if few_threshold > many_threshold:
         raise BadHyperParameterError(f"few threshold {few_threshold} is above many threshold {many_threshold}")
     many = [c for c, n in enumerate(class_counts) if n > many_threshold]
     few = [c for c, n in enumerate(class_counts) if n < few_threshold]
     medium = [c for c, n in enumerate(class_counts) if few_threshold <= n <= many_threshold]
-    return ShotSplit(many, medium, few, many_threshold, few_threshold, "absolute")
+    return ShotSplit(many, medium, few, many_threshold, few_threshold, rule)
 
 
 def imbalance_factor(class_counts: Sequence[int]) -> float:

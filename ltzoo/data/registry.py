@@ -9,6 +9,7 @@ from functools import partial
 from ltzoo.data.cifar import build_cifar_lt
 from ltzoo.data.datasets import LTDataset
 from ltzoo.data.fmnist import build_fmnist_lt
+from ltzoo.data.sources import build_source_dataset, is_source_name
 from ltzoo.data.splitfile import build_split_file_dataset
 from ltzoo.errors import UnknownModelError
 
@@ -27,13 +28,17 @@ _CACHE: dict[tuple[str, str | None], LTDataset] = {}
 
 
 def build_dataset(name: str, root: str | os.PathLike[str] | None = None, cache: bool = True) -> LTDataset:
-    """Build (or reuse, within this process) a long-tailed dataset by name."""
-    if name not in DATASETS:
-        raise UnknownModelError(f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}")
+    """Build (or reuse, within this process) a long-tailed dataset by name: a zoo dataset, or a user
+    source ``imagefolder:PATH`` / ``splits:ROOT`` (see :mod:`ltzoo.data.sources`)."""
+    user_source = is_source_name(name)
+    if not user_source and name not in DATASETS:
+        raise UnknownModelError(
+            f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, or your own as imagefolder:PATH / splits:ROOT"
+        )
     key = (name, None if root is None else str(root))
     if cache and key in _CACHE:
         return _CACHE[key]
-    dataset = DATASETS[name](root)
+    dataset = build_source_dataset(name, root) if user_source else DATASETS[name](root)
     if cache:
         _CACHE[key] = dataset
     return dataset

@@ -20,7 +20,7 @@ class DataInfo:
     input_size: tuple[int, int]  # (H, W) fed to the network
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    augment: str  # augmentation family: "fmnist", "cifar", "imagenet"
+    augment: str  # augmentation family: "fmnist", "cifar", "imagenet", "generic" (user images)
     class_counts: tuple[int, ...] = ()
     train_size: int = 0
     interpolation: str = "bilinear"
