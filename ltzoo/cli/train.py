@@ -1,42 +1,75 @@
-"""``ltzoo train NAME --out DIR``: train a zoo entry's recipe."""
+"""``ltzoo train NAME --out DIR [--data SOURCE] [--init MODEL]``: train a zoo entry's recipe, on its own
+dataset or on yours."""
 
 from __future__ import annotations
 
 import argparse
 
 from ltzoo.engine.evaluator import format_table
-from ltzoo.registry import get_entry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a zoo entry's recipe",
+        help="train a zoo entry's recipe (on its dataset or on your own data)",
         description="Train the recipe of a zoo entry. Writes OUT/model.safetensors, config.json, metrics.json, "
-        "train_log.jsonl and checkpoints/ (one atomic checkpoint per epoch; --resume continues a killed run).",
+        "train_log.jsonl and checkpoints/ (one atomic checkpoint per epoch; --resume continues a killed run). "
+        "With --data, the recipe trains on your own long-tailed data: its epochs, batch, learning rate and "
+        "data-dependent method settings are derived from the data's size (printed at start, stored in config.json; "
+        "each has an option below).",
     )
-    p.add_argument("name", help="zoo name, e.g. ce_resnet32.fmnist_lt")
+    p.add_argument("name", help="zoo name, e.g. ce_resnet32.fmnist_lt or dscl_pbsd_resnet32")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--epochs", type=int, help="total epoch budget, spread over the recipe's stages in proportion")
     p.add_argument("--max-steps", type=int, help="stop each stage after this many optimizer steps (smoke runs)")
     p.add_argument("--steps-per-epoch", type=int, help="cap the optimizer steps of every epoch (smoke runs)")
     p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
-    p.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--data-root", help="zoo dataset location (default: $LTZOO_DATA, then the system copy)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (same command)")
+    p.add_argument("--device", default="cpu",
+                   help="torch device (default: cpu); under torchrun, cuda gives each process its own GPU (NCCL)")
+
+    own = p.add_argument_group("your own data")
+    own.add_argument("--data", metavar="SOURCE",
+                     help="imagefolder:PATH (PATH/train, PATH/val, optionally PATH/test, one folder per class) or "
+                     "splits:ROOT (ROOT/*_train.txt, *_val.txt, *_test.txt with 'relative/path label' lines); an "
+                     "optional classes.txt names the classes; without val, a balanced val is held out from train")
+    own.add_argument("--init", metavar="MODEL",
+                     help="fine-tune: start from this model's backbone (zoo name, run dir, local-dir:PATH or "
+                     "hf-hub:ORG/REPO) with a new head for your classes; recorded in config.json and the card")
+    own.add_argument("--shot-thresholds", metavar="MANY,FEW",
+                     help="many > MANY and few < FEW training images (default 100,20), or 'terciles': classes "
+                     "ranked by count, in thirds (for small data where the default leaves a group empty)")
+    own.add_argument("--skip-bad-images", action="store_true",
+                     help="skip unreadable or corrupt images (counted, reported, stored) instead of failing")
+    own.add_argument("--batch-size", type=int, help="batch size of every stage (default: derived from the data)")
+    own.add_argument("--lr", type=float, help="learning rate of the first stage; later stages keep their ratio")
+    own.add_argument("--queue-size", type=int, help="DSCL recipes: momentum-queue length (default: derived)")
+    own.add_argument("--centroid-momentum", type=float, help="ICCL recipes: class-centroid momentum (default: derived)")
+    own.add_argument("--head-ratio", type=float, help="RSG recipes: fraction of classes that are head (default: derived)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ltzoo.engine.trainer import train
+    from ltzoo.engine import distributed
+    from ltzoo.engine.plan import plan_training, run_plan
+    from ltzoo.recipes.derived import Overrides
 
-    entry = get_entry(args.name)
-    metrics = train(
-        entry.recipe(), args.out, name=entry.name, data_root=args.data_root, resume=args.resume,
-        epochs=args.epochs, max_steps=args.max_steps, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-        device=args.device,
+    plan = plan_training(
+        args.name, data=args.data, data_root=args.data_root, init=args.init, shot_thresholds=args.shot_thresholds,
+        skip_bad_images=args.skip_bad_images,
+        overrides=Overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, queue_size=args.queue_size,
+                            centroid_momentum=args.centroid_momentum, head_ratio=args.head_ratio),
     )
-    print(f"\n{entry.name}: top-1 (%) of the model selected on val (epoch {metrics['selected'].get('epoch')})")
+    # Under torchrun: one process per device, data-parallel; in a single process this does nothing.
+    with distributed.process_group_from_env(args.device) as device:
+        if distributed.is_main_process():
+            print(plan.describe(), flush=True)
+        metrics = run_plan(plan, args.out, resume=args.resume, max_steps=args.max_steps,
+                           steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=str(device))
+        if not distributed.is_main_process():
+            return 0
+    print(f"\n{plan.name}: top-1 (%) of the model selected on val (epoch {metrics['selected'].get('epoch')})")
     print(format_table({"val": metrics["val"], "test": metrics["test"]}))
     print(f"\nsaved to {args.out}; load it with ltzoo.load('local-dir:{args.out}')")
     return 0

@@ -1,0 +1,73 @@
+"""``--init MODEL``: start training from a trained model's backbone, with a new head for the new classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ltzoo.errors import ConfigMismatchError, LtzooError
+from ltzoo.models import LTClassifier
+
+
+@dataclass
+class Parent:
+    """A loaded parent model and what the run records about it (``config.json``'s ``ltzoo.parent``)."""
+
+    model: LTClassifier
+    config: dict[str, Any]
+    source: str
+
+    @property
+    def arch(self) -> str:
+        return str(self.config["architecture"])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.config["model_args"].get("in_chans", 3))
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Input size (H, W), mean and std the backbone was trained with."""
+        cfg = self.config["pretrained_cfg"]
+        return {"input_size": tuple(int(v) for v in cfg["input_size"][1:]), "mean": tuple(cfg["mean"]),
+                "std": tuple(cfg["std"])}
+
+    def record(self) -> dict[str, Any]:
+        lt = self.config.get("ltzoo", {})
+        return {
+            "source": self.source,
+            "name": lt.get("name"),
+            "dataset": lt.get("dataset"),
+            "arch": self.arch,
+            "num_classes": int(self.config["num_classes"]),
+            "weights_sha256": lt.get("weights_sha256"),
+            "kept": "backbone (the classifier head was re-initialised for the new classes)",
+        }
+
+
+def load_parent(source: str) -> Parent:
+    """Load ``source`` (anything ``ltzoo.load`` accepts) with its config."""
+    import ltzoo
+
+    model, config = ltzoo.load(source, with_config=True)
+    if not config:
+        raise LtzooError(f"--init {source!r} gave a model without a config; use a trained run, a published zoo model or hf-hub:ORG/REPO")
+    return Parent(model, config, str(source))
+
+
+def init_from_parent(parent: Parent, arch: str, num_classes: int, in_chans: int, head: dict[str, Any]) -> LTClassifier:
+    """The parent's model with its backbone kept and a freshly initialised ``head`` for ``num_classes``."""
+    if parent.arch != arch:
+        raise ConfigMismatchError(
+            f"--init {parent.source} is a {parent.arch}, but the recipe trains a {arch}; choose a recipe of the same "
+            f"architecture (e.g. `ltzoo list '*_{parent.arch}*'`)"
+        )
+    if parent.in_chans != in_chans:
+        raise ConfigMismatchError(
+            f"--init {parent.source} takes {parent.in_chans}-channel images but the data gives {in_chans}; its backbone "
+            "cannot be reused on this data"
+        )
+    model = parent.model
+    model.reset_classifier(num_classes, head=dict(head))
+    model.train()
+    return model

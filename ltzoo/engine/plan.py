@@ -1,0 +1,123 @@
+"""What ``ltzoo train`` hands the trainer: a recipe, an :class:`~ltzoo.data.LTDataset` and optionally an
+initial model. One path for a zoo dataset and for the user's own data (``--data``), with or without
+``--init``; only the user's data gets recipe knobs derived from its size (:mod:`ltzoo.recipes.derived`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ltzoo.data import LTDataset, build_dataset
+from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
+from ltzoo.engine.finetune import Parent, init_from_parent, load_parent
+from ltzoo.errors import BadHyperParameterError
+from ltzoo.models import LTClassifier
+from ltzoo.recipes.base import Recipe
+from ltzoo.recipes.derived import Overrides, derive_recipe, format_derived
+from ltzoo.registry import get_entry
+
+# The network input side per architecture on user data: the CIFAR ResNet-32 at CIFAR's 32 px, the
+# ImageNet ResNets at 224 px. With --init, the parent's input size wins.
+ARCH_INPUT_SIZE = {"resnet32": (32, 32)}
+IMAGENET_INPUT_SIZE = (224, 224)
+
+
+@dataclass
+class TrainingPlan:
+    name: str
+    recipe: Recipe
+    data: LTDataset
+    model: LTClassifier | None = None
+    extra_config: dict[str, Any] = field(default_factory=dict)
+    derived: dict[str, Any] | None = None
+    epochs: int | None = None  # zoo data only: the trainer's --epochs rescaling (own data: already in the recipe)
+
+    def describe(self) -> str:
+        lines = [f"training {self.name} on {self.data.name}"]
+        if self.extra_config.get("parent"):
+            lines.append(f"initialised from {self.extra_config['parent']['source']} (backbone kept, new head)")
+        if self.derived:
+            lines.append(format_derived(self.derived))
+        return "\n".join(lines)
+
+
+def input_size_for(arch: str) -> tuple[int, int]:
+    return ARCH_INPUT_SIZE.get(arch, IMAGENET_INPUT_SIZE)
+
+
+def _source_spec(data: str, arch: str, parent: Parent | None, shot_thresholds: str | None, skip_bad: bool) -> SourceSpec:
+    spec = SourceSpec.parse(data)
+    changes: dict[str, Any] = {"input_size": input_size_for(arch)}
+    if parent is not None:
+        # The backbone keeps seeing what it was trained on: its channel count, input size and normalisation.
+        changes.update(in_chans=parent.in_chans, **parent.preprocessing)
+    if shot_thresholds is not None:
+        changes["shots"] = parse_shot_thresholds(shot_thresholds)
+    if skip_bad:
+        changes["skip_bad"] = True
+    spec = dataclasses.replace(spec, **changes)
+    spec.validate()
+    return spec
+
+
+def plan_training(
+    zoo_name: str,
+    *,
+    data: str | None = None,
+    data_root: str | None = None,
+    init: str | None = None,
+    shot_thresholds: str | None = None,
+    skip_bad_images: bool = False,
+    overrides: Overrides | None = None,
+) -> TrainingPlan:
+    """Resolve a ``ltzoo train`` command into a :class:`TrainingPlan`.
+
+    ``data`` is a user source (``imagefolder:PATH`` / ``splits:ROOT``); without it the zoo entry's own
+    dataset is used (from ``data_root``), and only ``overrides.epochs`` applies.
+    """
+    entry = get_entry(zoo_name)
+    recipe = entry.recipe()
+    overrides = overrides or Overrides()
+    parent = load_parent(init) if init else None
+    if data is None:
+        own_data_only = {"--shot-thresholds": shot_thresholds, "--skip-bad-images": skip_bad_images or None,
+                         **{f"--{k.replace('_', '-')}": getattr(overrides, k) for k in
+                            ("batch_size", "lr", "queue_size", "centroid_momentum", "head_ratio")}}
+        given = [option for option, value in own_data_only.items() if value is not None]
+        if given:
+            raise BadHyperParameterError(
+                f"{', '.join(given)} apply to your own data (--data imagefolder:PATH or splits:ROOT); "
+                f"{entry.name} keeps its published settings (only --epochs rescales it)"
+            )
+        dataset = build_dataset(recipe.dataset, data_root)
+        name, derived, epochs = entry.name, None, overrides.epochs
+    else:
+        if data_root is not None:
+            raise BadHyperParameterError("--data-root is for zoo datasets; with --data the source names the path")
+        spec = _source_spec(data, recipe.arch, parent, shot_thresholds, skip_bad_images)
+        dataset = build_dataset(spec.name)
+        recipe, derived = derive_recipe(
+            recipe.replace(dataset=dataset.name), len(dataset.train), dataset.num_classes,  # type: ignore[arg-type]
+            finetune=parent is not None, overrides=overrides,
+        )
+        name, epochs = f"{entry.base_name}.{spec.display_name}", None
+
+    extra: dict[str, Any] = {"zoo_recipe": entry.name}
+    if derived is not None:
+        extra["derived"] = derived
+    model = None
+    if parent is not None:
+        model = init_from_parent(parent, recipe.arch, dataset.num_classes, dataset.info.in_chans, recipe.head)
+        extra["parent"] = parent.record()
+    return TrainingPlan(name, recipe, dataset, model, extra, derived, epochs)
+
+
+def run_plan(plan: TrainingPlan, out_dir: str, **trainer_options: Any) -> dict[str, Any]:
+    """Train a plan with :class:`~ltzoo.engine.trainer.Trainer` (options: resume, max_steps, steps_per_epoch,
+    seed, device)."""
+    from ltzoo.engine.trainer import train
+
+    return train(plan.recipe, out_dir, name=plan.name, data=plan.data, model=plan.model,
+                 extra_config=plan.extra_config, epochs=plan.epochs, **trainer_options)
