@@ -71,10 +71,18 @@ def _source_dataset(dataset: str) -> str:
     return SOURCE_DATASETS.get(dataset, dataset)
 
 
+def _dataset_label(lt: dict[str, Any]) -> tuple[str, bool]:
+    """(name shown on the card, whether it is the user's own data): a user source shows its folder name."""
+    from ltzoo.data.sources import display_name, is_source_name
+
+    dataset = lt.get("dataset", "unknown")
+    return (display_name(dataset), True) if is_source_name(dataset) else (dataset, False)
+
+
 def build_card_data(config: dict[str, Any], metrics: dict[str, Any], repo_id: str) -> ModelCardData:
     """YAML front matter: library, pipeline, license, datasets, tags, and a model-index of top-1 per split/group."""
     lt = config[layout.LTZOO_BLOCK]
-    dataset = lt.get("dataset", "unknown")
+    dataset, own_data = _dataset_label(lt)
     name = lt.get("name") or repo_id.split("/")[-1]
     eval_results = [
         EvalResult(
@@ -99,7 +107,7 @@ def build_card_data(config: dict[str, Any], metrics: dict[str, Any], repo_id: st
         library_name="ltzoo",
         pipeline_tag="image-classification",
         license=config.get("pretrained_cfg", {}).get("license") or lt.get("license") or "apache-2.0",
-        datasets=[_source_dataset(dataset)],
+        datasets=None if own_data else [_source_dataset(dataset)],  # the user's own data is no Hub dataset
         tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t],
         metrics=["accuracy"],
         eval_results=eval_results,
@@ -182,6 +190,17 @@ def _reproduce_line(name: str, recipe: dict[str, Any]) -> str:
     )
 
 
+def _parent_line(parent: dict[str, Any]) -> str:
+    """Where a fine-tuned run's backbone came from (``ltzoo train --init``), or ""."""
+    if not parent:
+        return ""
+    origin = f"`{parent.get('source')}`"
+    if parent.get("name") and parent.get("name") != parent.get("source"):
+        origin += f" ({parent['name']}, trained on `{_dataset_label(parent)[0]}`, {parent.get('num_classes')} classes)"
+    sha = parent.get("weights_sha256")
+    return origin + (f", weights sha256 `{sha}`" if sha else "")
+
+
 def _export_notes(report: dict[str, Any]) -> list[str]:
     """One line each: how the graphs were made, what the accuracy gate allowed, how int8 was calibrated."""
     notes = []
@@ -226,21 +245,28 @@ def render_card(
     shot = lt.get("shot_split") or {}
     groups = class_groups(shot, len(counts))
     name = lt.get("name") or repo_id.split("/")[-1]
-    dataset = lt.get("dataset", "unknown")
+    dataset, own_data = _dataset_label(lt)
+    parent = lt.get("parent") or {}
+    imbalance = "-" if lt.get("imbalance_factor") is None else f"{float(lt['imbalance_factor']):g}"
+    facts = f"{len(counts)} classes, imbalance factor {imbalance}"
+    if own_data:
+        layout_kind = (lt.get("source") or {}).get("kind", "own")
+        trained_on = f"the author's own long-tailed dataset `{dataset}` ({layout_kind} layout, {facts})"
+    else:
+        trained_on = f"the long-tailed `{dataset}` training set ({facts})"
     results = [{"split": s, **{g: _fmt(metrics[s].get(g)) for g in GROUPS}} for s in SPLITS]
     export_rows, export_splits = _export_rows(export_report) if export_report else ([], [])
     onnx_files = list(onnx_files or [])
     onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
     onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
-    imbalance = "-" if lt.get("imbalance_factor") is None else f"{float(lt['imbalance_factor']):g}"
     return ModelCard.from_template(
         build_card_data(config, metrics, repo_id),
         template_path=str(cards_dir / TEMPLATE),
         title=name,
         summary=(
-            f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on the long-tailed "
-            f"`{dataset}` training set ({len(counts)} classes, imbalance factor {imbalance}), published by "
-            "ltzoo with its recipe, class counts and many/medium/few results."
+            f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on {trained_on}"
+            + (f", fine-tuned from `{parent.get('name') or parent.get('source')}`" if parent else "")
+            + ", published by ltzoo with its recipe, class counts and many/medium/few results."
         ),
         results=results,
         shot_rule=_shot_rule(shot),
@@ -254,6 +280,8 @@ def render_card(
         arch=lt.get("arch") or config.get("architecture"),
         num_params=f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",
         dataset=dataset,
+        own_data=own_data,
+        parent=_parent_line(parent),
         num_classes=config.get("num_classes", len(counts)),
         imbalance_factor=imbalance,
         index_sha256=lt.get("index_sha256", "-"),
