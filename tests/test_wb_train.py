@@ -200,7 +200,3 @@ def test_eval_analysis_prints_and_plots_fisher_ratio_and_norms(onestage_run, sma
     counts = np.array(small_fmnist.class_counts, dtype=np.float64)
     np.testing.assert_allclose(analysis["weight_norms"], (counts / counts.sum()) ** -tau, rtol=1e-5)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    assert main(["eval", str(out), "--split", "val", "--analysis", "--plot", str(plot)]) == 0
-    text = capsys.readouterr().out
-    assert "Fisher discriminant ratio" in text and "weight norm" in text and f"plot: {plot}" in text
