@@ -140,7 +140,8 @@ def test_a_class_without_training_images_is_not_renumbered(splits):
 def test_duplicate_path_across_split_files(splits):
     with (splits / "mine_val.txt").open("a") as handle:
         handle.write("images/train/c1_0.png 1\n")
-    with pytest.raises(BadDataError, match=r"c1_0.png is listed in both train and val \(.*mine_train.txt:6 and .*mine_val.txt:4\)"):
+    message = r"c1_0.png is listed in both train and val \(.*mine_train.txt:6 and .*mine_val.txt:4\)"
+    with pytest.raises(BadDataError, match=message):
         build(f"splits:{splits}")
 
 
@@ -175,7 +176,8 @@ def test_skipping_may_not_empty_a_class(folder):
 
 # ----- the command line -------------------------------------------------------------------------------
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, folder, capsys):
-    assert ltzoo_main(["train", "ce_resnet32", "--data", f"imagefolder:{tmp_path / 'none'}", "--out", str(tmp_path / "o")]) == 2
+    out = str(tmp_path / "o")
+    assert ltzoo_main(["train", "ce_resnet32", "--data", f"imagefolder:{tmp_path / 'none'}", "--out", out]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert ltzoo_main(["train", "ce_resnet32.fmnist_lt", "--batch-size", "4", "--out", str(tmp_path / "o")]) == 2
     assert "--batch-size apply to your own data" in capsys.readouterr().err

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     own.add_argument("--lr", type=float, help="learning rate of the first stage; later stages keep their ratio")
     own.add_argument("--queue-size", type=int, help="DSCL recipes: momentum-queue length (default: derived)")
     own.add_argument("--centroid-momentum", type=float, help="ICCL recipes: class-centroid momentum (default: derived)")
-    own.add_argument("--head-ratio", type=float, help="RSG recipes: fraction of classes that are head (default: derived)")
+    own.add_argument("--head-ratio", type=float,
+                     help="RSG recipes: fraction of classes that are head (default: derived)")
     p.set_defaults(func=run)
 
 

@@ -62,8 +62,8 @@ def scan_images(root: Path, items: dict[str, list[Item]], skip_bad: bool) -> Sca
                 error = f"{type(exc).__name__}: {exc}"
                 if not skip_bad:
                     raise BadDataError(
-                        f"cannot read image {root / item.path} ({item.where}): {error}. Fix or delete the file, or pass "
-                        "--skip-bad-images to skip unreadable images (they are counted and reported)"
+                        f"cannot read image {root / item.path} ({item.where}): {error}. Fix or delete the file, "
+                        "or pass --skip-bad-images to skip unreadable images (they are counted and reported)"
                     ) from exc
                 result.skipped.append((split, item.where, error))
                 continue

@@ -59,13 +59,18 @@ def read_classes_file(path: Path) -> list[str]:
     for line_no, line in enumerate(lines, start=1):
         name = line.strip()
         if not name:
-            raise BadDataError(f"{path}:{line_no}: empty class name (line i names class i, so a blank line would shift every later class)")
+            raise BadDataError(
+                f"{path}:{line_no}: empty class name (line i names class i, so a blank line would shift every "
+                "later class)"
+            )
         if name in first_line:
             raise BadDataError(f"{path}:{line_no}: class {name!r} is already named on line {first_line[name]}")
         first_line[name] = line_no
         names.append(name)
     if not names:
-        raise BadDataError(f"{path} names no class; write one class name per line, or delete it to use the folder names")
+        raise BadDataError(
+            f"{path} names no class; write one class name per line, or delete it to use the folder names"
+        )
     return names
 
 
@@ -156,18 +161,22 @@ def read_imagefolder(root: Path) -> LayoutIndex:
 def _find_split_file(root: Path, split: str) -> Path | None:
     found = sorted(root.glob(f"*_{split}.txt"))
     if len(found) > 1:
-        raise BadDataError(f"{root} has several {split} split files {[p.name for p in found]}; keep exactly one *_{split}.txt")
+        raise BadDataError(
+            f"{root} has several {split} split files {[p.name for p in found]}; keep exactly one *_{split}.txt"
+        )
     return found[0] if found else None
 
 
 def read_split_files(root: Path) -> LayoutIndex:
     if not root.is_dir():
-        raise DataNotFoundError(f"splits root {root} does not exist; it needs *_train.txt, *_val.txt (optionally *_test.txt)")
+        raise DataNotFoundError(
+            f"splits root {root} does not exist; it needs *_train.txt, *_val.txt (optionally *_test.txt)"
+        )
     files = {split: _find_split_file(root, split) for split in SPLITS}
     if files["train"] is None:
         raise DataNotFoundError(
-            f"no *_train.txt in {root}; a splits root holds NAME_train.txt, NAME_val.txt (optionally NAME_test.txt) with "
-            "'relative/path label' lines, paths relative to the root"
+            f"no *_train.txt in {root}; a splits root holds NAME_train.txt, NAME_val.txt (optionally "
+            "NAME_test.txt) with 'relative/path label' lines, paths relative to the root"
         )
     classes_path = root / CLASSES_FILE
     names = read_classes_file(classes_path) if classes_path.is_file() else None
@@ -187,8 +196,9 @@ def read_split_files(root: Path) -> LayoutIndex:
             )
         top_line = next(n for n, _, label in lines["train"] if label == num_classes - 1)
         raise BadDataError(
-            f"{train_file}:{top_line}: label {num_classes - 1} implies classes 0..{num_classes - 1}, but classes {empty} "
-            "have no training image; labels must be 0..C-1 with every class in train (add a classes.txt to name them)"
+            f"{train_file}:{top_line}: label {num_classes - 1} implies classes 0..{num_classes - 1}, but classes "
+            f"{empty} have no training image; labels must be 0..C-1 with every class in train (add a classes.txt "
+            "to name them)"
         )
     for split in ("val", "test"):
         for line_no, _, label in lines.get(split, []):

@@ -33,7 +33,8 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, cache: 
     user_source = is_source_name(name)
     if not user_source and name not in DATASETS:
         raise UnknownModelError(
-            f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, or your own as imagefolder:PATH / splits:ROOT"
+            f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, or your own as imagefolder:PATH / "
+            "splits:ROOT"
         )
     key = (name, None if root is None else str(root))
     if cache and key in _CACHE:

@@ -65,7 +65,8 @@ def parse_shot_thresholds(text: str) -> str:
     except ValueError:
         raise BadHyperParameterError(
             f"--shot-thresholds {text!r}: expected MANY,FEW (integers: many > MANY, few < FEW training images; "
-            f"default {DEFAULT_MANY_THRESHOLD},{DEFAULT_FEW_THRESHOLD}) or 'terciles' (classes ranked by count, in thirds)"
+            f"default {DEFAULT_MANY_THRESHOLD},{DEFAULT_FEW_THRESHOLD}) or 'terciles' (classes ranked by count, "
+            "in thirds)"
         ) from None
     if few < 0 or few > many:
         raise BadHyperParameterError(f"--shot-thresholds {text!r}: need 0 <= FEW <= MANY")
@@ -108,7 +109,9 @@ class SourceSpec:
         for pair in filter(None, query.split("&")):
             key, eq, value = pair.partition("=")
             if not eq or key not in OPTION_KEYS:
-                raise BadHyperParameterError(f"data source {text!r}: unknown option {pair!r}; known: {', '.join(OPTION_KEYS)}")
+                raise BadHyperParameterError(
+                    f"data source {text!r}: unknown option {pair!r}; known: {', '.join(OPTION_KEYS)}"
+                )
             options[key] = value
         spec = cls(kind, Path(path_text).expanduser().resolve())
         changes: dict[str, Any] = {}
@@ -116,7 +119,9 @@ class SourceSpec:
             try:
                 height, width = (int(v) for v in options["size"].lower().split("x"))
             except ValueError:
-                raise BadHyperParameterError(f"data source option size={options['size']!r}: expected HxW, e.g. 32x32") from None
+                raise BadHyperParameterError(
+                    f"data source option size={options['size']!r}: expected HxW, e.g. 32x32"
+                ) from None
             changes["input_size"] = (height, width)
         if "chans" in options:
             if options["chans"] not in ("1", "3"):
@@ -242,7 +247,9 @@ def build_source_dataset(source: str | SourceSpec, root: str | os.PathLike[str] 
         std=tuple(spec.std or default_std),
         augment="generic",
     )
-    splits = {s: FileImageDataset(index.root, [i.path for i in items[s]], [i.label for i in items[s]], mode) for s in items}
+    splits = {
+        s: FileImageDataset(index.root, [i.path for i in items[s]], [i.label for i in items[s]], mode) for s in items
+    }
     data = LTDataset(
         name=spec.name,
         train=splits["train"],

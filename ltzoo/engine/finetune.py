@@ -51,7 +51,10 @@ def load_parent(source: str) -> Parent:
 
     model, config = ltzoo.load(source, with_config=True)
     if not config:
-        raise LtzooError(f"--init {source!r} gave a model without a config; use a trained run, a published zoo model or hf-hub:ORG/REPO")
+        raise LtzooError(
+            f"--init {source!r} gave a model without a config; use a trained run, a published zoo model or "
+            "hf-hub:ORG/REPO"
+        )
     return Parent(model, config, str(source))
 
 
@@ -64,8 +67,8 @@ def init_from_parent(parent: Parent, arch: str, num_classes: int, in_chans: int,
         )
     if parent.in_chans != in_chans:
         raise ConfigMismatchError(
-            f"--init {parent.source} takes {parent.in_chans}-channel images but the data gives {in_chans}; its backbone "
-            "cannot be reused on this data"
+            f"--init {parent.source} takes {parent.in_chans}-channel images but the data gives {in_chans}; its "
+            "backbone cannot be reused on this data"
         )
     model = parent.model
     model.reset_classifier(num_classes, head=dict(head))

@@ -47,7 +47,9 @@ def input_size_for(arch: str) -> tuple[int, int]:
     return ARCH_INPUT_SIZE.get(arch, IMAGENET_INPUT_SIZE)
 
 
-def _source_spec(data: str, arch: str, parent: Parent | None, shot_thresholds: str | None, skip_bad: bool) -> SourceSpec:
+def _source_spec(
+    data: str, arch: str, parent: Parent | None, shot_thresholds: str | None, skip_bad: bool
+) -> SourceSpec:
     spec = SourceSpec.parse(data)
     changes: dict[str, Any] = {"input_size": input_size_for(arch)}
     if parent is not None:

@@ -126,8 +126,8 @@ def derive_recipe(
     epochs = derived_epochs(train_size, finetune)
     record["epochs"] = _knob(
         epochs, overrides.epochs,
-        f"{SCRATCH_EPOCHS[1] if not finetune else FINETUNE_EPOCHS[1]} up to {EPOCHS_REFERENCE_IMAGES:,} training images, "
-        f"then falling as 1/N to at least {FINETUNE_EPOCHS[0] if finetune else SCRATCH_EPOCHS[0]}",
+        f"{(FINETUNE_EPOCHS if finetune else SCRATCH_EPOCHS)[1]} up to {EPOCHS_REFERENCE_IMAGES:,} training "
+        f"images, then falling as 1/N to at least {(FINETUNE_EPOCHS if finetune else SCRATCH_EPOCHS)[0]}",
         "--epochs",
     )
     stages = scale_stages(recipe.stages, record["epochs"]["value"])
