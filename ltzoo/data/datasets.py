@@ -40,7 +40,8 @@ _HIGH_BIT_DEPTH_SCALE = {"I;16": 257.0, "I;16L": 257.0, "I;16B": 257.0, "I;16N":
 
 
 def convert_image(image: Image.Image, mode: str) -> Image.Image:
-    """``image`` in ``mode`` ("RGB" or "L"); 16-bit integer images are scaled by 1/257, float ones clipped to [0, 255]."""
+    """``image`` in ``mode`` ("RGB" or "L"); 16-bit integer images are scaled by 1/257, float ones clipped
+    to [0, 255]."""
     scale = _HIGH_BIT_DEPTH_SCALE.get(image.mode)
     if scale is not None:
         import numpy as np
