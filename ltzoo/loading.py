@@ -16,33 +16,44 @@ LOCAL_PREFIX = "local-dir:"
 HUB_PREFIX = "hf-hub:"
 
 
-def resolve_run_dir(source: str | os.PathLike[str]) -> Path:
-    """The local run directory behind a source, downloading from the Hub when needed."""
+def source_kind(source: str | os.PathLike[str]) -> str:
+    """Classify a source as "local-dir", "hf-hub", "run-dir" or "zoo". Like timm, a path- or hub-looking
+    string that is no existing directory is never silently taken for a zoo name."""
     text = str(source)
     if text.startswith(LOCAL_PREFIX):
-        return Path(text[len(LOCAL_PREFIX):]).expanduser()
+        return "local-dir"
     if text.startswith(HUB_PREFIX):
-        from ltzoo.hub.download import download_run
-        from ltzoo.hub.settings import parse_hub_source
-
-        repo_id, revision = parse_hub_source(text)  # a malformed id fails here, naming the expected form
-        return download_run(repo_id, revision)
+        return "hf-hub"
     if Path(text).is_dir():
-        return Path(text)
+        return "run-dir"
     if any(ch in text for ch in "/\\:"):
-        # Like timm: a path- or hub-looking string is never silently taken for a zoo name.
         raise LtzooError(
             f"{text!r} is neither a zoo name nor an existing directory. Use 'local-dir:PATH' for a run "
             "directory or 'hf-hub:ORG/REPO[@REVISION]' for the Hub."
         )
+    return "zoo"
+
+
+def resolve_run_dir(source: str | os.PathLike[str]) -> Path:
+    """The local run directory behind a source, downloading from the Hub when needed."""
+    text, kind = str(source), source_kind(source)
+    if kind == "local-dir":
+        return Path(text[len(LOCAL_PREFIX):]).expanduser()
+    if kind == "run-dir":
+        return Path(text)
+    from ltzoo.hub.download import download_run
+
+    if kind == "hf-hub":
+        from ltzoo.hub.settings import parse_hub_source
+
+        repo_id, revision = parse_hub_source(text)  # a malformed id fails here, naming the expected form
+        return download_run(repo_id, revision)
     entry = get_entry(text)
     if entry.weights is None:
         raise WeightsNotPublishedError(
             f"{entry.name} has no published weights yet; {entry.how_to_train()}. "
             f"ltzoo.load({text!r}, pretrained=False) builds the untrained model."
         )
-    from ltzoo.hub.download import download_run
-
     return download_run(entry.weights.repo_id, entry.weights.revision, expected_sha256=entry.weights.sha256)
 
 
@@ -53,13 +64,14 @@ def load(source: str | os.PathLike[str], pretrained: bool = True, *, with_config
     ``"local-dir:PATH"`` or ``"hf-hub:ORG/REPO[@rev]"``. ``pretrained=False`` with a zoo name builds the
     untrained inference model of that entry. ``with_config=True`` returns ``(model, config)``.
     """
-    text = str(source)
-    is_zoo_name = not (text.startswith((LOCAL_PREFIX, HUB_PREFIX)) or Path(text).is_dir() or any(c in text for c in "/\\:"))
-    if is_zoo_name and not pretrained:
-        model = create_model(text)
+    kind = source_kind(source)
+    if kind == "zoo" and not pretrained:
+        model = create_model(str(source))
         model.eval()
         return (model, {}) if with_config else model
-    model, config = load_run(resolve_run_dir(source))
+    # Hub downloads are hashed against the pinned/recorded sha256 by download_run; hashing them again
+    # costs as much as reading the file, so only local runs are hashed here.
+    model, config = load_run(resolve_run_dir(source), verify_sha256=kind in ("local-dir", "run-dir"))
     return (model, config) if with_config else model
 
 

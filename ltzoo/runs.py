@@ -167,7 +167,8 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         ) from exc
 
 
-def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str,
+                        assign: bool = False) -> None:
     """Strict load with a message that lists what differs (never a silent partial load)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -189,7 +190,7 @@ def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tens
             f"weights in {source} do not match the model in its config.json: {', '.join(parts)}. "
             "The config and weights come from different runs (e.g. wrong num_classes): re-export or re-train."
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tuple[LTClassifier, dict[str, Any]]:
@@ -204,7 +205,14 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
         raise CorruptFileError(
             f"{weights_path} does not match the sha256 recorded in config.json; the file was changed or truncated"
         )
-    model = model_from_config(config)
-    load_weights_strict(model, load_state_dict_file(weights_path), str(weights_path))
+    state_dict = load_state_dict_file(weights_path)
+    # Build on the meta device and adopt the loaded tensors: random initialisation of weights that are
+    # overwritten anyway is most of the cost of building a ResNet-50.
+    with torch.device("meta"):
+        model = model_from_config(config)
+    load_weights_strict(model, state_dict, str(weights_path), assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a non-persistent buffer: build for real
+        model = model_from_config(config)
+        load_weights_strict(model, state_dict, str(weights_path))
     model.eval()
     return model, config
