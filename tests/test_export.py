@@ -222,8 +222,10 @@ def test_metadata_write_read_unit(tmp_path):
 def test_torchscript_exporter_with_baked_logit_adjustment(random_run, resnet32_export, tmp_path):
     """The legacy exporter at opset 17 passes every check, and --logit-adjust shifts logits by -tau log prior."""
     plain_out, _ = resnet32_export
+    (tmp_path / "model_int8.onnx").write_bytes(b"stale file of an earlier export")
     report = export(str(random_run), tmp_path, ExportOptions(exporter="torchscript", opset=17, logit_adjust=0.5))
     assert_every_check_passed(report, {"fp32"})
+    assert not (tmp_path / "model_int8.onnx").exists()  # a fresh export replaces the whole set
     assert report["export"]["exporter"] == "torchscript" and report["logit_adjust"]["tau"] == 0.5
     meta = read_metadata(tmp_path / "model.onnx")
     assert meta["exporter"] == "torchscript" and meta["opset"] == 17 and meta["logit_adjust_tau"] == 0.5

@@ -31,6 +31,7 @@ from ltzoo.export.int8 import (
 )
 from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
 from ltzoo.export.metadata import (
+    REPORT_NAME,
     REPORT_VERSION,
     ModelInfo,
     build_metadata,
@@ -193,6 +194,7 @@ def export(
         log.info("re-checking %s in %s against %s", ", ".join(existing_files), out, info.name)
     else:
         exporter, opset = options.exporter, options.opset
+        _remove_previous_export(out)
         log.info("exporting %s with the %s exporter (opset %d) to %s", info.name, exporter, opset, out)
         exported = export_onnx(reference_model, fp32_path, tuple(info.input_size), opset=opset, exporter=exporter)
         report["export"] = exported.to_dict()
@@ -285,6 +287,15 @@ class _Memo:
         if key not in self.cache:
             self.cache[key] = self.predictor(batch)
         return self.cache[key]
+
+
+def _remove_previous_export(out: Path) -> None:
+    """A fresh export replaces the whole set: a stale int8 file or report would contradict the new one."""
+    for name in (*VARIANT_FILES.values(), REPORT_NAME):
+        for stale in (out / name, out / f"{name}.data"):
+            if stale.exists():
+                log.info("removing %s from a previous export", stale)
+                stale.unlink()
 
 
 def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
