@@ -209,3 +209,10 @@ def test_format_and_plot_report(tmp_path):
     assert "equal across classes" in format_report(etf)
     path = plot_report(report, tmp_path / "sub" / "plot.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heads_build_on_the_meta_device_as_ltzoo_load_does():
+    spec = {"type": "logit_adjusted", "tau": 0.65, "mode": "multiplicative", "base": {"type": "etf", "lift_dim": 16}}
+    with torch.device("meta"):
+        head = build_head(spec, 8, 10)
+    assert head.log_prior.is_meta and head.base.weight.is_meta and head.base.weight.shape == (10, 16)

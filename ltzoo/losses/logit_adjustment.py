@@ -11,6 +11,7 @@ tau = 0 leaves the logits unchanged in both forms.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -22,10 +23,13 @@ MODES = ("multiplicative", "additive")
 
 def log_prior(class_counts: Sequence[int]) -> torch.Tensor:
     """log pi_k = log(n_k / sum n) as float32, shape (K,)."""
-    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
-    if counts.numel() == 0 or (counts <= 0).any():
+    counts = [float(n) for n in class_counts]
+    # Checked on the Python values: heads are also built on the meta device (``ltzoo.load``), where a
+    # tensor has no values to test.
+    if not counts or min(counts) <= 0:
         raise BadHyperParameterError("logit adjustment needs a positive training count for every class")
-    return (counts / counts.sum()).log().float()
+    total = sum(counts)
+    return torch.tensor([math.log(n / total) for n in counts], dtype=torch.float32)
 
 
 def check_mode(mode: str) -> str:
