@@ -3,6 +3,30 @@
 Determinism is what makes resume exact: sampler order comes from (seed, stage, epoch); the global
 torch RNG (augmentation) is saved in every checkpoint, so a killed run resumed from its last
 checkpoint ends where an uninterrupted run with the same seed ends.
+
+Data parallelism (``torchrun --nproc_per_node N -m ltzoo train ...``, see ``ltzoo.engine.distributed``):
+
+- a stage's ``batch_size`` is the *global* batch, as in the papers: each of the N processes loads
+  ``batch_size / N`` images per step from its shard of the sampler, so steps per epoch, learning
+  rate and schedule do not depend on N;
+- the model and the objective (whose training-only modules hold trainable parameters too) are wrapped
+  together in one ``DistributedDataParallel`` module whose forward is the objective's
+  ``training_step``, so DDP averages every gradient the step produced. ``find_unused_parameters``
+  is on because some methods leave parameters out of some steps (RSG's generator before
+  ``epoch_thresh``, its pair classifier after);
+- BatchNorm normalises each process's own micro-batch (SyncBatchNorm runs only on GPUs); DDP
+  broadcasts rank 0's buffers (BN running statistics, queues) at every forward, and rank 0's
+  model and objective state at construction and at every epoch start (after ``on_epoch_start``,
+  which may re-initialise a head from the RNG);
+- each process has its own RNG stream (seed + rank * ``RANK_SEED_STRIDE``; rank 0 keeps the
+  one-process stream) so the processes draw different augmentations; every checkpoint keeps every
+  process's RNG state;
+- the loss is averaged over processes at every step (the logged loss, and a NaN on any process
+  stops every process at the same step); val/test metrics come from a sharded evaluation that gives
+  every process the same numbers, hence the same best epoch;
+- only rank 0 writes files (checkpoints, best weights, train log, the run); the others wait at a
+  barrier at the end. On resume every process reads ``--out``, which must therefore be on a
+  filesystem all nodes share.
 """
 
 from __future__ import annotations
@@ -17,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -25,8 +50,9 @@ from ltzoo.data import LTDataset, build_dataset
 from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.samplers import LongTailSampler
 from ltzoo.engine import distributed
-from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
-from ltzoo.engine.objective import METHODS, Objective, StageContext
+from ltzoo.engine.evaluator import TorchPredictor
+from ltzoo.engine.objective import METHODS, Objective, StageContext, StepOutput
+from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor, scale_stages
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.models import LTClassifier, build_model
@@ -39,6 +65,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
 TRAIN_LOG = "train_log.jsonl"
+# Process r > 0 seeds its RNG with seed + r * stride: streams apart from every other seed's rank 0.
+RANK_SEED_STRIDE = 1_000_003
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -49,6 +77,25 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, dict):
         return {k: _to_device(v, device) for k, v in obj.items()}
     return obj
+
+
+class _TrainingStep(nn.Module):
+    """The model and a stage's objective as one module whose forward is ``objective.training_step``.
+
+    This is what ``DistributedDataParallel`` wraps: it sees the model's and the objective's trainable
+    parameters (objectives keep the model outside their own module tree), and the forward that DDP
+    must run to hook the backward is the whole training step, whatever parts of the model the
+    objective calls. It returns ``(loss, logs)``: DDP looks for tensors in a tuple, not a dataclass.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self.objective.training_step(batch, epoch)
+        return out.loss, out.logs
 
 
 class Trainer:
@@ -92,8 +139,15 @@ class Trainer:
         self.world_size = distributed.world_size()
         self.is_main = self.rank == 0
         self.extra_config = extra_config or {}
+        for stage in recipe.stages:
+            if stage.batch_size % self.world_size:
+                raise BadHyperParameterError(
+                    f"stage {stage.name!r}: the global batch of {stage.batch_size} does not split evenly over "
+                    f"{self.world_size} processes; start a number of processes that divides it"
+                )
         self._check_out_dir()
-        torch.manual_seed(recipe.seed)
+        # Different augmentation on every process; the model's initial state is rank 0's (DDP syncs it).
+        torch.manual_seed(recipe.seed + RANK_SEED_STRIDE * self.rank)
         self.data = data if data is not None else build_dataset(recipe.dataset, data_root)
         self.model = model if model is not None else build_model(
             recipe.arch, self.data.num_classes, in_chans=self.data.info.in_chans, head=recipe.head
@@ -104,15 +158,23 @@ class Trainer:
 
     # ----- output directory ---------------------------------------------------------------------
     def _check_out_dir(self) -> None:
-        has_ckpt = (self.ckpt_dir / LAST_CHECKPOINT).is_file()
-        if self.resume and not has_ckpt:
-            log.warning("--resume given but %s has no checkpoint; starting from scratch", self.ckpt_dir)
-            self.resume = False
-        if not self.resume and (has_ckpt or (self.out_dir / "model.safetensors").is_file()):
-            raise LtzooError(
-                f"{self.out_dir} already holds a run. Pass --resume to continue it, or choose another --out "
-                "(nothing was overwritten)."
-            )
+        # Rank 0 decides and every process follows (a node that cannot see --out fails on resume, not
+        # silently from scratch); the same error is raised everywhere.
+        decision: dict[str, Any] = {"resume": self.resume, "error": None}
+        if self.is_main:
+            has_ckpt = (self.ckpt_dir / LAST_CHECKPOINT).is_file()
+            if self.resume and not has_ckpt:
+                log.warning("--resume given but %s has no checkpoint; starting from scratch", self.ckpt_dir)
+                decision["resume"] = False
+            if not decision["resume"] and (has_ckpt or (self.out_dir / "model.safetensors").is_file()):
+                decision["error"] = (
+                    f"{self.out_dir} already holds a run. Pass --resume to continue it, or choose another --out "
+                    "(nothing was overwritten)."
+                )
+        decision = distributed.broadcast_json(decision)
+        if decision["error"]:
+            raise LtzooError(decision["error"])
+        self.resume = decision["resume"]
 
     # ----- data ---------------------------------------------------------------------------------
     def _make_loader_factory(self, stage: StageConfig, stage_index: int, samplers: list[LongTailSampler]):
@@ -128,23 +190,29 @@ class Trainer:
                 world_size=self.world_size,
             )
             samplers.append(sampler)
+            batch_size = self._rank_batch_size(stage)
             return DataLoader(
                 TransformedDataset(self.data.train, transform),
-                batch_size=stage.batch_size,
+                batch_size=batch_size,
                 sampler=sampler,
                 num_workers=self.recipe.num_workers,
-                drop_last=len(sampler) >= stage.batch_size,
+                drop_last=len(sampler) >= batch_size,
             )
 
         return make_loader
 
+    def _rank_batch_size(self, stage: StageConfig) -> int:
+        """This process's share of the stage's global batch."""
+        return stage.batch_size // self.world_size
+
     def _steps_per_epoch(self, stage: StageConfig) -> int:
         per_rank = math.ceil(len(self.data.train) / self.world_size)  # type: ignore[arg-type]
-        steps = per_rank // stage.batch_size if per_rank >= stage.batch_size else 1
+        batch = self._rank_batch_size(stage)
+        steps = per_rank // batch if per_rank >= batch else 1
         return min(steps, self.steps_cap) if self.steps_cap else steps
 
     def _evaluate_val(self, model: nn.Module) -> dict[str, Any]:
-        return evaluate_split(TorchPredictor(model, self.device), self.data, "val")
+        return evaluate_split_sharded(TorchPredictor(model, self.device), self.data, "val")
 
     # ----- training modes ------------------------------------------------------------------------
     def _set_train_mode(self, stage: StageConfig, objective: Objective) -> None:
@@ -154,26 +222,34 @@ class Trainer:
             # Decoupled classifier stage: the backbone is frozen, BatchNorm statistics included.
             self.model.backbone.eval()
 
-    def _average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
-        """Data parallelism: every rank steps with the gradient averaged over ranks (what DDP computes)."""
+    def _wrap_for_data_parallel(self, step: _TrainingStep) -> nn.Module:
         if self.world_size == 1:
-            return
-        import torch.distributed as dist
+            return step
+        device_ids = None
+        if self.device.type == "cuda":
+            device_ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        return DistributedDataParallel(step, device_ids=device_ids, find_unused_parameters=True)
 
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= self.world_size
+    def _reduced_logs(self, logs_sum: dict[str, float], seen: int) -> dict[str, float]:
+        """Per-step means of the objective's logs over this epoch, averaged over processes (every process
+        must log the same keys, as every objective does: a key per loss term, not per batch content)."""
+        keys = sorted(logs_sum)
+        if not keys:
+            return {}
+        means = torch.tensor([logs_sum[k] / max(seen, 1) for k in keys], dtype=torch.float64)
+        return dict(zip(keys, distributed.all_reduce_mean(means).tolist(), strict=True))
 
     # ----- checkpoint ----------------------------------------------------------------------------
     def _save_checkpoint(self, stage_index: int, epochs_done: int, objective: Objective,
                          optimizer: torch.optim.Optimizer, global_step: int) -> None:
+        rng_per_rank = distributed.all_gather(torch.get_rng_state())  # every process takes part
         if not self.is_main:
             return
         atomic_torch_save(
             {
                 "format_version": 1,
+                "world_size": self.world_size,
+                "rng_per_rank": rng_per_rank,
                 "recipe": self.recipe.to_dict(),
                 "stage_index": stage_index,
                 "epochs_done": epochs_done,
@@ -190,6 +266,11 @@ class Trainer:
 
     def _load_checkpoint(self) -> dict[str, Any]:
         path = self.ckpt_dir / LAST_CHECKPOINT
+        if not path.is_file():  # rank 0 sees it (it decided to resume); this node does not
+            raise LtzooError(
+                f"process {self.rank} cannot read {path}, which process 0 resumes from: --out must be on a "
+                "filesystem that every node shares"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -201,6 +282,18 @@ class Trainer:
                 "command, or choose another --out"
             )
         return state
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        saved_world = state.get("world_size", 1)
+        if "rng_per_rank" in state and saved_world == self.world_size:
+            torch.set_rng_state(state["rng_per_rank"][self.rank])
+        elif saved_world == self.world_size:  # a checkpoint from before per-process RNG states
+            torch.set_rng_state(state["rng"])
+        else:
+            log.warning(
+                "the checkpoint was written by %d processes and is resumed by %d: the data order and "
+                "augmentation from here on differ from an uninterrupted run", saved_world, self.world_size,
+            )
 
     # ----- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -232,6 +325,7 @@ class Trainer:
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
         objective = METHODS[self.recipe.method](self.model, ctx).to(self.device)
+        step_module = _TrainingStep(self.model, objective)
         samplers: list[LongTailSampler] = []
         loader = objective.train_loader(self._make_loader_factory(stage, stage_index, samplers))
         optimizer = torch.optim.SGD(
@@ -244,8 +338,10 @@ class Trainer:
         if state is not None:
             objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
-            torch.set_rng_state(state["rng"])
+            self._restore_rng(state)
             global_step = state["global_step"]
+        # Built after the resumed state is loaded: DDP starts every process from rank 0's state.
+        training_step = self._wrap_for_data_parallel(step_module)
 
         for epoch in range(first_epoch, stage.epochs):
             if self.max_steps is not None and global_step >= self.max_steps:
@@ -254,6 +350,7 @@ class Trainer:
                 sampler.set_epoch(epoch)
             self._set_train_mode(stage, objective)
             objective.on_epoch_start(epoch)
+            distributed.broadcast_module_state(step_module)  # e.g. a head re-initialised from each process's RNG
             epoch_start, loss_sum, seen, logs_sum = time.time(), 0.0, 0, {}
             progress = tqdm(total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
                             disable=None if self.is_main else True)
@@ -263,20 +360,22 @@ class Trainer:
                 factor = lr_factor(stage, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = stage.lr * factor * group["lr_scale"]
-                out = objective.training_step(_to_device(batch, self.device), epoch)
-                if not torch.isfinite(out.loss):
+                out = StepOutput(*training_step(_to_device(batch, self.device), epoch))
+                # The mean over processes: what is logged, and a NaN anywhere stops every process here.
+                loss_value = distributed.all_reduce_mean(out.loss).item()
+                if not math.isfinite(loss_value):
+                    where = f" (mean over {self.world_size} processes)" if self.world_size > 1 else ""
                     raise NonFiniteLossError(
-                        f"loss became {out.loss.item()} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1} "
+                        f"loss became {loss_value}{where} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1} "
                         f"(lr {stage.lr * factor:.4g}). Training stopped; the last good checkpoint is kept in "
                         f"{self.ckpt_dir / LAST_CHECKPOINT}. Lower the learning rate (or check the data) and rerun with --resume."
                     )
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                self._average_gradients(optimizer)
+                out.loss.backward()  # under DDP: gradients averaged over processes
                 optimizer.step()
                 objective.after_optimizer_step()
                 global_step += 1
-                loss_sum += out.loss.item()
+                loss_sum += loss_value
                 seen += 1
                 for key, value in out.logs.items():
                     logs_sum[key] = logs_sum.get(key, 0.0) + float(value)
@@ -287,8 +386,8 @@ class Trainer:
             line: dict[str, Any] = {
                 "stage": stage.name, "epoch": epoch + 1, "step": global_step,
                 "loss": loss_sum / max(seen, 1), "lr": stage.lr * lr_factor(stage, epoch, max(seen - 1, 0), steps_per_epoch),
-                "images_per_s": seen * stage.batch_size * self.world_size / max(time.time() - epoch_start, 1e-9),
-                **{k: v / max(seen, 1) for k, v in logs_sum.items()},
+                "images_per_s": seen * stage.batch_size / max(time.time() - epoch_start, 1e-9),
+                **self._reduced_logs(logs_sum, seen),
             }
             if stage.select_on_val:
                 val = self._evaluate_val(self.model)
@@ -304,8 +403,11 @@ class Trainer:
                     handle.writelines(json.dumps(entry) + "\n" for entry in self.log_lines)
                 log.info(json.dumps(line))
 
-        if stage.select_on_val and self.best.get("stage") == stage.name and (self.ckpt_dir / BEST_WEIGHTS).is_file():
-            self.model.load_state_dict(load_state_dict_file(self.ckpt_dir / BEST_WEIGHTS))
+        if stage.select_on_val and self.best.get("stage") == stage.name:
+            # Rank 0 wrote the file and reads it back; the others get its weights by broadcast.
+            if self.is_main and (self.ckpt_dir / BEST_WEIGHTS).is_file():
+                self.model.load_state_dict(load_state_dict_file(self.ckpt_dir / BEST_WEIGHTS))
+            distributed.broadcast_module_state(self.model)
         objective.finalize()
         for name, p in self.model.named_parameters():
             p.requires_grad_(grad_flags.get(name, True))
@@ -313,8 +415,8 @@ class Trainer:
     def _finish(self, train_time: float) -> dict[str, Any]:
         self.model.eval()
         predictor = TorchPredictor(self.model, self.device)
-        val = evaluate_split(predictor, self.data, "val")
-        test = evaluate_split(predictor, self.data, "test")
+        val = evaluate_split_sharded(predictor, self.data, "val")
+        test = evaluate_split_sharded(predictor, self.data, "test")
         summary = {s: {k: r[k] for k in ("all", "many", "medium", "few")} for s, r in (("val", val), ("test", test))}
         metrics = {"name": self.name, "selected": self.best, "train_time_s": train_time, "val": val, "test": test}
         if self.is_main:
@@ -342,6 +444,7 @@ class Trainer:
                 },
             )
             save_run(self.out_dir, self.model, config, metrics)
+        distributed.barrier()  # when train() returns on any process, the run directory is complete
         return metrics
 
     def _saved_head_spec(self) -> dict[str, Any]:
