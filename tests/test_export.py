@@ -149,20 +149,38 @@ def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
             assert init_types[zero] == onnx.TensorProto.INT8 and not inits[zero].any(), node.name
     # The head (last residual add, pooling, linear layer) stays fp32: no QDQ on the logits.
     assert producers["logits"].op_type == "Gemm"
+    # Biases stay float: TensorRT's parser rejects the int32 bias DequantizeLinear ORT would make.
+    dequantized_types = {init_types[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_types}
+    assert dequantized_types == {onnx.TensorProto.INT8}
     recipe = report["variants"]["int8"]["recipe"]
+    assert recipe["target"] == "tensorrt" and read_metadata(out / "model_int8.onnx")["int8_target"] == "tensorrt"
     # Water-filling by hand for 64 images over counts >= 10: quota 6 (60 images), 4 classes get a 7th.
     assert sorted(recipe["calibration"]["per_class"]) == [6] * 6 + [7] * 4
     assert recipe["calibration"]["split"] == "train" and recipe["calibration_images"] == 64
 
 
 def test_resnet50_random_init_passes_every_check(tmp_path):
+    """ResNet-50 (64 px to keep it fast) with the CPU-flavoured int8 graph (uint8 activations)."""
     data = synthetic_lt_dataset(size=64)
     torch.manual_seed(0)
     model = build_model("resnet50", data.num_classes).eval()
-    report = export((model, info_for(data, "resnet50", "random_resnet50")), tmp_path, ExportOptions(int8=True, calib_size=16), data=data)
-    assert_every_check_passed(report, {"fp32", "int8"})
+    options = ExportOptions(int8=True, int8_target="cpu", calib_size=16)
+    report = export((model, info_for(data, "resnet50", "random_resnet50")), tmp_path, options, data=data)
+    assert report["passed"] and set(report["variants"]) == {"fp32", "int8"}
+    assert set(report["variants"]["fp32"]["checks"]) == ALL_CHECKS
+    int8 = report["variants"]["int8"]
+    # Not TensorRT-ready by design, and the report says so instead of claiming a check.
+    assert set(int8["checks"]) == ALL_CHECKS - {"tensorrt_static"} and "TensorRT" in int8["tensorrt_static_skipped"]
+    assert all(c["passed"] for v in report["variants"].values() for c in v["checks"].values())
     assert report["variants"]["fp32"]["checks"]["io"]["input"]["shape"] == ["batch", 3, 64, 64]
     assert report["export"]["node_counts"]["Conv"] == 53  # 1 stem + 16 bottlenecks x 3 + 4 downsample
+    proto = onnx.load(str(tmp_path / "model_int8.onnx"))
+    inits = {init.name: init for init in proto.graph.initializer}
+    quantize = [node for node in proto.graph.node if node.op_type == "QuantizeLinear"]
+    assert quantize and all(inits[node.input[2]].data_type == onnx.TensorProto.UINT8 for node in quantize)
+    assert read_metadata(tmp_path / "model_int8.onnx")["int8_target"] == "cpu"
+    with pytest.raises(ExportCheckError, match="zero point is not 0|expects int8"):
+        static_check(tmp_path / "model_int8.onnx")
 
 
 # ----- dynamic batch and metadata -----------------------------------------------------------------

@@ -89,6 +89,7 @@ MODEL_METADATA_KEYS = (
     "shot_classes",
     "source_weights_sha256",
     "logit_adjust_tau",
+    "int8_target",
 )
 
 

@@ -43,7 +43,14 @@ def _profile(text: str) -> Any:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from ltzoo.export.int8 import CALIBRATION_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE
+    from ltzoo.export.int8 import (
+        CALIBRATION_METHODS,
+        DEFAULT_CALIB_METHOD,
+        DEFAULT_CALIB_SEED,
+        DEFAULT_CALIB_SIZE,
+        DEFAULT_INT8_TARGET,
+        INT8_TARGETS,
+    )
     from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
     from ltzoo.export.providers import PROVIDER_CHOICES
     from ltzoo.export.verify import DEFAULT_MAX_DROP
@@ -57,6 +64,9 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 graph, fp32 I/O)")
     parser.add_argument("--int8", action="store_true",
                         help="also write model_int8.onnx (static QDQ, per-channel, class-balanced calibration)")
+    parser.add_argument("--int8-target", choices=tuple(INT8_TARGETS), default=DEFAULT_INT8_TARGET,
+                        help="tensorrt (default): symmetric int8 activations, TensorRT-ready; cpu: uint8 activations "
+                        "that ONNX Runtime's x86 kernels fuse fully (faster on CPU, not TensorRT-ready)")
     parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
                         help=f"int8 calibration images from the training split (default {DEFAULT_CALIB_SIZE})")
     parser.add_argument("--calib-method", choices=tuple(CALIBRATION_METHODS), default=DEFAULT_CALIB_METHOD,
@@ -92,6 +102,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         exporter=args.exporter,
         fp16=args.fp16,
         int8=args.int8,
+        int8_target=args.int8_target,
         calib_size=args.calib_size,
         calib_method=args.calib_method,
         calib_seed=args.calib_seed,

@@ -1,11 +1,19 @@
-"""int8 variant: ORT static quantization, QDQ format, symmetric int8, per-channel weights.
+"""int8 variant: ORT static quantization, QDQ format, int8 per-channel weights, for one of two targets.
 
 Recipe (after the ORT quantization guide, docs/performance/model-optimizations/quantization.md):
 ``quant_pre_process`` (symbolic shape inference, ORT basic optimisation, ONNX shape inference), then
-``quantize_static`` with QDQ, int8 weights per output channel and int8 activations per tensor, both
-symmetric so every zero point is 0 (TensorRT's Q/DQ restriction, onnx-tensorrt docs/operators.md).
-Biases are left float (``QuantizeBias=False``): TensorRT's DequantizeLinear takes int8, not the int32
-bias tensors ORT would make, and TensorRT folds the bias into the int8 convolution itself.
+``quantize_static`` in QDQ format with symmetric int8 weights per output channel. The activations
+depend on where the graph will run, because no single int8 graph is good for both:
+
+* ``tensorrt`` (default): int8 activations, symmetric, so every zero point is 0 (TensorRT's Q/DQ
+  restriction, onnx-tensorrt docs/operators.md), and float biases (``QuantizeBias=False``): TensorRT's
+  DequantizeLinear takes int8 only, ORT's int32 bias DQ fails its parser (onnx-tensorrt #850,
+  NVIDIA/TensorRT #3360). ORT's CPU kernels fuse only part of this graph (measured: ~1.3x fp32 on
+  ResNet-50), because a symmetric int8 ReLU output cannot be folded away.
+* ``cpu``: uint8 activations with asymmetric ranges (U8S8, the pairing x86 VNNI kernels implement)
+  and int32 biases. After a ReLU the zero point sits at 0 = qmin, so ORT removes the ReLU and fuses
+  every Conv into QLinearConv (measured: ~3x fp32). TensorRT cannot take it, so its static
+  TensorRT check is not run and the report says why.
 
 ltzoo's own choices (no anchor gates quantized models on tail accuracy):
 * the calibration set is class-balanced from the *training* split with a fixed seed
@@ -40,6 +48,21 @@ CALIBRATION_METHODS = {
     "entropy": CalibrationMethod.Entropy,
 }
 DEFAULT_CALIB_METHOD = "minmax"
+INT8_TARGETS: dict[str, dict[str, Any]] = {
+    "tensorrt": {
+        "activation_type": QuantType.QInt8,
+        "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        "activations": "int8, symmetric (zero point 0), per tensor",
+        "biases": "float32 (not quantized)",
+    },
+    "cpu": {
+        "activation_type": QuantType.QUInt8,
+        "extra_options": {"ActivationSymmetric": False, "WeightSymmetric": True, "QuantizeBias": True},
+        "activations": "uint8, asymmetric, per tensor",
+        "biases": "int32",
+    },
+}
+DEFAULT_INT8_TARGET = "tensorrt"
 
 
 def class_balanced_indices(targets: Sequence[int], num_classes: int, size: int, seed: int = DEFAULT_CALIB_SEED) -> np.ndarray:
@@ -103,10 +126,14 @@ def quantize_int8(
     dst: str | os.PathLike[str],
     calibration_batches: Iterable[np.ndarray],
     method: str = DEFAULT_CALIB_METHOD,
+    target: str = DEFAULT_INT8_TARGET,
 ) -> dict[str, Any]:
-    """Write the QDQ int8 variant of ``src`` to ``dst``; returns the quantization recipe for the report."""
+    """Write the QDQ int8 variant of ``src`` for ``target`` to ``dst``; returns the recipe for the report."""
     if method not in CALIBRATION_METHODS:
         raise BadHyperParameterError(f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}")
+    if target not in INT8_TARGETS:
+        raise BadHyperParameterError(f"unknown int8 target {target!r}; choose one of {list(INT8_TARGETS)}")
+    flavour = INT8_TARGETS[target]
     src, dst = Path(src), Path(dst)
     source = load_onnx(src, load_weights=False)
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in source.graph.initializer):
@@ -136,12 +163,11 @@ def quantize_int8(
                     reader,
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
-                    activation_type=QuantType.QInt8,
+                    activation_type=flavour["activation_type"],
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=keep_fp32,
                     calibrate_method=CALIBRATION_METHODS[method],
-                    # Biases stay float: TensorRT dequantizes only int8 (not int32) tensors and fuses the bias itself.
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                    extra_options=dict(flavour["extra_options"]),
                 )
         except Exception as error:
             raise ExportCheckError(f"int8 quantization of {src.name} failed: {error}") from error
@@ -151,9 +177,10 @@ def quantize_int8(
     return {
         "tool": "onnxruntime.quantization (quant_pre_process + quantize_static)",
         "format": "QDQ",
+        "target": target,
         "weights": "int8, symmetric, per output channel",
-        "activations": "int8, symmetric, per tensor",
-        "biases": "float32 (not quantized)",
+        "activations": flavour["activations"],
+        "biases": flavour["biases"],
         "calibration_method": method,
         "calibration_images": reader.images,
         "nodes_kept_fp32": keep_fp32,

@@ -118,7 +118,13 @@ def library_versions() -> dict[str, str]:
 
 
 def build_metadata(
-    info: ModelInfo, *, variant: str, exporter: str, opset: int, logit_adjust_tau: float | None = None
+    info: ModelInfo,
+    *,
+    variant: str,
+    exporter: str,
+    opset: int,
+    logit_adjust_tau: float | None = None,
+    int8_target: str | None = None,
 ) -> dict[str, str]:
     """The ``metadata_props`` for one variant (fp32/fp16/int8) of ``info``'s model."""
     versions = library_versions()
@@ -148,6 +154,8 @@ def build_metadata(
         "torch_version": versions["torch"],
         "onnx_version": versions["onnx"],
         "logit_adjust_tau": logit_adjust_tau,
+        # Which runtime the int8 graph was quantized for (see ltzoo.export.int8.INT8_TARGETS).
+        "int8_target": int8_target if variant == "int8" else None,
     }
     return {
         key: json.dumps(value) if key in _JSON_KEYS else str(value)

@@ -26,6 +26,8 @@ from ltzoo.export.int8 import (
     DEFAULT_CALIB_METHOD,
     DEFAULT_CALIB_SEED,
     DEFAULT_CALIB_SIZE,
+    DEFAULT_INT8_TARGET,
+    INT8_TARGETS,
     class_balanced_indices,
     quantize_int8,
 )
@@ -72,6 +74,7 @@ class ExportOptions:
     exporter: str = DEFAULT_EXPORTER
     fp16: bool = False
     int8: bool = False
+    int8_target: str = DEFAULT_INT8_TARGET
     calib_size: int = DEFAULT_CALIB_SIZE
     calib_method: str = DEFAULT_CALIB_METHOD
     calib_seed: int = DEFAULT_CALIB_SEED
@@ -89,6 +92,8 @@ class ExportOptions:
             raise LtzooError(f"--verify {self.verify!r}: choose one of {list(VERIFY_MODES)}")
         if self.logit_adjust is not None:
             check_tau(self.logit_adjust)
+        if self.int8_target not in INT8_TARGETS:
+            raise LtzooError(f"--int8-target {self.int8_target!r}: choose one of {list(INT8_TARGETS)}")
         if self.calib_size < 1:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
 
@@ -153,8 +158,10 @@ def export(
     model.eval()
 
     tau = options.logit_adjust
+    int8_target = options.int8_target
     if existing:
         tau = existing_files["fp32"][1].get("logit_adjust_tau")
+        int8_target = existing_files.get("int8", (None, {}))[1].get("int8_target", DEFAULT_INT8_TARGET)
     needs_data = (options.int8 and not existing) or options.verify == "dataset"
     if needs_data and data is None:
         data = _build_dataset(info, options.data_root)
@@ -218,7 +225,7 @@ def export(
                 failures.append(f"{variant}: could not be made: {error}")
                 entry["error"] = str(error)
                 continue
-        metadata = build_metadata(info, variant=variant, **expected_metadata)
+        metadata = build_metadata(info, variant=variant, int8_target=int8_target, **expected_metadata)
         if not existing:
             proto = load_onnx(path)
             write_metadata_props(proto, metadata)
@@ -353,7 +360,13 @@ def _check_variant(
     run("metadata", lambda: checks.check_metadata(read_metadata(path), decode_metadata(metadata)))
     run("io", lambda: checks.check_io(proto, info.input_size, info.num_classes))
     run("batch_norm_folded", lambda: checks.check_bn_folded(proto))
-    run("tensorrt_static", lambda: tensorrt.static_check(path, options.trt_profile))
+    if metadata.get("int8_target") == "cpu":
+        entry["tensorrt_static_skipped"] = (
+            "int8 quantized for ORT on CPU (uint8 asymmetric activations), which TensorRT cannot take; "
+            "export with --int8-target tensorrt for a TensorRT-ready int8 graph"
+        )
+    else:
+        run("tensorrt_static", lambda: tensorrt.static_check(path, options.trt_profile))
     session = None
     try:
         session = create_session(path, options.provider)
@@ -406,7 +419,9 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions) -> dict[
     targets = data.split("train").targets
     indices = class_balanced_indices(targets, data.num_classes, options.calib_size, options.calib_seed)
     per_class = np.bincount(np.asarray(targets)[indices], minlength=data.num_classes).tolist()
-    recipe = quantize_int8(src, dst, _preprocessed(data, "train", indices), method=options.calib_method)
+    recipe = quantize_int8(
+        src, dst, _preprocessed(data, "train", indices), method=options.calib_method, target=options.int8_target
+    )
     recipe["calibration"] = {
         "split": "train",
         "size_requested": options.calib_size,
