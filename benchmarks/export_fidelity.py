@@ -1,0 +1,64 @@
+"""Export fidelity: per-split accuracy deltas after export, for every trained fmnist_lt model and variant.
+
+For each ``*.fmnist_lt`` recipe the seed-0 run of the accuracy benchmark (trained here if missing)
+is exported to fp32, fp16 and int8 (QDQ, class-balanced calibration from train) and every variant
+is scored by the same evaluator on val and test; the table shows the test deltas (points) against
+PyTorch and whether the export gate passed.
+
+    .venv/bin/python benchmarks/export_fidelity.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from common import WORK_DIR, markdown_table, train_seeded, write_results  # type: ignore[import-not-found]
+
+VARIANTS = ("fp32", "fp16", "int8")
+GROUPS = ("all", "many", "medium", "few")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CE only, 3-step training")
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
+    args = parser.parse_args(argv)
+
+    import ltzoo
+    from ltzoo.errors import ExportCheckError
+    from ltzoo.export.pipeline import ExportOptions, export
+
+    names = ["ce_resnet32.fmnist_lt"] if args.quick else ltzoo.list_models("*.fmnist_lt")
+    work_dir = args.work_dir / ("quick" if args.quick else "full")
+    rows, results = [], []
+    for name in names:
+        limits: dict[str, Any] = {"steps_per_epoch": 3, "epochs": len(ltzoo.get_entry(name).recipe().stages)} if args.quick else {}
+        run = Path(train_seeded(name, 0, work_dir, **limits)["run_dir"])
+        out = WORK_DIR / "export_fidelity" / ("quick" if args.quick else "full") / name.replace(".", "_")
+        try:
+            report = export(f"local-dir:{run}", out, ExportOptions(fp16=True, int8=True, verify="dataset"))
+            passed, error = True, ""
+        except ExportCheckError as exc:  # a failed gate is a result to report, not a crash
+            from ltzoo.export.metadata import read_report
+
+            report, passed, error = read_report(out), False, str(exc).splitlines()[0]
+        verification = report.get("verification", {})
+        deltas = verification.get("deltas", {}).get("test", {})
+        results.append({"name": name, "run": str(run), "gate_passed": passed, "error": error, "verification": verification})
+        for variant in VARIANTS:
+            delta = deltas.get(variant, {})
+            rows.append([name.split(".")[0], variant, *[("-" if delta.get(g) is None else f"{delta[g]:+.2f}") for g in GROUPS],
+                         "passed" if passed else f"FAILED: {error}"])
+    md = ("## Export fidelity (fmnist_lt, seed 0): test top-1 change after export, points vs PyTorch\n\n"
+          + markdown_table(["method", "variant", *GROUPS, "gate (all/few: fp32 0.1, fp16 0.5, int8 1.0 pt)"], rows)
+          + "\n\nThe same evaluator scores PyTorch and each ONNX Runtime session; val deltas are in the JSON.")
+    report_json = {"quick": args.quick, "results": results}
+    write_results("export_fidelity", report_json, md)
+    print(md)
+    return report_json
+
+
+if __name__ == "__main__":
+    main()
