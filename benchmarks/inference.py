@@ -30,7 +30,9 @@ BACKENDS = ("pytorch_eager", "ort_fp32", "ort_int8", "ort_int8_trt")
 TARGETS = {"ort_fp32_vs_eager": 1.5, "ort_int8_vs_ort_fp32": 1.8}
 
 
-def build_backends(arch: str, in_chans: int, size: int, num_classes: int, work: Path, calib_images: int) -> dict[str, Any]:
+def build_backends(
+    arch: str, in_chans: int, size: int, num_classes: int, work: Path, calib_images: int
+) -> dict[str, Any]:
     """Predictors (float32 NCHW batch -> logits) for the backends of one model."""
     import onnxruntime as ort
     import torch
@@ -64,7 +66,9 @@ def build_backends(arch: str, in_chans: int, size: int, num_classes: int, work: 
     return {"pytorch_eager": eager, **{name: session_runner(s) for name, s in sessions.items()}}
 
 
-def time_backends(backends: dict[str, Any], batch: np.ndarray, rounds: int, per_round: int, warmup: int) -> dict[str, list[float]]:
+def time_backends(
+    backends: dict[str, Any], batch: np.ndarray, rounds: int, per_round: int, warmup: int
+) -> dict[str, list[float]]:
     """Latencies (s) per backend, timed in interleaved rounds after ``warmup`` untimed calls each."""
     for run in backends.values():
         for _ in range(warmup):
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for arch, in_chans, size, num_classes in CASES:
             print(f"{arch} at {size}px: exporting fp32 and int8", flush=True)
-            backends = build_backends(arch, in_chans, size, num_classes, Path(tmp), calib_images=8 if args.quick else 32)
+            calib_images = 8 if args.quick else 32
+            backends = build_backends(arch, in_chans, size, num_classes, Path(tmp), calib_images)
             for batch_size in BATCHES:
                 rounds, per_round, warmup = plan[batch_size]
                 batch = np.random.default_rng(1).standard_normal((batch_size, in_chans, size, size), dtype=np.float32)
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["ort_int8_trt_vs_ort_fp32"] = row["ort_fp32"]["p50_ms"] / row["ort_int8_trt"]["p50_ms"]
                 results.append(row)
                 print(f"  batch {batch_size}: " + ", ".join(f"{n} p50 {row[n]['p50_ms']:.1f} ms" for n in BACKENDS)
-                      + f"; ORT fp32 {row['ort_fp32_vs_eager']:.2f}x eager, int8 {row['ort_int8_vs_ort_fp32']:.2f}x fp32",
+                      + f"; ORT fp32 {row['ort_fp32_vs_eager']:.2f}x eager, "
+                      + f"int8 {row['ort_int8_vs_ort_fp32']:.2f}x fp32",
                       flush=True)
 
     resnet50 = [r for r in results if r["arch"] == "resnet50"]
@@ -143,8 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         measured = ", ".join(f"{k}: {v:.2f}x" for k, v in entry["measured"].items())
         lines.append(f"- ResNet-50 {key.replace('_', ' ')}: target >= {entry['target']}x; measured {measured} "
                      f"-> {'met' if entry['met'] else 'NOT met'}")
-    lines.append("- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default `--int8-target tensorrt` "
-                 "graph (symmetric int8), measured here on ORT CPU, where it is only partly fused.")
+    lines.append("- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default "
+                 "`--int8-target tensorrt` graph (symmetric int8), measured here on ORT CPU, where it is only "
+                 "partly fused.")
     lines.append(f"\n_{report['mode']} mode; the backends are timed in interleaved rounds in one process._")
     write_results("inference", report, "\n".join(lines))
     print("\n".join(lines))

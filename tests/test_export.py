@@ -102,6 +102,7 @@ def assert_every_check_passed(report: dict, variants: set[str]) -> None:
 
 
 # ----- random-init exports pass every check -------------------------------------------------------
+@pytest.mark.slow  # every test marked slow exports a model (or uses the module-scoped export)
 def test_resnet32_random_init_passes_every_check(resnet32_export):
     out, report = resnet32_export
     assert_every_check_passed(report, {"fp32", "fp16", "int8"})
@@ -110,13 +111,14 @@ def test_resnet32_random_init_passes_every_check(resnet32_export):
     assert sum(node.op_type == "Conv" for node in fp32.graph.node) == 31  # 1 stem + 3 stages x 5 blocks x 2
     assert [i.name for i in fp32.graph.input] == ["input"] and [o.name for o in fp32.graph.output] == ["logits"]
     assert not (out / "model.onnx.data").exists()  # one self-contained file
-    for variant in ("fp32", "fp16", "int8"):
-        assert report["variants"][variant]["sha256"] == hashlib.sha256((out / f"model{'' if variant == 'fp32' else '_' + variant}.onnx").read_bytes()).hexdigest()
+    for variant, name in (("fp32", "model.onnx"), ("fp16", "model_fp16.onnx"), ("int8", "model_int8.onnx")):
+        assert report["variants"][variant]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
     parity = report["variants"]["fp32"]["checks"]["parity"]
     assert parity["batches"] == [1, 3, 17] and 2 not in parity["batches"]  # never the export batch
     assert parity["top1_agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_fp16_variant_is_a_real_fp16_graph_with_fp32_io(resnet32_export):
     out, _ = resnet32_export
     proto = onnx.load(str(out / "model_fp16.onnx"))
@@ -132,6 +134,7 @@ def test_fp16_variant_is_a_real_fp16_graph_with_fp32_io(resnet32_export):
     assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
 
 
+@pytest.mark.slow
 def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
     out, report = resnet32_export
     proto = onnx.load(str(out / "model_int8.onnx"))
@@ -150,7 +153,9 @@ def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
     # The head (last residual add, pooling, linear layer) stays fp32: no QDQ on the logits.
     assert producers["logits"].op_type == "Gemm"
     # Biases stay float: TensorRT's parser rejects the int32 bias DequantizeLinear ORT would make.
-    dequantized_types = {init_types[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_types}
+    dequantized_types = {
+        init_types[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_types
+    }
     assert dequantized_types == {onnx.TensorProto.INT8}
     recipe = report["variants"]["int8"]["recipe"]
     assert recipe["target"] == "tensorrt" and read_metadata(out / "model_int8.onnx")["int8_target"] == "tensorrt"
@@ -159,6 +164,7 @@ def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
     assert recipe["calibration"]["split"] == "train" and recipe["calibration_images"] == 64
 
 
+@pytest.mark.slow
 def test_resnet50_random_init_passes_every_check(tmp_path):
     """ResNet-50 (64 px to keep it fast) with the CPU-flavoured int8 graph (uint8 activations)."""
     data = synthetic_lt_dataset(size=64)
@@ -184,6 +190,7 @@ def test_resnet50_random_init_passes_every_check(tmp_path):
 
 
 # ----- dynamic batch and metadata -----------------------------------------------------------------
+@pytest.mark.slow
 def test_dynamic_batch_1_3_17(resnet32_export, random_run):
     import ltzoo
 
@@ -200,6 +207,7 @@ def test_dynamic_batch_1_3_17(resnet32_export, random_run):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_metadata_round_trips(resnet32_export, random_run, fmnist):
     out, report = resnet32_export
     weights_sha = hashlib.sha256((random_run / "model.safetensors").read_bytes()).hexdigest()
@@ -220,8 +228,10 @@ def test_metadata_round_trips(resnet32_export, random_run, fmnist):
 
 
 def test_metadata_write_read_unit(tmp_path):
-    info = ModelInfo("m", "resnet32", 3, (1, 8, 8), (0.5,), (0.25,), ["a", "b", "c"], [5, 3, 1],
-                     {"many": 4, "few": 2, "rule": "absolute"}, {"many": [0], "medium": [1], "few": [2]}, "toy", "ab" * 32)
+    info = ModelInfo(
+        "m", "resnet32", 3, (1, 8, 8), (0.5,), (0.25,), ["a", "b", "c"], [5, 3, 1],
+        {"many": 4, "few": 2, "rule": "absolute"}, {"many": [0], "medium": [1], "few": [2]}, "toy", "ab" * 32,
+    )
     metadata = build_metadata(info, variant="fp16", exporter="torchscript", opset=19, logit_adjust_tau=0.5)
     proto = onnx.helper.make_model(
         onnx.helper.make_graph([onnx.helper.make_node("Identity", ["input"], ["logits"])], "g",
@@ -237,6 +247,7 @@ def test_metadata_write_read_unit(tmp_path):
     assert meta["source_weights_sha256"] == "ab" * 32 and meta["variant"] == "fp16"
 
 
+@pytest.mark.slow
 def test_torchscript_exporter_with_baked_logit_adjustment(random_run, resnet32_export, tmp_path):
     """The legacy exporter at opset 17 passes every check, and --logit-adjust shifts logits by -tau log prior."""
     plain_out, _ = resnet32_export
@@ -265,13 +276,15 @@ def perturb_largest_conv(path: Path, factor: float = 1.5) -> None:
     onnx.save(proto, str(path))
 
 
+@pytest.mark.slow
 def test_perturbed_weights_fail_parity_with_nonzero_exit(resnet32_export, random_run, tmp_path):
     out = tmp_path / "broken"
     out.mkdir()
     shutil.copy(resnet32_export[0] / "model.onnx", out / "model.onnx")
     perturb_largest_conv(out / "model.onnx")
+    script = str(REPO / "export/to_onnx.py")
     result = subprocess.run(
-        [sys.executable, str(REPO / "export/to_onnx.py"), "--model", str(random_run), "--out", str(out), "--verify-existing"],
+        [sys.executable, script, "--model", str(random_run), "--out", str(out), "--verify-existing"],
         capture_output=True, text=True, cwd=REPO,
     )
     assert result.returncode != 0 and "parity with PyTorch failed" in result.stderr
@@ -281,6 +294,7 @@ def test_perturbed_weights_fail_parity_with_nonzero_exit(resnet32_export, random
     assert checks["graph"]["passed"] and checks["io"]["passed"]  # structurally fine: only parity catches it
 
 
+@pytest.mark.slow
 def test_unperturbed_existing_export_passes_reverification(resnet32_export, random_run, tmp_path):
     out = tmp_path / "copy"
     out.mkdir()
@@ -296,15 +310,17 @@ def plant(proto: onnx.ModelProto, node: onnx.NodeProto, *initializers: onnx.Tens
     return planted
 
 
+@pytest.mark.slow
 def test_trt_static_check_flags_planted_problems(resnet32_export, tmp_path):
     out, _ = resnet32_export
     assert static_check(out / "model.onnx")["passed"]
     assert static_check(out / "model_int8.onnx")["passed"] and static_check(out / "model_fp16.onnx")["passed"]
     proto = onnx.load(str(out / "model.onnx"))
+    node = onnx.helper.make_node
     cases = {
-        "unique": (plant(proto, onnx.helper.make_node("Unique", ["logits"], ["u"])), "op Unique (1 node) is listed as unsupported"),
-        "custom": (plant(proto, onnx.helper.make_node("Gelu", ["logits"], ["g"], domain="com.microsoft")), "com.microsoft::Gelu"),
-        "double": (plant(proto, onnx.helper.make_node("Cast", ["logits"], ["d"], to=onnx.TensorProto.DOUBLE)), "double (float64)"),
+        "unique": (plant(proto, node("Unique", ["logits"], ["u"])), "op Unique (1 node) is listed as unsupported"),
+        "custom": (plant(proto, node("Gelu", ["logits"], ["g"], domain="com.microsoft")), "com.microsoft::Gelu"),
+        "double": (plant(proto, node("Cast", ["logits"], ["d"], to=onnx.TensorProto.DOUBLE)), "double (float64)"),
         "int64": (plant(proto, onnx.helper.make_node("Identity", ["big"], ["b"]),
                         onnx.numpy_helper.from_array(np.array([2**40], dtype=np.int64), "big")), "do not fit int32"),
         "zero_point": (plant(proto, onnx.helper.make_node("QuantizeLinear", ["logits", "s", "z"], ["q"]),
@@ -330,6 +346,7 @@ def test_trt_static_check_flags_planted_problems(resnet32_export, tmp_path):
         static_check(tmp_path / "opset21.onnx")
 
 
+@pytest.mark.slow
 def test_to_tensorrt_command(resnet32_export, tmp_path, capsys):
     out, _ = resnet32_export
     copy = tmp_path / "trt"
@@ -337,7 +354,8 @@ def test_to_tensorrt_command(resnet32_export, tmp_path, capsys):
     assert main_tensorrt(["--onnx", str(copy / "model.onnx"), "--profile", "1,4,16"]) == 0
     printed = capsys.readouterr().out
     trt = json.loads((copy / "export_report.json").read_text())["variants"]["fp32"]["tensorrt"]
-    assert trt["static"]["optimization_profile"]["shapes"] == {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [16, 1, 28, 28]}
+    shapes = trt["static"]["optimization_profile"]["shapes"]
+    assert shapes == {"min": [1, 1, 28, 28], "opt": [4, 1, 28, 28], "max": [16, 1, 28, 28]}
     reason = tensorrt_unavailable_reason()
     if reason:  # no tensorrt/GPU here: the engine part says it skipped and why
         assert trt["engine"] == {"skipped": reason} and "engine: skipped" in printed
@@ -396,6 +414,7 @@ def test_bad_options(random_run, tmp_path, capsys):
         main_export(base + ["--opset", "13"])
 
 
+@pytest.mark.slow
 def test_io_check_rejects_a_static_batch(resnet32_export):
     proto = onnx.load(str(resnet32_export[0] / "model.onnx"), load_external_data=False)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # frozen to the export batch

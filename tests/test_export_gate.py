@@ -21,6 +21,8 @@ from ltzoo.errors import ExportCheckError
 from ltzoo.export import ExportOptions, export
 from ltzoo.export.cli import main_export
 
+pytestmark = pytest.mark.slow  # trains (shared conftest run) and evaluates exported graphs on val/test
+
 FMNIST_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
 GROUPS = {"many": [0, 1, 2, 3, 4], "medium": [5, 6, 7], "few": [8, 9]}
 

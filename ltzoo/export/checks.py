@@ -170,7 +170,9 @@ def check_parity(
 ) -> dict[str, Any]:
     """Run ``session`` and ``reference`` on the same batches; fail on tolerance, top-1, NaN or shape."""
     if export_batch in batches or len(batches) < 2:
-        raise ExportCheckError(f"parity needs >= 2 batch sizes other than the export batch {export_batch}, got {batches}")
+        raise ExportCheckError(
+            f"parity needs >= 2 batch sizes other than the export batch {export_batch}, got {batches}"
+        )
     problems: list[str] = []
     per_batch = []
     agree = compared = ties = 0

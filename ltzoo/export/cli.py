@@ -55,7 +55,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     from ltzoo.export.providers import PROVIDER_CHOICES
     from ltzoo.export.verify import DEFAULT_MAX_DROP
 
-    parser.add_argument("--model", required=True, help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]")
+    parser.add_argument("--model", required=True,
+                        help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]")
     parser.add_argument("--out", required=True, help="output directory for the .onnx files and export_report.json")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, choices=SUPPORTED_OPSETS,
                         help=f"ONNX opset (default {DEFAULT_OPSET}; 17-20 parse on every TensorRT 10)")
@@ -196,8 +197,11 @@ def _record_tensorrt(path: Path, result: dict[str, Any]) -> Path:
 
 
 def _script_main(
-    description: str, add_arguments: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
-    prog: str, argv: list[str] | None,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    prog: str,
+    argv: list[str] | None,
 ) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(parser)

@@ -54,7 +54,8 @@ def convert_fp16(
     overflowing = [
         init.name
         for init in proto.graph.initializer
-        if init.data_type == onnx.TensorProto.FLOAT and np.abs(onnx.numpy_helper.to_array(init)).max(initial=0) > FP16_MAX
+        if init.data_type == onnx.TensorProto.FLOAT
+        and np.abs(onnx.numpy_helper.to_array(init)).max(initial=0) > FP16_MAX
     ]
     block_list = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(keep_fp32_ops))
     try:

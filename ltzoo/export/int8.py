@@ -65,7 +65,9 @@ INT8_TARGETS: dict[str, dict[str, Any]] = {
 DEFAULT_INT8_TARGET = "tensorrt"
 
 
-def class_balanced_indices(targets: Sequence[int], num_classes: int, size: int, seed: int = DEFAULT_CALIB_SEED) -> np.ndarray:
+def class_balanced_indices(
+    targets: Sequence[int], num_classes: int, size: int, seed: int = DEFAULT_CALIB_SEED
+) -> np.ndarray:
     """``size`` indices into ``targets``, as equal per class as the class counts allow.
 
     Water-filling: every class gets ``min(n_c, q)`` images for the largest quota ``q`` that fits, and
@@ -130,7 +132,9 @@ def quantize_int8(
 ) -> dict[str, Any]:
     """Write the QDQ int8 variant of ``src`` for ``target`` to ``dst``; returns the recipe for the report."""
     if method not in CALIBRATION_METHODS:
-        raise BadHyperParameterError(f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}")
+        raise BadHyperParameterError(
+            f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}"
+        )
     if target not in INT8_TARGETS:
         raise BadHyperParameterError(f"unknown int8 target {target!r}; choose one of {list(INT8_TARGETS)}")
     flavour = INT8_TARGETS[target]

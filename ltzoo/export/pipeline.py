@@ -317,7 +317,9 @@ def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
-def _logit_adjust_section(tau: float, info: ModelInfo, verification: dict[str, Any], splits: Sequence[str]) -> dict[str, Any]:
+def _logit_adjust_section(
+    tau: float, info: ModelInfo, verification: dict[str, Any], splits: Sequence[str]
+) -> dict[str, Any]:
     effect: Any = "not measured: run with --verify dataset"
     if verification.get("mode") == "dataset":
         # deltas hold (plain - adjusted); the effect of the adjustment is the opposite sign.
@@ -439,9 +441,10 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions) -> dict[
 def print_summary(report: dict[str, Any], printer: Callable[[str], None] = print) -> None:
     """Print what ``make demo`` shows: files, checks and the per-split table."""
     for variant, entry in report["variants"].items():
-        checks_line = ", ".join(f"{name} {'ok' if c['passed'] else 'FAILED'}" for name, c in entry.get("checks", {}).items())
-        size = entry.get("size_bytes")
-        printer(f"{variant:5s} {entry['file']:18s} {size / 1e6 if size else 0:8.2f} MB  {checks_line or entry.get('error', '')}")
+        checks = entry.get("checks", {})
+        checks_line = ", ".join(f"{name} {'ok' if c['passed'] else 'FAILED'}" for name, c in checks.items())
+        megabytes = (entry.get("size_bytes") or 0) / 1e6
+        printer(f"{variant:5s} {entry['file']:18s} {megabytes:8.2f} MB  {checks_line or entry.get('error', '')}")
     verification = report.get("verification", {})
     if verification.get("mode") == "dataset":
         printer("")

@@ -48,7 +48,8 @@ class Profile:
             )
 
     def shapes(self, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-        return {name: [batch, *input_shape] for name, batch in (("min", self.min), ("opt", self.opt), ("max", self.max))}
+        batches = (("min", self.min), ("opt", self.opt), ("max", self.max))
+        return {name: [batch, *input_shape] for name, batch in batches}
 
 
 def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -> dict[str, Any]:
@@ -70,7 +71,8 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
         if op in trt_ops.SUPPORTED_OPS:
             continue
         why = "listed as unsupported" if op in trt_ops.UNSUPPORTED_OPS else "not in the support list"
-        problems.append(f"op {op} ({count} node{'s' if count > 1 else ''}) is {why} by TensorRT {trt_ops.TRT_VERSION_OF_TABLE}'s ONNX parser")
+        nodes = f"{count} node{'s' if count > 1 else ''}"
+        problems.append(f"op {op} ({nodes}) is {why} by TensorRT {trt_ops.TRT_VERSION_OF_TABLE}'s ONNX parser")
 
     constants = _constant_tensors(graph)
     doubles = [name for name, tensor in constants.items() if tensor.data_type == onnx.TensorProto.DOUBLE]
@@ -94,7 +96,9 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
             if values.size and (values.min() < _INT32.min or values.max() > _INT32.max):
                 too_wide.append(name)
     if too_wide:
-        problems.append(f"int64 constants that do not fit int32 (NVIDIA's import guide says sanitize them): {too_wide[:5]}")
+        problems.append(
+            f"int64 constants that do not fit int32 (NVIDIA's import guide says sanitize them): {too_wide[:5]}"
+        )
 
     for node in graph.node:
         if node.op_type in trt_ops.QDQ_OPS and len(node.input) > 2 and node.input[2]:
@@ -119,7 +123,9 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
         dims = value.type.tensor_type.shape.dim
         dynamic = [i for i, dim in enumerate(dims) if i > 0 and not dim.HasField("dim_value")]
         if dynamic:
-            problems.append(f"{value.name!r} has dynamic dims at axes {dynamic}; only the batch axis (0) may be dynamic")
+            problems.append(
+                f"{value.name!r} has dynamic dims at axes {dynamic}; only the batch axis (0) may be dynamic"
+            )
         if value.name == INPUT_NAME:
             input_shape = tuple(dim.dim_value for dim in dims[1:])
 
@@ -133,7 +139,8 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
         "passed": not problems,
     }
     if problems:
-        raise _with_details(ExportCheckError(f"{Path(path).name} is not TensorRT-ready: " + "; ".join(problems)), result)
+        error = ExportCheckError(f"{Path(path).name} is not TensorRT-ready: " + "; ".join(problems))
+        raise _with_details(error, result)
     return result
 
 
@@ -200,7 +207,9 @@ def build_and_compare(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     input_shape = tuple(network.get_input(0).shape)[1:]
     trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(INPUT_NAME, (profile.min, *input_shape), (profile.opt, *input_shape), (profile.max, *input_shape))
+    trt_profile.set_shape(
+        INPUT_NAME, (profile.min, *input_shape), (profile.opt, *input_shape), (profile.max, *input_shape)
+    )
     config.add_optimization_profile(trt_profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -239,5 +248,6 @@ def build_and_compare(
         "engine_published": False,
     }
     if problems:
-        raise _with_details(ExportCheckError("TensorRT engine disagrees with ONNX Runtime: " + "; ".join(problems)), result)
+        error = ExportCheckError("TensorRT engine disagrees with ONNX Runtime: " + "; ".join(problems))
+        raise _with_details(error, result)
     return result

@@ -87,7 +87,8 @@ def gate(
                 if delta is not None and -delta > max_drop[variant] + 1e-9:
                     failures.append(
                         f"{variant} on {split}: {group} top-1 {split_results[variant][group]:.2f} vs PyTorch "
-                        f"{split_results[reference][group]:.2f} (drop {-delta:.2f} pt > allowed {max_drop[variant]:g} pt)"
+                        f"{split_results[reference][group]:.2f} "
+                        f"(drop {-delta:.2f} pt > allowed {max_drop[variant]:g} pt)"
                     )
     return all_deltas, failures
 
