@@ -59,11 +59,26 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
 
 
+def _start(cmd: list[str], **kwargs) -> subprocess.Popen:
+    # Own session: on a timeout or failure the whole job (torchrun and its workers) is killed together.
+    return subprocess.Popen(cmd, cwd=REPO, start_new_session=True, **kwargs)
+
+
+def _kill_job(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
     started = time.time()
-    done = subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=REPO)
+    proc = _start(cmd, env=_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        _kill_job(proc)
     print(f"{' '.join(cmd[3:])}: {time.time() - started:.1f} s")
-    return done
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _probe_run(tmp_path_factory, name: str, args: list[str], **env: str) -> dict:
@@ -239,7 +254,7 @@ def test_killed_process_fails_the_job_cleanly_and_the_job_resumes(ce_ddp, tmp_pa
     out = tmp_path / "killed"
     train = ["-m", "ltzoo", "train", CE, "--out", str(out), *CE_ARGS]
     with open(tmp_path / "torchrun.log", "w") as log_file:
-        proc = subprocess.Popen(_torchrun(*train), env=_env(), stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = _start(_torchrun(*train), env=_env(), stdout=log_file, stderr=subprocess.STDOUT)
         try:
             log, deadline = out / "train_log.jsonl", time.time() + RUN_TIMEOUT_S
             while not (log.is_file() and log.read_text().count("\n") >= 1) and time.time() < deadline:
@@ -250,8 +265,7 @@ def test_killed_process_fails_the_job_cleanly_and_the_job_resumes(ce_ddp, tmp_pa
             killed_at = time.time()
             code = proc.wait(timeout=120)  # no hang: torchrun stops process 0 and exits
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            _kill_job(proc)
     output = (tmp_path / "torchrun.log").read_text()
     print(f"torchrun exited {code} {time.time() - killed_at:.1f} s after the kill")
     assert code != 0
