@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ltzoo.analysis import classifier_weight, fisher_ratio, per_class_feature_norms
+from ltzoo.data.longtail import shot_split
+from ltzoo.engine.evaluator import accuracy_report
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.class_balanced import class_balanced_weights
 from ltzoo.losses.logit_adjustment import adjust_logits, log_prior
@@ -18,6 +21,7 @@ from ltzoo.losses.weight_balancing import (
     feature_regularization,
     weight_decay_penalty,
 )
+from ltzoo.methods.wb_onestage import attach_logit_adjustment, choose_tau_on_val
 from ltzoo.models import build_head, build_model
 from ltzoo.models.heads import ETFHead, LogitAdjustedHead, simplex_etf
 from ltzoo.models.maxnorm import MaxNormPGD
@@ -216,3 +220,48 @@ def test_heads_build_on_the_meta_device_as_ltzoo_load_does():
     with torch.device("meta"):
         head = build_head(spec, 8, 10)
     assert head.log_prior.is_meta and head.base.weight.is_meta and head.base.weight.shape == (10, 16)
+
+
+# ----- the tau search on val ------------------------------------------------------------------------
+class _LogitsAsInput(nn.Module):
+    """The 'features' are the logits themselves: identity linear head, no bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(2, 2, bias=False)
+        self.head.weight.data = torch.eye(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def test_tau_is_chosen_on_val_by_mean_class_accuracy():
+    # counts [9, 1]: multiplicative LA scales the logits by [0.9^-tau, 0.1^-tau].
+    # sample A (label 1) logits [1, 0.5]: right once 0.5 * 9^tau > 1, i.e. tau > 0.315;
+    # sample B (label 0) logits [1, 0.2]: right while 0.2 * 9^tau < 1, i.e. tau < 0.732.
+    # grid {0, 0.5, 1}: mean class accuracy 50, 100, 50 -> tau 0.5.
+    x = torch.tensor([[1.0, 0.5], [1.0, 0.2]])
+    y = np.array([1, 0])
+    split = shot_split([9, 1], many_threshold=5, few_threshold=2)
+    calls = []
+
+    def evaluate_val(m: nn.Module) -> dict:
+        calls.append(m.head.tau)
+        with torch.no_grad():
+            report = accuracy_report(m(x).argmax(1).numpy(), y, 2, split)
+        return {**report, "split": "val"}
+
+    model = _LogitsAsInput()
+    tau, table = choose_tau_on_val(model, [9, 1], evaluate_val, [1.0, 0.0, 0.5])
+    assert tau == 0.5 and table == {0.0: 50.0, 0.5: 100.0, 1.0: 50.0}
+    assert calls == [0.0, 0.5, 1.0]
+    assert isinstance(model.head, LogitAdjustedHead) and model.head.tau == 0.5
+    assert math.isclose(float(model.head.log_prior[1].exp()), 0.1, rel_tol=1e-6)
+
+
+def test_tau_search_refuses_a_test_split_and_a_second_adjustment():
+    model = _LogitsAsInput()
+    with pytest.raises(BadHyperParameterError, match="val"):
+        choose_tau_on_val(model, [9, 1], lambda m: {"split": "test", "mean_class": 1.0}, [0.0])
+    with pytest.raises(BadHyperParameterError, match="already"):
+        attach_logit_adjustment(model, [9, 1], 1.0)
