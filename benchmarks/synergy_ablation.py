@@ -14,8 +14,8 @@ with model selection on val. Reported on the balanced test split, as mean ± sam
 Arms: the five zoo recipes (``ce``, ``ldam_drw``, ``scl``, ``rsg``, ``scl_rsg_ldam``) and variants
 of the joint recipe that remove or change one part: ``synergy_no_rsg`` and ``synergy_no_margin`` by
 default, ``synergy_gen_supcon`` (generated features also in SupCon) on request. (The joint recipe
-without SCL is the ``rsg`` arm.) Arms run seed by seed, so an interrupted benchmark already has every
-arm's first seeds. Runs go under ``--work-dir`` (default ``runs/benchmarks``, shared with the
+without SCL is the ``rsg`` arm.) The zoo recipes run first, seed by seed, then the variants, so an
+interrupted benchmark already has the main table's first seeds. Runs go under ``--work-dir`` (default ``runs/benchmarks``, shared with the
 other benchmarks' runs of the same zoo entries); finished runs are reused, interrupted ones resumed.
 
     nice -n 10 .venv/bin/python benchmarks/synergy_ablation.py          # full: 7 arms x 3 seeds (hours)
@@ -69,6 +69,7 @@ ARMS: dict[str, tuple[str, str, Callable[[], Recipe]]] = {
                            _variant(generated_in_supcon=True)),
 }
 
+MAIN_ARMS = ("ce", "ldam_drw", "scl", "rsg", "scl_rsg_ldam")
 # synergy_gen_supcon costs another three two-view runs; it is run on request (--arms ...).
 DEFAULT_ARMS = [arm for arm in ARMS if arm != "synergy_gen_supcon"]
 
@@ -258,11 +259,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2, "data": data} if args.quick else {}
     work_dir = args.work_dir or (WORK_DIR / "synergy_quick" if args.quick else WORK_DIR)
     started = time.time()
-    # Seed-major: every arm's seed 0 first, so an interrupted benchmark already compares all arms.
+    # Order of work: the zoo recipes seed by seed, then the variants seed by seed, so an interrupted
+    # benchmark (rerun with fewer --seeds or --arms to report what finished) has the main table first.
     runs_by_arm: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
-    for seed in seeds:
-        for arm in args.arms:
-            runs_by_arm[arm].append(run_arm(arm, seed, work_dir, options, data))
+    main_arms = [arm for arm in args.arms if arm in MAIN_ARMS]
+    for group in (main_arms, [arm for arm in args.arms if arm not in MAIN_ARMS]):
+        for seed in seeds:
+            for arm in group:
+                runs_by_arm[arm].append(run_arm(arm, seed, work_dir, options, data))
     arms = {}
     for arm, runs in runs_by_arm.items():
         arms[arm] = {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
