@@ -275,7 +275,8 @@ def render_card(
         method_text=text.paragraph,
         citation=text.citation,
         zoo_name=name,
-        reproduce=_reproduce_line(name, recipe),
+        # A fine-tuned run is never the zoo recipe's run from scratch, even where the recipe is unchanged.
+        reproduce="" if parent else _reproduce_line(name, recipe),
         method=method,
         arch=lt.get("arch") or config.get("architecture"),
         num_params=f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",
