@@ -265,7 +265,7 @@ def test_export_gate_and_hub_card_on_the_finetuned_run(finetuned, hub_env, tmp_p
     assert "datasets" not in front  # the user's data is not a Hub dataset
     assert front["model-index"][0]["results"][0]["dataset"]["name"] == "hardware"
     assert "own long-tailed dataset `hardware`" in readme and "(the author's own data)" in readme
-    assert "Fine-tuned from" in readme and "ce_resnet32.parts" in readme
+    assert "Fine-tuned from" in readme and "ce_resnet32.parts" in readme and "Reproduce with" not in readme
     for index, (name, count) in enumerate(zip(SPLITS_CLASSES, [29, 13, 6, 2])):
         assert f"| {index} | {name} | {count} |" in readme
     plot = hf_hub_download(repo, "per_class_accuracy.png", endpoint=hub_env.url, cache_dir=tmp_path / "dl")
