@@ -167,12 +167,13 @@ def broadcast_json(obj: Any, src: int = 0) -> Any:
 
 
 @torch.no_grad()
-def broadcast_module_state(module: nn.Module, src: int = 0) -> None:
-    """Overwrite every parameter and buffer of ``module`` with process ``src``'s values, in place."""
+def broadcast_module_state(module: nn.Module, src: int = 0, parameters: bool = True) -> None:
+    """Overwrite every buffer of ``module`` (and every parameter, unless ``parameters=False``) with
+    process ``src``'s values, in place."""
     if world_size() == 1:
         return
     device = _comm_device()
-    for tensor in [*module.parameters(), *module.buffers()]:
+    for tensor in [*(module.parameters() if parameters else ()), *module.buffers()]:
         if tensor.device == device:
             dist.broadcast(tensor.data, src)
         else:

@@ -15,7 +15,8 @@ Data parallelism (``torchrun --nproc_per_node N -m ltzoo train ...``, see ``ltzo
   is on because some methods leave parameters out of some steps (RSG's generator before
   ``epoch_thresh``, its pair classifier after);
 - BatchNorm normalises each process's own micro-batch (SyncBatchNorm runs only on GPUs); DDP
-  broadcasts rank 0's buffers (BN running statistics, queues) at every forward, and rank 0's
+  broadcasts rank 0's buffers (BN running statistics, queues) at every forward, the trainer again
+  at every epoch end (so every process evaluates and checkpoints rank 0's model), and rank 0's
   model and objective state at construction and at every epoch start (after ``on_epoch_start``,
   which may re-initialise a head from the RNG);
 - each process has its own RNG stream (seed + rank * ``RANK_SEED_STRIDE``; rank 0 keeps the
@@ -382,6 +383,9 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
             progress.close()
+            # BN running statistics moved with each process's last batch: rank 0's, as saved, go to
+            # every process, so the sharded val evaluation scores the checkpointed model.
+            distributed.broadcast_module_state(step_module, parameters=False)
             objective.on_epoch_end(epoch)
             line: dict[str, Any] = {
                 "stage": stage.name, "epoch": epoch + 1, "step": global_step,
