@@ -10,7 +10,9 @@ addition is a recording wrapper around every method's objective. Process R write
   ``training_step`` received them, this process's own loss, and every gradient after the backward
   (read in ``after_optimizer_step``: the gradient the optimizer stepped with);
 - ``step2``: the objective's state when the second step starts (e.g. the queue after step 1);
-- ``last``: every trainable parameter after the last optimizer step of the run.
+- ``last``: every trainable parameter after the last optimizer step of the run;
+- ``epoch_end``: the model's state (BN running statistics included) when the stage's last epoch
+  ended (``on_epoch_end``), which is what val is evaluated and the checkpoint written with.
 
 With ``LTZOO_PROBE_NAN=R:E`` in the environment, process R's loss becomes NaN from (0-indexed) epoch
 E of the first stage on, while the other processes' losses stay finite.
@@ -48,7 +50,7 @@ def _recording(factory):
         objective = factory(model, ctx)
         if ctx.stage_index != 0:
             return objective
-        step_fn, after_fn = objective.training_step, objective.after_optimizer_step
+        step_fn, after_fn, epoch_end_fn = objective.training_step, objective.after_optimizer_step, objective.on_epoch_end
         calls = {"steps": 0}
 
         def training_step(batch: Any, epoch: int):
@@ -73,8 +75,13 @@ def _recording(factory):
             records["last"] = {k: p.detach().clone() for k, p in params.items()}
             after_fn()
 
+        def on_epoch_end(epoch: int) -> None:
+            records["epoch_end"] = _state(model)
+            epoch_end_fn(epoch)
+
         objective.training_step = training_step
         objective.after_optimizer_step = after_optimizer_step
+        objective.on_epoch_end = on_epoch_end
         return objective
 
     return build

@@ -176,10 +176,12 @@ def _assert_matches_micro_batched_reference(name: str, data, run: dict, keys: li
     # The tolerance can fail: one micro-batch's gradient alone is far from the average.
     diff = max(float((records[0]["step1"]["grads"][k] - first_only[k]).abs().max()) for k in expected)
     assert diff > 1e-3
-    # After the last step the processes still hold identical trainable parameters.
-    last0, last1 = records[0]["last"], records[1]["last"]
-    assert last0.keys() == last1.keys()
-    assert all(torch.equal(last0[k], last1[k]) for k in last0)
+    # After the last step the processes still hold identical trainable parameters, and at the end of
+    # an epoch (val, checkpoint) the whole model, BN running statistics included, is the same.
+    for key in ("last", "epoch_end"):
+        state0, state1 = records[0][key], records[1][key]
+        assert state0.keys() == state1.keys()
+        assert [k for k in state0 if not torch.equal(state0[k], state1[k])] == [], key
 
 
 # ----- tests --------------------------------------------------------------------------------------
@@ -207,6 +209,8 @@ def test_ce_two_processes_equal_one_process_over_the_same_micro_batches(ce_ddp, 
     model, _ = load_run(ce_ddp["out"])
     single = evaluate_split(TorchPredictor(model), fmnist, "val")
     assert metrics["val"]["per_class"] == single["per_class"] and metrics["val"]["num_samples"] == 1000
+    # The val score that selected the epoch was computed (sharded) on the model that was saved.
+    assert metrics["selected"]["val_all"] == single["all"]
 
 
 def test_dscl_pbsd_two_processes_equal_one_process_over_the_same_micro_batches(dscl_ddp, fmnist):
