@@ -467,3 +467,35 @@ def test_profile_validation():
     assert Profile(1, 8, 32).shapes((3, 224, 224))["max"] == [32, 3, 224, 224]
     with pytest.raises(BadHyperParameterError):
         Profile(8, 4, 2)
+
+
+def test_parity_check_by_hand(tmp_path):
+    """A graph that returns its input: the reference decides what parity sees."""
+    from ltzoo.export.checks import PARITY_TOLERANCES, check_parity
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["input"], ["logits"])], "identity",
+        [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 4])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    onnx.save(model, str(tmp_path / "id.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "id.onnx"), providers=["CPUExecutionProvider"])
+    fp32 = PARITY_TOLERANCES["fp32"]
+    result = check_parity(session, lambda x: x, (4,), fp32)
+    assert result["max_abs_diff"] == 0.0 and result["top1_agreement"] == 1.0 and result["batches"] == [1, 3, 17]
+    with pytest.raises(ExportCheckError, match="exceeds atol"):
+        check_parity(session, lambda x: x + np.float32(0.01), (4,), fp32)
+    # Swapping the reference's top-2 classes moves every logit by the margin, far beyond fp32's tolerance
+    # and with no clear sample agreeing on top-1.
+    def swap_top2(x):
+        out = x.copy()
+        order = np.argsort(x, axis=1)
+        rows = np.arange(len(x))
+        out[rows, order[:, -1]], out[rows, order[:, -2]] = x[rows, order[:, -2]], x[rows, order[:, -1]]
+        return out
+
+    with pytest.raises(ExportCheckError, match="top-1 agreement 0.0000"):
+        check_parity(session, swap_top2, (4,), fp32)
+    with pytest.raises(ExportCheckError, match="other than the export batch"):
+        check_parity(session, lambda x: x, (4,), fp32, batches=(1, 2))
