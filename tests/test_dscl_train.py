@@ -177,6 +177,9 @@ def test_classifier_stage_checks_its_config(fmnist_small):
     bad_args = recipe.replace(method_args={**recipe.method_args, "beta": 8.0})
     with pytest.raises(BadHyperParameterError, match="unknown DSCL method_args"):
         METHODS["dscl"](model, _context(bad_args, 0, fmnist_small))
+    bad_alpha = recipe.replace(method_args={**recipe.method_args, "alpha": 8.0})  # beta given as alpha
+    with pytest.raises(BadHyperParameterError, match=r"alpha must be in \(0, 1\]"):
+        METHODS["dscl"](model, _context(bad_alpha, 0, fmnist_small))
 
 
 def test_stage2_leaves_the_backbone_unchanged(tmp_path, fmnist_small):

@@ -121,6 +121,8 @@ class DSCLLoss(nn.Module):
     def __init__(self, alpha: Alpha = 1.0 / 9.0, temperature: float = 0.07) -> None:
         super().__init__()
         _check_alpha(alpha)
+        if temperature <= 0:
+            raise BadHyperParameterError(f"DSCL temperature must be > 0, got {temperature}")
         self.alpha = alpha
         self.temperature = temperature
 

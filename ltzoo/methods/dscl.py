@@ -41,7 +41,7 @@ from torch import nn
 
 from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.losses.dscl import beta_to_alpha, dscl_loss
+from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.methods.dscl_views import DSCLViews, classifier_view
 from ltzoo.models.classifier import LTClassifier
@@ -95,8 +95,8 @@ class DSCLRepresentation(Objective):
         if unknown:
             raise BadHyperParameterError(f"unknown DSCL method_args {sorted(unknown)}; known: {sorted(DEFAULT_ARGS)}")
         args = {**DEFAULT_ARGS, **ctx.args}
-        self.alpha = args["alpha"]
         self.temperature = float(args["temperature"])
+        self.contrastive = DSCLLoss(args["alpha"], self.temperature)  # checks alpha and tau now, not at step 1
         self.pbsd_weight = float(args["pbsd_weight"])
         if self.pbsd_weight < 0:
             raise BadHyperParameterError(f"pbsd_weight must be >= 0, got {self.pbsd_weight}")
@@ -126,7 +126,7 @@ class DSCLRepresentation(Objective):
         keys = self.key_encoder(key_images)
         queue_features, queue_labels = self.queue.contents()
 
-        contrastive = dscl_loss(queries, keys, labels, queue_features, queue_labels, self.alpha, self.temperature)
+        contrastive = self.contrastive(queries, keys, labels, queue_features, queue_labels)
         loss = contrastive
         logs = {"dscl": contrastive.item(), "queue_filled": float(self.queue.filled)}
         if self.pbsd_weight > 0:
