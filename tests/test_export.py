@@ -499,3 +499,15 @@ def test_parity_check_by_hand(tmp_path):
         check_parity(session, swap_top2, (4,), fp32)
     with pytest.raises(ExportCheckError, match="other than the export batch"):
         check_parity(session, lambda x: x, (4,), fp32, batches=(1, 2))
+
+
+@pytest.mark.slow
+def test_dynamo_opset_17_conversion_failure_is_an_error_not_a_mislabelled_file(tmp_path):
+    # The dynamo exporter builds at opset 18 and converts down; ONNX's converter has no Pad adapter to 17
+    # for the option-A shortcut, and torch then keeps 18 silently. ltzoo must refuse, naming the fix.
+    from ltzoo.export.onnx_export import export_onnx
+
+    with pytest.raises(ExportCheckError, match="produced opset 18, not the requested 17"):
+        model = build_model("resnet32", 10, in_chans=1)
+        export_onnx(model, tmp_path / "m.onnx", (1, 28, 28), opset=17, exporter="dynamo")
+    assert not (tmp_path / "m.onnx").exists()

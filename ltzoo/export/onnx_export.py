@@ -134,6 +134,15 @@ def export_onnx(
         ) from error
     finally:
         model.train(was_training)
+    actual = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if actual != opset:
+        # The dynamo exporter builds at 18 and converts down; when onnx's version converter lacks an
+        # adapter (e.g. Pad to 17) it keeps 18 with only a log line. A file must be what was asked for.
+        raise ExportCheckError(
+            f"the {exporter} exporter produced opset {actual}, not the requested {opset} (the ONNX version "
+            f"converter could not convert this graph); use --opset {actual} or --exporter "
+            f"{'torchscript' if exporter == 'dynamo' else 'dynamo'}"
+        )
     sanitized = sanitize_graph(proto)
     external = save_model(proto, path)
     counts = Counter(node.op_type for node in proto.graph.node)
