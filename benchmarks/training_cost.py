@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ def measure(name: str, steps: int, threads: int) -> dict[str, Any]:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-c", RUNNER, "train", name, "--out", str(out), "--epochs", str(len(stages)),
                "--steps-per-epoch", str(steps)]
-        env = {"OMP_NUM_THREADS": str(threads), "PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{name}: {proc.stderr.strip().splitlines()[-1:]}")
