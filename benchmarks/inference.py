@@ -134,7 +134,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report = {"mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
               "torch_threads": torch.get_num_threads(), "results": results, "targets_resnet50": targets}
-    header = ["model", "input", "batch", "backend", "p50 (ms)", "p95 (ms)", "images/s", "speed-up"]
+    from cpu_peak import fp32_peak, model_gflops  # type: ignore[import-not-found]
+
+    from ltzoo.models import build_model
+
+    peak = fp32_peak()
+    gflops = {arch: model_gflops(build_model(arch, classes, in_chans=chans), (chans, size, size))
+              for arch, chans, size, classes in CASES}
+    report["fp32_peak"] = {**peak, "model_gflops_per_image": gflops}
+    for r in results:
+        for name in BACKENDS:
+            r[name]["fraction_of_fp32_peak"] = r[name]["images_per_s"] * gflops[r["arch"]] / peak["peak_gflops"]
+    header = ["model", "input", "batch", "backend", "p50 (ms)", "p95 (ms)", "images/s", "% of fp32 peak", "speed-up"]
     rows = []
     for r in results:
         for name in BACKENDS:
@@ -143,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "ort_int8_trt": f"{r['ort_int8_trt_vs_ort_fp32']:.2f}x ORT fp32 (TensorRT-ready graph)"}[name]
             s = r[name]
             rows.append([r["arch"], "x".join(map(str, r["input"])), r["batch"], name, f"{s['p50_ms']:.2f}",
-                         f"{s['p95_ms']:.2f}", f"{s['images_per_s']:.1f}", speedup])
+                         f"{s['p95_ms']:.2f}", f"{s['images_per_s']:.1f}", f"{100 * s['fraction_of_fp32_peak']:.1f}",
+                         speedup])
     lines = ["## Inference: PyTorch eager vs ONNX Runtime fp32 vs int8 (QDQ)", "", markdown_table(header, rows), ""]
     for key, entry in targets.items():
         measured = ", ".join(f"{k}: {v:.2f}x" for k, v in entry["measured"].items())
@@ -152,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines.append("- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default "
                  "`--int8-target tensorrt` graph (symmetric int8), measured here on ORT CPU, where it is only "
                  "partly fused.")
+    lines.append(f"- fp32 peak of this CPU: {peak['cores']} cores x {peak['ghz']:.2f} GHz x {peak['flops_per_cycle']} FLOPs/cycle "
+                 f"({peak['how']}) = {peak['peak_gflops']:.0f} GFLOP/s; % of peak = images/s x model GFLOPs "
+                 f"({', '.join(f'{a} {g:.3f}' for a, g in gflops.items())} per image, 2 x conv/linear MACs) / peak. "
+                 "int8 is compared with the same fp32 peak.")
     lines.append(f"\n_{report['mode']} mode; the backends are timed in interleaved rounds in one process._")
     write_results("inference", report, "\n".join(lines))
     print("\n".join(lines))
