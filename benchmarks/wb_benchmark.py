@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wd", type=float, nargs="+", default=list(WD_CANDIDATES),
                         help="--tune-wd candidates (train a subset in parallel processes, then rerun with all)")
     parser.add_argument("--quick", action="store_true", help="1 seed, small data, 1 epoch of 2 steps per stage")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train (or resume) the given seeds' runs and stop: run seeds in parallel processes, "
+                        "then once more without it to score them all")
     args = parser.parse_args(argv)
 
     suffix = "_quick" if args.quick else ""
@@ -230,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     per_seed = []
     for seed in seeds:
         runs = train_arms(seed, work_dir, options, args.quick)
+        if args.train_only:
+            continue
         per_seed.append({arm: {**r, "seed": seed} for arm, r in score_seed(runs, data).items()})
+    if args.train_only:
+        return 0
     summary = summarise(per_seed)
     tuning_file = Path(__file__).resolve().parent / "results" / f"wb_wd_tuning{suffix}.json"
     report = {
