@@ -265,3 +265,37 @@ def test_tau_search_refuses_a_test_split_and_a_second_adjustment():
         choose_tau_on_val(model, [9, 1], lambda m: {"split": "test", "mean_class": 1.0}, [0.0])
     with pytest.raises(BadHyperParameterError, match="already"):
         attach_logit_adjustment(model, [9, 1], 1.0)
+
+
+# ----- the zoo entries ------------------------------------------------------------------------------
+WB_ENTRIES = {
+    "wb_resnet32.cifar100_lt": "linear", "wb_resnet32.cifar10_lt": "linear", "wb_resnet32.fmnist_lt": "linear",
+    "wb_resnext50_32x4d.imagenet_lt": "linear", "wb_resnet50.inat2018": "linear",
+    "ce_wd_resnet32.cifar100_lt": "linear", "ce_wd_resnet32.cifar10_lt": "linear", "ce_wd_resnet32.fmnist_lt": "linear",
+    "wb_onestage_resnet32.cifar100_lt": "etf", "wb_onestage_resnet32.cifar10_lt": "etf",
+    "wb_onestage_resnet32.fmnist_lt": "etf",
+}
+
+
+def test_every_weight_balancing_entry_builds_and_says_what_it_follows():
+    import ltzoo
+    from ltzoo.registry import get_entry, list_models
+
+    assert set(list_models(["wb_*", "ce_wd_*"])) == set(WB_ENTRIES)
+    assert get_entry("wb_resnet32").tag == "cifar100_lt" and get_entry("wb_onestage_resnet32").tag == "cifar100_lt"
+    for name, head_type in WB_ENTRIES.items():
+        recipe = get_entry(name).recipe()
+        assert recipe.head.get("type", "linear") == head_type, name
+        assert recipe.stages[-1].select_on_val, name  # never select on test
+        if recipe.method == "wb":
+            assert [s.name for s in recipe.stages] == ["stage1", "stage2"] and recipe.stages[1].train == "head"
+            assert recipe.stages[1].weight_decay == 0.1 and recipe.method_args["cb_beta"] == 0.9999
+    # Where paper and code disagree, the CIFAR recipes say which one they follow.
+    assert "PAPER" in get_entry("wb_resnet32.cifar100_lt").recipe().notes
+    assert get_entry("wb_resnet32.cifar100_lt").recipe().stages[0].epochs == 200
+    assert "CODE's 320 epochs" in get_entry("wb_onestage_resnet32.cifar100_lt").recipe().notes
+    assert get_entry("wb_onestage_resnet32.cifar100_lt").recipe().stages[0].epochs == 320
+    # 64-d ResNet-32 features cannot hold a 100-class ETF: the CIFAR-100 head lifts them first.
+    model = ltzoo.create_model("wb_onestage_resnet32.cifar100_lt")
+    assert isinstance(model.head, ETFHead) and model.head.weight.shape == (100, 128)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
