@@ -71,7 +71,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
                         help=f"int8 calibration images from the training split (default {DEFAULT_CALIB_SIZE})")
     parser.add_argument("--calib-method", choices=tuple(CALIBRATION_METHODS), default=DEFAULT_CALIB_METHOD,
-                        help=f"int8 calibration method (default {DEFAULT_CALIB_METHOD})")
+                        help=f"int8 calibration method (default {DEFAULT_CALIB_METHOD}; percentile and entropy hold "
+                        "every calibration activation in memory: use a small --calib-size for large models)")
     parser.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
     parser.add_argument("--logit-adjust", type=float, metavar="TAU",
                         help="bake logits - TAU * log(training prior) into the graph")

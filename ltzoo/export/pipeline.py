@@ -23,6 +23,7 @@ from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
 from ltzoo.export import checks, tensorrt
 from ltzoo.export.fp16 import convert_fp16
 from ltzoo.export.int8 import (
+    CALIBRATION_BATCH,
     DEFAULT_CALIB_METHOD,
     DEFAULT_CALIB_SEED,
     DEFAULT_CALIB_SIZE,
@@ -424,9 +425,8 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions) -> dict[
     targets = data.split("train").targets
     indices = class_balanced_indices(targets, data.num_classes, options.calib_size, options.calib_seed)
     per_class = np.bincount(np.asarray(targets)[indices], minlength=data.num_classes).tolist()
-    recipe = quantize_int8(
-        src, dst, _preprocessed(data, "train", indices), method=options.calib_method, target=options.int8_target
-    )
+    batches = _preprocessed(data, "train", indices, batch_size=CALIBRATION_BATCH)
+    recipe = quantize_int8(src, dst, batches, method=options.calib_method, target=options.int8_target)
     recipe["calibration"] = {
         "split": "train",
         "size_requested": options.calib_size,
