@@ -169,6 +169,8 @@ def run_tensorrt(args: argparse.Namespace) -> int:
             failure = error
     elif args.check_only:
         result["engine"] = {"skipped": "--check-only"}
+    else:
+        result["engine"] = {"skipped": "the static check failed"}
     written = _record_tensorrt(path, result)
     static = result["static"]
     print(f"static check: {'passed' if static.get('passed') else 'FAILED'}; opset {static.get('opset')}; "
