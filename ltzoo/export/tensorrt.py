@@ -100,21 +100,26 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
             f"int64 constants that do not fit int32 (NVIDIA's import guide says sanitize them): {too_wide[:5]}"
         )
 
+    node_problems: dict[str, list[str]] = {}  # one line per kind of problem, not one per node
     for node in graph.node:
         if node.op_type in trt_ops.QDQ_OPS and len(node.input) > 2 and node.input[2]:
             zero = constants.get(node.input[2])
             if zero is None:
-                problems.append(f"{node.op_type} {node.name!r}: zero point is not a constant")
+                why = "zero point is not a constant"
             elif np.any(onnx.numpy_helper.to_array(zero) != 0):
-                problems.append(f"{node.op_type} {node.name!r}: zero point is not 0 (TensorRT needs symmetric Q/DQ)")
+                why = "zero point is not 0 (TensorRT needs symmetric Q/DQ)"
             elif zero.data_type != onnx.TensorProto.INT8:
-                dtype = onnx.helper.tensor_dtype_to_np_dtype(zero.data_type)
-                problems.append(f"{node.op_type} {node.name!r}: quantized type {dtype}, TensorRT expects int8")
+                why = f"quantized type {onnx.helper.tensor_dtype_to_np_dtype(zero.data_type)}, TensorRT expects int8"
+            else:
+                why = ""
+            if why:
+                node_problems.setdefault(f"{node.op_type}: {why}", []).append(node.name)
         for index in trt_ops.CONSTANT_INPUTS.get(node.op_type, ()):
             if index < len(node.input) and node.input[index] and node.input[index] not in constants:
-                problems.append(
-                    f"{node.op_type} {node.name!r}: input {index} ({node.input[index]!r}) must be a build-time constant"
-                )
+                why = f"{node.op_type}: input {index} must be a build-time constant"
+                node_problems.setdefault(why, []).append(node.name)
+    for why, names in node_problems.items():
+        problems.append(f"{why} ({len(names)} node{'s' if len(names) > 1 else ''}, e.g. {names[0]!r})")
 
     input_shape: tuple[int, ...] = ()
     for value in (*graph.input, *graph.output):
