@@ -83,5 +83,5 @@ def test_split_file_label_errors_name_the_line(tmp_path):
     with pytest.raises(BadDataError, match=r"x_train.txt:2: label 'seven' is not an integer"):
         read_split_file(path, 10)
     path.write_text("a.jpg 0\nb.jpg 12\n")
-    with pytest.raises(BadDataError, match=r":2: label 12 is outside \[0, 10\)"):
+    with pytest.raises(BadDataError, match=r":2: label 12 is out of range \(labels must be in \[0, 10\)\)"):
         read_split_file(path, 10)
