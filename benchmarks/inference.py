@@ -31,7 +31,7 @@ TARGETS = {"ort_fp32_vs_eager": 1.5, "ort_int8_vs_ort_fp32": 1.8}
 
 
 def build_backends(
-    arch: str, in_chans: int, size: int, num_classes: int, work: Path, calib_images: int
+    arch: str, in_chans: int, size: int, num_classes: int, work: Path, calib_images: int, threads: int | None = None
 ) -> dict[str, Any]:
     """Predictors (float32 NCHW batch -> logits) for the backends of one model."""
     import onnxruntime as ort
@@ -53,8 +53,12 @@ def build_backends(
                        for _ in range(max(1, calib_images // 8)))
         paths[name] = work / f"{arch}_{name}.onnx"
         quantize_int8(fp32, paths[name], calibration, target=target)
-    # Default session options (what a user gets), best available provider.
-    sessions = {name: ort.InferenceSession(str(path), providers=select_providers()) for name, path in paths.items()}
+    # Default session options (what a user gets) unless --threads pins both runtimes; best provider.
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    sessions = {name: ort.InferenceSession(str(path), options, providers=select_providers())
+                for name, path in paths.items()}
 
     def eager(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -97,9 +101,13 @@ def summarise(latencies: list[float], batch: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run); ratios are noisy")
+    parser.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ORT alike (default: each "
+                        "library's own; 1 keeps OpenMP barriers out of the picture on a shared, busy machine)")
     args = parser.parse_args(argv)
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     # (rounds, iterations per round, warmup) per batch size.
     plan = {1: (2, 2, 1), 32: (1, 1, 1)} if args.quick else {1: (5, 10, 3), 32: (4, 2, 1)}
     results: list[dict[str, Any]] = []
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for arch, in_chans, size, num_classes in CASES:
             print(f"{arch} at {size}px: exporting fp32 and int8", flush=True)
             calib_images = 8 if args.quick else 32
-            backends = build_backends(arch, in_chans, size, num_classes, Path(tmp), calib_images)
+            backends = build_backends(arch, in_chans, size, num_classes, Path(tmp), calib_images, args.threads)
             for batch_size in BATCHES:
                 rounds, per_round, warmup = plan[batch_size]
                 batch = np.random.default_rng(1).standard_normal((batch_size, in_chans, size, size), dtype=np.float32)
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import onnxruntime
 
     report = {"mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
-              "torch_threads": torch.get_num_threads(), "results": results, "targets_resnet50": targets}
+              "torch_threads": torch.get_num_threads(), "threads_option": args.threads,
+              "results": results, "targets_resnet50": targets}
     from cpu_peak import fp32_peak, model_gflops  # type: ignore[import-not-found]
 
     from ltzoo.models import build_model
@@ -156,7 +165,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append([r["arch"], "x".join(map(str, r["input"])), r["batch"], name, f"{s['p50_ms']:.2f}",
                          f"{s['p95_ms']:.2f}", f"{s['images_per_s']:.1f}", f"{100 * s['fraction_of_fp32_peak']:.1f}",
                          speedup])
-    lines = ["## Inference: PyTorch eager vs ONNX Runtime fp32 vs int8 (QDQ)", "", markdown_table(header, rows), ""]
+    title = "## Inference: PyTorch eager vs ONNX Runtime fp32 vs int8 (QDQ)"
+    if args.threads:
+        title += f", {args.threads} thread{'s' if args.threads > 1 else ''} each"
+    lines = [title, "", markdown_table(header, rows), ""]
     for key, entry in targets.items():
         measured = ", ".join(f"{k}: {v:.2f}x" for k, v in entry["measured"].items())
         lines.append(f"- ResNet-50 {key.replace('_', ' ')}: target >= {entry['target']}x; measured {measured} "
@@ -164,12 +176,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines.append("- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default "
                  "`--int8-target tensorrt` graph (symmetric int8), measured here on ORT CPU, where it is only "
                  "partly fused.")
-    lines.append(f"- fp32 peak of this CPU: {peak['cores']} cores x {peak['ghz']:.2f} GHz x {peak['flops_per_cycle']} FLOPs/cycle "
+    lines.append(f"- fp32 peak of this CPU: {peak['cores']} cores x {peak['ghz']:.2f} GHz x "
+                 f"{peak['flops_per_cycle']} FLOPs/cycle "
                  f"({peak['how']}) = {peak['peak_gflops']:.0f} GFLOP/s; % of peak = images/s x model GFLOPs "
                  f"({', '.join(f'{a} {g:.3f}' for a, g in gflops.items())} per image, 2 x conv/linear MACs) / peak. "
                  "int8 is compared with the same fp32 peak.")
     lines.append(f"\n_{report['mode']} mode; the backends are timed in interleaved rounds in one process._")
-    write_results("inference", report, "\n".join(lines))
+    write_results("inference" if not args.threads else f"inference_threads{args.threads}", report, "\n".join(lines))
     print("\n".join(lines))
     return report
 
