@@ -13,7 +13,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,14 @@ def fmt_mean_std(values: Iterable[float | None], digits: int = 2) -> str:
 
 
 def write_results(name: str, report: dict[str, Any], markdown: str, results_dir: Path = RESULTS_DIR) -> Path:
-    """Write ``<name>.json`` (with machine facts) and ``<name>.md`` atomically; returns the JSON path."""
+    """Write ``<name>.json`` (with machine facts) and ``<name>.md`` atomically; returns the JSON path.
+
+    A ``--quick`` report (``report["quick"]``) goes to ``<name>_quick.*``: smoke numbers never overwrite
+    the full-mode results that REPORT.md and the README are rendered from (git ignores the quick files)."""
     from ltzoo.runs import atomic_write_bytes, atomic_write_json
 
+    if report.get("quick") and not name.endswith("_quick"):
+        name += "_quick"
     results_dir.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": name, "machine": machine_info(), **report}
     atomic_write_json(results_dir / f"{name}.json", report)
@@ -73,9 +78,11 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
     return results_dir / f"{name}.json"
 
 
-def find_finished_run(name: str, recipe_dict: dict[str, Any], search_root: Path = ROOT / "runs") -> Path | None:
-    """A finished run anywhere under ``search_root`` with this name and exactly this recipe (seed and epochs
-    included) and no step caps: benchmarks that share an arm (CE is in every ablation) train it once."""
+def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str,
+                      search_root: Path = ROOT / "runs") -> Path | None:
+    """A finished run anywhere under ``search_root`` of exactly this recipe (seed and epochs included) on
+    exactly this data (the split index hash: the balanced upper bound shares CE's recipe) and with no step
+    caps: benchmarks that share an arm (CE is in every ablation) train it once, whatever each calls it."""
     wanted = json.loads(json.dumps(recipe_dict))
     for config_path in sorted(search_root.glob("**/config.json")):
         run = config_path.parent
@@ -86,7 +93,7 @@ def find_finished_run(name: str, recipe_dict: dict[str, Any], search_root: Path 
         except (OSError, json.JSONDecodeError):
             continue
         limits = lt.get("training_limits") or {}
-        if lt.get("name") == name and lt.get("recipe") == wanted and not any(limits.values()):
+        if lt.get("recipe") == wanted and lt.get("index_sha256") == index_sha256 and not any(limits.values()):
             return run
     return None
 
@@ -104,7 +111,10 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     if epochs is not None:
         recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
     if steps_per_epoch is None:
-        found = find_finished_run(name, recipe.to_dict())
+        from ltzoo.data import build_dataset
+
+        data = options.get("data") or build_dataset(recipe.dataset)
+        found = find_finished_run(recipe.to_dict(), data.index_sha256)
         if found is not None:
             return {**json.loads((found / "metrics.json").read_text()), "run_dir": str(found)}
     out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
@@ -113,6 +123,21 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     metrics = train(recipe, out, name=name, steps_per_epoch=steps_per_epoch,
                     resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
     return {**metrics, "run_dir": str(out)}
+
+
+def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int = 1) -> list[Any]:
+    """``function(*job)`` for every job, in order; ``workers`` > 1 runs them in that many fresh processes.
+
+    Training runs on 2 cores go faster as two 1-thread processes than as one 2-thread process (the small
+    convolutions do not split well over threads). Executor workers, unlike multiprocessing.Pool's, may
+    start the recipes' DataLoader workers."""
+    if workers <= 1:
+        return [function(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as executor:
+        return list(executor.map(function, *zip(*jobs, strict=True)))
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -33,11 +33,10 @@ import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
+from common import WORK_DIR, fmt_mean_std, markdown_table, mean_std, run_jobs, train_seeded, write_results  # type: ignore[import-not-found]
 
 GROUPS = ("all", "many", "medium", "few")
 PAPER_IMAGENET_LT = {"scl": 51.2, "dscl": 52.6, "pbsd": 56.3, "dscl_pbsd": 57.7}  # supp. Table 2, top-1
@@ -219,12 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cost[arm]["peak_mem_vs_ce"] = cost[arm]["added_peak_rss_mb"] / cost["ce"]["added_peak_rss_mb"]
 
     jobs = [(arm, seed, work_dir, args.threads, args.quick) for seed in seeds for arm in ARMS]
-    if args.jobs > 1:
-        # Executor workers (unlike multiprocessing.Pool's) may start the recipes' DataLoader workers.
-        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as executor:
-            results = list(executor.map(run_arm, *zip(*jobs)))
-    else:
-        results = [run_arm(*job) for job in jobs]
+    results = run_jobs(run_arm, jobs, args.jobs)
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = [r for r in results if r["arm"] == arm]
@@ -244,9 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cost": cost,
         "dscl_stage_epochs": [s.epochs for s in recipe.stages],
     }
-    name = "dscl_ablation_quick" if args.quick else "dscl_ablation"
     markdown = _markdown(report)
-    write_results(name, report, markdown)
+    write_results("dscl_ablation", report, markdown)
     print(markdown)
     return report
 

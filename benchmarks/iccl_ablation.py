@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    name = "iccl_ablation_quick" if args.quick else "iccl_ablation"
-    work_dir = args.work_dir or WORK_DIR / name
+    work_dir = args.work_dir or WORK_DIR / ("iccl_ablation_quick" if args.quick else "iccl_ablation")
 
     results = [run_arm(arm, seed, work_dir, args.quick) for seed in seeds for arm in RUN_ORDER if arm in args.arms]
     arms: dict[str, Any] = {}
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "arms": arms,
     }
     markdown = _markdown(report)
-    write_results(name, report, markdown)
+    write_results("iccl_ablation", report, markdown)
     print(markdown)
     return report
 

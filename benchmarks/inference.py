@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     import onnxruntime
 
-    report = {"mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
+    report = {"quick": args.quick, "mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
               "torch_threads": torch.get_num_threads(), "threads_option": args.threads,
               "results": results, "targets_resnet50": targets}
     from cpu_peak import fp32_peak, model_gflops  # type: ignore[import-not-found]

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"##### {name}: {time.time() - started:.0f} s", flush=True)
     from report import render  # type: ignore[import-not-found]
 
-    path = render()
+    path = render(quick=args.quick)
     print(f"\nreport written to {path}")
     if failures:
         print(f"failed: {failures}", file=sys.stderr)

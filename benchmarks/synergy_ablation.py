@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         arms[arm] = {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
                      **summarise(runs)}
     report = {
+        "quick": args.quick,
         "dataset": "fmnist_lt" + (" (quick subset)" if args.quick else ""),
         "config": {
             "seeds": seeds, "quick": args.quick, "arms": args.arms, "work_dir": str(work_dir),
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "claims": judge_claims(arms),
     }
     text = markdown(report)
-    write_results("synergy_ablation_quick" if args.quick else "synergy_ablation", report, text, args.results_dir)
+    write_results("synergy_ablation", report, text, args.results_dir)
     print(text)
     return report
 

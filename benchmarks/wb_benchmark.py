@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_text = "# Weight-decay sweep for ce_wd_resnet32.fmnist_lt (seed 0, val top-1 %)\n\n" + markdown_table(
             ["weight decay", *GROUPS], [[wd, *[f"{v[g]:.2f}" if v[g] is not None else "-" for g in GROUPS]]
                                         for wd, v in tuning["candidates"].items()]) + f"\n\nbest: {tuning['best']}\n"
-        write_results(f"wb_wd_tuning{suffix}", tuning, markdown_text)
+        write_results("wb_wd_tuning", {"quick": args.quick, **tuning}, markdown_text)
         print(markdown_text)
         return 0
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "are CIFAR-100-LT with ResNet-34 and 200-320 epochs, so the absolute numbers are not comparable.",
         ],
     }
-    write_results(f"wb_benchmark{suffix}", report, markdown(report))
+    write_results("wb_benchmark", report, markdown(report))
     print(markdown(report))
     return 0
 

@@ -48,6 +48,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (killed / "model.safetensors").exists(), "the run finished before it was killed"
     assert (killed / "checkpoints" / "last.pt").is_file()
+    # Pretend the killed part took an hour: the resumed run's reported time must carry it over.
+    checkpoint = torch.load(killed / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["train_time_s"] > 0
+    checkpoint["train_time_s"] = 3600.0
+    torch.save(checkpoint, killed / "checkpoints" / "last.pt")
 
     # Without --resume the half-finished run is protected, not overwritten
     refused = subprocess.run(_train_cmd(killed), env=env, capture_output=True, text=True)
@@ -58,6 +63,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     res_metrics = json.loads((killed / "metrics.json").read_text())
     assert res_metrics["test"]["per_class"] == ref_metrics["test"]["per_class"]
     assert res_metrics["val"]["all"] == ref_metrics["val"]["all"]
+    assert res_metrics["train_time_s"] > 3600.0, "training time before the kill was dropped on resume"
     ref_log = (reference / "train_log.jsonl").read_text().splitlines()
     res_log = (killed / "train_log.jsonl").read_text().splitlines()
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "images_per_s"}  # noqa: E731

@@ -261,6 +261,7 @@ class Trainer:
                 "rng": torch.get_rng_state(),
                 "best": self.best,
                 "log": self.log_lines,
+                "train_time_s": time.time() - self._clock_start,
             },
             self.ckpt_dir / LAST_CHECKPOINT,
         )
@@ -306,13 +307,14 @@ class Trainer:
             self.log_lines = list(state["log"])
             start_stage, start_epoch = state["stage_index"], state["epochs_done"]
             log.info("resuming %s at stage %d after epoch %d", self.name, start_stage, start_epoch)
-        started = time.time()
+        # Training time counts across resumes, so a resumed run reports what the whole run cost.
+        self._clock_start = time.time() - (state.get("train_time_s", 0.0) if state else 0.0)
         for stage_index, stage in enumerate(self.recipe.stages):
             if stage_index < start_stage:
                 continue
             self._run_stage(stage_index, stage, start_epoch if stage_index == start_stage else 0,
                             state if stage_index == start_stage else None)
-        return self._finish(time.time() - started)
+        return self._finish(time.time() - self._clock_start)
 
     def _run_stage(self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None) -> None:
         steps_per_epoch = self._steps_per_epoch(stage)
