@@ -54,7 +54,11 @@ def build_backends(
         paths[name] = work / f"{arch}_{name}.onnx"
         quantize_int8(fp32, paths[name], calibration, target=target)
     # Default session options (what a user gets) unless --threads pins both runtimes; best provider.
+    # Except spinning: ORT's idle intra-op threads spin-wait after each run, and in interleaved rounds
+    # they would steal the cores from the PyTorch call that follows (eager timings several times too
+    # slow on 2 cores). Without spinning ORT is, if anything, a little slower: the ratios are conservative.
     options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     sessions = {name: ort.InferenceSession(str(path), options, providers=select_providers())
