@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, run_jobs, train_seeded, write_results  # type: ignore[import-not-found]
+from common import GROUPS, RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, run_jobs, train_seeded, write_results  # type: ignore[import-not-found]
 
-GROUPS = ("all", "many", "medium", "few")
 UPPER_BOUND = "ce_resnet32.fmnist_balanced"
 
 
@@ -124,13 +123,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.time()
     # Seed-major: after a third of the time every method has one seed, which is informative early.
     jobs = [(name, seed, work_dir, args.quick, args.threads) for seed in seeds for name in [*names, UPPER_BOUND]]
-    rows: dict[str, dict[str, Any]] = {name: {"test": [], "val": [], "per_class": [], "train_time_s": []}
+    rows: dict[str, dict[str, Any]] = {name: {"test": [], "val": [], "per_class": [], "train_time_s": [], "run_dir": []}
                                        for name in [*names, UPPER_BOUND]}
     for name, metrics in zip([job[0] for job in jobs], run_jobs(train_one, jobs, args.jobs), strict=True):
         rows[name]["test"].append({g: metrics["test"][g] for g in GROUPS})
         rows[name]["val"].append({g: metrics["val"][g] for g in GROUPS})
         rows[name]["per_class"].append(metrics["test"]["per_class"])
         rows[name]["train_time_s"].append(metrics["train_time_s"])
+        rows[name]["run_dir"].append(metrics["run_dir"])
     elapsed = time.time() - started
 
     ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"])

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
-WORK_DIR = ROOT / "runs" / "benchmarks"
+# Overridable so that the benchmarks' own smoke test writes into a temporary directory.
+RESULTS_DIR = Path(os.environ.get("LTZOO_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
+WORK_DIR = Path(os.environ.get("LTZOO_BENCH_WORK", ROOT / "runs" / "benchmarks"))
+GROUPS = ("all", "many", "medium", "few")  # the accuracy columns of every benchmark
 
 
 def machine_info() -> dict[str, Any]:
@@ -138,6 +140,24 @@ def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers:
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as executor:
         return list(executor.map(function, *zip(*jobs, strict=True)))
+
+
+def run_record(metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """What a benchmark keeps of one training run: ``fields`` (arm, seed ...), where it is, what was
+    selected on val, its training time and the val/test accuracy per group."""
+    return {
+        **fields,
+        "run_dir": metrics.get("run_dir"),
+        "selected": metrics["selected"],
+        "train_time_s": metrics["train_time_s"],
+        "val": {g: metrics["val"][g] for g in GROUPS},
+        "test": {g: metrics["test"][g] for g in GROUPS},
+    }
+
+
+def summary_by_group(runs: list[dict[str, Any]], split: str, keys: Iterable[str] = GROUPS) -> dict[str, dict[str, float | None]]:
+    """``{group: {"mean": ..., "std": ...}}`` of ``run[split][group]`` over runs (seeds)."""
+    return {key: dict(zip(("mean", "std"), mean_std(run[split][key] for run in runs), strict=True)) for key in keys}
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -36,9 +36,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import WORK_DIR, fmt_mean_std, markdown_table, mean_std, run_jobs, train_seeded, write_results  # type: ignore[import-not-found]
+from common import (  # type: ignore[import-not-found]
+    GROUPS,
+    WORK_DIR,
+    fmt_mean_std,
+    markdown_table,
+    run_jobs,
+    run_record,
+    summary_by_group,
+    train_seeded,
+    write_results,
+)
 
-GROUPS = ("all", "many", "medium", "few")
 PAPER_IMAGENET_LT = {"scl": 51.2, "dscl": 52.6, "pbsd": 56.3, "dscl_pbsd": 57.7}  # supp. Table 2, top-1
 ORDER = ("scl", "dscl", "pbsd", "dscl_pbsd")
 
@@ -140,22 +149,7 @@ def run_arm(arm: str, seed: int, work_dir: Path, threads: int, quick: bool) -> d
     torch.set_num_threads(threads)
     limits = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
     metrics = train_seeded(f"{arm}.fmnist_lt", seed, work_dir, recipe=_recipe(arm), **limits)
-    return {
-        "arm": arm,
-        "seed": seed,
-        "selected": metrics["selected"],
-        "train_time_s": metrics["train_time_s"],
-        "val": {g: metrics["val"][g] for g in GROUPS},
-        "test": {g: metrics["test"][g] for g in GROUPS},
-    }
-
-
-def _summary(runs: list[dict[str, Any]], split: str) -> dict[str, dict[str, float | None]]:
-    out = {}
-    for group in GROUPS:
-        mean, std = mean_std(r[split][group] for r in runs)
-        out[group] = {"mean": mean, "std": std}
-    return out
+    return run_record(metrics, arm=arm, seed=seed)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -222,7 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arms: dict[str, Any] = {}
     for arm in ARMS:
         runs = [r for r in results if r["arm"] == arm]
-        arms[arm] = {"label": ARMS[arm], "runs": runs, "test": _summary(runs, "test"), "val": _summary(runs, "val")}
+        arms[arm] = {"label": ARMS[arm], "runs": runs, "test": summary_by_group(runs, "test"),
+                     "val": summary_by_group(runs, "val")}
     means = [arms[arm]["test"]["all"]["mean"] for arm in ORDER]
     recipe = _recipe("dscl_pbsd")
     report = {

@@ -29,15 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from common import (  # type: ignore[import-not-found]
+    GROUPS,
     WORK_DIR,
     fmt_mean_std,
     markdown_table,
-    mean_std,
+    run_record,
+    summary_by_group,
     train_seeded,
     write_results,
 )
 
-GROUPS = ("all", "many", "medium", "few")
 # Seed-major, the arm that evaluates val every epoch first: a partial run is informative early.
 RUN_ORDER = ("iccl_no_stage2", "iccl", "iccl_no_interpolation", "ce")
 ARMS = {
@@ -65,23 +66,7 @@ def run_arm(arm: str, seed: int, work_dir: Path, quick: bool) -> dict[str, Any]:
     limits = {"epochs": 3, "steps_per_epoch": 2} if quick else {}  # quick: ICCL's stages become 2 + 1 epochs
     print(f"[iccl_ablation] {arm} seed {seed}", flush=True)
     metrics = train_seeded(f"{arm}.fmnist_lt", seed, work_dir, recipe=_recipe(arm), **limits)
-    return {
-        "arm": arm,
-        "seed": seed,
-        "run_dir": metrics.get("run_dir"),
-        "selected": metrics["selected"],
-        "train_time_s": metrics["train_time_s"],
-        "val": {g: metrics["val"][g] for g in GROUPS},
-        "test": {g: metrics["test"][g] for g in GROUPS},
-    }
-
-
-def _summary(runs: list[dict[str, Any]], split: str) -> dict[str, dict[str, float | None]]:
-    out = {}
-    for group in GROUPS:
-        mean, std = mean_std(r[split][group] for r in runs)
-        out[group] = {"mean": mean, "std": std}
-    return out
+    return run_record(metrics, arm=arm, seed=seed)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -132,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if runs:
             epochs = "3 (quick)" if args.quick else sum(s.epochs for s in _recipe(arm).stages)
             arms[arm] = {"label": label, "epochs": epochs, "runs": runs,
-                         "test": _summary(runs, "test"), "val": _summary(runs, "val")}
+                         "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
     report = {
         "quick": args.quick,
         "seeds": seeds,

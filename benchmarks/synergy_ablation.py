@@ -38,13 +38,24 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # noqa: E402
+from common import (  # noqa: E402
+    GROUPS,
+    RESULTS_DIR,
+    WORK_DIR,
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    run_record,
+    summary_by_group,
+    train_seeded,
+    write_results,
+)
 
 from ltzoo.recipes.base import Recipe  # noqa: E402
+from ltzoo.runs import atomic_write_json  # noqa: E402
 from ltzoo.recipes.scl_rsg_ldam import synergy_variant  # noqa: E402
 from ltzoo.registry import get_entry  # noqa: E402
 
-GROUPS = ("all", "many", "medium", "few")
 SYNERGY = "scl_rsg_ldam_resnet32.fmnist_lt"
 
 
@@ -127,25 +138,17 @@ def feature_compactness(run_dir: Path, data: Any, batch_size: int = 500) -> dict
 
 def run_arm(arm: str, seed: int, work_dir: Path, options: dict[str, Any], data: Any) -> dict[str, Any]:
     label, name, build = ARMS[arm]
-    out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
-    if not (out / "metrics.json").is_file():
-        print(f"[synergy_ablation] training {arm} seed {seed} -> {out}", flush=True)
+    print(f"[synergy_ablation] {arm} seed {seed}", flush=True)
     metrics = train_seeded(name, seed, work_dir, recipe=build(), **options)
+    # The run may be one another benchmark trained (train_seeded reuses it): read it where it is.
+    out = Path(metrics["run_dir"])
     cache = out / "compactness.json"
     if cache.is_file():
         compact = json.loads(cache.read_text())
     else:
         compact = feature_compactness(out, data)
-        cache.write_text(json.dumps(compact))
-    return {
-        "seed": seed,
-        "run_dir": str(out),
-        "selected": metrics["selected"],
-        "train_time_s": metrics["train_time_s"],
-        "val": {g: metrics["val"][g] for g in GROUPS},
-        "test": {g: metrics["test"][g] for g in GROUPS},
-        "compactness": compact,
-    }
+        atomic_write_json(cache, compact)
+    return run_record(metrics, seed=seed, compactness=compact)
 
 
 def _metric(run: dict[str, Any], metric: str) -> float | None:
@@ -184,11 +187,7 @@ def judge_claims(arms: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "test": {g: dict(zip(("mean", "std"), mean_std(r["test"][g] for r in runs))) for g in GROUPS},
-        "val": {g: dict(zip(("mean", "std"), mean_std(r["val"][g] for r in runs))) for g in GROUPS},
-        "compactness": {g: dict(zip(("mean", "std"), mean_std(r["compactness"][g] for r in runs))) for g in GROUPS},
-    }
+    return {split: summary_by_group(runs, split) for split in ("test", "val", "compactness")}
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from common import WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
+from common import GROUPS, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
 
 import ltzoo
 from ltzoo.analysis import classifier_input, fisher_ratio
@@ -51,7 +51,6 @@ from ltzoo.engine.evaluator import accuracy_report
 from ltzoo.models.heads import LogitAdjustedHead
 from ltzoo.registry import get_entry
 
-GROUPS = ("all", "many", "medium", "few")
 ARMS = {
     "ce": "CE",
     "ce_wd": "CE + tuned WD (WB stage 1)",

@@ -1,0 +1,62 @@
+"""The benchmarks' smoke mode, end to end: `benchmarks/run.py --quick` trains, writes ``*_quick`` results
+and renders a quick report, without touching the full results or the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LTZOO_BENCH_RESULTS": str(tmp_path / "results"), "LTZOO_BENCH_WORK": str(tmp_path / "work"),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_path):
+    readme_before = (ROOT / "README.md").read_text()
+    accuracy = _run(["benchmarks/accuracy.py", "--quick", "--only", "ce_resnet32.fmnist_lt", "--jobs", "2"], tmp_path)
+    assert accuracy.returncode == 0, accuracy.stderr[-2000:]
+    iccl = _run(["benchmarks/iccl_ablation.py", "--quick", "--arms", "ce", "iccl_no_stage2"], tmp_path)
+    assert iccl.returncode == 0, iccl.stderr[-2000:]
+
+    results = tmp_path / "results"
+    names = sorted(p.name for p in results.iterdir())
+    assert "accuracy_quick.json" in names and "iccl_ablation_quick.json" in names
+    assert not any(n in names for n in ("accuracy.json", "iccl_ablation.json")), "a smoke run wrote full-mode names"
+
+    report = json.loads((results / "accuracy_quick.json").read_text())
+    assert report["quick"] is True
+    # CE and the balanced upper bound, one seed each, trained in two processes; accuracy is a percentage.
+    assert set(report["rows"]) == {"ce_resnet32.fmnist_lt", "ce_resnet32.fmnist_balanced"}
+    for row in report["rows"].values():
+        assert len(row["test"]) == 1 and 0.0 <= row["test"][0]["all"] <= 100.0
+        assert len(row["per_class"][0]) == 10
+    # The upper bound trained on its own (balanced) data: its run is not CE's run reused.
+    hashes = {name: json.loads((Path(row["run_dir"][0]) / "config.json").read_text())["ltzoo"]["index_sha256"]
+              for name, row in report["rows"].items()}
+    assert hashes["ce_resnet32.fmnist_lt"] != hashes["ce_resnet32.fmnist_balanced"]
+    assert (results / "accuracy_quick_per_class.png").stat().st_size > 0
+
+    iccl_report = json.loads((results / "iccl_ablation_quick.json").read_text())
+    assert set(iccl_report["arms"]) == {"ce", "iccl_no_stage2"}
+    for arm in iccl_report["arms"].values():
+        assert set(arm["test"]) == {"all", "many", "medium", "few"}
+        assert arm["runs"][0]["run_dir"].startswith(str(tmp_path / "work"))
+
+    render = _run(["-c", "import sys; sys.path.insert(0, 'benchmarks'); from report import render; "
+                   "print(render(quick=True))"], tmp_path)
+    assert render.returncode == 0, render.stderr[-2000:]
+    quick_report = (results / "REPORT_quick.md").read_text()
+    assert "not results" in quick_report
+    assert "Accuracy on fmnist_lt" in quick_report and "ICCL ablation" in quick_report
+    assert (ROOT / "README.md").read_text() == readme_before, "a quick report must not touch the README"
