@@ -511,3 +511,30 @@ def test_dynamo_opset_17_conversion_failure_is_an_error_not_a_mislabelled_file(t
         model = build_model("resnet32", 10, in_chans=1)
         export_onnx(model, tmp_path / "m.onnx", (1, 28, 28), opset=17, exporter="dynamo")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_int8_of_a_cosine_head_model(tmp_path):
+    """LDAM-DRW, RSG and the synergy save a cosine (normalised) head. ORT's symbolic shape inference fails
+    on the Expand that F.normalize exports to; the int8 variant must still be made (it retries without the
+    symbolic pass and says so) and stay close to fp32."""
+    from ltzoo.export.int8 import quantize_int8
+    from ltzoo.export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, in_chans=1, head={"type": "cosine"}).eval()
+    fp32, int8 = tmp_path / "model.onnx", tmp_path / "model_int8.onnx"
+    export_onnx(model, fp32, (1, 28, 28))
+    assert "Expand" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((8, 1, 28, 28), dtype=np.float32) for _ in range(4)]
+    recipe = quantize_int8(fp32, int8, iter(batches))
+    assert "symbolic shape inference skipped" in recipe["pre_process"]
+    assert recipe["qdq_nodes"] > 0
+    probe = rng.standard_normal((5, 1, 28, 28), dtype=np.float32)
+    run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(  # noqa: E731
+        ["logits"], {"input": probe})[0]
+    expected, quantized = run(fp32), run(int8)
+    assert quantized.shape == (5, 10)
+    # The saved cosine head gives plain cosines in [-1, 1]; int8 convolutions move them by a little.
+    assert np.abs(expected).max() <= 1.0 + 1e-5
+    assert np.abs(quantized - expected).max() < 0.25

@@ -1,7 +1,8 @@
 """int8 variant: ORT static quantization, QDQ format, int8 per-channel weights, for one of two targets.
 
 Recipe (after the ORT quantization guide, docs/performance/model-optimizations/quantization.md):
-``quant_pre_process`` (symbolic shape inference, ORT basic optimisation, ONNX shape inference), then
+``quant_pre_process`` (symbolic shape inference, ORT basic optimisation, ONNX shape inference; without
+the symbolic part where ORT's inference fails on the graph, as on a cosine head), then
 ``quantize_static`` in QDQ format with symmetric int8 weights per output channel. The activations
 depend on where the graph will run, because no single int8 graph is good for both:
 
@@ -151,11 +152,21 @@ def quantize_int8(
     reader = BatchReader(calibration_batches)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
+        pre_process = "symbolic shape inference + ORT basic optimisation + ONNX shape inference"
         try:
             with quiet():
                 quant_pre_process(str(src), str(prepared))
-        except Exception as error:
-            raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
+        except Exception as first_error:
+            # ORT's symbolic shape inference fails on some graphs (e.g. the Expand that F.normalize becomes
+            # in a cosine head: "object of type 'NoneType' has no len()"). It only matters for models with
+            # symbolic non-batch shapes; ONNX shape inference covers a CNN, so retry without it.
+            try:
+                with quiet():
+                    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+            except Exception as error:
+                raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
+            pre_process = (f"ORT basic optimisation + ONNX shape inference (symbolic shape inference skipped: "
+                           f"{type(first_error).__name__}: {first_error})")
         proto = onnx.load(str(prepared))
         for index, node in enumerate(proto.graph.node):  # the quantizer addresses nodes by name
             if not node.name:
@@ -183,6 +194,7 @@ def quantize_int8(
     quantized = onnx.load(str(dst))
     return {
         "tool": "onnxruntime.quantization (quant_pre_process + quantize_static)",
+        "pre_process": pre_process,
         "format": "QDQ",
         "target": target,
         "weights": "int8, symmetric, per output channel",
