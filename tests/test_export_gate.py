@@ -73,6 +73,7 @@ def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmni
     assert not report["passed"]
     assert any(f.startswith("int8 on val: all top-1") for f in report["failures"]), report["failures"]
     assert "int8 on val" in str(caught.value)
+    assert "retry with --calib-method percentile" in str(caught.value)  # the error names the fix to try
     assert report["variants"]["fp32"]["checks"]["parity"]["passed"]  # the untouched fp32 graph still passes
 
 
