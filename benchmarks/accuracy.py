@@ -89,10 +89,12 @@ def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Pat
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, row in rows.items():
+    colours = plt.get_cmap("tab20").colors  # 12 lines: tab10 would give two methods one colour
+    for index, (name, row) in enumerate(rows.items()):
         per_class = np.nanmean(np.array(row["per_class"], dtype=float), axis=0)
-        style = "--" if name == UPPER_BOUND else "-"
-        ax.plot(counts, per_class, style, marker="o", markersize=3, label=name.split(".")[0])
+        upper = name == UPPER_BOUND
+        ax.plot(counts, per_class, "--" if upper else "-", color="black" if upper else colours[index % len(colours)],
+                marker="o", markersize=3, label="CE, balanced (upper bound)" if upper else name.split(".")[0])
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 of the class (%)")
