@@ -33,6 +33,7 @@ from common import (  # type: ignore[import-not-found]
     WORK_DIR,
     fmt_mean_std,
     markdown_table,
+    run_jobs,
     run_record,
     summary_by_group,
     train_seeded,
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     import torch
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     work_dir = args.work_dir or WORK_DIR / ("iccl_ablation_quick" if args.quick else "iccl_ablation")
 
-    results = [run_arm(arm, seed, work_dir, args.quick) for seed in seeds for arm in RUN_ORDER if arm in args.arms]
+    jobs = [(arm, seed, work_dir, args.quick) for seed in seeds for arm in RUN_ORDER if arm in args.arms]
+    results = run_jobs(run_arm, jobs, args.jobs)
     arms: dict[str, Any] = {}
     for arm, label in ARMS.items():
         runs = [r for r in results if r["arm"] == arm]
