@@ -24,6 +24,7 @@ from ltzoo.export import checks, tensorrt
 from ltzoo.export.fp16 import convert_fp16
 from ltzoo.export.int8 import (
     CALIBRATION_BATCH,
+    CALIBRATION_METHODS,
     DEFAULT_CALIB_METHOD,
     DEFAULT_CALIB_SEED,
     DEFAULT_CALIB_SIZE,
@@ -323,7 +324,7 @@ def _int8_hint(failures: list[str], options: ExportOptions) -> str:
     dropped 2.1 pt (val, all), percentile calibration 0.5 pt (benchmarks/results/export_fidelity.md)."""
     if not any(f.startswith("int8 on ") for f in failures):
         return ""
-    others = [m for m in ("percentile", "entropy", "minmax") if m != options.calib_method]
+    others = [m for m in CALIBRATION_METHODS if m != options.calib_method]  # minmax's: percentile, entropy
     return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method "
             f"{others[0]} (or {others[1]}), or a larger --calib-size (now {options.calib_size})")
 
