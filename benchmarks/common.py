@@ -120,11 +120,40 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
         if found is not None:
             return {**json.loads((found / "metrics.json").read_text()), "run_dir": str(found)}
     out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
+    set_aside_if_other_recipe(out, recipe.to_dict())
     if (out / "metrics.json").is_file():
         return {**json.loads((out / "metrics.json").read_text()), "run_dir": str(out)}
     metrics = train(recipe, out, name=name, steps_per_epoch=steps_per_epoch,
                     resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
     return {**metrics, "run_dir": str(out)}
+
+
+def _recorded_recipe(run: Path) -> dict[str, Any] | None:
+    """The recipe a run directory was trained with: its config.json, or its checkpoint if unfinished."""
+    config = run / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("ltzoo", {}).get("recipe")
+    checkpoint = run / "checkpoints" / "last.pt"
+    if checkpoint.is_file():
+        import torch
+
+        return torch.load(checkpoint, map_location="cpu", weights_only=True).get("recipe")
+    return None
+
+
+def set_aside_if_other_recipe(run: Path, recipe_dict: dict[str, Any]) -> Path | None:
+    """Rename ``run`` to ``<run>.superseded-N`` when it holds another recipe's run (the recipe changed
+    since it was trained), so that it is neither reported as this recipe nor resumed; nothing is
+    deleted. Returns the new location, or None when there was nothing to set aside."""
+    recorded = _recorded_recipe(run) if run.is_dir() else None
+    if recorded is None or json.loads(json.dumps(recorded)) == json.loads(json.dumps(recipe_dict)):
+        return None
+    number = 1
+    while (target := run.with_name(f"{run.name}.superseded-{number}")).exists():
+        number += 1
+    run.rename(target)
+    print(f"[benchmarks] {run} was trained with another recipe; moved to {target}", flush=True)
+    return target
 
 
 def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int = 1) -> list[Any]:

@@ -60,3 +60,29 @@ def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_pat
     assert "not results" in quick_report
     assert "Accuracy on fmnist_lt" in quick_report and "ICCL ablation" in quick_report
     assert (ROOT / "README.md").read_text() == readme_before, "a quick report must not touch the README"
+
+
+def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, monkeypatch):
+    """A benchmark's run directory that holds an older recipe (the recipe changed since) is moved to
+    ``*.superseded-N`` instead of being reported as the new recipe; a matching one stays."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from common import set_aside_if_other_recipe  # type: ignore[import-not-found]
+
+    from ltzoo.registry import get_entry
+
+    recipe = get_entry("dscl_resnet32.fmnist_lt").recipe().to_dict()
+    run = tmp_path / "dscl_fmnist_lt_seed0"
+    old = json.loads(json.dumps(recipe))
+    old["method_args"]["classifier_augment"] = "official"
+    for _ in range(2):  # the second stale run gets the next free name
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"ltzoo": {"recipe": old}}))
+        (run / "metrics.json").write_text("{}")
+        moved = set_aside_if_other_recipe(run, recipe)
+        assert moved is not None and not run.exists() and (moved / "metrics.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{run.name}.superseded-{n}" for n in (1, 2)]
+
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"ltzoo": {"recipe": recipe}}))
+    assert set_aside_if_other_recipe(run, recipe) is None and run.is_dir()
+    assert set_aside_if_other_recipe(tmp_path / "never_trained", recipe) is None

@@ -99,6 +99,7 @@ def test_paper_recipes_follow_the_official_table(name):
     assert (args["temperature"], args["momentum"], args["queue_size"], args["proj_dim"]) == (0.07, 0.999, 65536, 128)
     assert args["pbsd_weight"] == (1.5 if name.startswith("dscl_pbsd") else 0.0)
     assert args["num_patches"] == 5
+    assert args["classifier_augment"] == "official"  # equal_lincls.py's RandomResizedCrop probe
 
 
 def test_fmnist_recipes_spend_the_ce_budget():
@@ -177,9 +178,35 @@ def test_classifier_stage_checks_its_config(fmnist_small):
     bad_args = recipe.replace(method_args={**recipe.method_args, "beta": 8.0})
     with pytest.raises(BadHyperParameterError, match="unknown DSCL method_args"):
         METHODS["dscl"](model, _context(bad_args, 0, fmnist_small))
+    # a stage-2 setting is checked when stage 1 starts, not after it
+    bad_augment = recipe.replace(method_args={**recipe.method_args, "classifier_augment": "strong"})
+    with pytest.raises(BadHyperParameterError, match=r"classifier_augment 'strong'.*'official', 'standard'"):
+        METHODS["dscl"](model, _context(bad_augment, 0, fmnist_small))
     bad_alpha = recipe.replace(method_args={**recipe.method_args, "alpha": 8.0})  # beta given as alpha
     with pytest.raises(BadHyperParameterError, match=r"alpha must be in \(0, 1\]"):
         METHODS["dscl"](model, _context(bad_alpha, 0, fmnist_small))
+
+
+def test_small_recipes_probe_on_the_standard_augmentation(fmnist_small):
+    """The ResNet-32 recipes train stage 2 on the dataset's own augmentation (pad-crop + flip), the paper
+    recipes on equal_lincls.py's RandomResizedCrop + photometrics (see dscl_views.classifier_view)."""
+    from ltzoo.data.transforms import train_transform
+
+    model = build_model("resnet32", 10, in_chans=1)
+    small = get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe()
+    assert small.method_args["classifier_augment"] == "standard"
+    standard = METHODS["dscl_pbsd"](model, _context(small, 1, fmnist_small)).train_transform()
+    official_recipe = small.replace(method_args={**small.method_args, "classifier_augment": "official"})
+    official = METHODS["dscl_pbsd"](model, _context(official_recipe, 1, fmnist_small)).train_transform()
+    image = fmnist_small.train[0][0]
+    torch.manual_seed(0)
+    expected = train_transform(fmnist_small.info)(image)
+    torch.manual_seed(0)
+    assert torch.equal(standard(image), expected)
+    # the official probe view draws a RandomResizedCrop: over a few draws it leaves the standard family
+    torch.manual_seed(0)
+    assert any(not torch.equal(official(image), train_transform(fmnist_small.info)(image)) for _ in range(4))
+    assert expected.shape == official(image).shape == (1, 28, 28)
 
 
 def test_stage2_leaves_the_backbone_unchanged(tmp_path, fmnist_small):

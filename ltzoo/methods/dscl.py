@@ -17,7 +17,10 @@ Method arguments (``recipe.method_args``), defaults from ``SY-Xuan/DSCL: main.py
 - ``pbsd_weight`` (0 = DSCL only; 1.5 official), ``num_patches`` (5), ``patch_size`` (0 = 64 at
   ImageNet scale, half the view side on small images);
 - ``key_bn_splits`` (2): shuffled-BN chunks for the key encoder in a single process (the official
-  code ran on 2 GPUs); under DDP the official cross-rank shuffle is used instead.
+  code ran on 2 GPUs); under DDP the official cross-rank shuffle is used instead;
+- ``classifier_augment`` ("official"): the stage-2 training augmentation, ``equal_lincls.py``'s
+  RandomResizedCrop + photometrics, or ``"standard"``, the dataset's own (the ResNet-32 recipes; see
+  :func:`~ltzoo.methods.dscl_views.classifier_view`).
 
 Departures from the official code (each is also stated where it is implemented):
 
@@ -43,7 +46,7 @@ from ltzoo.engine.objective import Objective, StageContext, StepOutput, register
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
-from ltzoo.methods.dscl_views import DSCLViews, classifier_view
+from ltzoo.methods.dscl_views import CLASSIFIER_AUGMENTS, DSCLViews, classifier_view
 from ltzoo.models.classifier import LTClassifier
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 from ltzoo.models.projection import ProjectionHead
@@ -62,7 +65,22 @@ DEFAULT_ARGS: dict[str, Any] = {
     "num_patches": 5,
     "patch_size": 0,
     "key_bn_splits": 2,
+    "classifier_augment": "official",
 }
+
+
+def resolve_args(method_args: dict[str, Any]) -> dict[str, Any]:
+    """``DEFAULT_ARGS`` updated with ``method_args``; unknown names and a bad ``classifier_augment`` are
+    refused by both stages, so a typo meant for stage 2 stops the run before stage 1, not after it."""
+    unknown = set(method_args) - set(DEFAULT_ARGS)
+    if unknown:
+        raise BadHyperParameterError(f"unknown DSCL method_args {sorted(unknown)}; known: {sorted(DEFAULT_ARGS)}")
+    args = {**DEFAULT_ARGS, **method_args}
+    if args["classifier_augment"] not in CLASSIFIER_AUGMENTS:
+        raise BadHyperParameterError(
+            f"classifier_augment {args['classifier_augment']!r}: choose one of {list(CLASSIFIER_AUGMENTS)}"
+        )
+    return args
 
 
 class QueryEncoder(nn.Module):
@@ -91,10 +109,7 @@ class DSCLRepresentation(Objective):
 
     def __init__(self, model: LTClassifier, ctx: StageContext) -> None:
         super().__init__(model, ctx)
-        unknown = set(ctx.args) - set(DEFAULT_ARGS)
-        if unknown:
-            raise BadHyperParameterError(f"unknown DSCL method_args {sorted(unknown)}; known: {sorted(DEFAULT_ARGS)}")
-        args = {**DEFAULT_ARGS, **ctx.args}
+        args = resolve_args(ctx.args)
         self.temperature = float(args["temperature"])
         self.contrastive = DSCLLoss(args["alpha"], self.temperature)  # checks alpha and tau now, not at step 1
         self.pbsd_weight = float(args["pbsd_weight"])
@@ -178,9 +193,10 @@ class BalancedLinearClassifier(Objective):
                 f"the DSCL classifier stage must have train='head' and sampler='class_balanced', got "
                 f"train={ctx.stage.train!r}, sampler={ctx.stage.sampler!r}"
             )
+        self.augment = resolve_args(ctx.args)["classifier_augment"]
 
     def train_transform(self) -> Callable[[Any], Any]:
-        return classifier_view(self.ctx.data)
+        return classifier_view(self.ctx.data, self.augment)
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch == 0:
