@@ -60,8 +60,12 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
 
 
 def fmt_mean_std(values: Iterable[float | None], digits: int = 2) -> str:
-    mean, std = mean_std(values)
-    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    """``mean ± std``; a single value is printed alone (a spread of one seed is not 0, it is unknown)."""
+    clean = [v for v in values if v is not None]
+    mean, std = mean_std(clean)
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if len(clean) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def write_results(name: str, report: dict[str, Any], markdown: str, results_dir: Path = RESULTS_DIR) -> Path:
