@@ -6,15 +6,20 @@ is scored by the same evaluator on val and test; the table shows the test deltas
 PyTorch and whether the export gate passed.
 
     .venv/bin/python benchmarks/export_fidelity.py [--quick]
+    .venv/bin/python benchmarks/export_fidelity.py --only dscl_resnet32.fmnist_lt   # re-run some, keep the rest
+
+``--only`` re-exports the named models (after their recipe changed, say) and keeps every other model's
+row of the existing full results.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
-from common import GROUPS, WORK_DIR, markdown_table, train_seeded, write_results  # type: ignore[import-not-found]
+from common import GROUPS, RESULTS_DIR, WORK_DIR, markdown_table, train_seeded, write_results  # type: ignore[import-not-found]
 
 VARIANTS = ("fp32", "fp16", "int8")
 
@@ -47,6 +52,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CE only, 3-step training")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="zoo names to re-export; the other models' rows are kept from the existing full results")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
     args = parser.parse_args(argv)
 
@@ -54,7 +61,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ltzoo.errors import ExportCheckError
     from ltzoo.export.pipeline import ExportOptions, export
 
-    names = ["ce_resnet32.fmnist_lt"] if args.quick else ltzoo.list_models("*.fmnist_lt")
+    every = ltzoo.list_models("*.fmnist_lt")
+    unknown = sorted(set(args.only or []) - set(every))
+    if unknown:
+        parser.error(f"--only: not fmnist_lt zoo names: {unknown}; choose from {every}")
+    names = ["ce_resnet32.fmnist_lt"] if args.quick else (args.only or every)
+    kept: dict[str, dict[str, Any]] = {}
+    previous = RESULTS_DIR / "export_fidelity.json"
+    if args.only and not args.quick and previous.is_file():
+        kept = {r["name"]: r for r in json.loads(previous.read_text())["results"] if r["name"] not in names}
     work_dir = args.work_dir / ("quick" if args.quick else "full")
     results: list[dict[str, Any]] = []
     for name in names:
@@ -70,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report, passed, error = read_report(out), False, str(exc).splitlines()[0]
         results.append({"name": name, "run": str(run), "gate_passed": passed, "error": error,
                         "failures": report.get("failures", []), "verification": report.get("verification", {})})
+    fresh = {r["name"]: r for r in results}
+    results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept] if args.only else results
     md = markdown(results)
     report_json = {"quick": args.quick, "results": results}
     write_results("export_fidelity", report_json, md)
