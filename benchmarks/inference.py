@@ -52,7 +52,7 @@ def build_backends(
         calibration = (rng.standard_normal((min(8, calib_images), in_chans, size, size), dtype=np.float32)
                        for _ in range(max(1, calib_images // 8)))
         paths[name] = work / f"{arch}_{name}.onnx"
-        quantize_int8(fp32, paths[name], calibration, target=target)
+        quantize_int8(fp32, paths[name], calibration, method="minmax", target=target)
     # Default session options (what a user gets) unless --threads pins both runtimes; best provider.
     # Except spinning: ORT's idle intra-op threads spin-wait after each run, and in interleaved rounds
     # they would steal the cores from the PyTorch call that follows (eager timings several times too

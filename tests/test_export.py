@@ -438,6 +438,38 @@ def test_class_balanced_calibration_by_hand():
         class_balanced_indices(targets, 3, 0)
 
 
+@pytest.mark.parametrize(
+    ("val_drops", "chosen", "tried", "within"),
+    [
+        ({"minmax": 0.4, "percentile": 0.1, "entropy": 0.0}, "minmax", ["minmax"], True),
+        ({"minmax": 1.5, "percentile": 0.5, "entropy": 0.0}, "percentile", ["minmax", "percentile"], True),
+        ({"minmax": 3.0, "percentile": 2.0, "entropy": 2.5}, "percentile", ["minmax", "percentile", "entropy"], False),
+    ],
+)
+def test_auto_calibration_keeps_the_first_method_within_the_gate_on_val(tmp_path, val_drops, chosen, tried, within):
+    """The rule of --calib-method auto, on scripted val scores: the first method within the threshold, else the
+    smallest worst drop; the chosen graph lands at dst and no candidate file is left behind."""
+    from ltzoo.export.calibration import choose_calibration
+
+    reference = {"all": 80.0, "few": 70.0}
+    dst = tmp_path / "model_int8.onnx"
+
+    def quantize(method: str, path: Path) -> dict:
+        path.write_text(method)
+        return {"calibration_method": method}
+
+    def score(path: Path) -> dict:
+        drop = val_drops[path.read_text()]
+        return {"all": reference["all"] - drop / 2, "few": reference["few"] - drop}  # few is the worst group
+
+    recipe = choose_calibration(quantize, score, reference, dst, max_drop=1.0)
+    choice = recipe["calibration_choice"]
+    assert dst.read_text() == chosen == choice["chosen"] == recipe["calibration_method"]
+    assert list(choice["val_drop_points"]) == tried and choice["within_threshold"] is within
+    assert choice["val_drop_points"][chosen] == pytest.approx({"all": val_drops[chosen] / 2, "few": val_drops[chosen]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx"]
+
+
 def test_gate_by_hand():
     def row(all_, few):
         return {"all": all_, "many": 50.0, "medium": 40.0, "few": few}
@@ -527,7 +559,7 @@ def test_int8_of_a_cosine_head_model(tmp_path):
     assert "Expand" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((8, 1, 28, 28), dtype=np.float32) for _ in range(4)]
-    recipe = quantize_int8(fp32, int8, iter(batches))
+    recipe = quantize_int8(fp32, int8, iter(batches), method="minmax")
     assert "symbolic shape inference skipped" in recipe["pre_process"]
     assert recipe["qdq_nodes"] > 0
     probe = rng.standard_normal((5, 1, 28, 28), dtype=np.float32)

@@ -54,6 +54,14 @@ def test_int8_of_trained_model_passes_the_per_split_gate(int8_export, ce_fmnist_
     # the 5 leftovers go to classes with more than 68 images.
     assert calibration["per_class"][6:] == [46, 27, 16, 10]
     assert sorted(calibration["per_class"][:6]) == [68] + [69] * 5 and calibration["classes_missing"] == []
+    # --calib-method auto (the default) chose on val: the chosen method's val drop is the one the gate saw
+    choice = report["variants"]["int8"]["recipe"]["calibration_choice"]
+    assert choice["split"] == "val" and choice["within_threshold"] is True
+    chosen_drop = choice["val_drop_points"][choice["chosen"]]
+    assert list(choice["val_drop_points"])[-1] == choice["chosen"]  # it stopped at the first method that passed
+    for group in ("all", "few"):
+        val = verification["results"]["val"]
+        assert chosen_drop[group] == pytest.approx(val["pytorch"][group] - val["int8"][group], abs=1e-9)
 
 
 def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmnist_run, tmp_path):
@@ -73,7 +81,7 @@ def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmni
     assert not report["passed"]
     assert any(f.startswith("int8 on val: all top-1") for f in report["failures"]), report["failures"]
     assert "int8 on val" in str(caught.value)
-    assert "retry with --calib-method percentile" in str(caught.value)  # the error names the fix to try
+    assert "re-export with --int8 (--calib-method auto" in str(caught.value)  # the error names the fix to try
     assert report["variants"]["fp32"]["checks"]["parity"]["passed"]  # the untouched fp32 graph still passes
 
 

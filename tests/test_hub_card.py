@@ -31,7 +31,10 @@ REPORT = {
                                                   "parity": {"passed": True, "max_abs_diff": 1.5e-5, "top1_agreement": 1.0}}},
         "int8": {"file": "model_int8.onnx",
                  "checks": {"graph": {"passed": True}, "parity": {"passed": True, "max_abs_diff": 0.031, "top1_agreement": 0.984}},
-                 "recipe": {"calibration": {"size": 512, "split": "train", "seed": 0, "sampling": "class-balanced"}}},
+                 "recipe": {"calibration": {"size": 512, "split": "train", "seed": 0, "sampling": "class-balanced"},
+                            "calibration_method": "percentile",
+                            "calibration_choice": {"split": "val", "chosen": "percentile",
+                                                   "rule": "first within the gate, else the smallest worst drop"}}},
     },
     "verification": {
         "mode": "dataset", "max_drop": {"fp32": 0.1, "int8": 1.0}, "gated_groups": ["all", "few"],
@@ -59,7 +62,8 @@ def test_export_table_shows_reference_variants_gate_and_calibration(run_dir):
     assert "| fp32 | `model.onnx` | 1.50e-05 | 100.00 % | 70.00 / 40.00 | 71.00 / 41.00 | yes |" in text
     assert "| int8 | `model_int8.onnx` | 3.10e-02 | 98.40 % | 69.50 / 38.50 | 70.00 / 39.50 | **no** |" in text
     assert "may drop at most (fp32 0.1, int8 1) points below PyTorch" in text
-    assert "calibrated on 512 train images (seed 0), class-balanced" in text
+    assert "calibrated on 512 train images (seed 0), class-balanced; percentile calibration, chosen on val by " \
+        "`--calib-method auto` (first within the gate, else the smallest worst drop)." in text
     assert 'variant="fp32")  # fp32, int8' in text
     assert "- `onnx/model_int8.onnx`" in text
 

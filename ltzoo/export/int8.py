@@ -48,7 +48,6 @@ CALIBRATION_METHODS = {
     "percentile": CalibrationMethod.Percentile,
     "entropy": CalibrationMethod.Entropy,
 }
-DEFAULT_CALIB_METHOD = "minmax"
 # Images per calibration batch. MinMax keeps only per-tensor min/max per batch; the histogram methods
 # (percentile, entropy) keep every activation of the whole calibration set in ORT 1.32.
 CALIBRATION_BATCH = 16
@@ -131,7 +130,7 @@ def quantize_int8(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     calibration_batches: Iterable[np.ndarray],
-    method: str = DEFAULT_CALIB_METHOD,
+    method: str,
     target: str = DEFAULT_INT8_TARGET,
 ) -> dict[str, Any]:
     """Write the QDQ int8 variant of ``src`` for ``target`` to ``dst``; returns the recipe for the report."""

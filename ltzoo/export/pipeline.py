@@ -21,11 +21,10 @@ from torch import nn
 
 from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
 from ltzoo.export import checks, tensorrt
+from ltzoo.export.calibration import AUTO, CALIBRATION_CHOICES, DEFAULT_CALIBRATION, SELECTION_SPLIT, choose_calibration
 from ltzoo.export.fp16 import convert_fp16
 from ltzoo.export.int8 import (
     CALIBRATION_BATCH,
-    CALIBRATION_METHODS,
-    DEFAULT_CALIB_METHOD,
     DEFAULT_CALIB_SEED,
     DEFAULT_CALIB_SIZE,
     DEFAULT_INT8_TARGET,
@@ -78,7 +77,7 @@ class ExportOptions:
     int8: bool = False
     int8_target: str = DEFAULT_INT8_TARGET
     calib_size: int = DEFAULT_CALIB_SIZE
-    calib_method: str = DEFAULT_CALIB_METHOD
+    calib_method: str = DEFAULT_CALIBRATION
     calib_seed: int = DEFAULT_CALIB_SEED
     logit_adjust: float | None = None
     verify: str = "parity"
@@ -96,6 +95,8 @@ class ExportOptions:
             check_tau(self.logit_adjust)
         if self.int8_target not in INT8_TARGETS:
             raise LtzooError(f"--int8-target {self.int8_target!r}: choose one of {list(INT8_TARGETS)}")
+        if self.calib_method not in CALIBRATION_CHOICES:
+            raise LtzooError(f"--calib-method {self.calib_method!r}: choose one of {list(CALIBRATION_CHOICES)}")
         if self.calib_size < 1:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
 
@@ -211,7 +212,7 @@ def export(
         if options.fp16:
             variants.append(("fp16", lambda path: convert_fp16(fp32_path, path)))
         if options.int8:
-            variants.append(("int8", lambda path: _make_int8(fp32_path, path, data, options)))
+            variants.append(("int8", lambda path: _make_int8(fp32_path, path, data, options, torch_predictor)))
 
     expected_metadata = {"exporter": exporter, "opset": opset, "logit_adjust_tau": tau}
     sessions: dict[str, Any] = {}
@@ -278,7 +279,7 @@ def export(
     if failures:
         raise ExportCheckError(
             f"export of {info.name} failed {len(failures)} check(s):\n  - " + "\n  - ".join(failures)
-            + _int8_hint(failures, options) + f"\nfull report: {report_path}"
+            + _int8_hint(failures, options, existing) + f"\nfull report: {report_path}"
         )
     log.info("all checks passed; report: %s", report_path)
     return report
@@ -319,14 +320,18 @@ def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
-def _int8_hint(failures: list[str], options: ExportOptions) -> str:
-    """The fix to try when int8 lost accuracy. Measured on dscl_pbsd_resnet32.fmnist_lt: minmax calibration
-    dropped 2.1 pt (val, all), percentile calibration 0.5 pt (benchmarks/results/export_fidelity.md)."""
+def _int8_hint(failures: list[str], options: ExportOptions, existing: bool) -> str:
+    """The fix to try when int8 lost accuracy (see ``ltzoo.export.calibration`` for what auto does)."""
     if not any(f.startswith("int8 on ") for f in failures):
         return ""
-    others = [m for m in CALIBRATION_METHODS if m != options.calib_method]  # minmax's: percentile, entropy
-    return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method "
-            f"{others[0]} (or {others[1]}), or a larger --calib-size (now {options.calib_size})")
+    if existing:
+        return ("\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses the "
+                "calibration on val), or a larger --calib-size")
+    if options.calib_method == AUTO:
+        return (f"\nint8 lost accuracy with every calibration method (auto tried them on val): try a larger "
+                f"--calib-size (now {options.calib_size}), or ship the fp16 variant (--fp16)")
+    return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method auto "
+            f"(chooses the method on val), or a larger --calib-size (now {options.calib_size})")
 
 
 def _logit_adjust_section(
@@ -432,12 +437,27 @@ def _parity_pool(data: Any) -> np.ndarray:
     return np.concatenate(list(_preprocessed(data, "val", np.sort(indices))))
 
 
-def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions) -> dict[str, Any]:
+def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
+               reference: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+    from ltzoo.engine.evaluator import OrtPredictor, evaluate_split
+
     targets = data.split("train").targets
     indices = class_balanced_indices(targets, data.num_classes, options.calib_size, options.calib_seed)
     per_class = np.bincount(np.asarray(targets)[indices], minlength=data.num_classes).tolist()
-    batches = _preprocessed(data, "train", indices, batch_size=CALIBRATION_BATCH)
-    recipe = quantize_int8(src, dst, batches, method=options.calib_method, target=options.int8_target)
+
+    def quantize(method: str, path: Path) -> dict[str, Any]:
+        batches = _preprocessed(data, "train", indices, batch_size=CALIBRATION_BATCH)
+        return quantize_int8(src, path, batches, method=method, target=options.int8_target)
+
+    if options.calib_method != AUTO:
+        recipe = quantize(options.calib_method, dst)
+    else:
+        def score(path: Path) -> dict[str, Any]:
+            session = create_session(path, options.provider)
+            return evaluate_split(OrtPredictor(session), data, SELECTION_SPLIT, options.batch_size)
+
+        reference_val = evaluate_split(reference, data, SELECTION_SPLIT, options.batch_size)
+        recipe = choose_calibration(quantize, score, reference_val, dst, options.max_drop["int8"])
     recipe["calibration"] = {
         "split": "train",
         "size_requested": options.calib_size,

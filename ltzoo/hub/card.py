@@ -219,7 +219,10 @@ def _export_notes(report: dict[str, Any]) -> list[str]:
     if calibration:
         notes.append(
             f"int8: static QDQ quantization calibrated on {calibration.get('size')} {calibration.get('split')} images "
-            f"(seed {calibration.get('seed')}), {calibration.get('sampling')}."
+            f"(seed {calibration.get('seed')}), {calibration.get('sampling')}; "
+            f"{int8.get('calibration_method')} calibration"
+            + (f", chosen on {choice['split']} by `--calib-method auto` ({choice['rule']})." if (choice := int8.get("calibration_choice"))
+               else ".")
         )
     return notes
 
