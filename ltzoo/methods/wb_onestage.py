@@ -31,7 +31,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
