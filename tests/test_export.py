@@ -470,6 +470,26 @@ def test_auto_calibration_keeps_the_first_method_within_the_gate_on_val(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx"]
 
 
+@pytest.mark.parametrize(
+    ("calib_method", "existing", "recipe", "expected"),
+    [
+        ("minmax", False, {}, "lost accuracy with minmax calibration: retry with --calib-method auto"),
+        ("auto", False, {"calibration_choice": {"chosen": "percentile", "within_threshold": True}},
+         "percentile calibration (chosen by auto) kept val within the gate but not every split"),
+        ("auto", False, {"calibration_choice": {"chosen": "entropy", "within_threshold": False}},
+         "lost accuracy on val with every calibration method auto tried"),
+        ("auto", True, {}, "re-export with --int8 (--calib-method auto"),
+    ],
+)
+def test_int8_gate_failure_names_the_next_thing_to_try(calib_method, existing, recipe, expected):
+    from ltzoo.export.pipeline import _int8_hint
+
+    options = ExportOptions(int8=True, calib_method=calib_method)
+    failures = ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"]
+    assert expected in _int8_hint(failures, options, existing, recipe)
+    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, recipe) == ""  # not an int8 failure
+
+
 def test_gate_by_hand():
     def row(all_, few):
         return {"all": all_, "many": 50.0, "medium": 40.0, "few": few}

@@ -279,7 +279,8 @@ def export(
     if failures:
         raise ExportCheckError(
             f"export of {info.name} failed {len(failures)} check(s):\n  - " + "\n  - ".join(failures)
-            + _int8_hint(failures, options, existing) + f"\nfull report: {report_path}"
+            + _int8_hint(failures, options, existing, report["variants"].get("int8", {}).get("recipe", {}))
+            + f"\nfull report: {report_path}"
         )
     log.info("all checks passed; report: %s", report_path)
     return report
@@ -320,18 +321,21 @@ def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
-def _int8_hint(failures: list[str], options: ExportOptions, existing: bool) -> str:
+def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8_recipe: dict[str, Any]) -> str:
     """The fix to try when int8 lost accuracy (see ``ltzoo.export.calibration`` for what auto does)."""
     if not any(f.startswith("int8 on ") for f in failures):
         return ""
+    larger = f"a larger --calib-size (now {options.calib_size})"
     if existing:
-        return ("\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses the "
-                "calibration on val), or a larger --calib-size")
-    if options.calib_method == AUTO:
-        return (f"\nint8 lost accuracy with every calibration method (auto tried them on val): try a larger "
-                f"--calib-size (now {options.calib_size}), or ship the fp16 variant (--fp16)")
+        return f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), or {larger}"
+    choice = int8_recipe.get("calibration_choice")
+    if choice and choice["within_threshold"]:
+        return (f"\nint8 with {choice['chosen']} calibration (chosen by auto) kept val within the gate but not every "
+                f"split: try {larger}, or ship the fp16 variant (--fp16)")
+    if choice:
+        return f"\nint8 lost accuracy on val with every calibration method auto tried: try {larger}, or ship fp16 (--fp16)"
     return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method auto "
-            f"(chooses the method on val), or a larger --calib-size (now {options.calib_size})")
+            f"(chooses the method on val), or {larger}")
 
 
 def _logit_adjust_section(
