@@ -72,7 +72,9 @@ def _markdown(report: dict[str, Any]) -> str:
         + (" (quick plumbing run: not a result)" if report["quick"] else ""),
         "",
         f"{len(report['seeds'])} seed(s) {report['seeds']}; every budget rescales the recipe's stages in proportion; "
-        "model selection on val; test top-1 (%) as mean ± sample std; training minutes on one core.",
+        "model selection on val; test top-1 (%) as mean ± sample std. \"train min\" is each run's training wall "
+        "time with one thread, next to other jobs on the 2 cores (the step cost is measured alone in "
+        "`dscl_ablation`).",
         "",
         markdown_table(["method", "epochs", "test all", "test many", "test medium", "test few", "val all",
                         "train min"], rows),
