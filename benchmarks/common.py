@@ -195,5 +195,6 @@ def summary_by_group(runs: list[dict[str, Any]], split: str, keys: Iterable[str]
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    # A "|" inside a cell (e.g. "1/(|P|+1)") would split it: escape it.
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)

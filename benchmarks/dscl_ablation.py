@@ -171,6 +171,8 @@ def _markdown(report: dict[str, Any]) -> str:
         ])
     means = {arm: arms[arm]["test"]["all"]["mean"] for arm in ORDER}
     order_text = ", ".join(f"{arm} {means[arm]:.2f}" for arm in ORDER)
+    pair_rows = [[f"{ARMS[p['better']]} > {ARMS[p['worse']]}", fmt_mean_std(p["differences"]),
+                  f"{p['wins']}/{len(p['differences'])}"] for p in report["paper_pairs"]]
     cost_rows = [[ARMS[a], cost[a]["batch_size"], f"{cost[a]['median_step_s']:.3f}", f"{cost[a]['median_data_s']:.3f}",
                   f"{cost[a]['added_peak_rss_mb']:.0f}"] for a in ARMS]
     return "\n".join([
@@ -184,6 +186,9 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"Ordering of the paper (ImageNet-LT, SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL+PBSD 57.7): "
         f"**{'holds' if report['paper_order_holds'] else 'does not hold'}** here (test all: {order_text}).",
+        "Each step of the paper's ordering, seed by seed (same seed, test all, points):",
+        "",
+        markdown_table(["paper's claim", "difference", "seeds where it holds"], pair_rows),
         "",
         markdown_table(["arm", "batch", "median step (s)", "median data (s/batch)", "added peak RSS (MB)"], cost_rows),
     ])
@@ -219,6 +224,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         arms[arm] = {"label": ARMS[arm], "runs": runs, "test": summary_by_group(runs, "test"),
                      "val": summary_by_group(runs, "val")}
     means = [arms[arm]["test"]["all"]["mean"] for arm in ORDER]
+    paper_pairs = []
+    for worse, better in zip(ORDER, ORDER[1:]):
+        by_seed = {r["seed"]: r["test"]["all"] for r in arms[worse]["runs"]}
+        differences = [r["test"]["all"] - by_seed[r["seed"]] for r in arms[better]["runs"] if r["seed"] in by_seed]
+        paper_pairs.append({"better": better, "worse": worse, "differences": differences,
+                            "wins": sum(d > 0 for d in differences)})
     recipe = _recipe("dscl_pbsd")
     report = {
         "quick": args.quick,
@@ -229,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "recipes": {arm: _recipe(arm).to_dict() for arm in ARMS},
         "paper_imagenet_lt_top1": PAPER_IMAGENET_LT,
         "paper_order_holds": all(a < b for a, b in zip(means, means[1:])),
+        "paper_pairs": paper_pairs,
         "arms": arms,
         "cost": cost,
         "dscl_stage_epochs": [s.epochs for s in recipe.stages],
