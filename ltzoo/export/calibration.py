@@ -1,8 +1,8 @@
 """``--calib-method auto``: choose the int8 calibration method per model, on the val split only.
 
 No calibration method is best for every model. On the fmnist_lt zoo, minmax keeps 9 of 11 models within
-the int8 gate, but on DSCL and DSCL + PBSD it loses 1.5 to 2 points of val few-shot accuracy, where
-percentile calibration loses about 0.5 (``benchmarks/results/export_fidelity.md``). ``auto`` tries the
+the int8 gate, but on DSCL and DSCL + PBSD it loses 1.2 to 2.1 points of val top-1 (overall or few-shot),
+where percentile calibration loses at most 0.5 (``benchmarks/results/export_fidelity.json``). ``auto`` tries the
 methods in the order of :data:`~ltzoo.export.int8.CALIBRATION_METHODS` (minmax first: it is the
 cheapest, and the histogram methods hold every calibration activation in memory) and keeps the first
 whose val drop on the gated groups is within the int8 threshold; if none is, the one with the smallest
