@@ -108,14 +108,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs = [r for r in results if r["arm"] == arm and r["budget"] == budget]
             cells[f"{arm}@{budget}"] = {"arm": arm, "budget": budget, "runs": runs,
                                         "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
-    gap_to_ce = {
-        budget: {
-            "test_all": cells[f"dscl_pbsd@{budget}"]["test"]["all"]["mean"] - cells[f"ce@{budget}"]["test"]["all"]["mean"],
-            "test_few": cells[f"dscl_pbsd@{budget}"]["test"]["few"]["mean"] - cells[f"ce@{budget}"]["test"]["few"]["mean"],
-            "val_all": cells[f"dscl_pbsd@{budget}"]["val"]["all"]["mean"] - cells[f"ce@{budget}"]["val"]["all"]["mean"],
-        }
-        for budget in sorted(args.budgets)
-    }
+    def gap(budget: int, split: str, group: str) -> float:
+        return cells[f"dscl_pbsd@{budget}"][split][group]["mean"] - cells[f"ce@{budget}"][split][group]["mean"]
+
+    gap_to_ce = {budget: {"test_all": gap(budget, "test", "all"), "test_few": gap(budget, "test", "few"),
+                          "val_all": gap(budget, "val", "all")} for budget in sorted(args.budgets)}
     report = {
         "quick": args.quick,
         "seeds": args.seeds,

@@ -19,7 +19,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import GROUPS, RESULTS_DIR, WORK_DIR, markdown_table, train_seeded, write_results  # type: ignore[import-not-found]
+from common import (  # type: ignore[import-not-found]
+    GROUPS,
+    RESULTS_DIR,
+    WORK_DIR,
+    markdown_table,
+    train_seeded,
+    write_results,
+)
 
 VARIANTS = ("fp32", "fp16", "int8")
 
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "int8_calibration_choice": int8_recipe.get("calibration_choice"),
                         "failures": report.get("failures", []), "verification": report.get("verification", {})})
     fresh = {r["name"]: r for r in results}
-    results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept] if args.only else results
+    if args.only:  # every model's row, in zoo order: the fresh ones and the kept ones
+        results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept]
     md = markdown(results)
     report_json = {"quick": args.quick, "results": results}
     write_results("export_fidelity", report_json, md)

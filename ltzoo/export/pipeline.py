@@ -21,7 +21,13 @@ from torch import nn
 
 from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
 from ltzoo.export import checks, tensorrt
-from ltzoo.export.calibration import AUTO, CALIBRATION_CHOICES, DEFAULT_CALIBRATION, SELECTION_SPLIT, choose_calibration
+from ltzoo.export.calibration import (
+    AUTO,
+    CALIBRATION_CHOICES,
+    DEFAULT_CALIBRATION,
+    SELECTION_SPLIT,
+    choose_calibration,
+)
 from ltzoo.export.fp16 import convert_fp16
 from ltzoo.export.int8 import (
     CALIBRATION_BATCH,
@@ -327,13 +333,15 @@ def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8
         return ""
     larger = f"a larger --calib-size (now {options.calib_size})"
     if existing:
-        return f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), or {larger}"
+        return (f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
+                f"or {larger}")
     choice = int8_recipe.get("calibration_choice")
     if choice and choice["within_threshold"]:
         return (f"\nint8 with {choice['chosen']} calibration (chosen by auto) kept val within the gate but not every "
                 f"split: try {larger}, or ship the fp16 variant (--fp16)")
     if choice:
-        return f"\nint8 lost accuracy on val with every calibration method auto tried: try {larger}, or ship fp16 (--fp16)"
+        return (f"\nint8 lost accuracy on val with every calibration method auto tried: try {larger}, "
+                "or ship fp16 (--fp16)")
     return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method auto "
             f"(chooses the method on val), or {larger}")
 

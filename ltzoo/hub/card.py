@@ -217,12 +217,12 @@ def _export_notes(report: dict[str, Any]) -> list[str]:
     int8 = ((report.get("variants") or {}).get("int8") or {}).get("recipe") or {}
     calibration = int8.get("calibration") or {}
     if calibration:
+        choice = int8.get("calibration_choice")
+        chosen = f", chosen on {choice['split']} by `--calib-method auto` ({choice['rule']})." if choice else "."
         notes.append(
             f"int8: static QDQ quantization calibrated on {calibration.get('size')} {calibration.get('split')} images "
             f"(seed {calibration.get('seed')}), {calibration.get('sampling')}; "
-            f"{int8.get('calibration_method')} calibration"
-            + (f", chosen on {choice['split']} by `--calib-method auto` ({choice['rule']})." if (choice := int8.get("calibration_choice"))
-               else ".")
+            f"{int8.get('calibration_method')} calibration{chosen}"
         )
     return notes
 
