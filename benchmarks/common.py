@@ -84,12 +84,14 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
     return results_dir / f"{name}.json"
 
 
-def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str,
+def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32",
                       search_root: Path = ROOT / "runs") -> Path | None:
-    """A finished run anywhere under ``search_root`` of exactly this recipe (seed and epochs included) on
-    exactly this data (the split index hash: the balanced upper bound shares CE's recipe) and with no step
-    caps: benchmarks that share an arm (CE is in every ablation) train it once, whatever each calls it."""
-    wanted = json.loads(json.dumps(recipe_dict))
+    """A finished run anywhere under ``search_root`` of exactly this recipe (seed and epochs included; the
+    notes aside), on exactly this data (the split index hash: the balanced upper bound shares CE's recipe),
+    trained in ``precision`` (runs from before mixed precision trained in fp32) and with no step caps:
+    benchmarks that share an arm (CE is in every ablation) train it once, whatever each calls it."""
+    from ltzoo.recipes.base import same_recipe
+
     for config_path in sorted(search_root.glob("**/config.json")):
         run = config_path.parent
         if not (run / "metrics.json").is_file() or not (run / "model.safetensors").is_file():
@@ -99,7 +101,8 @@ def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str,
         except (OSError, json.JSONDecodeError):
             continue
         limits = lt.get("training_limits") or {}
-        if lt.get("recipe") == wanted and lt.get("index_sha256") == index_sha256 and not any(limits.values()):
+        if (same_recipe(lt.get("recipe") or {}, recipe_dict) and lt.get("index_sha256") == index_sha256
+                and lt.get("precision", "fp32") == precision and not any(limits.values())):
             return run
     return None
 
@@ -113,6 +116,8 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.registry import get_entry
 
+    from ltzoo.precision import resolve_precision
+
     recipe = (recipe if recipe is not None else get_entry(name).recipe()).replace(seed=seed)
     if epochs is not None:
         recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
@@ -120,7 +125,8 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
         from ltzoo.data import build_dataset
 
         data = options.get("data") or build_dataset(recipe.dataset)
-        found = find_finished_run(recipe.to_dict(), data.index_sha256)
+        precision = resolve_precision(options.get("precision") or recipe.precision, options.get("device", "cpu"))
+        found = find_finished_run(recipe.to_dict(), data.index_sha256, precision)
         if found is not None:
             return {**json.loads((found / "metrics.json").read_text()), "run_dir": str(found)}
     out = work_dir / f"{name.replace('.', '_')}_seed{seed}"
@@ -149,8 +155,10 @@ def set_aside_if_other_recipe(run: Path, recipe_dict: dict[str, Any]) -> Path | 
     """Rename ``run`` to ``<run>.superseded-N`` when it holds another recipe's run (the recipe changed
     since it was trained), so that it is neither reported as this recipe nor resumed; nothing is
     deleted. Returns the new location, or None when there was nothing to set aside."""
+    from ltzoo.recipes.base import same_recipe
+
     recorded = _recorded_recipe(run) if run.is_dir() else None
-    if recorded is None or json.loads(json.dumps(recorded)) == json.loads(json.dumps(recipe_dict)):
+    if recorded is None or same_recipe(recorded, recipe_dict):
         return None
     number = 1
     while (target := run.with_name(f"{run.name}.superseded-{number}")).exists():

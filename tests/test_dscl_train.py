@@ -252,3 +252,73 @@ def test_one_short_epoch_trains_and_saves_a_loadable_model(name, tmp_path, fmnis
     assert config["ltzoo"]["method"] == recipe.method and not model.training
     images = torch.randn(2, data.info.in_chans, *data.info.input_size)
     assert model(images).shape == (2, data.num_classes)
+
+
+# ----- the frozen backbone's BatchNorm during the stage-2 probe (probe_bn) ---------------------------
+def test_reestimated_batchnorm_is_the_average_of_the_batch_statistics():
+    from ltzoo.models.batchnorm import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    backbone = build_model("resnet32", 10, in_chans=1).backbone
+    batches = [torch.randn(16, 1, 28, 28) * (1 + i) + i for i in range(3)]
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # In train mode every BN normalises with its batch's statistics, so its inputs do not depend on the
+    # running statistics: record each BN's input mean and unbiased variance per batch.
+    seen = {norm: [] for norm in norms}
+    hooks = [norm.register_forward_pre_hook(lambda m, args: seen[m].append(
+        (args[0].mean(dim=(0, 2, 3)), args[0].var(dim=(0, 2, 3), unbiased=True)))) for norm in norms]
+    backbone.train()
+    with torch.no_grad():
+        for batch in batches:
+            backbone(batch)
+    for hook in hooks:
+        hook.remove()
+    backbone.eval()
+    assert reestimate_batchnorm(backbone, iter(batches)) == 3
+    for norm in norms:
+        means, variances = zip(*seen[norm])
+        torch.testing.assert_close(norm.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(norm.running_var, torch.stack(variances).mean(0), rtol=1e-4, atol=1e-5)
+        assert norm.momentum == 0.1 and not norm.training  # restored
+
+
+@pytest.fixture(scope="module")
+def probe_bn_runs(fmnist_small, tmp_path_factory):
+    """A tiny DSCL + PBSD run per probe_bn mode, and the same recipe's stage 1 alone (what stage 2 starts from)."""
+    base = _small_batches(get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe(), 32)
+    base = base.replace(stages=[dataclasses.replace(s, epochs=1, warmup_epochs=0, milestones=()) for s in base.stages])
+    root = tmp_path_factory.mktemp("probe_bn")
+    runs = {}
+    for mode in ("train", "frozen", "reestimate"):
+        recipe = base.replace(method_args={**base.method_args, "probe_bn": mode})
+        train(recipe, root / mode, data=fmnist_small, steps_per_epoch=2)
+        runs[mode] = load_file(root / mode / "model.safetensors")
+    stage1 = base.replace(stages=base.stages[:1])
+    train(stage1, root / "stage1", data=fmnist_small, steps_per_epoch=2)
+    runs["stage1"] = load_file(root / "stage1" / "model.safetensors")
+    return runs
+
+
+def _backbone_split(state):
+    stats = {k: v for k, v in state.items() if k.startswith("backbone.") and ("running_" in k)}
+    weights = {k: v for k, v in state.items() if k.startswith("backbone.") and k.endswith(("weight", "bias"))}
+    return stats, weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,stats_move", [("train", True), ("frozen", False), ("reestimate", True)])
+def test_probe_bn_modes_move_the_statistics_not_the_weights(probe_bn_runs, mode, stats_move):
+    stats, weights = _backbone_split(probe_bn_runs[mode])
+    start_stats, start_weights = _backbone_split(probe_bn_runs["stage1"])
+    assert all(torch.equal(weights[k], start_weights[k]) for k in weights), "stage 2 changed the frozen backbone"
+    moved = [k for k in stats if not torch.equal(stats[k], start_stats[k])]
+    assert bool(moved) == stats_move, moved[:3]
+    if mode == "reestimate":
+        assert len(moved) == len(stats)  # every BN of the backbone was re-estimated
+
+
+def test_probe_bn_is_checked_before_stage_one():
+    recipe = get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe()
+    bad = recipe.replace(method_args={**recipe.method_args, "probe_bn": "eval"})
+    with pytest.raises(BadHyperParameterError, match="probe_bn 'eval': choose one of"):
+        DSCLRepresentation(build_model("resnet32", 10, in_chans=1), _context(bad, 0, _random_dataset("fmnist_lt", 28)))

@@ -33,12 +33,20 @@ def _train_cmd(out, *extra):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """Under bf16 autocast (emulated on a CPU without native bf16: slower, but the same arithmetic)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference), check=True, env=env, capture_output=True)
+    ran = subprocess.run(_train_cmd(reference, "--precision", "bf16"), check=True, env=env, capture_output=True,
+                         text=True)
+    # One readable line per epoch on the terminal (the JSON stays in train_log.jsonl).
+    epoch_lines = [line for line in ran.stderr.splitlines() if line.startswith("main ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], ran.stderr
+    assert all("loss " in line and "img/s" in line and "val " in line and "few " in line for line in epoch_lines)
+    assert "* new best" in epoch_lines[0]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(_train_cmd(killed, "--precision", "bf16"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     log = killed / "train_log.jsonl"
     deadline = time.time() + 300
     while not (log.is_file() and log.read_text().count("\n") >= 1) and time.time() < deadline:
@@ -58,9 +66,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     refused = subprocess.run(_train_cmd(killed), env=env, capture_output=True, text=True)
     assert refused.returncode != 0 and "--resume" in refused.stderr
 
-    subprocess.run(_train_cmd(killed, "--resume"), check=True, env=env, capture_output=True)
+    # --resume keeps the run's precision without being told; --log-format json prints the log's own lines.
+    resumed = subprocess.run(_train_cmd(killed, "--resume", "--log-format", "json"), check=True, env=env,
+                             capture_output=True, text=True)
+    printed = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
+    assert printed and printed == [json.loads(l) for l in (killed / "train_log.jsonl").read_text().splitlines()][-len(printed):]
     ref_metrics = json.loads((reference / "metrics.json").read_text())
     res_metrics = json.loads((killed / "metrics.json").read_text())
+    assert ref_metrics["precision"] == res_metrics["precision"] == "bf16"
+    assert json.loads((killed / "config.json").read_text())["ltzoo"]["precision"] == "bf16"
     assert res_metrics["test"]["per_class"] == ref_metrics["test"]["per_class"]
     assert res_metrics["val"]["all"] == ref_metrics["val"]["all"]
     assert res_metrics["train_time_s"] > 3600.0, "training time before the kill was dropped on resume"
@@ -68,6 +82,13 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     res_log = (killed / "train_log.jsonl").read_text().splitlines()
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "images_per_s"}  # noqa: E731
     assert [strip(l) for l in res_log] == [strip(l) for l in ref_log]
+
+    # What the run reports is an fp32 evaluation of the saved weights: `ltzoo eval` gives exactly it.
+    for split in ("val", "test"):
+        evaluated = subprocess.run([sys.executable, "-m", "ltzoo", "eval", str(reference), "--split", split, "--json"],
+                                   check=True, env=env, capture_output=True, text=True)
+        assert json.loads(evaluated.stdout)["per_class"] == ref_metrics[split]["per_class"]
+    assert ref_metrics["selected"]["val_all"] == ref_metrics["val"]["all"]
 
 
 @register_method("_test_nan_after_first_epoch")

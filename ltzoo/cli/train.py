@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS
 from ltzoo.engine.evaluator import format_table
+from ltzoo.memory_format import CHOICES
+from ltzoo.precision import PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (same command)")
     p.add_argument("--device", default="cpu",
                    help="torch device (default: cpu); under torchrun, cuda gives each process its own GPU (NCCL)")
+
+    speed = p.add_argument_group("speed (results are reported from an fp32 evaluation of the saved weights)")
+    speed.add_argument("--precision", choices=PRECISIONS,
+                       help="training precision (default: the recipe's, auto): auto = bf16 autocast where the device "
+                       "computes bf16 natively (CUDA with bf16, CPUs with AMX or AVX512_BF16), else fp32; fp16 is "
+                       "CUDA only (with a gradient scaler). Losses always run in fp32. --resume keeps the run's")
+    speed.add_argument("--channels-last", choices=CHOICES, default="auto",
+                       help="NHWC memory layout for the convolutions (default auto: on for CUDA and AVX-512 CPUs, "
+                       "where it measured faster; off on AVX2-only CPUs)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the backbone (off by default: compiling takes minutes on a CPU and pays "
+                       "only on long runs; see benchmarks/results/training_cost.md)")
+    speed.add_argument("--log-format", choices=EPOCH_LOG_FORMATS, default="text",
+                       help="one line per epoch: text (readable, default) or json (the train_log.jsonl lines)")
 
     own = p.add_argument_group("your own data")
     own.add_argument("--data", metavar="SOURCE",
@@ -67,10 +84,14 @@ def run(args: argparse.Namespace) -> int:
         if distributed.is_main_process():
             print(plan.describe(), flush=True)
         metrics = run_plan(plan, args.out, resume=args.resume, max_steps=args.max_steps,
-                           steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=str(device))
+                           steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=str(device),
+                           precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+                           log_format=args.log_format)
         if not distributed.is_main_process():
             return 0
-    print(f"\n{plan.name}: top-1 (%) of the model selected on val (epoch {metrics['selected'].get('epoch')})")
+    selected = metrics["selected"]
+    print(f"\n{plan.name}: top-1 (%) of the model selected on val ({selected.get('stage')} epoch "
+          f"{selected.get('epoch')}; trained in {metrics['precision']}, evaluated in fp32)")
     print(format_table({"val": metrics["val"], "test": metrics["test"]}))
     print(f"\nsaved to {args.out}; load it with ltzoo.load('local-dir:{args.out}')")
     return 0

@@ -17,18 +17,24 @@ from tqdm.auto import tqdm
 
 from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.longtail import ShotSplit
+from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 class TorchPredictor:
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
-        self.model = model.to(device).eval()
+    """An eval-mode PyTorch model in fp32. ``channels_last`` None: the device's default layout
+    (:func:`ltzoo.memory_format.resolve_channels_last`); the model is converted in place."""
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
+                 channels_last: bool | None = None) -> None:
         self.device = torch.device(device)
+        self.channels_last = resolve_channels_last("auto", self.device) if channels_last is None else channels_last
+        self.model = module_to(model.to(self.device).eval(), self.channels_last)
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return self.model(batch_to(torch.from_numpy(batch), self.device, self.channels_last)).float().cpu().numpy()
 
 
 class OrtPredictor:

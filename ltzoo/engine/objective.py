@@ -8,6 +8,7 @@ calls, in order::
     loader    = objective.train_loader(make_loader)         # default: stage sampler + train_transform()
     params    = objective.param_groups()                    # default: trainable model params + own params
     for epoch in ...:
+        objective.set_train_mode()                          # default: train, frozen backbone in eval
         objective.on_epoch_start(epoch)
         for batch in loader:
             out = objective.training_step(batch, epoch)     # StepOutput(loss, logs)
@@ -101,6 +102,14 @@ class Objective(nn.Module):
         return StepOutput(loss)
 
     # ----- hooks ----------------------------------------------------------------------------
+    def set_train_mode(self) -> None:
+        """Called before each epoch: modules in training mode, except that a decoupled classifier
+        stage (``train="head"``) keeps its frozen backbone in eval mode, BatchNorm statistics included."""
+        self.model.train()
+        self.train()
+        if self.ctx.stage.train == "head":
+            self.model.backbone.eval()
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each epoch of this stage (0-indexed within the stage)."""
 

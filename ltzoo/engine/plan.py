@@ -118,7 +118,7 @@ def plan_training(
 
 def run_plan(plan: TrainingPlan, out_dir: str, **trainer_options: Any) -> dict[str, Any]:
     """Train a plan with :class:`~ltzoo.engine.trainer.Trainer` (options: resume, max_steps, steps_per_epoch,
-    seed, device)."""
+    seed, device, precision, channels_last, compile, log_format)."""
     from ltzoo.engine.trainer import train
 
     return train(plan.recipe, out_dir, name=plan.name, data=plan.data, model=plan.model,

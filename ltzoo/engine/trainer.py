@@ -51,14 +51,25 @@ from ltzoo.data import LTDataset, build_dataset
 from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.samplers import LongTailSampler
 from ltzoo.engine import distributed
+from ltzoo.engine.compiled import compile_backbone, compile_errors
+from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
 from ltzoo.engine.objective import METHODS, Objective, StageContext, StepOutput
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor, scale_stages
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
+from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
-from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
+from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
+from ltzoo.recipes.base import Recipe, StageConfig, same_recipe
+from ltzoo.runs import (
+    atomic_save_state_dict,
+    atomic_torch_save,
+    atomic_write_bytes,
+    build_config,
+    load_state_dict_file,
+    save_run,
+)
 
 log = logging.getLogger("ltzoo.train")
 
@@ -70,16 +81,6 @@ TRAIN_LOG = "train_log.jsonl"
 RANK_SEED_STRIDE = 1_000_003
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    return obj
-
-
 class _TrainingStep(nn.Module):
     """The model and a stage's objective as one module whose forward is ``objective.training_step``.
 
@@ -87,16 +88,21 @@ class _TrainingStep(nn.Module):
     parameters (objectives keep the model outside their own module tree), and the forward that DDP
     must run to hook the backward is the whole training step, whatever parts of the model the
     objective calls. It returns ``(loss, logs)``: DDP looks for tensors in a tuple, not a dataclass.
+    The step runs in the run's autocast region (bf16/fp16); the losses leave it themselves
+    (:func:`ltzoo.precision.full_precision`), so the loss returned is fp32.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective) -> None:
+    def __init__(self, model: nn.Module, objective: Objective, precision: str, device: torch.device) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
+        self.precision = precision
+        self.device = device
 
     def forward(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        out = self.objective.training_step(batch, epoch)
-        return out.loss, out.logs
+        with autocast(self.precision, self.device):
+            out = self.objective.training_step(batch, epoch)
+        return out.loss.float(), out.logs
 
 
 class Trainer:
@@ -116,6 +122,10 @@ class Trainer:
         device: str = "cpu",
         model: LTClassifier | None = None,
         extra_config: dict[str, Any] | None = None,
+        precision: str | None = None,
+        channels_last: str = "auto",
+        compile: bool = False,
+        log_format: str = "text",
     ) -> None:
         if seed is not None:
             recipe = recipe.replace(seed=seed)
@@ -136,6 +146,17 @@ class Trainer:
         self.max_steps = max_steps
         self.steps_cap = steps_per_epoch
         self.device = torch.device(device)
+        if log_format not in EPOCH_LOG_FORMATS:
+            raise BadHyperParameterError(f"log format {log_format!r} is not one of {list(EPOCH_LOG_FORMATS)}")
+        self.log_format = log_format
+        # An explicit precision overrides the recipe's (auto by default) for this run only; what the run
+        # resolves to is stored in the checkpoint, config.json and metrics.json, and --resume keeps it.
+        self.requested_precision = check_precision(precision) if precision is not None else None
+        self.precision = resolve_precision(precision or recipe.precision, self.device)
+        self.channels_last = resolve_channels_last(channels_last, self.device)
+        self.compile = compile
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
         self.rank = distributed.rank()
         self.world_size = distributed.world_size()
         self.is_main = self.rank == 0
@@ -154,6 +175,9 @@ class Trainer:
             recipe.arch, self.data.num_classes, in_chans=self.data.info.in_chans, head=recipe.head
         )
         self.model.to(self.device)
+        module_to(self.model, self.channels_last)
+        if self.compile:
+            compile_backbone(self.model)
         self.best: dict[str, Any] = {}
         self.log_lines: list[dict[str, Any]] = []
 
@@ -212,17 +236,15 @@ class Trainer:
         steps = per_rank // batch if per_rank >= batch else 1
         return min(steps, self.steps_cap) if self.steps_cap else steps
 
+    def _predictor(self, model: nn.Module) -> TorchPredictor:
+        # fp32, in the training layout: per-epoch val and the final report score the same weights the
+        # same way (so ``selected.val_all`` is the saved model's val), and ``ltzoo eval`` reproduces it.
+        return TorchPredictor(model, self.device, channels_last=self.channels_last)
+
     def _evaluate_val(self, model: nn.Module) -> dict[str, Any]:
-        return evaluate_split_sharded(TorchPredictor(model, self.device), self.data, "val")
+        return evaluate_split_sharded(self._predictor(model), self.data, "val")
 
-    # ----- training modes ------------------------------------------------------------------------
-    def _set_train_mode(self, stage: StageConfig, objective: Objective) -> None:
-        self.model.train()
-        objective.train()
-        if stage.train == "head":
-            # Decoupled classifier stage: the backbone is frozen, BatchNorm statistics included.
-            self.model.backbone.eval()
-
+    # ----- data parallel -------------------------------------------------------------------------
     def _wrap_for_data_parallel(self, step: _TrainingStep) -> nn.Module:
         if self.world_size == 1:
             return step
@@ -242,7 +264,7 @@ class Trainer:
 
     # ----- checkpoint ----------------------------------------------------------------------------
     def _save_checkpoint(self, stage_index: int, epochs_done: int, objective: Objective,
-                         optimizer: torch.optim.Optimizer, global_step: int) -> None:
+                         optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, global_step: int) -> None:
         rng_per_rank = distributed.all_gather(torch.get_rng_state())  # every process takes part
         if not self.is_main:
             return
@@ -258,6 +280,9 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "objective": objective.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "grad_scaler": scaler.state_dict(),
+                "precision": self.precision,
+                "channels_last": self.channels_last,
                 "rng": torch.get_rng_state(),
                 "best": self.best,
                 "log": self.log_lines,
@@ -277,8 +302,7 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise LtzooError(f"checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-        # Compare both sides as JSON: the checkpoint keeps tuples (milestones) that JSON turns into lists.
-        if json.loads(json.dumps(state["recipe"])) != json.loads(json.dumps(self.recipe.to_dict())):
+        if not same_recipe(state["recipe"], self.recipe.to_dict()):
             raise LtzooError(
                 f"{path} was written by a different recipe or options (epochs/seed); resume with the same "
                 "command, or choose another --out"
@@ -297,11 +321,30 @@ class Trainer:
                 "augmentation from here on differ from an uninterrupted run", saved_world, self.world_size,
             )
 
+    def _keep_checkpoint_numerics(self, state: dict[str, Any]) -> None:
+        """A resumed run keeps the precision and layout it started with, so that it ends where the
+        uninterrupted run ends; asking explicitly for another precision mid-run is an error."""
+        saved = state.get("precision", "fp32")  # checkpoints from before mixed precision trained in fp32
+        if saved != self.precision:
+            if self.requested_precision not in (None, "auto"):
+                raise LtzooError(
+                    f"{self.ckpt_dir / LAST_CHECKPOINT} was trained in {saved}; --precision {self.requested_precision} "
+                    f"would change it mid-run. Resume without --precision (or with --precision {saved}), or start "
+                    "another --out."
+                )
+            self.precision = resolve_precision(saved, self.device)  # fp16 checkpoint on a CPU: a clear error
+            log.warning("resuming in %s, the precision this run started with", saved)
+        saved_layout = state.get("channels_last", False)
+        if saved_layout != self.channels_last:
+            self.channels_last = saved_layout
+            module_to(self.model, saved_layout)
+
     # ----- the loop ------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         start_stage, start_epoch, state = 0, 0, None
         if self.resume:
             state = self._load_checkpoint()
+            self._keep_checkpoint_numerics(state)
             self.model.load_state_dict(state["model"])
             self.best = state["best"]
             self.log_lines = list(state["log"])
@@ -328,7 +371,8 @@ class Trainer:
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
         objective = METHODS[self.recipe.method](self.model, ctx).to(self.device)
-        step_module = _TrainingStep(self.model, objective)
+        module_to(objective, self.channels_last)
+        step_module = _TrainingStep(self.model, objective, self.precision, self.device)
         samplers: list[LongTailSampler] = []
         loader = objective.train_loader(self._make_loader_factory(stage, stage_index, samplers))
         optimizer = torch.optim.SGD(
@@ -337,10 +381,17 @@ class Trainer:
         )
         for group in optimizer.param_groups:
             group.setdefault("lr_scale", 1.0)
+        scaler = grad_scaler(self.precision, self.device)
         global_step = 0
+        if stage.select_on_val and first_epoch == 0:
+            # Selection restarts in every stage that selects: a later stage's epochs are never compared
+            # with an earlier stage's best, and the saved model is the best of the last selecting stage.
+            self.best = {}
         if state is not None:
             objective.load_state_dict(state["objective"])
             optimizer.load_state_dict(state["optimizer"])
+            if "grad_scaler" in state:
+                scaler.load_state_dict(state["grad_scaler"])
             self._restore_rng(state)
             global_step = state["global_step"]
         # Built after the resumed state is loaded: DDP starts every process from rank 0's state.
@@ -351,7 +402,7 @@ class Trainer:
                 break
             for sampler in samplers:
                 sampler.set_epoch(epoch)
-            self._set_train_mode(stage, objective)
+            objective.set_train_mode()
             objective.on_epoch_start(epoch)
             distributed.broadcast_module_state(step_module)  # e.g. a head re-initialised from each process's RNG
             epoch_start, loss_sum, seen, logs_sum = time.time(), 0.0, 0, {}
@@ -363,7 +414,8 @@ class Trainer:
                 factor = lr_factor(stage, epoch, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = stage.lr * factor * group["lr_scale"]
-                out = StepOutput(*training_step(_to_device(batch, self.device), epoch))
+                with compile_errors(enabled=self.compile and global_step == 0):
+                    out = StepOutput(*training_step(batch_to(batch, self.device, self.channels_last), epoch))
                 # The mean over processes: what is logged, and a NaN anywhere stops every process here.
                 loss_value = distributed.all_reduce_mean(out.loss).item()
                 if not math.isfinite(loss_value):
@@ -374,8 +426,9 @@ class Trainer:
                         f"{self.ckpt_dir / LAST_CHECKPOINT}. Lower the learning rate (or check the data) and rerun with --resume."
                     )
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()  # under DDP: gradients averaged over processes
-                optimizer.step()
+                scaler.scale(out.loss).backward()  # under DDP: gradients averaged over processes
+                scaler.step(optimizer)  # fp16: skipped when a gradient overflowed (the scaler then backs off)
+                scaler.update()
                 objective.after_optimizer_step()
                 global_step += 1
                 loss_sum += loss_value
@@ -400,16 +453,17 @@ class Trainer:
                 line.update({f"val_{k}": val[k] for k in ("all", "many", "medium", "few")})
                 if not self.best or val["all"] > self.best["val_all"]:
                     self.best = {"stage": stage.name, "epoch": epoch + 1, "val_all": val["all"]}
+                    line["new_best"] = True
                     if self.is_main:
                         atomic_save_state_dict(self.model.state_dict(), self.ckpt_dir / BEST_WEIGHTS)
             self.log_lines.append(line)
-            self._save_checkpoint(stage_index, epoch + 1, objective, optimizer, global_step)
+            self._save_checkpoint(stage_index, epoch + 1, objective, optimizer, scaler, global_step)
             if self.is_main:
-                with open(self.out_dir / TRAIN_LOG, "w") as handle:  # rewritten whole: consistent after resume
-                    handle.writelines(json.dumps(entry) + "\n" for entry in self.log_lines)
-                log.info(json.dumps(line))
+                atomic_write_bytes(self.out_dir / TRAIN_LOG,  # rewritten whole: consistent after resume
+                                   "".join(json.dumps(entry) + "\n" for entry in self.log_lines).encode())
+                log.info(json.dumps(line) if self.log_format == "json" else format_epoch_line(line, stage.epochs))
 
-        if stage.select_on_val and self.best.get("stage") == stage.name:
+        if stage.select_on_val and self.best.get("stage") == stage.name:  # always, unless --max-steps cut every epoch
             # Rank 0 wrote the file and reads it back; the others get its weights by broadcast.
             if self.is_main and (self.ckpt_dir / BEST_WEIGHTS).is_file():
                 self.model.load_state_dict(load_state_dict_file(self.ckpt_dir / BEST_WEIGHTS))
@@ -420,11 +474,15 @@ class Trainer:
 
     def _finish(self, train_time: float) -> dict[str, Any]:
         self.model.eval()
-        predictor = TorchPredictor(self.model, self.device)
+        # The reported numbers are an fp32 evaluation of the weights being saved, whatever the training
+        # precision: exactly what ``ltzoo eval`` and ``ltzoo.load`` reproduce.
+        predictor = self._predictor(self.model)
         val = evaluate_split_sharded(predictor, self.data, "val")
         test = evaluate_split_sharded(predictor, self.data, "test")
         summary = {s: {k: r[k] for k in ("all", "many", "medium", "few")} for s, r in (("val", val), ("test", test))}
-        metrics = {"name": self.name, "selected": self.best, "train_time_s": train_time, "val": val, "test": test}
+        selected = self._selected(val)
+        metrics = {"name": self.name, "selected": selected, "precision": self.precision, "train_time_s": train_time,
+                   "val": val, "test": test}
         if self.is_main:
             config = build_config(
                 self.model,
@@ -440,8 +498,11 @@ class Trainer:
                     "arch": self.recipe.arch,
                     "recipe": self.recipe.to_dict(),
                     "seed": self.recipe.seed,
-                    "selected": self.best,
+                    "selected": selected,
                     "metrics": summary,
+                    "precision": self.precision,
+                    "channels_last": self.channels_last,
+                    "compiled": self.compile,
                     # A step-capped run is a smoke run, not the recipe's full budget: say so.
                     "training_limits": {"max_steps": self.max_steps, "steps_per_epoch": self.steps_cap},
                     "ltzoo_version": ltzoo.__version__,
@@ -452,6 +513,14 @@ class Trainer:
             save_run(self.out_dir, self.model, config, metrics)
         distributed.barrier()  # when train() returns on any process, the run directory is complete
         return metrics
+
+    def _selected(self, val: dict[str, Any]) -> dict[str, Any]:
+        """What the saved model is: the best val epoch of the last selecting stage or, when stages that do
+        not select follow it, the last epoch of the run (its val is then the final evaluation's)."""
+        if self.recipe.stages[-1].select_on_val or not self.log_lines:
+            return dict(self.best)
+        last = self.log_lines[-1]
+        return {"stage": last["stage"], "epoch": last["epoch"], "val_all": val["all"], "rule": "last epoch"}
 
     def _saved_head_spec(self) -> dict[str, Any]:
         """The head as it is now (a method's finalize may have replaced it, e.g. a logit-adjusted head)."""

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.precision import full_precision
 
 # ``alpha="scl"``: the own view weighs as much as each other positive, i.e. the plain SCL loss.
 SCL_ALPHA = "scl"
@@ -81,6 +82,7 @@ def weighted_contrastive_nll(logits: torch.Tensor, weights: torch.Tensor, candid
     return -(weighted.sum(dim=1) / weights.sum(dim=1)).mean()
 
 
+@full_precision
 def dscl_loss(
     queries: torch.Tensor,
     keys: torch.Tensor,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.precision import full_precision
 
 LAMBDA_MODES = ("per_sample", "per_batch", "none")
 
@@ -89,6 +90,7 @@ def interpolate_images(
     return InterpolatedBatch(mixed, targets_a, targets_b, lam)
 
 
+@full_precision
 def interpolated_cross_entropy(
     logits: torch.Tensor, targets_a: torch.Tensor, targets_b: torch.Tensor, lam: torch.Tensor
 ) -> torch.Tensor:
@@ -98,6 +100,7 @@ def interpolated_cross_entropy(
     return (lam * loss_a + (1.0 - lam) * loss_b).mean()
 
 
+@full_precision
 def centroid_contrastive_loss(
     embeddings: torch.Tensor,
     centroids: torch.Tensor,

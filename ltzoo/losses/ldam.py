@@ -19,6 +19,7 @@ from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.class_balanced import class_balanced_weights
+from ltzoo.precision import full_precision
 
 
 def ldam_margins(class_counts: Sequence[int], max_m: float = 0.5) -> torch.Tensor:
@@ -65,6 +66,7 @@ class LDAMLoss(nn.Module):
                 )
         self.weight = weight
 
+    @full_precision
     def forward(self, cosine_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         # Subtract the target class's margin from its logit only, then scale (official LDAMLoss).
         onehot = F.one_hot(targets, num_classes=cosine_logits.shape[1]).to(cosine_logits.dtype)

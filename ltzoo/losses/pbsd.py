@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.precision import full_precision
 
 # The official ROIAlign output size; the 2x2 cells are then averaged.
 ROI_OUTPUT_SIZE = (2, 2)
@@ -59,6 +60,7 @@ def _logits_against_key_and_queue(
     return torch.cat([own, others], dim=-1) / temperature
 
 
+@full_precision
 def pbsd_loss(
     teacher: torch.Tensor,
     student: torch.Tensor,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.precision import full_precision
 
 
 def _check_temperatures(temperature: float, base_temperature: float) -> None:
@@ -35,6 +36,7 @@ def _check_temperatures(temperature: float, base_temperature: float) -> None:
         raise BadHyperParameterError(f"SupCon base_temperature must be > 0, got {base_temperature}")
 
 
+@full_precision
 def supcon_loss(
     embeddings: torch.Tensor,
     labels: torch.Tensor,

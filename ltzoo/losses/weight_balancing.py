@@ -21,6 +21,7 @@ from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.class_balanced import class_balanced_weights
+from ltzoo.precision import full_precision
 
 
 class ClassBalancedSoftmaxBCE(nn.Module):
@@ -38,6 +39,7 @@ class ClassBalancedSoftmaxBCE(nn.Module):
         return cb_softmax_bce_loss(logits, targets, self.class_weights)
 
 
+@full_precision
 def cb_softmax_bce_loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """mean_{i,k} w_{y_i} * BCE(softmax(logits)_{ik}, onehot(y_i)_k).
 
@@ -67,6 +69,7 @@ def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+@full_precision
 def weight_decay_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:
     """sum_p ||p||^2 / 2 (multiply by lambda_wd). Its gradient is p, the same as SGD's weight_decay."""
     terms = [p.pow(2).sum() for p in params]
@@ -75,6 +78,7 @@ def weight_decay_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.stack(terms).sum() / 2
 
 
+@full_precision
 def feature_regularization(features: torch.Tensor) -> torch.Tensor:
     """mean_i ||f_i||^2 / 2 over a (B, D) batch of penultimate features (multiply by lambda_FR)."""
     if features.dim() != 2:

@@ -20,7 +20,15 @@ Method arguments (``recipe.method_args``), defaults from ``SY-Xuan/DSCL: main.py
   code ran on 2 GPUs); under DDP the official cross-rank shuffle is used instead;
 - ``classifier_augment`` ("official"): the stage-2 training augmentation, ``equal_lincls.py``'s
   RandomResizedCrop + photometrics, or ``"standard"``, the dataset's own (the ResNet-32 recipes; see
-  :func:`~ltzoo.methods.dscl_views.classifier_view`).
+  :func:`~ltzoo.methods.dscl_views.classifier_view`);
+- ``probe_bn`` ("train"): the frozen backbone's BatchNorm during the stage-2 probe. ``"train"`` is the
+  official ``equal_lincls.py``, which calls ``model.train()``: BN normalises with batch statistics and
+  its running statistics follow the class-balanced stream. ``"frozen"`` keeps stage 1's running
+  statistics (BN in eval mode); with PBSD those are about half 14-px patch statistics, because the
+  patch crops pass the online encoder in train mode right after the query views. ``"reestimate"``
+  re-estimates them once before stage 2, in a pass over the training set with the dataset's standard
+  augmentation (cumulative average, no gradient), then keeps them frozen. Under DDP the estimate is
+  rank 0's shard, broadcast.
 
 Departures from the official code (each is also stated where it is implemented):
 
@@ -42,11 +50,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
+from ltzoo.data.transforms import train_transform
+from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepOutput, register_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.methods.dscl_views import CLASSIFIER_AUGMENTS, DSCLViews, classifier_view
+from ltzoo.models.batchnorm import reestimate_batchnorm
 from ltzoo.models.classifier import LTClassifier
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 from ltzoo.models.projection import ProjectionHead
@@ -66,7 +76,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "patch_size": 0,
     "key_bn_splits": 2,
     "classifier_augment": "official",
+    "probe_bn": "train",
 }
+PROBE_BN_MODES = ("train", "frozen", "reestimate")
 
 
 def resolve_args(method_args: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +92,8 @@ def resolve_args(method_args: dict[str, Any]) -> dict[str, Any]:
         raise BadHyperParameterError(
             f"classifier_augment {args['classifier_augment']!r}: choose one of {list(CLASSIFIER_AUGMENTS)}"
         )
+    if args["probe_bn"] not in PROBE_BN_MODES:
+        raise BadHyperParameterError(f"probe_bn {args['probe_bn']!r}: choose one of {list(PROBE_BN_MODES)}")
     return args
 
 
@@ -98,7 +112,8 @@ class QueryEncoder(nn.Module):
 
     def project(self, feature_map: torch.Tensor) -> torch.Tensor:
         pooled = self.model.forward_head(feature_map, pre_logits=True)
-        return F.normalize(self.projector(pooled), dim=1)
+        # Normalised in fp32: under bf16 autocast the projector's output has about three significant digits.
+        return F.normalize(self.projector(pooled).float(), dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.project(self.model.forward_features(images))
@@ -166,7 +181,7 @@ class DSCLRepresentation(Objective):
         batch, num_patches = patches.shape[:2]
         with torch.no_grad():  # the teacher is a detached target (the projector has no BN or dropout)
             teacher = online.projector(roi_patch_features(feature_map, boxes, view_size))
-            teacher = F.normalize(teacher, dim=-1)
+            teacher = F.normalize(teacher.float(), dim=-1)
         student = online(patches.flatten(0, 1)).view(batch, num_patches, -1)
         return pbsd_loss(teacher, student, keys, queue_features, self.temperature)
 
@@ -180,10 +195,9 @@ class BalancedLinearClassifier(Objective):
     """Stage 2 (``equal_lincls.py``): a linear classifier on frozen pooled features.
 
     The recipe's stage says ``train="head"`` and ``sampler="class_balanced"``: the trainer freezes
-    the backbone and puts it in eval mode, so its BatchNorm statistics stay as stage 1 left them.
-    Departure: the official ``equal_lincls.py::train`` calls ``model.train()`` (its comment says it
-    should be eval mode), so there the class-balanced stream moves the frozen backbone's BN running
-    statistics during the linear probe.
+    the backbone's weights. Its BatchNorm follows ``probe_bn`` (see the module docstring): the
+    official train mode, stage 1's statistics frozen, or statistics re-estimated on the standard
+    augmentation before the probe.
     """
 
     def __init__(self, model: LTClassifier, ctx: StageContext) -> None:
@@ -193,12 +207,30 @@ class BalancedLinearClassifier(Objective):
                 f"the DSCL classifier stage must have train='head' and sampler='class_balanced', got "
                 f"train={ctx.stage.train!r}, sampler={ctx.stage.sampler!r}"
             )
-        self.augment = resolve_args(ctx.args)["classifier_augment"]
+        args = resolve_args(ctx.args)
+        self.augment = args["classifier_augment"]
+        self.probe_bn = args["probe_bn"]
+        self._bn_batches: Any = None
 
     def train_transform(self) -> Callable[[Any], Any]:
         return classifier_view(self.ctx.data, self.augment)
 
+    def train_loader(self, make_loader: LoaderFactory) -> Any:
+        if self.probe_bn == "reestimate":
+            # One pass over the training set as CE sees it (instance sampling, standard augmentation).
+            self._bn_batches = make_loader("instance", train_transform(self.ctx.data))
+        return super().train_loader(make_loader)
+
+    def set_train_mode(self) -> None:
+        super().set_train_mode()
+        if self.probe_bn == "train":
+            self.model.backbone.train()  # the official equal_lincls.py: weights frozen, BN in train mode
+
     def on_epoch_start(self, epoch: int) -> None:
+        if epoch == 0 and self.probe_bn == "reestimate":
+            # Before the first epoch only: a run resumed inside this stage keeps the statistics it saved.
+            images = (batch[0].to(self.ctx.device) for batch in self._bn_batches)
+            reestimate_batchnorm(self.model.backbone, images, self.model.forward_features)
         if epoch == 0:
             # Official init of the new fc: N(0, 0.01), bias 0. Only at the stage's first epoch, so that
             # a run resumed in the middle of this stage keeps the head it had learned.

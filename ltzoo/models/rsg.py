@@ -51,6 +51,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.precision import full_precision
 
 # The contrastive module's labels: the official code uses torch.eq(target1, target2).long().
 PAIR_DIFFERENT, PAIR_SAME = 0, 1
@@ -159,6 +160,7 @@ class RSG(nn.Module):
         logits = torch.bmm(pooled.unsqueeze(1), self.assign_weight[targets]).squeeze(1) + self.assign_bias[targets]
         return logits.softmax(dim=1)
 
+    @full_precision
     def centre_loss(self, fmap: torch.Tensor, targets: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """sum_{n,k} gamma_{n,k} ||F_n - c_{y_n,k}||^2 / N, with the centre broadcast over H x W."""
         num, _, height, width = fmap.shape
@@ -170,6 +172,7 @@ class RSG(nn.Module):
         dist = dist + height * width * centres.pow(2).sum(dim=2)
         return (gamma * dist).sum() / num
 
+    @full_precision
     def pair_loss(self, fmap: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the contrastive module on (first half, second half) pairs of the batch."""
         half = fmap.shape[0] // 2
@@ -192,6 +195,7 @@ class RSG(nn.Module):
             nearest = self.assignment(fmap, targets).argmax(dim=1)
             return self.centres[targets, nearest].detach()[:, :, None, None]
 
+    @full_precision
     def transfer(
         self,
         head_maps: torch.Tensor,

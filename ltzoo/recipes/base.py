@@ -8,10 +8,11 @@ stage has its own optimiser, schedule, sampler and epoch budget; the method's ob
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ltzoo.errors import BadHyperParameterError
+from ltzoo.errors import BadHyperParameterError, LtzooError
 
 SAMPLERS = ("instance", "class_balanced", "sqrt")
 SCHEDULES = ("cosine", "step", "constant")
@@ -64,9 +65,14 @@ class Recipe:
     method_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_workers: int = 0
+    # auto: bf16 autocast where the hardware computes bf16 natively, else fp32 (ltzoo.precision).
+    precision: str = "auto"
     notes: str = ""  # where the recipe follows code vs paper, and ltzoo's own choices
 
     def __post_init__(self) -> None:
+        from ltzoo.precision import check_precision
+
+        check_precision(self.precision)
         self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
         if not self.stages:
             raise BadHyperParameterError("a recipe needs at least one stage")
@@ -83,3 +89,22 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+
+def canonical_recipe(data: dict[str, Any]) -> dict[str, Any] | None:
+    """What a recorded recipe dict trains, as JSON types: every field present (fields added since it was
+    recorded take their defaults) except ``notes``, which trains nothing. None when it is no valid recipe."""
+    try:
+        canonical = json.loads(json.dumps(Recipe.from_dict(json.loads(json.dumps(data))).to_dict()))
+    except (TypeError, ValueError, LtzooError):
+        return None
+    canonical.pop("notes", None)
+    return canonical
+
+
+def same_recipe(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether two recipe dicts (a checkpoint's or config.json's, and this run's) describe one recipe.
+    Compared as JSON (a checkpoint keeps tuples that JSON turns into lists) after filling defaults, so a
+    run recorded before a field with a default existed still matches."""
+    canonical = canonical_recipe(recorded)
+    return canonical is not None and canonical == canonical_recipe(wanted)

@@ -43,6 +43,7 @@ def _method_args(pbsd: bool, **overrides: Any) -> dict[str, Any]:
         "patch_size": 0,  # 64 px at 224 (official); half the view side on small images
         "key_bn_splits": 2,  # single process: shuffled BN over 2 chunks, as the official 2 GPUs
         "classifier_augment": "official",  # equal_lincls.py: RandomResizedCrop + photometrics + flip
+        "probe_bn": "train",  # equal_lincls.py calls model.train(): BN follows the class-balanced stream
     }
     args.update(overrides)
     return args
@@ -73,9 +74,9 @@ def dscl_paper(dataset: str, pbsd: bool) -> Recipe:
             "(alpha 1/9), tau 0.07, m 0.999, queue 65536, MLP 2048-2048-128, PBSD 5 patches of 64 px, "
             "weight 1.5. Stage 2: class-balanced linear classifier on RandomResizedCrop + photometric views, "
             "batch 2048, lr 10, wd 0, 40 epochs, "
-            "x0.1 at 20 and 30, fc init N(0, 0.01). timm's resnet50 zero-inits the last BN of each block, "
-            "like the official zero_init_residual=True. Departures: BN frozen in stage 2 (official: train "
-            "mode), selection on val (official: on test), queue starts empty (official: random). "
+            "x0.1 at 20 and 30, fc init N(0, 0.01), the frozen backbone's BN in train mode as equal_lincls.py. "
+            "timm's resnet50 zero-inits the last BN of each block, like the official zero_init_residual=True. "
+            "Departures: selection on val (official: on test), queue starts empty (official: random). "
             + ("" if dataset == "imagenet_lt" else
                f"{dataset}: the official code has no loader for it; the ImageNet-LT table is reused.")
         ),
@@ -111,7 +112,8 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
         # demos use 0.99 as well). Queue about half the training set, as 65536 is for ImageNet-LT.
         # Stage 2 trains on the dataset's standard augmentation: the official RandomResizedCrop probe
         # cost about 5 pt val top-1 on fmnist_lt (see dscl_views.classifier_view).
-        method_args=_method_args(pbsd, alpha=alpha, momentum=0.99, queue_size=queue, classifier_augment="standard"),
+        method_args=_method_args(pbsd, alpha=alpha, momentum=0.99, queue_size=queue, classifier_augment="standard",
+                                 probe_bn="frozen"),
         # The multi-view transform (2 views + 5 patches) costs ~1.5 ms per image: one worker process
         # (single-threaded, as DataLoader workers are) prepares batches while the model trains.
         num_workers=1,
