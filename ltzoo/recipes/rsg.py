@@ -11,6 +11,15 @@ Settings per dataset (``reference/methods.md`` 4.2, from the official train scri
 
 ``rsg_start_fraction`` / ``drw_start_fraction`` / ``drs_start_fraction`` are those epochs as fractions
 of the stage, so ``--epochs`` rescaling moves them with the schedule.
+
+DRS is the official scripts' switch (``if epoch == 80: train_sampler = ImbalancedDatasetSampler(...)``)
+to ``utils.py``'s ``ImbalancedDatasetSampler``: with replacement, each sample weighted
+(1 - beta) / (1 - beta^n_c) with beta 0.9999, so class c is drawn with probability proportional to
+n_c (1 - beta) / (1 - beta^n_c). That is close to, but not, class-balanced: ImageNet-LT's largest
+class (1,280 images) is drawn 6.5 % more often than a 1-image class, Places-LT's (4,980) 27 % more.
+ltzoo's ``drs_sampler="effective_number"`` is that sampler (:mod:`ltzoo.data.samplers`).
+The CIFAR script uses DRW, not DRS (``--train_rule DRW``), so the CIFAR and fmnist_lt recipes never
+re-sample.
 """
 
 from __future__ import annotations
@@ -40,10 +49,12 @@ RSG_CIFAR_MILESTONES = (159, 179)
 
 
 def _drs_args(max_m: float, s: float, start: float) -> dict[str, Any]:
-    """The large-dataset scripts: RSG after layer3, LDAM with uniform weights, class-balanced
-    re-sampling (DRS) from the same epoch as generation."""
+    """The large-dataset scripts: RSG after layer3, LDAM with uniform weights, deferred re-sampling
+    (DRS) from the same epoch as generation with the official ``ImbalancedDatasetSampler``
+    (``utils.py``: with replacement, effective-number weights, beta 0.9999; not uniform over classes)."""
     return {**RSG_COMMON, "rsg_after_stage": 3, "rsg_start_fraction": start, "max_m": max_m, "s": s,
-            "drw_start_fraction": None, "drw_beta": 0.9999, "drs_start_fraction": start}
+            "drw_start_fraction": None, "drw_beta": 0.9999, "drs_start_fraction": start,
+            "drs_sampler": "effective_number"}
 
 
 def rsg_cifar(dataset: str) -> Recipe:
@@ -72,7 +83,8 @@ def rsg_imagenet_lt(arch: str) -> Recipe:
         method="rsg", arch=arch, dataset="imagenet_lt", stages=[imagenet_lt_stage()], head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.3, s=30.0, start=0.8),
         notes="Jianf-Wang/RSG imagenet_lt_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 79, LDAM 0.3/30 "
-        "with uniform weights, class-balanced re-sampling from epoch 80."
+        "with uniform weights, from epoch 80 re-sampling with the official ImbalancedDatasetSampler (with "
+        "replacement, class probability proportional to n(1-beta)/(1-beta^n), beta 0.9999)."
         + ("" if official else " The official script trains ResNeXt-50-32x4d; this ResNet-50 entry uses the "
            "same settings (ltzoo's choice)."),
     )
@@ -85,7 +97,8 @@ def rsg_inat2018() -> Recipe:
         method="rsg", arch="resnet50", dataset="inat2018", stages=[stage], head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.1, s=50.0, start=140 / 180),
         notes="Jianf-Wang/RSG inaturalist_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 139, LDAM 0.1/50, "
-        "re-sampling from epoch 140, lr x0.1 at 99, 139, 169.",
+        "from epoch 140 re-sampling with the official effective-number ImbalancedDatasetSampler (beta 0.9999), "
+        "lr x0.1 at 99, 139, 169.",
     )
 
 
@@ -96,7 +109,8 @@ def rsg_places_lt() -> Recipe:
         method="rsg", arch="resnet152", dataset="places_lt", stages=[stage], head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.2, s=50.0, start=10 / 30),
         notes="Jianf-Wang/RSG places_train.py: LDAM-DRS-RSG on ResNet-152, RSG after layer3, epoch_thresh 9, "
-        "LDAM 0.2/50, re-sampling from epoch 10, lr 0.01 x0.1 at 9 and 19. Departure: the official script starts "
+        "LDAM 0.2/50, from epoch 10 re-sampling with the official effective-number ImbalancedDatasetSampler "
+        "(beta 0.9999), lr 0.01 x0.1 at 9 and 19. Departure: the official script starts "
         "from ImageNet-pretrained weights; ltzoo never downloads timm weights, so this recipe starts from random "
         "init and will not reach the paper's numbers without a pretrained model passed to the trainer.",
     )
