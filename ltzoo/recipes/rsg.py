@@ -44,7 +44,11 @@ CIFAR_RSG: dict[str, Any] = {
     **RSG_COMMON, "rsg_after_stage": 2, "rsg_start_fraction": 0.8,
     "max_m": 0.5, "s": 30.0, "drw_start_fraction": 0.8, "drw_beta": 0.9999, "drs_start_fraction": None,
 }
-# RSG's CIFAR lr drops are at 0-indexed epochs 159 and 179 (``epoch + 1 > 159``), one before LDAM-DRW's.
+# cifar_train.py's adjust_learning_rate sets ``epoch = epoch + 1`` and then drops the lr x0.01 when
+# ``epoch > 159`` and x1e-4 when ``epoch > 179``: from 0-indexed epochs 159 and 179. ltzoo's step
+# schedule drops at ``epoch >= milestone`` (0-indexed), hence (159, 179), one epoch before LDAM-DRW's
+# (160, 180) from ``epoch + 1 > 160 / 180``. tests/test_rsg.py checks every RSG schedule epoch by epoch
+# against the official function. (Compressed to fmnist_lt's 30 epochs, both pairs round to 24 / 27.)
 RSG_CIFAR_MILESTONES = (159, 179)
 
 
@@ -62,7 +66,8 @@ def rsg_cifar(dataset: str) -> Recipe:
         method="rsg", arch="resnet32", dataset=dataset, stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
         head=dict(COSINE_HEAD), method_args=dict(CIFAR_RSG),
         notes="Jianf-Wang/RSG cifar_train.py --loss_type LDAM --train_rule DRW: RSG after layer2, epoch_thresh 159, "
-        "LDAM 0.5/30 + DRW 0.9999 from epoch 160, lr x0.01 at 159 and x1e-4 at 179, loss + 0.1 CESC + 0.01 MV. "
+        "LDAM 0.5/30 + DRW 0.9999 from epoch 160, lr x0.01 from epoch 159 and x1e-4 from 179 (0-indexed; the "
+        "script's epoch + 1 > 159 / > 179), loss + 0.1 CESC + 0.01 MV. "
         "ltzoo selects on val (the official CIFAR code on test).",
     )
 
