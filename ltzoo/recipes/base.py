@@ -14,7 +14,7 @@ from typing import Any
 from ltzoo.errors import BadHyperParameterError
 
 SAMPLERS = ("instance", "class_balanced", "sqrt", "effective_number")  # ltzoo.data.samplers.SAMPLER_KINDS
-SCHEDULES = ("cosine", "step", "constant")
+SCHEDULES = ("cosine", "cosine_epoch", "step", "constant")  # see ltzoo.engine.schedule
 
 
 @dataclass
