@@ -20,6 +20,12 @@ class (1,280 images) is drawn 6.5 % more often than a 1-image class, Places-LT's
 ltzoo's ``drs_sampler="effective_number"`` is that sampler (:mod:`ltzoo.data.samplers`).
 The CIFAR script uses DRW, not DRS (``--train_rule DRW``), so the CIFAR and fmnist_lt recipes never
 re-sample.
+
+Departure of the ImageNet-size entries: their timm backbones zero the last BN weight of each residual
+block (timm's ``zero_init_last=True``); the official ``models/resnet.py`` has
+``zero_init_residual=False``. ltzoo keeps timm's default (one model builder for every method; making it
+a per-recipe switch would put a new key into every saved config). The CIFAR ResNet-32 matches the
+official ``resnet_cifar.py`` (Kaiming init, no zero-init).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ CIFAR_RSG: dict[str, Any] = {
 # (160, 180) from ``epoch + 1 > 160 / 180``. tests/test_rsg.py checks every RSG schedule epoch by epoch
 # against the official function. (Compressed to fmnist_lt's 30 epochs, both pairs round to 24 / 27.)
 RSG_CIFAR_MILESTONES = (159, 179)
+# The ImageNet-size entries' one departure in model construction (see the module docstring).
+ZERO_INIT_NOTE = " Departure: timm's zero_init_last (official models/resnet.py: zero_init_residual=False)."
 
 
 def _drs_args(max_m: float, s: float, start: float) -> dict[str, Any]:
@@ -91,7 +99,8 @@ def rsg_imagenet_lt(arch: str) -> Recipe:
         "with uniform weights, from epoch 80 re-sampling with the official ImbalancedDatasetSampler (with "
         "replacement, class probability proportional to n(1-beta)/(1-beta^n), beta 0.9999)."
         + ("" if official else " The official script trains ResNeXt-50-32x4d; this ResNet-50 entry uses the "
-           "same settings (ltzoo's choice)."),
+           "same settings (ltzoo's choice).")
+        + ZERO_INIT_NOTE,
     )
 
 
@@ -103,7 +112,7 @@ def rsg_inat2018() -> Recipe:
         method_args=_drs_args(max_m=0.1, s=50.0, start=140 / 180),
         notes="Jianf-Wang/RSG inaturalist_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 139, LDAM 0.1/50, "
         "from epoch 140 re-sampling with the official effective-number ImbalancedDatasetSampler (beta 0.9999), "
-        "lr x0.1 at 99, 139, 169.",
+        "lr x0.1 at 99, 139, 169." + ZERO_INIT_NOTE,
     )
 
 
@@ -117,7 +126,8 @@ def rsg_places_lt() -> Recipe:
         "LDAM 0.2/50, from epoch 10 re-sampling with the official effective-number ImbalancedDatasetSampler "
         "(beta 0.9999), lr 0.01 x0.1 at 9 and 19. Departure: the official script starts "
         "from ImageNet-pretrained weights; ltzoo never downloads timm weights, so this recipe starts from random "
-        "init and will not reach the paper's numbers without a pretrained model passed to the trainer.",
+        "init and will not reach the paper's numbers without a pretrained model passed to the trainer."
+        + ZERO_INIT_NOTE,
     )
 
 
