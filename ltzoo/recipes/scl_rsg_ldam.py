@@ -1,6 +1,7 @@
 """SCL + RSG + LDAM recipes (arXiv 2501.13756): one stage, trained end to end.
 
-The paper publishes neither code nor hyper-parameters. The schedule of each entry is RSG's official
+No code has been published, and only the opening of the full text could be read (see
+:mod:`ltzoo.methods.scl_rsg_ldam`), so its hyper-parameters are unchecked. The schedule of each entry is RSG's official
 one for that dataset (the combination's classifier side is LDAM-DRW-RSG), the SupCon side uses
 SupContrast's CIFAR values (tau 0.1, 128-d Linear-ReLU-Linear head), and the combination choices
 are listed in :data:`SYNERGY_NOTES` (stored in every recipe's ``notes`` and so in the model card).
