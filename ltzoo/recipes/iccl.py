@@ -33,7 +33,8 @@ PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contras
 FMNIST_STAGE2_EPOCHS = 5  # of the shared fmnist_lt budget; the representation stage gets the rest
 
 COMMON_NOTES = (
-    "ICCL has no public code and only its abstract was available: all hyper-parameters are ltzoo's choices. "
+    "ICCL has no published code, and of its paper and patent application (US 2022/0156530 A1) only the "
+    "abstracts could be read: all hyper-parameters are ltzoo's choices. "
     "Stage 'representation': each step pairs a batch from an instance sampler with a batch from a "
     "class-balanced sampler (same batch size, independent seeded streams), mixes them per sample "
     "x = lam*x_a + (1-lam)*x_b with lam ~ Beta(alpha, alpha) (lambda_mode), and minimises "

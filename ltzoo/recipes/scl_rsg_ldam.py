@@ -33,7 +33,8 @@ COMBINATION: dict[str, Any] = {
 }
 
 SYNERGY_NOTES = (
-    "The paper's code and hyper-parameters are not public; every choice below is ltzoo's. One stage, one "
+    "No code has been published and only the paper's abstract could be read, so its hyper-parameters are "
+    "unchecked; every choice below is ltzoo's. One stage, one "
     "backbone: RSG (official module and weights 0.1 CESC / 0.01 MV, 15 centres, head ratio 0.2) on view 1's "
     "feature map after stage rsg_after_stage; the LDAM cosine classifier (official max_m / s) with DRW "
     "(beta 0.9999) on view 1 plus RSG's generated tail maps with the expanded targets; SupCon (tau 0.1, "
