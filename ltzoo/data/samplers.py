@@ -7,8 +7,8 @@ same order.
 
 Every kind but "instance" draws with replacement: first a class from the kind's class distribution,
 then an instance uniformly within it. For a per-sample weight that depends on the class only (as in
-the "effective_number" kind) this is the same distribution as ``torch.multinomial`` over per-sample
-weights, and it is O(classes) instead of O(samples) to set up.
+the "effective_number" kind) this is the same distribution as the official ``torch.multinomial`` over
+per-sample weights, drawn from the run's seeded generator instead of the global one.
 """
 
 from __future__ import annotations
