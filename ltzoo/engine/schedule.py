@@ -3,9 +3,10 @@
 ``"cosine"`` decays every step, from the stage's lr at the end of warmup to 0 at the end of the stage.
 ``"cosine_epoch"`` is the official weight-balancing stepping (ShadeAlsha/LTR-weight-balancing
 ``utils/trainval.py``): ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch *before* that
-epoch's training, so the lr is constant within an epoch, epoch e (0-indexed, after warmup) runs at
+epoch's training, so the lr is constant within an epoch and epoch e (0-indexed) runs at
 ``0.5 (1 + cos(pi (e + 1) / epochs))``: the first epoch is already decayed and the last runs at lr 0
-(a 10-epoch stage trains for 9 effective epochs).
+(a 10-epoch stage trains for 9 effective epochs). With warmup (the official code has none), epoch
+and span count from the end of warmup: ``(e + 1 - warmup) / (epochs - warmup)``.
 """
 
 from __future__ import annotations
