@@ -147,15 +147,25 @@ def test_deferred_resampling_switches_loader():
     assert seen == [([1, 2, 3], 3), ([1, 2, 3], 3), (["a", "b"], 2), (["a", "b"], 2)]
 
 
-def test_drs_objective_builds_a_class_balanced_loader():
+def test_drs_objective_switches_to_the_official_effective_number_sampler():
     recipe = _short(get_entry("ldam_drw_resnet32.fmnist_lt").recipe(), 5, drw_start_fraction=None,
                     drs_start_fraction=0.4)
     objective, _ = _objective(recipe)
     made = []
     loader = objective.train_loader(lambda sampler, transform: made.append(sampler) or [sampler])
-    assert made == ["instance", "class_balanced"]
+    assert made == ["instance", "effective_number"]  # the ImbalancedDatasetSampler of Jianf-Wang/RSG
     objective.on_epoch_start(1)
     assert list(loader) == ["instance"]
     objective.on_epoch_start(2)
-    assert list(loader) == ["class_balanced"]
+    assert list(loader) == ["effective_number"]
     assert objective.criterion.weight is None  # no DRW in a DRS recipe
+
+
+def test_drs_sampler_is_a_known_sampler_kind():
+    recipe = get_entry("ldam_drw_resnet32.fmnist_lt").recipe()
+    objective, _ = _objective(_short(recipe, 5, drs_start_fraction=0.4, drs_sampler="class_balanced"))
+    made = []
+    objective.train_loader(lambda sampler, transform: made.append(sampler) or [sampler])
+    assert made == ["instance", "class_balanced"]
+    with pytest.raises(BadHyperParameterError, match="drs_sampler 'balanced'"):
+        _objective(_short(recipe, 5, drs_start_fraction=0.4, drs_sampler="balanced"))

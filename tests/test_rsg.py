@@ -262,3 +262,59 @@ def test_exported_graph_has_no_rsg_weights(rsg_run, tmp_path):
     (logits,) = session.run(None, {"input": images.numpy()})
     with torch.no_grad():
         assert np.allclose(logits, model(images).numpy(), atol=1e-4)
+
+
+# ----- recipes against the official train scripts ---------------------------------------------------
+OFFICIAL_DRS_EPOCH = {"rsg_resnext50_32x4d.imagenet_lt": 80, "rsg_resnet50.imagenet_lt": 80,
+                      "rsg_resnet50.inat2018": 140, "rsg_resnet152.places_lt": 10}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_DRS_EPOCH))
+def test_large_recipes_resample_with_the_official_sampler_from_the_official_epoch(name):
+    from ltzoo.methods.ldam_drw import start_epoch
+
+    recipe = get_entry(name).recipe()
+    args = recipe.method_args
+    # ``if epoch == 80: train_sampler = ImbalancedDatasetSampler(...)`` (0-indexed epochs), no DRW.
+    assert start_epoch(args["drs_start_fraction"], recipe.stages[0].epochs, "drs") == OFFICIAL_DRS_EPOCH[name]
+    assert args["drs_sampler"] == "effective_number" and args["drw_start_fraction"] is None
+
+
+def test_cifar_recipes_reweight_and_never_resample():
+    for name in ("rsg_resnet32.cifar100_lt", "rsg_resnet32.cifar10_lt", "rsg_resnet32.fmnist_lt"):
+        args = get_entry(name).recipe().method_args
+        assert args["drs_start_fraction"] is None and args["drw_start_fraction"] == 0.8, name
+
+
+def _official_lr_factor(script: str, epoch: int) -> float:
+    """``adjust_learning_rate`` of the official scripts (Jianf-Wang/RSG), as a factor of ``args.lr``;
+    ``epoch`` is the 0-indexed loop variable, which every script shifts by one first."""
+    epoch = epoch + 1
+    if script == "cifar_train":
+        if epoch <= 5:
+            return epoch / 5
+        return 0.0001 if epoch > 179 else 0.01 if epoch > 159 else 1.0
+    if script == "places_train":
+        return 0.01 if epoch > 19 else 0.1 if epoch > 9 else 1.0
+    drops = {"imagenet_lt_train": (94, 79, 59), "inaturalist_train": (169, 139, 99)}[script]
+    for factor, after in zip((0.001, 0.01, 0.1), drops):
+        if epoch > after:
+            return factor
+    return epoch / 5 if epoch <= 5 else 1.0
+
+
+@pytest.mark.parametrize("name, script", [("rsg_resnet32.cifar100_lt", "cifar_train"),
+                                          ("rsg_resnext50_32x4d.imagenet_lt", "imagenet_lt_train"),
+                                          ("rsg_resnet50.inat2018", "inaturalist_train"),
+                                          ("rsg_resnet152.places_lt", "places_train")])
+def test_lr_schedule_equals_the_official_one_epoch_by_epoch(name, script):
+    from ltzoo.engine.schedule import lr_factor
+
+    stage = get_entry(name).recipe().stages[0]
+    steps = 7
+    for epoch in range(stage.epochs):
+        official = _official_lr_factor(script, epoch)
+        # ltzoo warms up per step; its last warmup step of each epoch reaches the official epoch value.
+        assert lr_factor(stage, epoch, steps - 1, steps) == pytest.approx(official), epoch
+        if epoch >= stage.warmup_epochs:
+            assert all(lr_factor(stage, epoch, step, steps) == pytest.approx(official) for step in range(steps))

@@ -128,7 +128,7 @@ def test_zoo_names_and_notes():
     for name in list_models(["ldam_drw*", "rsg*", "scl_rsg_ldam*"]):
         assert get_entry(name).recipe().head == {"type": "cosine"}, name
     notes = get_entry(SYNERGY).recipe().notes
-    for choice in ("generated_in_supcon", "0.5 SupCon", "0.1 CESC", "not public"):
+    for choice in ("generated_in_supcon", "0.5 SupCon", "0.1 CESC", "every choice below is ltzoo's"):
         assert choice in notes
     variant = synergy_variant(get_entry(SYNERGY).recipe(), use_rsg=False)
     assert variant.method_args["use_rsg"] is False and "use_rsg=False" in variant.notes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -299,3 +300,30 @@ def test_every_weight_balancing_entry_builds_and_says_what_it_follows():
     model = ltzoo.create_model("wb_onestage_resnet32.cifar100_lt")
     assert isinstance(model.head, ETFHead) and model.head.weight.shape == (100, 128)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+# torch warns that scheduler.step() comes before optimizer.step(): that order is the official code's,
+# and it is what skips the undecayed first value.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+@pytest.mark.parametrize("epochs", [10, 3])
+def test_cosine_epoch_schedule_steps_like_the_official_wb_train_model(epochs):
+    """utils/trainval.py calls schedulerW.step() at the start of every training phase, before that
+    epoch's steps; the lr then stays constant through the epoch."""
+    from ltzoo.engine.schedule import lr_factor
+    from ltzoo.recipes.base import StageConfig
+
+    weight = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=0)
+    stage = StageConfig(epochs=epochs, lr=0.01, schedule="cosine_epoch")
+    official = []
+    for epoch in range(epochs):
+        scheduler.step()
+        official.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        for step in range(5):
+            assert stage.lr * lr_factor(stage, epoch, step, 5) == pytest.approx(official[-1], abs=1e-12)
+    assert official[0] < 0.01 and official[-1] == pytest.approx(0.0, abs=1e-12)  # decayed first, lr 0 last
+    # ltzoo's per-step "cosine" starts at the full lr and never spends an epoch at 0.
+    per_step = dataclasses.replace(stage, schedule="cosine")
+    assert lr_factor(per_step, 0, 0, 5) == 1.0 and lr_factor(per_step, epochs - 1, 0, 5) > 0

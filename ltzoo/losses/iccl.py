@@ -2,8 +2,9 @@
 
 ICCL (Tiong et al., arXiv 2110.10048) interpolates an image from a class-agnostic sampler with one
 from a class-aware sampler and trains the representation of the mix to retrieve the centroids of
-*both* source classes. Only that much is established by the abstract; no official code was found.
-Everything below the abstract level is **ltzoo's choice** (see ``reference/methods.md`` section 2):
+*both* source classes. No official code has been published; only the openings of the full text and of
+the patent application (US 2022/0156530 A1) could be read, and they fix no more than that (see
+:mod:`ltzoo.methods.iccl`). Everything below is **ltzoo's choice** (``reference/methods.md`` section 2):
 
 - the mix is mixup-style, ``x = lam * x_a + (1 - lam) * x_b`` with ``lam ~ Beta(alpha, alpha)`` drawn
   per sample (``lambda_mode="per_sample"``) or once per batch (``"per_batch"``, as mixup's code);

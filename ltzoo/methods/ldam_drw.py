@@ -10,7 +10,11 @@ Follows kaidic/LDAM-DRW ``cifar_train.py`` (``--loss_type LDAM --train_rule DRW`
   stages) moves the switch with the schedule;
 * ``drw_beta``: the class-balanced beta from the switch on (official 0.9999);
 * ``drs_start_fraction``: deferred re-*sampling* (RSG's ImageNet-LT / iNat / Places scripts): the
-  instance sampler is replaced by the class-balanced one from that epoch on; ``None`` = never.
+  instance sampler is replaced by the ``drs_sampler`` one from that epoch on; ``None`` = never;
+* ``drs_sampler``: the sampler kind of deferred re-sampling, ``"effective_number"`` by default: the
+  official ``ImbalancedDatasetSampler`` that RSG's scripts switch to (``if epoch == 80`` etc.), which
+  samples with replacement with class probability proportional to n_c (1 - beta) / (1 - beta^n_c),
+  beta 0.9999: nearly, not exactly, uniform over classes (see :mod:`ltzoo.data.samplers`).
 
 The ``LDAMDRWObjective`` is also the base of the RSG and SCL+RSG+LDAM objectives.
 """
@@ -25,6 +29,7 @@ import torch
 from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepOutput, register_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.ldam import DeferredReweighting, LDAMLoss
+from ltzoo.recipes.base import SAMPLERS
 
 LDAM_ARGS: dict[str, Any] = {
     "max_m": 0.5,
@@ -32,6 +37,7 @@ LDAM_ARGS: dict[str, Any] = {
     "drw_start_fraction": 0.8,
     "drw_beta": 0.9999,
     "drs_start_fraction": None,
+    "drs_sampler": "effective_number",
 }
 
 
@@ -98,6 +104,8 @@ class LDAMDRWObjective(Objective):
         self.drw_epoch = start_epoch(self.hparams["drw_start_fraction"], epochs, "drw_start_fraction")
         self.drs_epoch = start_epoch(self.hparams["drs_start_fraction"], epochs, "drs_start_fraction")
         self.drw = None if self.drw_epoch is None else DeferredReweighting(counts, self.drw_epoch, self.hparams["drw_beta"])
+        if self.hparams["drs_sampler"] not in SAMPLERS:
+            raise BadHyperParameterError(f"drs_sampler {self.hparams['drs_sampler']!r} not in {SAMPLERS}")
         self._switch_loader: EpochSwitchLoader | None = None
 
     def train_loader(self, make_loader: LoaderFactory) -> Any:
@@ -105,7 +113,8 @@ class LDAMDRWObjective(Objective):
         loader = make_loader(self.ctx.stage.sampler, transform)
         if self.drs_epoch is None:
             return loader
-        self._switch_loader = EpochSwitchLoader(loader, make_loader("class_balanced", transform), self.drs_epoch)
+        resampled = make_loader(self.hparams["drs_sampler"], transform)
+        self._switch_loader = EpochSwitchLoader(loader, resampled, self.drs_epoch)
         return self._switch_loader
 
     def on_epoch_start(self, epoch: int) -> None:

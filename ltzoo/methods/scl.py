@@ -7,8 +7,18 @@ projection head (:class:`~ltzoo.models.projection.ProjectionHead`, training only
 model) and the SupCon loss (:func:`~ltzoo.losses.supcon.supcon_loss`). The classifier head of the
 model is not touched in this stage.
 
-Stage ``"classifier"`` (:class:`BalancedClassifier`) follows ``main_linear.py``: plain CE on frozen
-features with the standard (crop + flip) augmentation. The recipe's stage says ``train="head"``
+Stage ``"classifier"`` (:class:`BalancedClassifier`) follows ``main_linear.py`` in its loss: plain CE
+on frozen features. Its augmentation departs: ``main_linear.py`` reuses ``main_ce.set_loader``, whose
+CIFAR training transform is ``RandomResizedCrop(32, scale=(0.2, 1))`` + flip; ltzoo trains the
+classifier on the dataset's standard augmentation (:func:`ltzoo.data.transforms.train_transform`:
+pad-and-crop + flip for CIFAR-LT and fmnist_lt, RandomResizedCrop + flip for the ImageNet family).
+Why: on 28-32 px images a probe fitted to crops down to 0.2 of the image sees objects it never meets
+at evaluation. The one measurement is DSCL's (:func:`ltzoo.methods.dscl_views.classifier_view`): on
+fmnist_lt, stage 2 on a fixed DSCL + PBSD backbone reached about 68 % val top-1 with the official
+RandomResizedCrop views and about 73 % with the standard ones, which is why DSCL's fmnist_lt recipe
+uses ``classifier_augment="standard"``; the SCL probe has not been run both ways. It is also the
+augmentation of ICCL's and WB's classifier stages, so the second stages compare representations
+rather than augmentations. The recipe's stage says ``train="head"``
 (the trainer freezes the backbone and keeps BatchNorm in eval mode) and
 ``sampler="class_balanced"``, which is the long-tail part of "SCL": the official linear stage
 samples instances; class-balanced sampling is the decoupled (cRT-style) re-balancing of long-tailed

@@ -1,9 +1,13 @@
 """SCL + RSG + LDAM trained jointly, end to end (Wang, Lassila, Ali; arXiv 2501.13756).
 
-The paper's code and hyper-parameters are not public, so the combination is built from the official
-building blocks (SupContrast, Jianf-Wang/RSG, kaidic/LDAM-DRW) and every open choice below is
-ltzoo's, switchable through ``method_args`` (defaults in :data:`SYNERGY_ARGS`) so that the ablation
-benchmark can remove one part at a time.
+No code has been published for the paper. Its full text exists (arxiv.org/html/2501.13756v1), but
+the search index ltzoo was built with returns only its opening (authors, abstract, start of the
+introduction): the loss weights, the schedule, how the three parts are wired and the reported numbers
+could not be read, so none of them is checked here. The abstract fixes: SCL, RSG and LDAM trained
+together end to end, and the claims the ablation benchmark measures. So the combination is built from
+the official building blocks (SupContrast, Jianf-Wang/RSG, kaidic/LDAM-DRW) and every open choice
+below is ltzoo's, switchable through ``method_args`` (defaults in :data:`SYNERGY_ARGS`) so that the
+ablation benchmark can remove one part at a time.
 
 One stage, one backbone. Every step, for a batch of B images with two views each:
 
@@ -25,7 +29,7 @@ Choices and why:
 * view 1 uses the dataset's standard augmentation (what LDAM-DRW and RSG train on), view 2 the
   SupContrast augmentation (``second_view="supcon"``; ``"standard"`` uses the standard one twice);
 * ``cls_weight`` 1.0, ``supcon_weight`` 0.5: the classifier loss leads and the contrastive term
-  regularises the representation; not tuned (nothing public to follow, and no tuning on test);
+  regularises the representation; not tuned (no readable source to follow, and no tuning on test);
 * the RSG weights 0.1 / 0.01, ``n_center`` 15, ``head_ratio`` 0.2 and the LDAM values are the
   official ones; generation (``rsg_start_fraction``) and DRW (``drw_start_fraction``) switch on at
   the same epoch, as in RSG's CIFAR script (epoch_thresh 159, DRW at 160);

@@ -19,6 +19,9 @@ from ltzoo.models.resnet_cifar import ResNetCifar, resnet32
 def _timm_backbone(arch: str) -> Callable[[int], nn.Module]:
     def build(in_chans: int = 3) -> nn.Module:
         # pretrained=False always: ltzoo weights come from ltzoo runs or the Hub, never timm's URLs.
+        # timm's default zero_init_last=True zeroes the last BN weight of every residual block. That
+        # matches DSCL (zero_init_residual=True) but not RSG (models/resnet.py) or WB (torchvision
+        # ResNets), which leave it at 1; those recipes' notes record the departure.
         return timm.create_model(arch, pretrained=False, num_classes=0, global_pool="", in_chans=in_chans)
 
     return build

@@ -1,8 +1,10 @@
 """Class-centroid memory for ICCL: per-class running means of L2-normalised projected features.
 
 A training-only module (it lives in the ICCL objective, is checkpointed with it for resume, and is
-never part of the inference model). The update rule is **ltzoo's choice** (ICCL's official code is
-not public, see ``reference/methods.md`` section 2):
+never part of the inference model). The update rule is **ltzoo's choice**: no ICCL code has been
+published, and the readable opening of the patent application (US 2022/0156530 A1) says only that a
+centroid is the average embedding of the samples of its class (see :mod:`ltzoo.methods.iccl` for how
+this rule may depart from it):
 
 - every step, each class present in the batch gets its batch mean ``mu_k = sum_i w_ik z_i / sum_i w_ik``
   of the L2-normalised features ``z_i`` with (soft) assignment weights ``w_ik``; ICCL assigns a mixed

@@ -14,8 +14,8 @@ from typing import Any
 
 from ltzoo.errors import BadHyperParameterError, LtzooError
 
-SAMPLERS = ("instance", "class_balanced", "sqrt")
-SCHEDULES = ("cosine", "step", "constant")
+SAMPLERS = ("instance", "class_balanced", "sqrt", "effective_number")  # ltzoo.data.samplers.SAMPLER_KINDS
+SCHEDULES = ("cosine", "cosine_epoch", "step", "constant")  # see ltzoo.engine.schedule
 
 
 @dataclass

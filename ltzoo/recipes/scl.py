@@ -46,7 +46,8 @@ def scl_cifar(dataset: str) -> Recipe:
         notes="SupContrast README CIFAR commands on ResNet-32 (the README uses ResNet-50): SupCon 1000 epochs, batch "
         "1024, lr 0.5, tau 0.1, cosine (to 0; upstream to lr x1e-3), 10 warmup epochs; classifier 100 epochs, batch "
         "512, lr 5, wd 0, x0.2 at 60/75/90. ltzoo's choices: class-balanced sampling in the classifier stage (the "
-        "long-tail re-balancing), model selection on val.",
+        "long-tail re-balancing), the classifier stage on the standard pad-4 crop + flip (main_linear.py: "
+        "RandomResizedCrop(32, scale 0.2-1) + flip), model selection on val.",
     )
 
 

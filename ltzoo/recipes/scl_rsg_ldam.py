@@ -1,6 +1,7 @@
 """SCL + RSG + LDAM recipes (arXiv 2501.13756): one stage, trained end to end.
 
-The paper publishes neither code nor hyper-parameters. The schedule of each entry is RSG's official
+No code has been published, and only the opening of the full text could be read (see
+:mod:`ltzoo.methods.scl_rsg_ldam`), so its hyper-parameters are unchecked. The schedule of each entry is RSG's official
 one for that dataset (the combination's classifier side is LDAM-DRW-RSG), the SupCon side uses
 SupContrast's CIFAR values (tau 0.1, 128-d Linear-ReLU-Linear head), and the combination choices
 are listed in :data:`SYNERGY_NOTES` (stored in every recipe's ``notes`` and so in the model card).
@@ -32,7 +33,8 @@ COMBINATION: dict[str, Any] = {
 }
 
 SYNERGY_NOTES = (
-    "The paper's code and hyper-parameters are not public; every choice below is ltzoo's. One stage, one "
+    "No code has been published and only the paper's abstract could be read, so its hyper-parameters are "
+    "unchecked; every choice below is ltzoo's. One stage, one "
     "backbone: RSG (official module and weights 0.1 CESC / 0.01 MV, 15 centres, head ratio 0.2) on view 1's "
     "feature map after stage rsg_after_stage; the LDAM cosine classifier (official max_m / s) with DRW "
     "(beta 0.9999) on view 1 plus RSG's generated tail maps with the expanded targets; SupCon (tau 0.1, "
