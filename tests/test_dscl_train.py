@@ -141,7 +141,12 @@ def test_momentum_encoder_gets_no_gradients_and_follows_the_query_encoder(fmnist
     objective = METHODS[recipe.method](model, _context(recipe, 0, fmnist_small))
     assert isinstance(objective, DSCLRepresentation)
     views, labels = _batch(objective, fmnist_small, 6)
-    assert [tuple(v.shape) for v in views] == [(6, 1, 28, 28), (6, 1, 28, 28), (6, 5, 1, 14, 14), (6, 5, 4)]
+    # The loader yields uint8 views and boxes; the patches are cut and augmented in the step, per batch.
+    assert [tuple(v.shape) for v in views] == [(6, 1, 28, 28), (6, 1, 28, 28), (6, 5, 4)]
+    assert views[0].dtype == torch.uint8
+    augmented = objective._photometric(views)
+    assert [tuple(v.shape) for v in augmented] == [(6, 1, 28, 28), (6, 1, 28, 28), (6, 5, 1, 14, 14), (6, 5, 4)]
+    assert all(v.dtype == torch.float32 for v in augmented)
     key_before = [p.clone() for p in objective.key_encoder.parameters()]
     out = objective.training_step((views, labels), 0)
     assert set(out.logs) >= {"dscl", "pbsd"}

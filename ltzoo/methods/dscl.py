@@ -55,7 +55,7 @@ from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepO
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
-from ltzoo.methods.dscl_views import CLASSIFIER_AUGMENTS, DSCLViews, classifier_view
+from ltzoo.methods.dscl_views import CLASSIFIER_AUGMENTS, DSCLPhotometric, DSCLViews, classifier_view
 from ltzoo.models.batchnorm import reestimate_batchnorm
 from ltzoo.models.classifier import LTClassifier
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
@@ -140,15 +140,18 @@ class DSCLRepresentation(Objective):
             self._online(), momentum=float(args["momentum"]), bn_splits=int(args["key_bn_splits"])
         )
         self.queue = LabelledQueue(int(args["queue_size"]), int(args["proj_dim"]))
+        self._views = DSCLViews(ctx.data, num_patches=self.num_patches, patch_size=self.patch_size)
+        self._photometric = DSCLPhotometric(ctx.data, self._views.patch_size)
 
     def _online(self) -> QueryEncoder:
         return QueryEncoder(self.model, self.projector)
 
     def train_transform(self) -> Callable[[Any], Any]:
-        return DSCLViews(self.ctx.data, num_patches=self.num_patches, patch_size=self.patch_size)
+        return self._views
 
     def training_step(self, batch: Any, epoch: int) -> StepOutput:
-        views, labels = batch
+        crops, labels = batch
+        views = self._photometric(crops)  # per-sample photometric augmentation, on the whole batch
         query_images, key_images = views[0], views[1]
         online = self._online()
         feature_map = self.model.forward_features(query_images)
