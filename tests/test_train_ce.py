@@ -84,10 +84,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert [strip(l) for l in res_log] == [strip(l) for l in ref_log]
 
     # What the run reports is an fp32 evaluation of the saved weights: `ltzoo eval` gives exactly it.
-    for split in ("val", "test"):
-        evaluated = subprocess.run([sys.executable, "-m", "ltzoo", "eval", str(reference), "--split", split, "--json"],
-                                   check=True, env=env, capture_output=True, text=True)
-        assert json.loads(evaluated.stdout)["per_class"] == ref_metrics[split]["per_class"]
+    evaluated = subprocess.run([sys.executable, "-m", "ltzoo", "eval", str(reference), "--split", "val", "--json"],
+                               check=True, env=env, capture_output=True, text=True)
+    assert json.loads(evaluated.stdout)["per_class"] == ref_metrics["val"]["per_class"]
     assert ref_metrics["selected"]["val_all"] == ref_metrics["val"]["all"]
 
 
