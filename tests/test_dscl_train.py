@@ -293,7 +293,7 @@ def probe_bn_runs(fmnist_small, tmp_path_factory):
     base = _small_batches(get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe(), 32)
     base = base.replace(stages=[dataclasses.replace(s, epochs=1, warmup_epochs=0, milestones=()) for s in base.stages])
     root = tmp_path_factory.mktemp("probe_bn")
-    runs = {}
+    runs = {"root": root, "base": base}
     for mode in ("train", "frozen", "reestimate"):
         recipe = base.replace(method_args={**base.method_args, "probe_bn": mode})
         train(recipe, root / mode, data=fmnist_small, steps_per_epoch=2)
@@ -302,6 +302,24 @@ def probe_bn_runs(fmnist_small, tmp_path_factory):
     train(stage1, root / "stage1", data=fmnist_small, steps_per_epoch=2)
     runs["stage1"] = load_file(root / "stage1" / "model.safetensors")
     return runs
+
+
+@pytest.mark.slow
+def test_a_branch_after_stage_one_ends_where_the_full_run_ends(probe_bn_runs, fmnist_small):
+    from ltzoo.engine.branch import branch_from_stage
+    from ltzoo.errors import LtzooError
+
+    root, base = probe_bn_runs["root"], probe_bn_runs["base"]
+    frozen = base.replace(method_args={**base.method_args, "probe_bn": "frozen"})
+    record = branch_from_stage(root / "train", frozen, root / "branch", "representation")
+    assert record == {"stage": "representation", "source_run": "train"}
+    train(frozen, root / "branch", data=fmnist_small, steps_per_epoch=2, resume=True)
+    branched = load_file(root / "branch" / "model.safetensors")
+    assert all(torch.equal(branched[k], probe_bn_runs["frozen"][k]) for k in branched)
+    # Anything stage 1 reads must match: another temperature is a new stage 1, not a branch.
+    hotter = frozen.replace(method_args={**frozen.method_args, "temperature": 0.2})
+    with pytest.raises(LtzooError, match=r"method_args.temperature"):
+        branch_from_stage(root / "train", hotter, root / "bad", "representation")
 
 
 def _backbone_split(state):

@@ -138,3 +138,11 @@ def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
 
 
 register_method("ce")(Objective)
+
+# Method arguments that only a later stage reads, per method and stage: a run can branch from the end of
+# the stage before it with other values of these (``ltzoo.engine.branch``); every other argument must match.
+STAGE_ONLY_ARGS: dict[str, dict[str, frozenset[str]]] = {}
+
+
+def declare_stage_only_args(method: str, stage: str, names: set[str] | frozenset[str]) -> None:
+    STAGE_ONLY_ARGS.setdefault(method, {})[stage] = frozenset(names)

@@ -75,6 +75,13 @@ log = logging.getLogger("ltzoo.train")
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
+
+
+def stage_checkpoint_name(stage: str) -> str:
+    """The checkpoint kept at the end of ``stage`` (the state the next stage starts from)."""
+    return f"after_{stage}.pt"
+
+
 BEST_WEIGHTS = "best.safetensors"
 TRAIN_LOG = "train_log.jsonl"
 # Process r > 0 seeds its RNG with seed + r * stride: streams apart from every other seed's rank 0.
@@ -462,6 +469,11 @@ class Trainer:
                 atomic_write_bytes(self.out_dir / TRAIN_LOG,  # rewritten whole: consistent after resume
                                    "".join(json.dumps(entry) + "\n" for entry in self.log_lines).encode())
                 log.info(json.dumps(line) if self.log_format == "json" else format_epoch_line(line, stage.epochs))
+                if epoch + 1 == stage.epochs and stage_index + 1 < len(self.recipe.stages):
+                    # The checkpoint between two stages, kept: a later stage can be re-run from it with other
+                    # settings of its own (``ltzoo.engine.branch``), without training the earlier stages again.
+                    atomic_write_bytes(self.ckpt_dir / stage_checkpoint_name(stage.name),
+                                       (self.ckpt_dir / LAST_CHECKPOINT).read_bytes())
 
         if stage.select_on_val and self.best.get("stage") == stage.name:  # always, unless --max-steps cut every epoch
             # Rank 0 wrote the file and reads it back; the others get its weights by broadcast.

@@ -51,7 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltzoo.data.transforms import train_transform
-from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepOutput, register_method
+from ltzoo.engine.objective import (
+    LoaderFactory,
+    Objective,
+    StageContext,
+    StepOutput,
+    declare_stage_only_args,
+    register_method,
+)
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
@@ -263,3 +270,5 @@ def dscl_objective(model: LTClassifier, ctx: StageContext) -> Objective:
 
 register_method("dscl")(dscl_objective)
 register_method("dscl_pbsd")(dscl_objective)
+for _method in ("dscl", "dscl_pbsd"):
+    declare_stage_only_args(_method, CLASSIFIER_STAGE, {"classifier_augment", "probe_bn"})

@@ -73,7 +73,9 @@ class Recipe:
         from ltzoo.precision import check_precision
 
         check_precision(self.precision)
-        self.stages = [s if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
+        # Copies: a recipe made with replace(stages=other.stages[:1]) must not change the other recipe's
+        # stages when it marks its own last stage for selection below.
+        self.stages = [dataclasses.replace(s) if isinstance(s, StageConfig) else StageConfig(**s) for s in self.stages]
         if not self.stages:
             raise BadHyperParameterError("a recipe needs at least one stage")
         if not any(s.select_on_val for s in self.stages):
