@@ -1,15 +1,17 @@
 """The model card: ``ModelCardData`` (YAML + model-index) and a body rendered from ``model_cards/``.
 
 Everything on the card is read from the run (``config.json``, ``metrics.json``) and, when given, the
-export report, so the card is regenerated identically from the same files on every push.
+export report, so the card is regenerated identically from the same files on every push. The card text
+(``model_cards/`` at the top of the repo) is package data of ``ltzoo`` (``ltzoo/model_cards`` links to
+it), read with :mod:`importlib.resources`, so an installed wheel renders the same cards as a checkout.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -17,7 +19,11 @@ import ltzoo
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.hub import layout
 
-MODEL_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+    from pathlib import Path
+
+MODEL_CARDS_DIR: Traversable = files("ltzoo") / "model_cards"
 TEMPLATE = "template.md"
 SPLITS = ("val", "test")
 GROUPS = ("all", "many", "medium", "few")
@@ -38,12 +44,14 @@ class MethodText:
     citation: str  # BibTeX
 
 
-def method_text(method: str, cards_dir: Path = MODEL_CARDS_DIR) -> MethodText:
+def method_text(method: str, cards_dir: Traversable = MODEL_CARDS_DIR) -> MethodText:
     """The method's paragraph and BibTeX from ``model_cards/methods/<method>.md``."""
     path = cards_dir / "methods" / f"{method}.md"
     if not path.is_file():
-        known = sorted(p.stem for p in (cards_dir / "methods").glob("*.md"))
-        raise DataNotFoundError(f"no card text for method {method!r} ({path}); add one next to {known}")
+        known = sorted(p.name.removesuffix(".md") for p in (cards_dir / "methods").iterdir() if p.name.endswith(".md"))
+        raise DataNotFoundError(
+            f"no card text for method {method!r}: add model_cards/methods/{method}.md next to {known}"
+        )
     paragraph, _, citation = path.read_text(encoding="utf-8").partition("\n## Citation\n")
     bibtex = citation.strip().removeprefix("```bibtex").removesuffix("```").strip()
     return MethodText(paragraph.strip(), bibtex)
@@ -235,7 +243,7 @@ def render_card(
     export_report: dict[str, Any] | None = None,
     onnx_files: list[str] | None = None,
     weights_sha256: str | None = None,
-    cards_dir: Path = MODEL_CARDS_DIR,
+    cards_dir: Traversable = MODEL_CARDS_DIR,
 ) -> ModelCard:
     """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any."""
     lt = config[layout.LTZOO_BLOCK]
@@ -264,7 +272,7 @@ def render_card(
     onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
     return ModelCard.from_template(
         build_card_data(config, metrics, repo_id),
-        template_path=str(cards_dir / TEMPLATE),
+        template_str=(cards_dir / TEMPLATE).read_text(encoding="utf-8"),
         title=name,
         summary=(
             f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on {trained_on}"
