@@ -87,7 +87,8 @@ def test_wheel_installed_offline_pushes_a_card_and_loads_back(local_hub, tmp_pat
     python, site = _fresh_venv(tmp_path)
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
           "-c", str(ROOT / "constraints.txt"), str(wheel)])
-    assert (site / "ltzoo" / "model_cards" / "template.md").is_file()  # shipped as package data
+    for data in ("model_cards/template.md", "model_cards/methods/ce.md", "zoo_pins.json"):  # package data
+        assert (site / "ltzoo" / data).is_file(), data
 
     run_dir = make_run(tmp_path / "runs" / "ce", seed=0)
     work = tmp_path / "elsewhere"  # not the repo: nothing may import ltzoo from the current directory
