@@ -21,7 +21,7 @@ from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
 from ltzoo.hub.plot import per_class_accuracy_png
-from ltzoo.hub.settings import hub_settings
+from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
 from ltzoo.runs import read_config, sha256_file
 
 # What an export folder contributes: the graphs, their external-data side files, and the report.
@@ -109,7 +109,9 @@ def plot_png(run: RunForPush) -> bytes:
     )
 
 
-def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tuple[list[CommitOperationAdd], list[str]]:
+def build_operations(
+    run: RunForPush, repo_id: str, onnx_dir: Path | None, hub_url: str = DEFAULT_ENDPOINT
+) -> tuple[list[CommitOperationAdd], list[str]]:
     """The commit's additions (all of them) and the repo paths they cover."""
     config = json.loads(json.dumps(run.config))
     config[layout.LTZOO_BLOCK][layout.WEIGHTS_SHA256_KEY] = run.weights_sha256  # what download_run checks
@@ -119,7 +121,8 @@ def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tu
         onnx_paths, report = _onnx_files(Path(onnx_dir), run.weights_sha256)
     onnx_repo_paths = [f"{layout.ONNX_DIR}/{p.name}" for p in onnx_paths]
     card = render_card(
-        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths, weights_sha256=run.weights_sha256
+        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths,
+        weights_sha256=run.weights_sha256, hub_url=hub_url,
     )
     ops = [
         CommitOperationAdd(layout.WEIGHTS, str(run.weights)),
@@ -156,7 +159,8 @@ def push_run(
     settings = hub_settings(endpoint, token)
     if not settings.token:
         raise HubError(f"pushing to {repo_id} needs a write token: set HF_TOKEN or pass --token")
-    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None)
+    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None,
+                                         hub_url=settings.endpoint)
     branch = revision or "main"
     api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=ltzoo.__version__)
     with hub_errors(what="push to", repo_id=repo_id, revision=revision, settings=settings):
