@@ -64,6 +64,7 @@ from ltzoo.export.verify import (
     format_verification,
     gate,
 )
+from ltzoo.portable import portable_dataset, portable_model_source
 
 log = logging.getLogger("ltzoo.export")
 
@@ -107,8 +108,11 @@ class ExportOptions:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as the report records them: a --data-root by its folder's name (no local path)."""
         values = asdict(self)
         values["splits"] = list(self.splits)
+        if self.data_root:
+            values["data_root"] = Path(self.data_root).name
         return values
 
 
@@ -195,7 +199,9 @@ def export(
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"spec": source_spec, **info.to_dict()},
+        # What the report says about the model leaves the machine with it: no local path (ltzoo.portable).
+        "source": {**info.to_dict(), "spec": portable_model_source(source_spec),
+                   "dataset": portable_dataset(info.dataset)},
         "versions": library_versions(),
         "options": options.to_dict(),
         "variants": {},
