@@ -46,13 +46,13 @@ def _profile(text: str) -> Any:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     from ltzoo.export.calibration import CALIBRATION_CHOICES, DEFAULT_CALIBRATION
-    from ltzoo.export.int8_debug import DEFAULT_WORST
     from ltzoo.export.int8 import (
         DEFAULT_CALIB_SEED,
         DEFAULT_CALIB_SIZE,
         DEFAULT_INT8_TARGET,
         INT8_TARGETS,
     )
+    from ltzoo.export.int8_debug import DEFAULT_WORST
     from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
     from ltzoo.export.providers import PROVIDER_CHOICES
     from ltzoo.export.verify import DEFAULT_MAX_DROP
