@@ -1,4 +1,4 @@
-"""The zoo's published weights, as data: ``ltzoo/zoo_pins.json``, written by ``ltzoo publish-zoo``, read by the registry.
+"""The zoo's published weights as data: ``ltzoo/zoo_pins.json``, written by ``ltzoo publish-zoo``, read by the registry.
 
 One entry per zoo name: the Hub repo, the pinned commit, the sha256 of its ``model.safetensors`` and the
 headline top-1 (%) on the test split, all / many / medium / few::

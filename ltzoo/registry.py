@@ -95,7 +95,8 @@ def _pinned() -> dict[str, HubWeights]:
     for name in sorted(set(pins) - set(_ENTRIES)):
         if (str(pins_path()), name) not in _warned_unknown:
             _warned_unknown.add((str(pins_path()), name))
-            log.warning("%s pins %s, which is no zoo entry (renamed or removed?); the pin is ignored", pins_path(), name)
+            log.warning("%s pins %s, which is no zoo entry (renamed or removed?); the pin is ignored",
+                        pins_path(), name)
     return pins
 
 

@@ -491,7 +491,7 @@ def test_int8_gate_failure_names_the_next_thing_to_try(calib_method, existing, r
     failures = ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"]
     hint = _int8_hint(failures, options, existing, {"recipe": recipe})
     assert expected in hint and "rerun with --int8-debug" in hint  # no tensor-by-tensor comparison ran
-    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, {"recipe": recipe}) == ""  # not an int8 failure
+    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, {"recipe": recipe}) == ""  # not int8
 
 
 def test_gate_by_hand():

@@ -145,7 +145,8 @@ def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_k
     for result in index["results"]:
         # The keys the Hub requires of every result, and nothing it would reject.
         assert result["task"]["type"] == "image-classification"
-        assert result["dataset"]["type"] == "zalando-datasets/fashion_mnist" and result["dataset"]["name"] == "fmnist_lt"
+        assert result["dataset"]["type"] == "zalando-datasets/fashion_mnist"
+        assert result["dataset"]["name"] == "fmnist_lt"
         assert "config" not in result["dataset"]  # fmnist_lt is no config of the Hub dataset
         assert result["dataset"]["split"] in ("val", "test")
         # The long-tail facts of make_run's config: IR 100 over 10 classes, index sha256 of zeros.
@@ -172,7 +173,8 @@ def test_a_dataset_without_a_hub_id_names_none(run_dir):
     meta = _meta(str(render_card(config, read_metrics(run_dir), REPO)))
     assert "datasets" not in meta
     results = meta["model-index"][0]["results"]
-    assert {r["dataset"]["type"] for r in results} == {"places_lt"} and all("config" not in r["dataset"] for r in results)
+    assert {r["dataset"]["type"] for r in results} == {"places_lt"}
+    assert all("config" not in r["dataset"] for r in results)
 
 
 def test_a_run_fine_tuned_from_the_hub_names_its_base_model(run_dir):

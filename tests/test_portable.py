@@ -31,7 +31,8 @@ def test_sources_are_recorded_by_folder_name_with_their_options(tmp_path):
 def test_portable_config_rewrites_every_source_and_keeps_the_local_one(tmp_path):
     source = f"splits:{tmp_path}/parts?chans=3"
     config = {"pretrained_cfg": {"tag": source},
-              "ltzoo": {"dataset": source, "recipe": {"dataset": source}, "source": {"kind": "splits", "path": f"{tmp_path}/parts"},
+              "ltzoo": {"dataset": source, "recipe": {"dataset": source},
+                        "source": {"kind": "splits", "path": f"{tmp_path}/parts"},
                         "parent": {"source": f"{tmp_path}/runs/base", "dataset": f"imagefolder:{tmp_path}/old"}}}
     before = json.dumps(config)
     portable = portable_config(config)

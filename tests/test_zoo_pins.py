@@ -60,7 +60,8 @@ def test_packaged_pins_file_is_valid_and_pins_only_zoo_entries():
 def test_pins_merge_and_serve_list_and_info(tmp_path, monkeypatch, capsys):
     pins = tmp_path / "pins.json"
     monkeypatch.setenv("LTZOO_PINS", str(pins))
-    write_pins(pins, {NAME: HubWeights(f"{ORG}/{NAME}", REVISION, SHA, HeadlineMetrics("test", 80.5, 90.0, 70.25, None))})
+    headline = HeadlineMetrics("test", 80.5, 90.0, 70.25, None)
+    write_pins(pins, {NAME: HubWeights(f"{ORG}/{NAME}", REVISION, SHA, headline)})
     write_pins(pins, {"ldam_drw_resnet32.fmnist_lt": HubWeights(f"{ORG}/ldam", REVISION, SHA)})  # merged, not replaced
     assert ltzoo.list_models(pretrained=True) == [NAME, "ldam_drw_resnet32.fmnist_lt"]
     assert ltzoo.list_models("ce*", pretrained=True) == [NAME]

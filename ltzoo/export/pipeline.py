@@ -111,7 +111,8 @@ class ExportOptions:
         if self.calib_size < 1:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
         if self.int8_debug is not None and self.int8_debug < 1:
-            raise LtzooError(f"--int8-debug N must be >= 1 (the number of worst tensors to report), got {self.int8_debug}")
+            raise LtzooError(f"--int8-debug N must be >= 1 (how many of the worst tensors to report), "
+                             f"got {self.int8_debug}")
 
     def to_dict(self) -> dict[str, Any]:
         """The options as the report records them: a --data-root by its folder's name (no local path)."""
@@ -351,16 +352,19 @@ def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8
     with ``--int8-debug``, the tensors that lost the most and the nodes to keep in float."""
     if not any(f.startswith("int8 on ") for f in failures):
         return ""
-    return _calibration_hint(options, existing, int8_entry.get("recipe") or {}) + _debug_hint(int8_entry.get("int8_debug"))
+    return (_calibration_hint(options, existing, int8_entry.get("recipe") or {})
+            + _debug_hint(int8_entry.get("int8_debug")))
 
 
 def _debug_hint(debug: dict[str, Any] | None) -> str:
     if not debug:
         return "\nrerun with --int8-debug to see which tensors int8 rounds worst (SQNR against fp32)"
+    if "error" in debug:
+        return f"\n--int8-debug could not compare the graphs: {debug['error']}"
     worst = ", ".join(f"{row['tensor']} ({row['sqnr_db']:.1f} dB)" for row in debug["worst_activations"][:5])
     candidates = debug["exclude_candidates"][:5]
-    return (f"\nint8 rounds these tensors worst (SQNR on {debug['images']} calibration images): {worst}"
-            + (f"\ncandidates for nodes_to_exclude: retry with --int8-exclude {','.join(candidates)}" if candidates else ""))
+    retry = f"\ncandidates for nodes_to_exclude: retry with --int8-exclude {','.join(candidates)}" if candidates else ""
+    return f"\nint8 rounds these tensors worst (SQNR on {debug['images']} calibration images): {worst}" + retry
 
 
 def _calibration_hint(options: ExportOptions, existing: bool, int8_recipe: dict[str, Any]) -> str:
@@ -501,10 +505,15 @@ def _int8_debug(fp32_path: Path, int8_path: Path, data: Any, options: ExportOpti
     """qdq_loss_debug on a class-balanced subset of the calibration images (see ltzoo.export.int8_debug)."""
     indices = _calibration_indices(data, options)
     targets = np.asarray(data.split("train").targets)[indices]
-    subset = indices[class_balanced_indices(targets, data.num_classes, min(DEBUG_IMAGES, len(indices)), options.calib_seed)]
+    size = min(DEBUG_IMAGES, len(indices))
+    subset = indices[class_balanced_indices(targets, data.num_classes, size, options.calib_seed)]
     log.info("comparing int8 with fp32 tensor by tensor on %d calibration images", len(subset))
-    result = int8_debug(fp32_path, int8_path, _preprocessed(data, "train", subset, batch_size=DEBUG_CHUNK),
-                        worst=options.int8_debug or 1)
+    try:
+        result = int8_debug(fp32_path, int8_path, _preprocessed(data, "train", subset, batch_size=DEBUG_CHUNK),
+                            worst=options.int8_debug or 1)
+    except Exception as error:  # a diagnostic: its failure is recorded, it does not hide the export's own result
+        log.warning("--int8-debug failed: %s", error)
+        return {"error": f"{type(error).__name__}: {error}"}
     result["images_from"] = "a class-balanced subset of the int8 calibration images (training split, eval transform)"
     return result
 
