@@ -78,10 +78,32 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
     if report.get("quick") and not name.endswith("_quick"):
         name += "_quick"
     results_dir.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": name, "machine": machine_info(), **report}
+    report = repo_relative_paths({"benchmark": name, "machine": machine_info(), **report})
     atomic_write_json(results_dir / f"{name}.json", report)
     atomic_write_bytes(results_dir / f"{name}.md", (markdown.rstrip() + "\n").encode())
     return results_dir / f"{name}.json"
+
+
+WORK_VAR = "$LTZOO_BENCH_WORK"
+
+
+def repo_relative_paths(obj: Any, root: Path = ROOT, work_dir: Path = WORK_DIR) -> Any:
+    """``obj`` with every absolute path rewritten so results name no folder of the machine that made them:
+    relative to the repo (``runs/benchmarks/...``); under a work folder outside the repo (``$LTZOO_BENCH_WORK``)
+    as ``$LTZOO_BENCH_WORK/...``; anything else by its folder's name. Benchmarks keep absolute paths in
+    memory (they load the runs); only what is written is rewritten."""
+    if isinstance(obj, dict):
+        return {key: repo_relative_paths(value, root, work_dir) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [repo_relative_paths(value, root, work_dir) for value in obj]
+    if isinstance(obj, str) and os.path.isabs(obj) and "\n" not in obj:
+        path = Path(obj)
+        for base, prefix in ((root, ""), (root.resolve(), ""), (work_dir, WORK_VAR), (work_dir.resolve(), WORK_VAR)):
+            if path.is_relative_to(base):
+                relative = path.relative_to(base).as_posix()
+                return f"{prefix}/{relative}" if prefix else (relative or ".")
+        return path.name
+    return obj
 
 
 def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32",

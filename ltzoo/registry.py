@@ -2,27 +2,25 @@
 
 Modelled on timm's ``_registry``: a name without a tag means the default tag; ``list_models`` takes
 fnmatch patterns; unknown names fail with close-match suggestions. Recipe modules register entries
-with :func:`register_recipes` when ``ltzoo.recipes`` is imported.
+with :func:`register_recipes` when ``ltzoo.recipes`` is imported. Published weights are data, not
+code: every lookup attaches the entry's pin from the pins file (:mod:`ltzoo.pins`), which
+``ltzoo publish-zoo`` writes.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ltzoo.errors import UnknownModelError
+from ltzoo.pins import HubWeights, load_pins, pins_path
 from ltzoo.recipes.base import Recipe
 
-
-@dataclass(frozen=True)
-class HubWeights:
-    """Where an entry's published weights live. ``revision`` is a pinned commit sha."""
-
-    repo_id: str
-    revision: str
-    sha256: str  # of model.safetensors
+log = logging.getLogger("ltzoo.registry")
+__all__ = ["HubWeights", "ZooEntry", "default_tag", "get_entry", "list_models", "register_recipes", "split_name"]
 
 
 @dataclass(frozen=True)
@@ -67,16 +65,16 @@ def register_recipes(
     default_tag: str,
     paper: str = "",
     license: str = "apache-2.0",
-    weights: dict[str, HubWeights] | None = None,
 ) -> list[str]:
-    """Register ``{method}_{arch}.{tag}`` for each tag; ``default_tag`` is what the bare name means."""
+    """Register ``{method}_{arch}.{tag}`` for each tag; ``default_tag`` is what the bare name means.
+    Weights are not registered here: they come from the pins file."""
     if default_tag not in recipes:
         raise ValueError(f"default tag {default_tag!r} not among {sorted(recipes)}")
     base = f"{method}_{arch}"
     names = []
     for tag, recipe_fn in recipes.items():
         name = f"{base}.{tag}"
-        _ENTRIES[name] = ZooEntry(name, method, arch, tag, recipe_fn, paper, license, (weights or {}).get(tag))
+        _ENTRIES[name] = ZooEntry(name, method, arch, tag, recipe_fn, paper, license)
         names.append(name)
     _DEFAULT_TAGS[base] = default_tag
     return names
@@ -86,6 +84,24 @@ def _ensure_loaded() -> None:
     from ltzoo.recipes import load_all
 
     load_all()
+
+
+_warned_unknown: set[tuple[str, str]] = set()
+
+
+def _pinned() -> dict[str, HubWeights]:
+    """The current pins (re-read when the file changes), warning once about names the zoo does not have."""
+    pins = load_pins()
+    for name in sorted(set(pins) - set(_ENTRIES)):
+        if (str(pins_path()), name) not in _warned_unknown:
+            _warned_unknown.add((str(pins_path()), name))
+            log.warning("%s pins %s, which is no zoo entry (renamed or removed?); the pin is ignored",
+                        pins_path(), name)
+    return pins
+
+
+def _with_pin(entry: ZooEntry, pins: dict[str, HubWeights]) -> ZooEntry:
+    return replace(entry, weights=pins.get(entry.name))
 
 
 def split_name(name: str) -> tuple[str, str | None]:
@@ -101,7 +117,7 @@ def get_entry(name: str) -> ZooEntry:
         tag = _DEFAULT_TAGS[base]
     full = f"{base}.{tag}"
     if full in _ENTRIES:
-        return _ENTRIES[full]
+        return _with_pin(_ENTRIES[full], _pinned())
     if base in _DEFAULT_TAGS:
         tags = sorted(e.tag for e in _ENTRIES.values() if e.base_name == base)
         raise UnknownModelError(f"{base!r} has no tag {tag!r}; available tags: {', '.join(tags)}")
@@ -112,8 +128,10 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def list_models(pattern: str | list[str] = "*", pretrained: bool = False, exclude: str | list[str] = ()) -> list[str]:
-    """Zoo names matching fnmatch pattern(s). A pattern without a tag matches every tag of a name."""
+    """Zoo names matching fnmatch pattern(s). A pattern without a tag matches every tag of a name.
+    ``pretrained=True`` keeps the names with pinned weights (``get_entry(name).weights``)."""
     _ensure_loaded()
+    pins = _pinned() if pretrained else {}
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     excludes = [exclude] if isinstance(exclude, str) else list(exclude)
 
@@ -122,7 +140,7 @@ def list_models(pattern: str | list[str] = "*", pretrained: bool = False, exclud
 
     names = []
     for name, entry in _ENTRIES.items():
-        if pretrained and not entry.published:
+        if pretrained and name not in pins:
             continue
         if not any(fnmatch.fnmatch(name, q) for p in patterns for q in expand(p)):
             continue

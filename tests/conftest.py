@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Keep every cache (Hub, ltzoo) inside the test session so nothing leaks to or from the user's home.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def pytest_configure(config):
+    """Tests read and write an empty pins file of their own, never the ltzoo/zoo_pins.json of the checkout
+    (`ltzoo publish-zoo` without --pins writes the pins file the registry reads: $LTZOO_PINS)."""
+    folder = Path(tempfile.mkdtemp(prefix="ltzoo-test-pins-"))
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    pins = folder / "zoo_pins.json"
+    pins.write_text(json.dumps({"format": 1, "pins": {}}))
+    os.environ["LTZOO_PINS"] = str(pins)
 
 
 @pytest.fixture(scope="session")

@@ -270,3 +270,42 @@ def test_export_gate_and_hub_card_on_the_finetuned_run(finetuned, hub_env, tmp_p
         assert f"| {index} | {name} | {count} |" in readme
     plot = hf_hub_download(repo, "per_class_accuracy.png", endpoint=hub_env.url, cache_dir=tmp_path / "dl")
     assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nothing_local_is_pushed_and_the_pushed_run_evaluates_elsewhere(finetuned, splits_root, hub_env, tmp_path,
+                                                                     tmp_path_factory):
+    """An own-data run fine-tuned from a local run, pushed with its export: every pushed file is searched for
+    the temp folder (its data, its parent run, its export and itself all live there)."""
+    exports = tmp_path / "exports"
+    with one_thread():
+        export(str(finetuned), exports, ExportOptions(verify="parity", exporter="torchscript"))
+    repo = f"{ORG}/ce_resnet32.hardware_portable"
+    code, _ = run_cli("push", "--model", str(finetuned), "--repo-id", repo, "--onnx", str(exports))
+    assert code == 0
+    from huggingface_hub import HfApi
+
+    files = HfApi(endpoint=hub_env.url).list_repo_files(repo)
+    assert {"config.json", "README.md", "onnx/model.onnx", "onnx/export_report.json"} <= set(files)
+    temp = str(tmp_path_factory.getbasetemp())
+    assert str(splits_root).startswith(temp) and str(finetuned).startswith(temp)  # so the search means something
+    for name in files:
+        data = Path(hf_hub_download(repo, name, endpoint=hub_env.url, cache_dir=tmp_path / "dl")).read_bytes()
+        for local in (temp, str(Path(temp).resolve()), "/tmp/", str(Path.home()) + "/"):
+            assert local.encode() not in data, f"{name} carries {local}"
+
+    config = json.loads(Path(hf_hub_download(repo, "config.json", endpoint=hub_env.url,
+                                             cache_dir=tmp_path / "dl")).read_text())
+    lt = config["ltzoo"]
+    assert lt["dataset"] == "splits:hardware?chans=3&shots=terciles"  # by folder name, with its options
+    assert lt["source"]["path"] == "hardware" and lt["parent"]["source"] == "local-dir:ce_parts"
+    assert lt["parent"]["dataset"] == "imagefolder:parts" and lt["parent"]["hub_repo_id"] is None
+    # The local run keeps where its data is on this machine (ltzoo eval RUN needs it).
+    assert json.loads((finetuned / "config.json").read_text())["ltzoo"]["dataset"].startswith(f"splits:{splits_root}")
+    report = json.loads(Path(hf_hub_download(repo, "onnx/export_report.json", endpoint=hub_env.url,
+                                             cache_dir=tmp_path / "dl")).read_text())
+    assert report["source"]["spec"] == "local-dir:finetuned" and report["source"]["dataset"] == lt["dataset"]
+
+    # Elsewhere, the pushed run is evaluated on a copy of its data named by --data-root.
+    recorded = json.loads((finetuned / "metrics.json").read_text())
+    code, printed = run_cli("eval", f"hf-hub:{repo}", "--split", "val", "--json", "--data-root", str(splits_root))
+    assert code == 0 and json.loads(printed)["per_class"] == recorded["val"]["per_class"]

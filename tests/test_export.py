@@ -25,6 +25,7 @@ from ltzoo.export import ExportOptions, export
 from ltzoo.export.checks import check_graph, check_io
 from ltzoo.export.cli import main_export, main_tensorrt
 from ltzoo.export.int8 import class_balanced_indices
+from ltzoo.export.lint import lint_unavailable
 from ltzoo.export.metadata import ModelInfo, build_metadata, read_metadata, write_metadata_props
 from ltzoo.export.onnx_export import save_model
 from ltzoo.export.providers import create_session, select_providers
@@ -90,7 +91,9 @@ def info_for(data: LTDataset, arch: str, name: str) -> ModelInfo:
     )
 
 
-ALL_CHECKS = {"graph", "metadata", "io", "batch_norm_folded", "tensorrt_static", "parity"}
+# polygraphy's lint runs where it is installed (`make setup` installs it with the dev extra).
+ALL_CHECKS = {"graph", "metadata", "io", "batch_norm_folded", "tensorrt_static", "parity"} | (
+    {"polygraphy_lint"} if lint_unavailable() is None else set())
 
 
 def assert_every_check_passed(report: dict, variants: set[str]) -> None:
@@ -486,8 +489,9 @@ def test_int8_gate_failure_names_the_next_thing_to_try(calib_method, existing, r
 
     options = ExportOptions(int8=True, calib_method=calib_method)
     failures = ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"]
-    assert expected in _int8_hint(failures, options, existing, recipe)
-    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, recipe) == ""  # not an int8 failure
+    hint = _int8_hint(failures, options, existing, {"recipe": recipe})
+    assert expected in hint and "rerun with --int8-debug" in hint  # no tensor-by-tensor comparison ran
+    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, {"recipe": recipe}) == ""  # not int8
 
 
 def test_gate_by_hand():

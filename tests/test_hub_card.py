@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import CorruptFileError, DataNotFoundError
-from ltzoo.hub.card import method_text, read_metrics, render_card
+from ltzoo.export.pipeline import ExportOptions, export
+from ltzoo.hub.card import RESULTS_SOURCE, method_text, read_metrics, render_card
 from ltzoo.hub.push import push_run, read_run_for_push
 from ltzoo.runs import read_config
 
@@ -127,3 +130,80 @@ def test_reproduce_line_only_when_the_run_used_the_zoo_recipe(run_dir):
     config["ltzoo"]["recipe"] = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe().to_dict()
     text = str(render_card(config, metrics, REPO))
     assert "Reproduce with `ltzoo train ce_resnet32.fmnist_lt --out runs/ce_resnet32_fmnist_lt`." in text
+
+
+def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_keys(run_dir, tmp_path):
+    report = export(str(run_dir), tmp_path / "exports", ExportOptions(verify="parity", exporter="torchscript"))
+    assert report["passed"]
+    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=report,
+                       onnx_files=["onnx/model.onnx", "onnx/export_report.json"], hub_url="https://hub.example")
+    meta = _meta(str(card))
+    assert meta["datasets"] == ["zalando-datasets/fashion_mnist"]  # a Hub dataset id that exists
+    assert "base_model" not in meta and "base_model_relation" not in meta  # trained from scratch
+    (index,) = meta["model-index"]
+    assert index["name"] == "ce_resnet32.fmnist_lt" and len(index["results"]) == 2  # val and test
+    for result in index["results"]:
+        # The keys the Hub requires of every result, and nothing it would reject.
+        assert result["task"]["type"] == "image-classification"
+        assert result["dataset"]["type"] == "zalando-datasets/fashion_mnist"
+        assert result["dataset"]["name"] == "fmnist_lt"
+        assert "config" not in result["dataset"]  # fmnist_lt is no config of the Hub dataset
+        assert result["dataset"]["split"] in ("val", "test")
+        # The long-tail facts of make_run's config: IR 100 over 10 classes, index sha256 of zeros.
+        assert result["dataset"]["args"] == {
+            "long_tailed_subset": "fmnist_lt", "num_classes": 10, "train_images": 2478, "imbalance_factor": 100.0,
+            "index_sha256": "0" * 64, "shot_rule": "absolute", "many_threshold": 100, "few_threshold": 20}
+        assert result["source"] == {"name": RESULTS_SOURCE, "url": f"https://hub.example/{REPO}"}
+        assert [m["config"] for m in result["metrics"]] == ["all", "many", "medium", "few"]
+        for metric in result["metrics"]:
+            assert metric["type"] == "accuracy" and isinstance(metric["value"], float) and "(%)" in metric["name"]
+    # huggingface_hub reads it back, every result with its source.
+    name, results = model_index_to_eval_results(meta["model-index"])
+    assert name == "ce_resnet32.fmnist_lt" and len(results) == 8
+    assert {(r.source_name, r.source_url) for r in results} == {(RESULTS_SOURCE, f"https://hub.example/{REPO}")}
+    assert ModelCard(str(card)).data.eval_results[0].dataset_args["imbalance_factor"] == 100.0
+    text = str(card)
+    assert "Paper: [arXiv:1906.07413](https://arxiv.org/abs/1906.07413)" in text  # model_cards/methods/ce.md
+    assert f"| fp32 | `model.onnx` | {report['variants']['fp32']['checks']['parity']['max_abs_diff']:.2e} |" in text
+
+
+def test_a_dataset_without_a_hub_id_names_none(run_dir):
+    config = read_config(run_dir)
+    config["ltzoo"]["dataset"] = "places_lt"  # no official Places-LT (or Places365) dataset on the Hub
+    meta = _meta(str(render_card(config, read_metrics(run_dir), REPO)))
+    assert "datasets" not in meta
+    results = meta["model-index"][0]["results"]
+    assert {r["dataset"]["type"] for r in results} == {"places_lt"}
+    assert all("config" not in r["dataset"] for r in results)
+
+
+def test_a_run_fine_tuned_from_the_hub_names_its_base_model(run_dir):
+    config = read_config(run_dir)
+    parent = {"source": "hf-hub:org/ce_resnet32.fmnist_lt@" + "1" * 40, "name": "ce_resnet32.fmnist_lt",
+              "dataset": "fmnist_lt", "num_classes": 10, "hub_repo_id": "org/ce_resnet32.fmnist_lt"}
+    config["ltzoo"]["parent"] = parent
+    meta = _meta(str(render_card(config, read_metrics(run_dir), "org/ce_resnet32.parts")))
+    assert meta["base_model"] == "org/ce_resnet32.fmnist_lt" and meta["base_model_relation"] == "finetune"
+    config["ltzoo"]["parent"] = {**parent, "source": "local-dir:ce_parts", "hub_repo_id": None}  # not on the Hub
+    meta = _meta(str(render_card(config, read_metrics(run_dir), "org/ce_resnet32.parts")))
+    assert "base_model" not in meta and "base_model_relation" not in meta
+
+
+def test_every_method_card_links_its_paper_on_arxiv():
+    import ltzoo
+
+    for method in sorted({ltzoo.get_entry(name).method for name in ltzoo.list_models()}):
+        assert re.fullmatch(r"\d{4}\.\d{4,5}", method_text(method).arxiv_id or ""), method
+
+
+def test_the_parent_record_knows_which_hub_repo_a_parent_came_from(run_dir, tmp_path, monkeypatch):
+    from ltzoo.engine.finetune import hub_repo_id
+    from ltzoo.pins import HubWeights, write_pins
+
+    assert hub_repo_id("hf-hub:org/base@" + "2" * 40) == "org/base"
+    assert hub_repo_id(str(run_dir)) is None and hub_repo_id(f"local-dir:{run_dir}") is None
+    assert hub_repo_id("ce_resnet32.fmnist_lt") is None  # a zoo name without pinned weights
+    pins = tmp_path / "pins.json"
+    write_pins(pins, {"ce_resnet32.fmnist_lt": HubWeights("zoo/ce_resnet32.fmnist_lt", "3" * 40, "4" * 64)})
+    monkeypatch.setenv("LTZOO_PINS", str(pins))
+    assert hub_repo_id("ce_resnet32.fmnist_lt") == "zoo/ce_resnet32.fmnist_lt"

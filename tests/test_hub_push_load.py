@@ -241,7 +241,7 @@ def test_ltzoo_push_cli_and_push_to_hub_script(hub_env, run_dir, tmp_path, capsy
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_publish_zoo_pushes_matching_entries_and_prints_pins(hub_env, tmp_path, capsys, monkeypatch):
+def test_publish_zoo_pushes_matching_entries_and_pins_them(hub_env, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     make_run(runs / "ce", seed=0, method="ce")
     make_run(runs / "ldam", seed=2, method="ldam_drw")
@@ -251,11 +251,20 @@ def test_publish_zoo_pushes_matching_entries_and_prints_pins(hub_env, tmp_path, 
     pin = published[0]
     assert pin.sha256 == hashlib.sha256((runs / "ldam" / "model.safetensors").read_bytes()).hexdigest()
     assert HfApi(endpoint=hub_env.url).model_info(pin.repo_id).sha == pin.revision
+    assert pin.metrics.all == 64.25  # hub_fixtures.metrics_for(2): test all = 61.25 + 1 + 2
 
-    assert ltzoo_main(["publish-zoo", "--namespace", ORG, "--runs", str(runs)]) == 0
+    pins = tmp_path / "pins.json"
+    assert ltzoo_main(["publish-zoo", "--namespace", ORG, "--runs", str(runs), "--pins", str(pins)]) == 0
     out = capsys.readouterr().out
-    assert f'HubWeights(repo_id="{ORG}/ce_resnet32.fmnist_lt", revision="' in out
-    assert "not_in_zoo" not in out
+    assert f"pinned in {pins}" in out and "not_in_zoo" not in out
+    recorded = read_json(pins)["pins"]
+    assert sorted(recorded) == ["ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt"]
+    ce = recorded["ce_resnet32.fmnist_lt"]
+    assert ce["repo_id"] == f"{ORG}/ce_resnet32.fmnist_lt"
+    assert ce["revision"] == HfApi(endpoint=hub_env.url).model_info(ce["repo_id"]).sha
+    recorded_test = read_json(runs / "ce" / "metrics.json")["test"]
+    assert ce["metrics"] == {"split": "test", "all": 62.25,
+                             **{g: round(recorded_test[g], 2) for g in ("many", "medium", "few")}}
     # A pinned download (what a registry entry does) loads the published weights.
     set_cache(monkeypatch, tmp_path / "fresh-home")
     from ltzoo.hub.download import download_run

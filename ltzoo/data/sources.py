@@ -32,7 +32,7 @@ from ltzoo.data.imagecheck import channels_from_modes, scan_images
 from ltzoo.data.layouts import Item, LayoutIndex, read_layout
 from ltzoo.data.longtail import DEFAULT_FEW_THRESHOLD, DEFAULT_MANY_THRESHOLD, shot_split
 from ltzoo.data.spec import IMAGENET_MEAN, IMAGENET_STD, DataInfo
-from ltzoo.errors import BadDataError, BadHyperParameterError
+from ltzoo.errors import BadDataError, BadHyperParameterError, DataNotFoundError
 
 log = logging.getLogger("ltzoo.data")
 
@@ -154,7 +154,17 @@ class SourceSpec:
 
     @property
     def name(self) -> str:
-        """The canonical source string (stored as the dataset name of every run on this data)."""
+        """The canonical source string (stored as the dataset name of every run on this data, on this machine)."""
+        return f"{self.kind}:{self.path}" + self._options()
+
+    @property
+    def portable_name(self) -> str:
+        """The source by its folder's name, with the same options (``imagefolder:defects?chans=1``): what
+        leaves the machine (a pushed config, an export report, ONNX metadata) instead of the local path.
+        Elsewhere it is rebuilt with ``--data-root`` pointing at that folder's copy."""
+        return f"{self.kind}:{self.display_name}" + self._options()
+
+    def _options(self) -> str:
         options = []
         if self.input_size != DEFAULT_INPUT_SIZE:
             options.append(f"size={self.input_size[0]}x{self.input_size[1]}")
@@ -169,7 +179,7 @@ class SourceSpec:
             options.append(f"shots={self.shots}")
         if self.skip_bad:
             options.append("skip_bad=1")
-        return f"{self.kind}:{self.path}" + ("?" + "&".join(options) if options else "")
+        return "?" + "&".join(options) if options else ""
 
     @property
     def display_name(self) -> str:
@@ -180,6 +190,11 @@ class SourceSpec:
 def display_name(name: str) -> str:
     """``"defects"`` for ``"imagefolder:/data/defects?..."``; other names unchanged."""
     return SourceSpec.parse(name).display_name if is_source_name(name) else name
+
+
+def portable_source_name(name: str) -> str:
+    """``"imagefolder:defects?chans=1"`` for ``"imagefolder:/data/defects?chans=1"``; zoo dataset names unchanged."""
+    return SourceSpec.parse(name).portable_name if is_source_name(name) else name
 
 
 # ----- building --------------------------------------------------------------------------------------
@@ -216,7 +231,16 @@ def build_source_dataset(source: str | SourceSpec, root: str | os.PathLike[str] 
     spec = source if isinstance(source, SourceSpec) else SourceSpec.parse(source)
     if root is not None:
         spec = replace(spec, path=Path(root).expanduser().resolve())
-    index = read_layout(spec.kind, spec.path)
+    try:
+        index = read_layout(spec.kind, spec.path)
+    except DataNotFoundError as error:
+        if root is not None:
+            raise
+        # A run from another machine names its data by folder only (SourceSpec.portable_name).
+        raise DataNotFoundError(
+            f"{error}. If the files are elsewhere (a run pushed from another machine names its data by folder: "
+            f"{spec.display_name!r}), pass --data-root with where they are now"
+        ) from None
     if len(index.classes) < 2:
         raise BadDataError(f"{spec.path} has {len(index.classes)} class; long-tailed recognition needs at least 2")
     scan = scan_images(index.root, index.items, spec.skip_bad)

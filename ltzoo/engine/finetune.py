@@ -16,6 +16,7 @@ class Parent:
     model: LTClassifier
     config: dict[str, Any]
     source: str
+    hub_repo_id: str | None = None  # where it came from on the Hub (the card's base_model), if it did
 
     @property
     def arch(self) -> str:
@@ -41,6 +42,7 @@ class Parent:
             "arch": self.arch,
             "num_classes": int(self.config["num_classes"]),
             "weights_sha256": lt.get("weights_sha256"),
+            "hub_repo_id": self.hub_repo_id,
             "kept": "backbone (the classifier head was re-initialised for the new classes)",
         }
 
@@ -55,7 +57,24 @@ def load_parent(source: str) -> Parent:
             f"--init {source!r} gave a model without a config; use a trained run, a published zoo model or "
             "hf-hub:ORG/REPO"
         )
-    return Parent(model, config, str(source))
+    return Parent(model, config, str(source), hub_repo_id(str(source)))
+
+
+def hub_repo_id(source: str) -> str | None:
+    """The Hub repo behind an ``ltzoo.load`` source: ``hf-hub:ORG/NAME[@rev]``, or a zoo name's pinned repo."""
+    from ltzoo.loading import source_kind
+
+    kind = source_kind(source)
+    if kind == "hf-hub":
+        from ltzoo.hub.settings import parse_hub_source
+
+        return parse_hub_source(source)[0]
+    if kind == "zoo":
+        from ltzoo.registry import get_entry
+
+        weights = get_entry(source).weights
+        return weights.repo_id if weights else None
+    return None
 
 
 def init_from_parent(parent: Parent, arch: str, num_classes: int, in_chans: int, head: dict[str, Any]) -> LTClassifier:

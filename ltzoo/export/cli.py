@@ -19,7 +19,9 @@ EXPORT_DESCRIPTION = (
     "Export a model to ONNX (fp32, optionally fp16 and int8 QDQ) with a dynamic batch axis, metadata and "
     "checks: onnx.checker, strict shape inference, I/O, BN folding, TensorRT readiness, ONNX Runtime vs "
     "PyTorch parity, and with --verify dataset a per-split (all/many/medium/few) accuracy gate on val and "
-    "test. Any failed check is a non-zero exit; export_report.json in --out says what failed."
+    "test. When installed (pip install 'ltzoo[lint]'), Polygraphy's independent linter checks every graph too; "
+    "--int8-debug compares int8 with fp32 tensor by tensor. Any failed check is a non-zero exit; "
+    "export_report.json in --out says what failed."
 )
 TRT_DESCRIPTION = (
     "TensorRT readiness of an exported ONNX file: a static check against TensorRT's ONNX parser support "
@@ -50,6 +52,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_INT8_TARGET,
         INT8_TARGETS,
     )
+    from ltzoo.export.int8_debug import DEFAULT_WORST
     from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
     from ltzoo.export.providers import PROVIDER_CHOICES
     from ltzoo.export.verify import DEFAULT_MAX_DROP
@@ -75,6 +78,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         "to choose). percentile and entropy hold every calibration activation in memory: use a small "
                         "--calib-size for large models")
     parser.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
+    parser.add_argument("--int8-debug", type=int, nargs="?", const=DEFAULT_WORST, default=None, metavar="N",
+                        help=f"compare int8 with fp32 tensor by tensor on calibration images (ONNX Runtime's "
+                        f"qdq_loss_debug): the N (default {DEFAULT_WORST}) worst tensors by SQNR go in the report, and "
+                        "when int8 fails the gate the nodes that read them are named as --int8-exclude candidates")
+    parser.add_argument("--int8-exclude", action="append", default=[], metavar="NODE[,NODE...]",
+                        help="keep these nodes in float in the int8 graph (ORT's nodes_to_exclude; repeatable)")
+    parser.add_argument("--no-lint", dest="lint", action="store_false",
+                        help="skip polygraphy check lint, the independent linter that runs on every graph when "
+                        "installed (pip install 'ltzoo[lint]')")
     parser.add_argument("--logit-adjust", type=float, metavar="TAU",
                         help="bake logits - TAU * log(training prior) into the graph")
     parser.add_argument("--verify", nargs="?", const="dataset", default="parity", choices=("none", "parity", "dataset"),
@@ -109,6 +121,9 @@ def options_from_args(args: argparse.Namespace) -> Any:
         calib_size=args.calib_size,
         calib_method=args.calib_method,
         calib_seed=args.calib_seed,
+        int8_debug=args.int8_debug,
+        int8_exclude=tuple(name.strip() for group in args.int8_exclude for name in group.split(",") if name.strip()),
+        lint=args.lint,
         logit_adjust=args.logit_adjust,
         verify=args.verify,
         data_root=args.data_root,

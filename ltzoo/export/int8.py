@@ -132,8 +132,11 @@ def quantize_int8(
     calibration_batches: Iterable[np.ndarray],
     method: str,
     target: str = DEFAULT_INT8_TARGET,
+    exclude: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the QDQ int8 variant of ``src`` for ``target`` to ``dst``; returns the recipe for the report."""
+    """Write the QDQ int8 variant of ``src`` for ``target`` to ``dst``; returns the recipe for the report.
+
+    ``exclude`` names more nodes to keep in float (``nodes_to_exclude``; ``--int8-debug`` lists candidates)."""
     if method not in CALIBRATION_METHODS:
         raise BadHyperParameterError(
             f"unknown calibration method {method!r}; choose one of {list(CALIBRATION_METHODS)}"
@@ -172,6 +175,14 @@ def quantize_int8(
                 node.name = f"{node.op_type}_{index}"
         onnx.save(proto, str(prepared))
         keep_fp32 = head_nodes(proto)
+        names = {node.name for node in proto.graph.node}
+        unknown = [name for name in exclude if name not in names]
+        if unknown:
+            raise ExportCheckError(
+                f"--int8-exclude names no node of the graph being quantized: {unknown}; node names look like "
+                f"{sorted(names)[:3]} (--int8-debug lists the candidates by these names)"
+            )
+        keep_fp32 += [name for name in exclude if name not in keep_fp32]
         try:
             with quiet():
                 quantize_static(
@@ -202,5 +213,6 @@ def quantize_int8(
         "calibration_method": method,
         "calibration_images": reader.images,
         "nodes_kept_fp32": keep_fp32,
+        "nodes_excluded_by_request": list(exclude),
         "qdq_nodes": sum(1 for node in quantized.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")),
     }

@@ -18,6 +18,7 @@ import onnx
 
 import ltzoo
 from ltzoo.errors import CorruptFileError
+from ltzoo.portable import portable_dataset
 
 REPORT_NAME = "export_report.json"
 REPORT_VERSION = 1
@@ -132,7 +133,7 @@ def build_metadata(
         "model_name": info.name,
         "arch": info.arch,
         "variant": variant,
-        "dataset": info.dataset or "",
+        "dataset": portable_dataset(info.dataset) or "",  # a user's data by folder name, never its local path
         "num_classes": info.num_classes,
         "label_names": list(info.label_names),
         "input_size": list(info.input_size),

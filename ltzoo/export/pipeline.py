@@ -20,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
-from ltzoo.export import checks, tensorrt
+from ltzoo.export import checks, lint, tensorrt
 from ltzoo.export.calibration import (
     AUTO,
     CALIBRATION_CHOICES,
@@ -38,6 +38,7 @@ from ltzoo.export.int8 import (
     class_balanced_indices,
     quantize_int8,
 )
+from ltzoo.export.int8_debug import DEBUG_CHUNK, DEBUG_IMAGES, int8_debug
 from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
 from ltzoo.export.metadata import (
     REPORT_NAME,
@@ -64,6 +65,7 @@ from ltzoo.export.verify import (
     format_verification,
     gate,
 )
+from ltzoo.portable import portable_dataset, portable_model_source
 
 log = logging.getLogger("ltzoo.export")
 
@@ -85,6 +87,9 @@ class ExportOptions:
     calib_size: int = DEFAULT_CALIB_SIZE
     calib_method: str = DEFAULT_CALIBRATION
     calib_seed: int = DEFAULT_CALIB_SEED
+    int8_exclude: tuple[str, ...] = ()
+    int8_debug: int | None = None  # report the N worst tensors of int8 against fp32 (qdq_loss_debug)
+    lint: bool = True  # polygraphy check lint on every graph, when polygraphy is installed
     logit_adjust: float | None = None
     verify: str = "parity"
     data_root: str | None = None
@@ -105,10 +110,17 @@ class ExportOptions:
             raise LtzooError(f"--calib-method {self.calib_method!r}: choose one of {list(CALIBRATION_CHOICES)}")
         if self.calib_size < 1:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if self.int8_debug is not None and self.int8_debug < 1:
+            raise LtzooError(f"--int8-debug N must be >= 1 (how many of the worst tensors to report), "
+                             f"got {self.int8_debug}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as the report records them: a --data-root by its folder's name (no local path)."""
         values = asdict(self)
         values["splits"] = list(self.splits)
+        values["int8_exclude"] = list(self.int8_exclude)
+        if self.data_root:
+            values["data_root"] = Path(self.data_root).name
         return values
 
 
@@ -171,7 +183,10 @@ def export(
     if existing:
         tau = existing_files["fp32"][1].get("logit_adjust_tau")
         int8_target = existing_files.get("int8", (None, {}))[1].get("int8_target", DEFAULT_INT8_TARGET)
-    needs_data = (options.int8 and not existing) or options.verify == "dataset"
+    debug_int8 = options.int8_debug is not None and (options.int8 or "int8" in existing_files)
+    if options.int8_debug is not None and not debug_int8:
+        raise LtzooError("--int8-debug compares the int8 graph with fp32: add --int8 (or re-check a folder with one)")
+    needs_data = (options.int8 and not existing) or options.verify == "dataset" or debug_int8
     if needs_data and data is None:
         data = _build_dataset(info, options.data_root)
     if data is not None and info.class_counts is not None and list(data.class_counts) != list(info.class_counts):
@@ -195,9 +210,12 @@ def export(
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"spec": source_spec, **info.to_dict()},
+        # What the report says about the model leaves the machine with it: no local path (ltzoo.portable).
+        "source": {**info.to_dict(), "spec": portable_model_source(source_spec),
+                   "dataset": portable_dataset(info.dataset)},
         "versions": library_versions(),
         "options": options.to_dict(),
+        "independent_checks": _independent_checks(options),
         "variants": {},
     }
 
@@ -245,6 +263,8 @@ def export(
         session = _check_variant(variant, path, entry, info, metadata, parity_reference, pool, options, failures)
         if session is not None:
             sessions[variant] = session
+        if variant == "int8" and debug_int8:
+            entry["int8_debug"] = _int8_debug(fp32_path, path, data, options)
 
     if options.verify == "dataset":
         predictors: dict[str, Any] = {REFERENCE: torch_predictor}
@@ -285,7 +305,7 @@ def export(
     if failures:
         raise ExportCheckError(
             f"export of {info.name} failed {len(failures)} check(s):\n  - " + "\n  - ".join(failures)
-            + _int8_hint(failures, options, existing, report["variants"].get("int8", {}).get("recipe", {}))
+            + _int8_hint(failures, options, existing, report["variants"].get("int8", {}))
             + f"\nfull report: {report_path}"
         )
     log.info("all checks passed; report: %s", report_path)
@@ -327,10 +347,27 @@ def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
     return found
 
 
-def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8_recipe: dict[str, Any]) -> str:
-    """The fix to try when int8 lost accuracy (see ``ltzoo.export.calibration`` for what auto does)."""
+def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8_entry: dict[str, Any]) -> str:
+    """The fix to try when int8 lost accuracy (see ``ltzoo.export.calibration`` for what auto does), and,
+    with ``--int8-debug``, the tensors that lost the most and the nodes to keep in float."""
     if not any(f.startswith("int8 on ") for f in failures):
         return ""
+    return (_calibration_hint(options, existing, int8_entry.get("recipe") or {})
+            + _debug_hint(int8_entry.get("int8_debug")))
+
+
+def _debug_hint(debug: dict[str, Any] | None) -> str:
+    if not debug:
+        return "\nrerun with --int8-debug to see which tensors int8 rounds worst (SQNR against fp32)"
+    if "error" in debug:
+        return f"\n--int8-debug could not compare the graphs: {debug['error']}"
+    worst = ", ".join(f"{row['tensor']} ({row['sqnr_db']:.1f} dB)" for row in debug["worst_activations"][:5])
+    candidates = debug["exclude_candidates"][:5]
+    retry = f"\ncandidates for nodes_to_exclude: retry with --int8-exclude {','.join(candidates)}" if candidates else ""
+    return f"\nint8 rounds these tensors worst (SQNR on {debug['images']} calibration images): {worst}" + retry
+
+
+def _calibration_hint(options: ExportOptions, existing: bool, int8_recipe: dict[str, Any]) -> str:
     larger = f"a larger --calib-size (now {options.calib_size})"
     if existing:
         return (f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
@@ -364,6 +401,14 @@ def _logit_adjust_section(
     }
 
 
+def _independent_checks(options: ExportOptions) -> dict[str, Any]:
+    """Which independent checks ran on the graphs (recorded even when they could not)."""
+    if not options.lint:
+        return {"polygraphy_lint": "skipped: --no-lint"}
+    reason = lint.lint_unavailable()
+    return {"polygraphy_lint": reason or f"ran on every variant ({lint.polygraphy_version()})"}
+
+
 def _check_variant(
     variant: str,
     path: Path,
@@ -391,6 +436,8 @@ def _check_variant(
     run("metadata", lambda: checks.check_metadata(read_metadata(path), decode_metadata(metadata)))
     run("io", lambda: checks.check_io(proto, info.input_size, info.num_classes))
     run("batch_norm_folded", lambda: checks.check_bn_folded(proto))
+    if options.lint and lint.lint_unavailable() is None:
+        run("polygraphy_lint", lambda: lint.check_lint(path))
     if metadata.get("int8_target") == "cpu":
         entry["tensorrt_static_skipped"] = (
             "int8 quantized for ORT on CPU (uint8 asymmetric activations), which TensorRT cannot take; "
@@ -449,17 +496,40 @@ def _parity_pool(data: Any) -> np.ndarray:
     return np.concatenate(list(_preprocessed(data, "val", np.sort(indices))))
 
 
+def _calibration_indices(data: Any, options: ExportOptions) -> np.ndarray:
+    """The class-balanced draw from the training split that int8 calibrates on."""
+    return class_balanced_indices(data.split("train").targets, data.num_classes, options.calib_size, options.calib_seed)
+
+
+def _int8_debug(fp32_path: Path, int8_path: Path, data: Any, options: ExportOptions) -> dict[str, Any]:
+    """qdq_loss_debug on a class-balanced subset of the calibration images (see ltzoo.export.int8_debug)."""
+    indices = _calibration_indices(data, options)
+    targets = np.asarray(data.split("train").targets)[indices]
+    size = min(DEBUG_IMAGES, len(indices))
+    subset = indices[class_balanced_indices(targets, data.num_classes, size, options.calib_seed)]
+    log.info("comparing int8 with fp32 tensor by tensor on %d calibration images", len(subset))
+    try:
+        result = int8_debug(fp32_path, int8_path, _preprocessed(data, "train", subset, batch_size=DEBUG_CHUNK),
+                            worst=options.int8_debug or 1)
+    except Exception as error:  # a diagnostic: its failure is recorded, it does not hide the export's own result
+        log.warning("--int8-debug failed: %s", error)
+        return {"error": f"{type(error).__name__}: {error}"}
+    result["images_from"] = "a class-balanced subset of the int8 calibration images (training split, eval transform)"
+    return result
+
+
 def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
                reference: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
     from ltzoo.engine.evaluator import OrtPredictor, evaluate_split
 
     targets = data.split("train").targets
-    indices = class_balanced_indices(targets, data.num_classes, options.calib_size, options.calib_seed)
+    indices = _calibration_indices(data, options)
     per_class = np.bincount(np.asarray(targets)[indices], minlength=data.num_classes).tolist()
 
     def quantize(method: str, path: Path) -> dict[str, Any]:
         batches = _preprocessed(data, "train", indices, batch_size=CALIBRATION_BATCH)
-        return quantize_int8(src, path, batches, method=method, target=options.int8_target)
+        return quantize_int8(src, path, batches, method=method, target=options.int8_target,
+                             exclude=options.int8_exclude)
 
     if options.calib_method != AUTO:
         recipe = quantize(options.calib_method, dst)

@@ -1,35 +1,53 @@
 """The model card: ``ModelCardData`` (YAML + model-index) and a body rendered from ``model_cards/``.
 
 Everything on the card is read from the run (``config.json``, ``metrics.json``) and, when given, the
-export report, so the card is regenerated identically from the same files on every push.
+export report, so the card is regenerated identically from the same files on every push. The card text
+(``model_cards/`` at the top of the repo) is package data of ``ltzoo`` (``ltzoo/model_cards`` links to
+it), read with :mod:`importlib.resources`, so an installed wheel renders the same cards as a checkout.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.hub import layout
+from ltzoo.hub.settings import DEFAULT_ENDPOINT
 
-MODEL_CARDS_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+    from pathlib import Path
+
+MODEL_CARDS_DIR: Traversable = files("ltzoo") / "model_cards"
 TEMPLATE = "template.md"
 SPLITS = ("val", "test")
 GROUPS = ("all", "many", "medium", "few")
 TAGS = ["ltzoo", "long-tailed", "imbalanced-classification", "image-classification"]
-# The Hub datasets the ltzoo training sets are drawn from (the long-tailed subsets themselves are built
-# locally from these, with the index sha256 on the card).
-SOURCE_DATASETS = {
+# The Hub datasets that ltzoo's long-tailed training sets are drawn from (the subsets themselves are built
+# locally; their facts go in the model-index's dataset.args). Places-LT and iNaturalist 2018 have no
+# official Hub dataset, and a user's own data is none: those cards name no Hub dataset at all.
+HUB_DATASETS = {
     "fmnist_lt": "zalando-datasets/fashion_mnist",
     "cifar10_lt": "uoft-cs/cifar10",
     "cifar100_lt": "uoft-cs/cifar100",
     "imagenet_lt": "ILSVRC/imagenet-1k",
 }
+# Values are top-1 in percent (as everywhere in ltzoo), so the names say so.
+METRIC_NAMES = {
+    "all": "Top-1 accuracy (%)",
+    "many": "Top-1 accuracy (%), many-shot classes",
+    "medium": "Top-1 accuracy (%), medium-shot classes",
+    "few": "Top-1 accuracy (%), few-shot classes",
+}
+RESULTS_SOURCE = "ltzoo evaluation of this checkpoint (config.json, ltzoo.metrics)"
+_EPRINT = re.compile(r"^\s*eprint\s*=\s*\{([^}]+)\}", re.M)
 
 
 @dataclass(frozen=True)
@@ -37,13 +55,21 @@ class MethodText:
     paragraph: str
     citation: str  # BibTeX
 
+    @property
+    def arxiv_id(self) -> str | None:
+        """The paper's arXiv id (the BibTeX ``eprint``), which the card links so the Hub attaches the paper."""
+        match = _EPRINT.search(self.citation)
+        return match.group(1).strip() if match else None
 
-def method_text(method: str, cards_dir: Path = MODEL_CARDS_DIR) -> MethodText:
+
+def method_text(method: str, cards_dir: Traversable = MODEL_CARDS_DIR) -> MethodText:
     """The method's paragraph and BibTeX from ``model_cards/methods/<method>.md``."""
     path = cards_dir / "methods" / f"{method}.md"
     if not path.is_file():
-        known = sorted(p.stem for p in (cards_dir / "methods").glob("*.md"))
-        raise DataNotFoundError(f"no card text for method {method!r} ({path}); add one next to {known}")
+        known = sorted(p.name.removesuffix(".md") for p in (cards_dir / "methods").iterdir() if p.name.endswith(".md"))
+        raise DataNotFoundError(
+            f"no card text for method {method!r}: add model_cards/methods/{method}.md next to {known}"
+        )
     paragraph, _, citation = path.read_text(encoding="utf-8").partition("\n## Citation\n")
     bibtex = citation.strip().removeprefix("```bibtex").removesuffix("```").strip()
     return MethodText(paragraph.strip(), bibtex)
@@ -67,10 +93,6 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f}"
 
 
-def _source_dataset(dataset: str) -> str:
-    return SOURCE_DATASETS.get(dataset, dataset)
-
-
 def _dataset_label(lt: dict[str, Any]) -> tuple[str, bool]:
     """(name shown on the card, whether it is the user's own data): a user source shows its folder name."""
     from ltzoo.data.sources import display_name, is_source_name
@@ -79,35 +101,67 @@ def _dataset_label(lt: dict[str, Any]) -> tuple[str, bool]:
     return (display_name(dataset), True) if is_source_name(dataset) else (dataset, False)
 
 
-def build_card_data(config: dict[str, Any], metrics: dict[str, Any], repo_id: str) -> ModelCardData:
-    """YAML front matter: library, pipeline, license, datasets, tags, and a model-index of top-1 per split/group."""
+def _long_tail_facts(lt: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """What makes the training set long-tailed, for the model-index's ``dataset.args``."""
+    shot = lt.get("shot_split") or {}
+    facts = {
+        "long_tailed_subset": dataset,
+        "num_classes": lt.get("num_classes") or len(lt.get("class_counts") or []) or None,
+        "train_images": sum(lt.get("class_counts") or []) or None,
+        "imbalance_factor": None if lt.get("imbalance_factor") is None else round(float(lt["imbalance_factor"]), 2),
+        "index_sha256": lt.get("index_sha256"),
+        "shot_rule": shot.get("rule"),
+        "many_threshold": shot.get("many_threshold"),
+        "few_threshold": shot.get("few_threshold"),
+    }
+    return {key: value for key, value in facts.items() if value is not None}
+
+
+def base_model(parent: dict[str, Any]) -> str | None:
+    """The Hub repo a fine-tuned run started from, when it came from the Hub (``--init hf-hub:...`` or a
+    pinned zoo name); a local parent has no Hub id to name."""
+    return parent.get("hub_repo_id") or None
+
+
+def build_card_data(
+    config: dict[str, Any], metrics: dict[str, Any], repo_id: str, *, hub_url: str = DEFAULT_ENDPOINT
+) -> ModelCardData:
+    """YAML front matter: library, pipeline, license, datasets, tags, base model, and a model-index of top-1
+    (%) per split/group whose source is this repo on ``hub_url``."""
     lt = config[layout.LTZOO_BLOCK]
     dataset, own_data = _dataset_label(lt)
+    hub_dataset = None if own_data else HUB_DATASETS.get(dataset)
     name = lt.get("name") or repo_id.split("/")[-1]
+    facts = _long_tail_facts(lt, dataset)
     eval_results = [
         EvalResult(
             task_type="image-classification",
             task_name="Long-tailed image classification",
-            dataset_type=_source_dataset(dataset),
+            dataset_type=hub_dataset or dataset,
             dataset_name=dataset,
-            dataset_config=dataset,
             dataset_split=split,
+            dataset_args=facts,
             metric_type="accuracy",
-            metric_name=f"top-1 {group}",
+            metric_name=METRIC_NAMES[group],
             metric_config=group,
             metric_value=round(float(metrics[split][group]), 2),
+            source_name=RESULTS_SOURCE,
+            source_url=f"{hub_url.rstrip('/')}/{repo_id}",
         )
         for split in SPLITS
         for group in GROUPS
         if metrics[split].get(group) is not None  # e.g. no medium class in a tiny dataset
     ]
     method = lt.get("method", "")
+    parent = base_model(lt.get("parent") or {})
     return ModelCardData(
         model_name=name,
         library_name="ltzoo",
         pipeline_tag="image-classification",
         license=config.get("pretrained_cfg", {}).get("license") or lt.get("license") or "apache-2.0",
-        datasets=None if own_data else [_source_dataset(dataset)],  # the user's own data is no Hub dataset
+        datasets=[hub_dataset] if hub_dataset else None,
+        base_model=parent,
+        base_model_relation="finetune" if parent else None,
         tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t],
         metrics=["accuracy"],
         eval_results=eval_results,
@@ -235,9 +289,11 @@ def render_card(
     export_report: dict[str, Any] | None = None,
     onnx_files: list[str] | None = None,
     weights_sha256: str | None = None,
-    cards_dir: Path = MODEL_CARDS_DIR,
+    cards_dir: Traversable = MODEL_CARDS_DIR,
+    hub_url: str = DEFAULT_ENDPOINT,
 ) -> ModelCard:
-    """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any."""
+    """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any;
+    ``hub_url`` is the Hub the card is pushed to (the model-index names the repo there as its source)."""
     lt = config[layout.LTZOO_BLOCK]
     method = lt.get("method", "")
     text = method_text(method, cards_dir)
@@ -263,8 +319,8 @@ def render_card(
     onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
     onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
     return ModelCard.from_template(
-        build_card_data(config, metrics, repo_id),
-        template_path=str(cards_dir / TEMPLATE),
+        build_card_data(config, metrics, repo_id, hub_url=hub_url),
+        template_str=(cards_dir / TEMPLATE).read_text(encoding="utf-8"),
         title=name,
         summary=(
             f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on {trained_on}"
@@ -276,6 +332,7 @@ def render_card(
         plot_file=layout.PLOT,
         plot_splits=" and ".join(SPLITS),
         method_text=text.paragraph,
+        arxiv_id=text.arxiv_id,
         citation=text.citation,
         zoo_name=name,
         # A fine-tuned run is never the zoo recipe's run from scratch, even where the recipe is unchanged.

@@ -1,8 +1,9 @@
 """Fill the Hub with the zoo: push every trained zoo entry found in a runs directory (``ltzoo publish-zoo``).
 
-Each run goes to ``NAMESPACE/<zoo name>`` in its own commit (see :func:`ltzoo.hub.push.push_run`). The
-result lists, per entry, the commit and the weights sha256: exactly what a zoo entry pins
-(``HubWeights(repo_id, revision, sha256)`` in the recipe module), so the maintainer can paste it.
+Each run goes to ``NAMESPACE/<zoo name>`` in its own commit (see :func:`ltzoo.hub.push.push_run`), and
+its pin (repo, commit, weights sha256, headline test top-1) is written to the pins file right after its
+push succeeds (:mod:`ltzoo.pins`), so an interrupted publish still records every entry it published
+and ``ltzoo.load(NAME)`` serves it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 
 from ltzoo.errors import HubError, LtzooError, UnknownModelError
 from ltzoo.hub import layout
+from ltzoo.hub.card import read_metrics
 from ltzoo.hub.push import push_run
+from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
 from ltzoo.runs import sha256_file
 
 
@@ -33,9 +36,11 @@ class Published:
     sha256: str  # of model.safetensors
     url: str
     onnx: bool
+    metrics: HeadlineMetrics | None = None
 
-    def pin(self) -> str:
-        return f'HubWeights(repo_id="{self.repo_id}", revision="{self.revision}", sha256="{self.sha256}")'
+    @property
+    def pin(self) -> HubWeights:
+        return HubWeights(self.repo_id, self.revision, self.sha256, self.metrics)
 
 
 def _is_run(path: Path) -> bool:
@@ -99,8 +104,13 @@ def publish_zoo(
     endpoint: str | None = None,
     token: str | None = None,
     dry_run: bool = False,
+    pins: Path | None = None,
 ) -> list[Published]:
-    """Push every matching trained entry to ``namespace/<zoo name>``; with ``dry_run`` only list what would go."""
+    """Push every matching trained entry to ``namespace/<zoo name>``; with ``dry_run`` only list what would go.
+
+    ``pins`` is the pins file to record each published entry in (nothing is recorded when None, or for
+    pull requests: a PR's commit is not what ``main`` serves).
+    """
     runs = find_runs(runs_dir, patterns, exports_dir)
     if not runs:
         raise HubError(f"no trained zoo entries matching {patterns or ['*']} under {runs_dir}")
@@ -117,7 +127,11 @@ def publish_zoo(
             done = ", ".join(p.name for p in published) or "none"
             raise HubError(f"publishing {run.name} failed: {exc} (already published: {done})") from None
         sha = sha256_file(run.run_dir / layout.WEIGHTS)  # push_run checked it against config.json
-        published.append(Published(run.name, repo_id, info.oid, sha, str(info.pr_url or info), run.onnx_dir is not None))
+        headline = HeadlineMetrics.from_split(HEADLINE_SPLIT, read_metrics(run.run_dir)[HEADLINE_SPLIT])
+        item = Published(run.name, repo_id, info.oid, sha, str(info.pr_url or info), run.onnx_dir is not None, headline)
+        published.append(item)
+        if pins is not None and not create_pr:
+            write_pins(Path(pins), {item.name: item.pin})
     return published
 
 

@@ -2,7 +2,9 @@
 
 The commit is atomic on the Hub side (``create_commit``) and guarded by ``parent_commit``: if the branch
 moves between reading its head and committing, the Hub answers 412 and nothing is written. Nothing is
-written locally either: generated files (card, plot, config) go up as bytes.
+written locally either: generated files (card, plot, config) go up as bytes. The pushed config is the
+run's portable form (:func:`ltzoo.portable.portable_config`), and before anything is sent every file is
+searched for this machine's folders (:func:`ltzoo.portable.local_paths_in`): a hit refuses the push.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
 from ltzoo.hub.plot import per_class_accuracy_png
-from ltzoo.hub.settings import hub_settings
+from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
+from ltzoo.portable import local_paths_in, machine_needles, portable_config, recorded_local_folders
 from ltzoo.runs import read_config, sha256_file
 
 # What an export folder contributes: the graphs, their external-data side files, and the report.
@@ -109,9 +112,11 @@ def plot_png(run: RunForPush) -> bytes:
     )
 
 
-def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tuple[list[CommitOperationAdd], list[str]]:
+def build_operations(
+    run: RunForPush, repo_id: str, onnx_dir: Path | None, hub_url: str = DEFAULT_ENDPOINT
+) -> tuple[list[CommitOperationAdd], list[str]]:
     """The commit's additions (all of them) and the repo paths they cover."""
-    config = json.loads(json.dumps(run.config))
+    config = portable_config(run.config)
     config[layout.LTZOO_BLOCK][layout.WEIGHTS_SHA256_KEY] = run.weights_sha256  # what download_run checks
     onnx_paths: list[Path] = []
     report = None
@@ -119,7 +124,8 @@ def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tu
         onnx_paths, report = _onnx_files(Path(onnx_dir), run.weights_sha256)
     onnx_repo_paths = [f"{layout.ONNX_DIR}/{p.name}" for p in onnx_paths]
     card = render_card(
-        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths, weights_sha256=run.weights_sha256
+        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths,
+        weights_sha256=run.weights_sha256, hub_url=hub_url,
     )
     ops = [
         CommitOperationAdd(layout.WEIGHTS, str(run.weights)),
@@ -128,7 +134,25 @@ def build_operations(run: RunForPush, repo_id: str, onnx_dir: Path | None) -> tu
         CommitOperationAdd(layout.PLOT, plot_png(run)),
     ]
     ops += [CommitOperationAdd(repo_path, str(path)) for repo_path, path in zip(onnx_repo_paths, onnx_paths)]
+    refuse_local_paths(ops, run, onnx_dir)
     return ops, [op.path_in_repo for op in ops]
+
+
+def refuse_local_paths(ops: list[CommitOperationAdd], run: RunForPush, onnx_dir: Path | None) -> None:
+    """Raise if any file about to be pushed names a folder of this machine (nothing has been sent yet)."""
+    folders = [run.run_dir, *recorded_local_folders(run.config), *([onnx_dir] if onnx_dir is not None else [])]
+    needles = machine_needles(folders)
+    for op in ops:
+        content = op.path_or_fileobj if isinstance(op.path_or_fileobj, bytes) else Path(str(op.path_or_fileobj))
+        found = local_paths_in(content, needles)
+        if found:
+            raise HubError(
+                f"{op.path_in_repo} would publish a path of this machine ({', '.join(found[:3])}); nothing was pushed. "
+                + ("Re-export the graphs with the current ltzoo (its reports and metadata record no local paths)."
+                   if op.path_in_repo.startswith(f"{layout.ONNX_DIR}/") else
+                   f"Remove the path from {run.run_dir}/{layout.CONFIG} (ltzoo records data sources and --init runs "
+                   "by folder name when it publishes) and push again.")
+            )
 
 
 def push_run(
@@ -156,7 +180,8 @@ def push_run(
     settings = hub_settings(endpoint, token)
     if not settings.token:
         raise HubError(f"pushing to {repo_id} needs a write token: set HF_TOKEN or pass --token")
-    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None)
+    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None,
+                                         hub_url=settings.endpoint)
     branch = revision or "main"
     api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=ltzoo.__version__)
     with hub_errors(what="push to", repo_id=repo_id, revision=revision, settings=settings):

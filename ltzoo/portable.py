@@ -1,0 +1,125 @@
+"""Nothing local leaves the machine: the portable form of what runs and exports record, and the last check.
+
+A run's own files describe this machine (where its data is, which local run ``--init`` started from),
+which is what ``ltzoo eval RUN`` and ``ltzoo export`` need there. What leaves the machine (a pushed
+``config.json`` and card, ``export_report.json``, ONNX ``metadata_props``) carries the portable form
+instead: a data source by its folder's name (:meth:`~ltzoo.data.sources.SourceSpec.portable_name`,
+rebuilt elsewhere with ``--data-root``), a local model by its folder's name. :func:`local_paths_in` is
+the last check before a push: it looks for this machine's folders in every byte about to be published.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ltzoo.data.sources import SourceSpec, is_source_name, portable_source_name
+
+LOCAL_PREFIX = "local-dir:"
+HUB_PREFIX = "hf-hub:"
+_CHUNK = 8 << 20
+
+
+def is_local_model_source(source: str) -> bool:
+    """A run folder (``local-dir:PATH`` or a path) rather than ``hf-hub:...`` or a zoo name."""
+    return source.startswith(LOCAL_PREFIX) or (
+        not source.startswith(HUB_PREFIX) and (any(ch in source for ch in "/\\") or Path(source).is_dir())
+    )
+
+
+def portable_model_source(source: str) -> str:
+    """``hf-hub:...`` and zoo names as they are; a local run folder as ``local-dir:<folder name>``."""
+    if not is_local_model_source(source):
+        return source
+    path = source.removeprefix(LOCAL_PREFIX).rstrip("/\\")
+    return LOCAL_PREFIX + (Path(path).name or "run")
+
+
+def portable_dataset(name: str | None) -> str | None:
+    """A dataset name fit to publish: a user's source by its folder's name; zoo datasets as they are."""
+    return None if name is None else portable_source_name(name)
+
+
+def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a run's ``config.json`` fit to publish: every data source by folder name, the data folder
+    and a local ``--init`` parent by name."""
+    portable = _map_strings(copy.deepcopy(dict(config)), lambda s: portable_source_name(s) if is_source_name(s) else s)
+    lt = portable.get("ltzoo")
+    if isinstance(lt, dict):
+        source = lt.get("source")
+        if isinstance(source, dict) and source.get("path"):
+            source["path"] = Path(str(source["path"])).name
+        parent = lt.get("parent")
+        if isinstance(parent, dict) and isinstance(parent.get("source"), str):
+            parent["source"] = portable_model_source(parent["source"])
+    return portable
+
+
+def _map_strings(obj: Any, change: Any) -> Any:
+    if isinstance(obj, str):
+        return change(obj)
+    if isinstance(obj, dict):
+        return {key: _map_strings(value, change) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_map_strings(value, change) for value in obj]
+    return obj
+
+
+def recorded_local_folders(config: Mapping[str, Any]) -> list[Path]:
+    """The folders of this machine that a run's (local) config names: its data and a local parent run."""
+    found: list[Path] = []
+
+    def collect(text: str) -> str:
+        if is_source_name(text):
+            found.append(SourceSpec.parse(text).path)
+        return text
+
+    _map_strings(dict(config), collect)
+    lt = config.get("ltzoo") if isinstance(config.get("ltzoo"), dict) else {}
+    source, parent = lt.get("source"), lt.get("parent")
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        found.append(Path(source["path"]))
+    if isinstance(parent, dict) and isinstance(parent.get("source"), str) and is_local_model_source(parent["source"]):
+        found.append(Path(parent["source"].removeprefix(LOCAL_PREFIX)))
+    return found
+
+
+def machine_needles(folders: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """Strings that would give this machine away: its home, temp and current folders and ``$LTZOO_DATA`` as
+    prefixes (``/home/me/``), and ``folders`` (a run, its data, its export) as they are and resolved."""
+    needles: set[str] = set()
+    prefixes = [Path.home(), Path(tempfile.gettempdir()), Path.cwd()]
+    if os.environ.get("LTZOO_DATA"):
+        prefixes.append(Path(os.environ["LTZOO_DATA"]))
+    for prefix in prefixes:
+        for form in {str(prefix), str(prefix.resolve())}:
+            if form.rstrip("/\\"):  # never "/" (it would match every path)
+                needles.add(form.rstrip("/\\") + os.sep)
+    for folder in folders:
+        path = Path(folder).expanduser()
+        for form in {str(path.absolute()), str(path.resolve())}:
+            if len(Path(form).parts) > 1:
+                needles.add(form.rstrip("/\\"))
+    return sorted(needles, key=len, reverse=True)
+
+
+def local_paths_in(content: bytes | os.PathLike[str], needles: Iterable[str]) -> list[str]:
+    """The needles found in ``content`` (bytes, or a file read in chunks so a large graph costs no memory)."""
+    encoded = [(needle, needle.encode()) for needle in needles]
+    if not encoded:
+        return []
+    if isinstance(content, bytes):
+        return [needle for needle, raw in encoded if raw in content]
+    overlap = max(len(raw) for _, raw in encoded) - 1
+    found: set[str] = set()
+    tail = b""
+    with open(content, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            window = tail + chunk
+            found.update(needle for needle, raw in encoded if raw in window)
+            tail = window[-overlap:] if overlap else b""
+    return sorted(found)
