@@ -130,15 +130,18 @@ def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision:
 
 
 def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, **options: Any) -> dict[str, Any]:
+                 steps_per_epoch: int | None = None, branch_from: tuple[Path, str] | None = None,
+                 **options: Any) -> dict[str, Any]:
     """Train zoo entry ``name`` (or ``recipe``) at ``seed`` under ``work_dir``. A finished run of the same
     recipe anywhere under runs/ is reused and an interrupted one resumed; returns its metrics, with the
-    run directory under ``"run_dir"``."""
+    run directory under ``"run_dir"``. ``branch_from=(run_dir, stage)`` trains only the stages after
+    ``stage``, from that run's checkpoint between them (``ltzoo.engine.branch``: the result is the full
+    run's, checked), for recipes that differ from that run's in later-stage settings only."""
+    from ltzoo.engine.branch import branch_from_stage
     from ltzoo.engine.schedule import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
-    from ltzoo.registry import get_entry
-
     from ltzoo.precision import resolve_precision
+    from ltzoo.registry import get_entry
 
     recipe = (recipe if recipe is not None else get_entry(name).recipe()).replace(seed=seed)
     if epochs is not None:
@@ -155,8 +158,12 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     set_aside_if_other_recipe(out, recipe.to_dict())
     if (out / "metrics.json").is_file():
         return {**json.loads((out / "metrics.json").read_text()), "run_dir": str(out)}
-    metrics = train(recipe, out, name=name, steps_per_epoch=steps_per_epoch,
-                    resume=(out / CHECKPOINT_DIR / "last.pt").is_file(), **options)
+    resume = (out / CHECKPOINT_DIR / "last.pt").is_file()
+    if branch_from is not None and not resume:
+        record = branch_from_stage(branch_from[0], recipe, out, branch_from[1])
+        options = {**options, "extra_config": {**options.get("extra_config", {}), "branched_from": record}}
+        resume = True
+    metrics = train(recipe, out, name=name, steps_per_epoch=steps_per_epoch, resume=resume, **options)
     return {**metrics, "run_dir": str(out)}
 
 
