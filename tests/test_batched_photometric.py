@@ -67,3 +67,20 @@ def test_patch_crops_cut_the_boxes_out_of_the_views():
     # A 28 x 28 box shrunk to 14 x 14 averages 2 x 2 blocks (antialiased, like a box filter).
     whole = crop_patches(views, torch.tensor([[[0.0, 0.0, 28.0, 28.0]]] * 2), 14)
     torch.testing.assert_close(whole[:, 0], torch.nn.functional.avg_pool2d(views, 2))
+
+
+def test_padcrop_views_keep_the_object_size():
+    from ltzoo.data.spec import dataset_spec
+    from ltzoo.data.transforms import contrastive_crop
+    from ltzoo.errors import BadHyperParameterError
+    from ltzoo.methods.dscl_views import DSCLViews
+
+    info = dataset_spec("fmnist_lt")
+    image = torch.randint(1, 256, (1, 28, 28), dtype=torch.uint8)
+    torch.manual_seed(0)
+    query, key = DSCLViews(info, view_crop="padcrop", flip_p=0.0)(image)
+    padded = torch.nn.functional.pad(image, (2, 2, 2, 2))
+    shifts = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[:, dy:dy + 28, dx:dx + 28], query)]
+    assert len(shifts) == 1  # a translated copy at full size, nothing resized
+    with pytest.raises(BadHyperParameterError, match="view crop 'zoom'"):
+        contrastive_crop(info, "zoom", 0.2)

@@ -13,10 +13,34 @@ import torch
 from torchvision.transforms import v2
 
 from ltzoo.data.spec import DataInfo
+from ltzoo.errors import BadHyperParameterError
 
 
 def _to_normalised(info: DataInfo) -> list[Callable[[Any], Any]]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(info.mean), list(info.std))]
+
+
+VIEW_CROPS = ("rrc", "padcrop")
+
+
+def pad_crop_padding(info: DataInfo) -> int:
+    """The padding of the family's standard pad-and-crop (2 px at 28, 4 at 32, 1/8 of the side otherwise)."""
+    return {"fmnist": 2, "cifar": 4}.get(info.augment, max(1, info.input_size[0] // 8))
+
+
+def contrastive_crop(info: DataInfo, crop: str, scale_min: float) -> v2.Transform:
+    """The geometric crop of a contrastive view: ``"rrc"``, RandomResizedCrop with area scale
+    ``(scale_min, 1)`` and ratio 3/4-4/3 (SupContrast / MoCo), or ``"padcrop"``, the standard
+    pad-and-crop, which keeps the object's size and shape (on 28-px garments the length and silhouette
+    separate the classes that RandomResizedCrop confuses)."""
+    height, width = info.input_size
+    if crop == "padcrop":
+        return v2.RandomCrop((height, width), padding=pad_crop_padding(info))
+    if crop != "rrc":
+        raise BadHyperParameterError(f"view crop {crop!r}: choose one of {list(VIEW_CROPS)}")
+    if not 0 < scale_min <= 1:
+        raise BadHyperParameterError(f"view_scale_min must be in (0, 1], got {scale_min}")
+    return v2.RandomResizedCrop((height, width), scale=(scale_min, 1.0), antialias=True)
 
 
 def train_transform(info: DataInfo) -> Callable[[Any], torch.Tensor]:

@@ -21,6 +21,9 @@ Method arguments (``recipe.method_args``), defaults from ``SY-Xuan/DSCL: main.py
 - ``classifier_augment`` ("official"): the stage-2 training augmentation, ``equal_lincls.py``'s
   RandomResizedCrop + photometrics, or ``"standard"``, the dataset's own (the ResNet-32 recipes; see
   :func:`~ltzoo.methods.dscl_views.classifier_view`);
+- ``view_crop`` ("rrc") and ``view_scale_min`` (0 = the family's: 0.08 at ImageNet scale, 0.2 on small
+  images): the query and key views' crop, the official RandomResizedCrop or the standard ``"padcrop"``
+  (:func:`ltzoo.data.transforms.contrastive_crop`);
 - ``probe_bn`` ("train"): the frozen backbone's BatchNorm during the stage-2 probe. ``"train"`` is the
   official ``equal_lincls.py``, which calls ``model.train()``: BN normalises with batch statistics and
   its running statistics follow the class-balanced stream. ``"frozen"`` keeps stage 1's running
@@ -84,6 +87,8 @@ DEFAULT_ARGS: dict[str, Any] = {
     "key_bn_splits": 2,
     "classifier_augment": "official",
     "probe_bn": "train",
+    "view_crop": "rrc",
+    "view_scale_min": 0.0,
 }
 PROBE_BN_MODES = ("train", "frozen", "reestimate")
 
@@ -147,7 +152,9 @@ class DSCLRepresentation(Objective):
             self._online(), momentum=float(args["momentum"]), bn_splits=int(args["key_bn_splits"])
         )
         self.queue = LabelledQueue(int(args["queue_size"]), int(args["proj_dim"]))
-        self._views = DSCLViews(ctx.data, num_patches=self.num_patches, patch_size=self.patch_size)
+        self._views = DSCLViews(ctx.data, num_patches=self.num_patches, patch_size=self.patch_size,
+                                view_scale=(float(args["view_scale_min"]), 1.0) if args["view_scale_min"] else None,
+                                view_crop=args["view_crop"])
         self._photometric = DSCLPhotometric(ctx.data, self._views.patch_size)
 
     def _online(self) -> QueryEncoder:

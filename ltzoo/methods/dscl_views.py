@@ -42,7 +42,7 @@ from torchvision.transforms import RandomResizedCrop, v2
 from torchvision.transforms.v2 import functional as TF
 
 from ltzoo.data.spec import DataInfo
-from ltzoo.data.transforms import train_transform
+from ltzoo.data.transforms import contrastive_crop, train_transform
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.methods.batched_photometric import BatchedPhotometric
 from ltzoo.precision import full_precision
@@ -107,6 +107,7 @@ class DSCLViews:
     patch_size: int = 0  # 0: :func:`default_patch_size`
     view_scale: tuple[float, float] | None = None  # None: the family's VIEW_SCALE
     flip_p: float = 0.5
+    view_crop: str = "rrc"  # or "padcrop": the standard pad-and-crop (ltzoo.data.transforms.contrastive_crop)
 
     def __post_init__(self) -> None:
         if self.num_patches < 0:
@@ -114,8 +115,11 @@ class DSCLViews:
         self.side = self.info.input_size[0]
         self.patch_size = self.patch_size or default_patch_size(self.info)
         self.view_scale = tuple(self.view_scale or VIEW_SCALE.get(self.info.augment, (0.08, 1.0)))
+        self._geometry = contrastive_crop(self.info, self.view_crop, self.view_scale[0])
 
     def _crop(self, image: torch.Tensor) -> torch.Tensor:
+        if self.view_crop == "padcrop":
+            return self._geometry(image)
         top, left, height, width = sample_box(image, self.view_scale, (3.0 / 4.0, 4.0 / 3.0))
         return TF.resized_crop(image, top, left, height, width, [self.side, self.side], antialias=True)
 

@@ -27,7 +27,8 @@ SCL baselines (ltzoo's choice).
 ``method_args`` (defaults in :data:`SCL_ARGS`): ``temperature`` (0.1, the README's CIFAR value),
 ``base_temperature`` (0.07, the loss default; the loss is scaled by tau / base_tau as upstream),
 ``proj_hidden`` (``None``: the backbone width, as ``SupConResNet``'s ``mlp`` head) and ``proj_dim``
-(128).
+(128), ``view_crop`` / ``view_scale_min`` (the views' crop: ``"rrc"`` with SupContrast's 0.2, or the
+standard ``"padcrop"``; :func:`ltzoo.data.transforms.contrastive_crop`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ltzoo.data.spec import DataInfo
-from ltzoo.data.transforms import MultiView
+from ltzoo.data.transforms import MultiView, contrastive_crop
 from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.supcon import supcon_loss
@@ -55,17 +56,19 @@ SCL_ARGS: dict[str, Any] = {
     "base_temperature": 0.07,
     "proj_hidden": None,
     "proj_dim": 128,
+    "view_crop": "rrc",  # the views' geometric crop: SupContrast's RandomResizedCrop, or "padcrop"
+    "view_scale_min": 0.2,  # RandomResizedCrop's smallest area fraction (SupContrast: 0.2)
 }
 
 
-def supcon_augmentation(info: DataInfo) -> Callable[[Any], torch.Tensor]:
+def supcon_augmentation(info: DataInfo, crop: str = "rrc", scale_min: float = 0.2) -> Callable[[Any], torch.Tensor]:
     """SupContrast's ``main_supcon.py`` augmentation: RandomResizedCrop(scale 0.2-1), flip,
     ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8, RandomGrayscale(p=0.2).
 
     Single-channel data (fmnist_lt) gets brightness/contrast jitter only and no grayscale step,
-    since saturation and hue do not exist there (ltzoo's adaptation).
+    since saturation and hue do not exist there (ltzoo's adaptation). ``crop``/``scale_min`` choose
+    the geometric crop (:func:`ltzoo.data.transforms.contrastive_crop`; SupContrast's by default).
     """
-    height, width = info.input_size
     if info.in_chans == 1:
         photometric: list[Callable[[Any], Any]] = [v2.RandomApply([v2.ColorJitter(0.4, 0.4)], p=0.8)]
     else:
@@ -74,7 +77,7 @@ def supcon_augmentation(info: DataInfo) -> Callable[[Any], torch.Tensor]:
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.RandomResizedCrop((height, width), scale=(0.2, 1.0), antialias=True),
+            contrastive_crop(info, crop, scale_min),
             v2.RandomHorizontalFlip(),
             *photometric,
             *channels,
@@ -107,7 +110,7 @@ class SupConRepresentation(Objective):
         self.projection = build_projection(model, self.hparams)
 
     def train_transform(self) -> Callable[[Any], Any]:
-        augment = supcon_augmentation(self.ctx.data)
+        augment = supcon_augmentation(self.ctx.data, self.hparams["view_crop"], float(self.hparams["view_scale_min"]))
         return MultiView(augment, augment)
 
     def training_step(self, batch: Any, epoch: int) -> StepOutput:

@@ -92,7 +92,8 @@ class SynergyObjective(LDAMDRWObjective):
         standard = super().train_transform()
         if not self.contrastive:
             return standard
-        second = supcon_augmentation(self.ctx.data) if self.hparams["second_view"] == "supcon" else standard
+        second = (supcon_augmentation(self.ctx.data, self.hparams["view_crop"], float(self.hparams["view_scale_min"]))
+                  if self.hparams["second_view"] == "supcon" else standard)
         return MultiView(standard, second)
 
     def training_step(self, batch: Any, epoch: int) -> StepOutput:
