@@ -49,6 +49,7 @@ from ltzoo.analysis import classifier_input, fisher_ratio
 from ltzoo.data import LTDataset, TensorImageDataset, TransformedDataset, build_dataset, eval_transform
 from ltzoo.engine.evaluator import accuracy_report
 from ltzoo.models.heads import LogitAdjustedHead
+from ltzoo.models.timm_layout import spec_from_config
 from ltzoo.registry import get_entry
 
 ARMS = {
@@ -133,7 +134,7 @@ def score_seed(runs: dict[str, Path], data: LTDataset) -> dict[str, dict[str, An
         if arm != "onestage" and abs(result["test"]["all"] - saved["test"]["all"]) > 0.05:
             sys.exit(f"{arm}: test top-1 {result['test']['all']} here but {saved['test']['all']} in {run_dir}")
         if arm == "onestage_la":
-            result["tau"] = config["model_args"]["head"]["tau"]
+            result["tau"] = spec_from_config(config).head["tau"]
         results[arm] = result
     return results
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import dataset_spec
 from ltzoo.errors import LtzooError, WeightsNotPublishedError
-from ltzoo.models import LTClassifier, build_model
+from ltzoo.models import LTClassifier, ModelSpec, timm_layout
 from ltzoo.registry import get_entry
 from ltzoo.runs import load_run
 
@@ -76,13 +78,20 @@ def load(source: str | os.PathLike[str], pretrained: bool = True, *, with_config
 
 
 def create_model(name: str, num_classes: int | None = None, **overrides: Any) -> LTClassifier:
-    """Build the untrained inference model of a zoo entry (timm's ``create_model(pretrained=False)``)."""
+    """Build the untrained inference model of a zoo entry (timm's ``create_model(pretrained=False)``).
+
+    ``model.pretrained_cfg`` carries the entry's data config (the training set's preprocessing)."""
     entry = get_entry(name)
     recipe = entry.recipe()
-    spec = dataset_spec(recipe.dataset)
-    return build_model(
+    info = dataset_spec(recipe.dataset)
+    spec = ModelSpec(
         recipe.arch,
-        num_classes if num_classes is not None else spec.num_classes,
-        in_chans=overrides.get("in_chans", spec.in_chans),
-        head=overrides.get("head", recipe.head),
+        num_classes if num_classes is not None else info.num_classes,
+        in_chans=overrides.get("in_chans", info.in_chans),
+        head=dict(overrides.get("head", recipe.head)),
     )
+    model = spec.build()
+    data = DataConfig.from_data_info(replace(info, in_chans=spec.in_chans))
+    model.pretrained_cfg = timm_layout.pretrained_cfg(model, spec, data, saved=False, tag=recipe.dataset,
+                                                      license_id=entry.license)
+    return model

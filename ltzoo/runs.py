@@ -1,8 +1,10 @@
 """Run directories: ``model.safetensors`` + ``config.json`` + ``metrics.json``, written atomically.
 
 ``config.json`` follows timm's Hub layout (``architecture``, ``num_classes``, ``num_features``,
-``label_names``, ``model_args``, ``pretrained_cfg``) plus an ``ltzoo`` block with the long-tail
-facts (class counts, shot split, index sha256, recipe, seed, metrics, weights sha256).
+``label_names``, ``model_args``, ``pretrained_cfg``) plus an ``ltzoo`` block with what ltzoo builds
+(arch, head) and the long-tail facts (class counts, shot split, index sha256, recipe, seed, metrics,
+weights sha256). Which names the weights and the timm fields use, and how runs saved in the earlier
+format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ltzoo.data.preprocess import DataConfig
+from ltzoo.data.spec import DataInfo
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
-from ltzoo.models import LTClassifier, build_model
+from ltzoo.models import LTClassifier
+from ltzoo.models import timm_layout
+from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-FORMAT_VERSION = 1
 
 
 # ----- atomic writes ---------------------------------------------------------------------------
@@ -89,32 +94,28 @@ def build_config(
     ltzoo_fields: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble config.json. ``data_info`` is a DataInfo dict, ``longtail`` an LTDataset.summary()."""
-    height, width = data_info["input_size"]
+    spec = ModelSpec(arch, model.num_classes, in_chans, dict(head))
+    data = DataConfig.from_data_info(DataInfo.from_dict({**data_info, "in_chans": in_chans}))
     return {
-        "architecture": arch,
+        "architecture": spec.timm_architecture,
         "num_classes": model.num_classes,
         "num_features": model.num_features,
         "global_pool": "avg",
         "label_names": label_names,
-        "model_args": {"in_chans": in_chans, "head": head},
-        "pretrained_cfg": {
-            "tag": longtail.get("dataset"),
-            "input_size": [in_chans, height, width],
-            "interpolation": data_info.get("interpolation", "bilinear"),
-            "crop_pct": data_info.get("crop_pct", 1.0),
-            "crop_mode": "center",
-            "mean": list(data_info["mean"]),
-            "std": list(data_info["std"]),
-            "num_classes": model.num_classes,
-            "classifier": "head",
-            "license": ltzoo_fields.get("license", "apache-2.0"),
-        },
+        "model_args": spec.timm_model_args(),
+        "pretrained_cfg": timm_layout.pretrained_cfg(
+            model, spec, data, saved=True, tag=longtail.get("dataset"),
+            license_id=ltzoo_fields.get("license", "apache-2.0"),
+        ),
         "ltzoo": {
             "format_version": FORMAT_VERSION,
             "num_params": sum(p.numel() for p in model.parameters()),
             "data_info": data_info,
             **longtail,
             **ltzoo_fields,
+            # What ltzoo builds (the timm fields above name timm's model); last, so nothing overrides it.
+            "arch": arch,
+            "head": dict(head),
         },
     }
 
@@ -135,9 +136,11 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 # ----- save / load -----------------------------------------------------------------------------
 def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[str, Any], metrics: dict[str, Any]) -> Path:
-    """Write weights first, then config (with their sha256), then metrics; each file atomically."""
+    """Write weights first (under the saved layout's names), then config (with their sha256), then metrics;
+    each file atomically."""
     out_dir = Path(out_dir)
-    sha = atomic_save_state_dict(model.state_dict(), out_dir / MODEL_FILE)
+    weights = timm_layout.saved_state_dict(model.state_dict(), spec_from_config(config))
+    sha = atomic_save_state_dict(weights, out_dir / MODEL_FILE)
     config = json.loads(json.dumps(config))
     config.setdefault("ltzoo", {})["weights_sha256"] = sha
     atomic_write_json(out_dir / CONFIG_FILE, config)
@@ -145,14 +148,9 @@ def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[
     return out_dir
 
 
-def model_from_config(config: dict[str, Any], num_classes: int | None = None) -> LTClassifier:
-    args = config["model_args"]
-    return build_model(
-        config["architecture"],
-        num_classes if num_classes is not None else int(config["num_classes"]),
-        in_chans=int(args.get("in_chans", 3)),
-        head=args.get("head"),
-    )
+def model_from_config(config: dict[str, Any]) -> LTClassifier:
+    """The (untrained) LTClassifier that a ``config.json`` of any format describes."""
+    return spec_from_config(config).build()
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -194,7 +192,10 @@ def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tens
 
 
 def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tuple[LTClassifier, dict[str, Any]]:
-    """Build the model described by ``config.json`` and load ``model.safetensors`` strictly (eval mode)."""
+    """Build the model described by ``config.json`` and load ``model.safetensors`` strictly (eval mode).
+
+    Runs of either format load (see :mod:`ltzoo.models.timm_layout`); the model gets ``pretrained_cfg``
+    (timm's fields, named for the LTClassifier) so ``ltzoo.data_config(model)`` knows its preprocessing."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     weights_path = run_dir / MODEL_FILE
@@ -205,7 +206,7 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
         raise CorruptFileError(
             f"{weights_path} does not match the sha256 recorded in config.json; the file was changed or truncated"
         )
-    state_dict = load_state_dict_file(weights_path)
+    state_dict = timm_layout.ltzoo_state_dict(load_state_dict_file(weights_path), spec_from_config(config))
     # Build on the meta device and adopt the loaded tensors: random initialisation of weights that are
     # overwritten anyway is most of the cost of building a ResNet-50.
     with torch.device("meta"):
@@ -214,5 +215,6 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a non-persistent buffer: build for real
         model = model_from_config(config)
         load_weights_strict(model, state_dict, str(weights_path))
+    model.pretrained_cfg = timm_layout.module_pretrained_cfg(model, config)
     model.eval()
     return model, config

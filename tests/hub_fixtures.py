@@ -107,14 +107,18 @@ def metrics_for(seed: int) -> dict[str, Any]:
     return out
 
 
-def make_run(run_dir: Path, seed: int = 0, method: str = "ce") -> Path:
-    """A complete run directory: model.safetensors + config.json (timm layout + ltzoo block) + metrics.json."""
+def make_run(run_dir: Path, seed: int = 0, method: str = "ce", *, arch: str = "resnet32", in_chans: int = 1,
+             input_size: tuple[int, int] = (28, 28), head: dict[str, Any] | None = None) -> Path:
+    """A complete run directory: model.safetensors + config.json (timm layout + ltzoo block) + metrics.json.
+    By default the fmnist_lt ResNet-32; ``arch`` / ``in_chans`` / ``input_size`` / ``head`` make others cheaply
+    (random weights, nothing trained)."""
+    head = dict(head or {"type": "linear"})
     torch.manual_seed(seed)
-    model = build_model("resnet32", 10, in_chans=1).eval()
+    model = build_model(arch, 10, in_chans=in_chans, head=head).eval()
     shots = shot_split(CLASS_COUNTS)
     metrics = metrics_for(seed)
     recipe = {
-        "method": method, "arch": "resnet32", "dataset": "fmnist_lt", "seed": seed, "head": {"type": "linear"},
+        "method": method, "arch": arch, "dataset": "fmnist_lt", "seed": seed, "head": head,
         "method_args": {}, "num_workers": 0, "notes": "test run",
         "stages": [{"name": "main", "epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
                     "nesterov": False, "warmup_epochs": 0, "schedule": "cosine", "milestones": [], "gamma": 0.1,
@@ -122,17 +126,17 @@ def make_run(run_dir: Path, seed: int = 0, method: str = "ce") -> Path:
     }
     config = build_config(
         model,
-        arch="resnet32",
-        in_chans=1,
-        head={"type": "linear"},
+        arch=arch,
+        in_chans=in_chans,
+        head=head,
         label_names=LABELS,
-        data_info={"num_classes": 10, "in_chans": 1, "input_size": [28, 28], "mean": [0.286], "std": [0.353],
-                   "augment": "fmnist", "class_counts": CLASS_COUNTS, "train_size": sum(CLASS_COUNTS),
-                   "interpolation": "bilinear", "crop_pct": 1.0},
+        data_info={"num_classes": 10, "in_chans": in_chans, "input_size": list(input_size), "mean": [0.286] * in_chans,
+                   "std": [0.353] * in_chans, "augment": "fmnist", "class_counts": CLASS_COUNTS,
+                   "train_size": sum(CLASS_COUNTS), "interpolation": "bilinear", "crop_pct": 1.0},
         longtail={"dataset": "fmnist_lt", "num_classes": 10, "class_counts": CLASS_COUNTS, "imbalance_factor": 100.0,
                   "split_sizes": {"train": sum(CLASS_COUNTS), "val": 1000, "test": 10000},
                   "shot_split": shots.to_dict(), "index_sha256": "0" * 64, "source": "test"},
-        ltzoo_fields={"name": f"{method}_resnet32.fmnist_lt", "method": method, "arch": "resnet32", "recipe": recipe,
+        ltzoo_fields={"name": f"{method}_{arch}.fmnist_lt", "method": method, "arch": arch, "recipe": recipe,
                       "seed": seed, "selected": metrics["selected"],
                       "metrics": {s: {g: metrics[s][g] for g in ("all", "many", "medium", "few")} for s in ("val", "test")}},
     )

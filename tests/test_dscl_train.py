@@ -18,6 +18,7 @@ from ltzoo.errors import BadHyperParameterError, WeightsNotPublishedError
 from ltzoo.losses.dscl import beta_to_alpha
 from ltzoo.methods.dscl import BalancedLinearClassifier, DSCLRepresentation
 from ltzoo.models import build_model
+from ltzoo.models.timm_layout import saved_state_dict, spec_from_config
 from ltzoo.registry import get_entry, list_models
 
 SMALL_NAMES = [f"{m}_resnet32.{t}" for m in ("dscl", "dscl_pbsd") for t in ("fmnist_lt", "cifar100_lt")]
@@ -252,8 +253,10 @@ def test_one_short_epoch_trains_and_saves_a_loadable_model(name, tmp_path, fmnis
     representation = [line for line in log if line["stage"] == "representation"]
     assert all(("pbsd" in line) == name.startswith("dscl_pbsd") for line in representation)
     saved = load_file(str(out / "model.safetensors"))
-    assert all(k.startswith(("backbone.", "head.")) for k in saved)  # no projector, key encoder or queue
     model, config = ltzoo.load(f"local-dir:{out}", with_config=True)
+    # Inference weights only (no projector, key encoder or queue), under the saved layout's names.
+    assert set(saved) == set(saved_state_dict(model.state_dict(), spec_from_config(config)))
+    assert ("fc.weight" in saved) == (entry.arch == "resnet50")  # a linear-head ResNet-50 is timm's own model
     assert config["ltzoo"]["method"] == recipe.method and not model.training
     images = torch.randn(2, data.info.in_chans, *data.info.input_size)
     assert model(images).shape == (2, data.num_classes)

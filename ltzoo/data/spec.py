@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ltzoo.errors import UnknownModelError
@@ -28,6 +28,16 @@ class DataInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DataInfo":
+        """The inverse of :meth:`to_dict` (as stored in a run's ``config.json``, lists for tuples)."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {key: value for key, value in values.items() if key in known}
+        for key in ("input_size", "mean", "std", "class_counts"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
 
 
 # Datasets the zoo knows by name. Counts are filled in when the dataset is built.

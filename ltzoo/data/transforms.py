@@ -6,17 +6,21 @@ torchvision's v2 transforms handle both, so one pipeline serves either.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
+from ltzoo.data.datasets import convert_image
+from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import BadHyperParameterError
 
 
-def _to_normalised(info: DataInfo) -> list[Callable[[Any], Any]]:
+def _to_normalised(info: DataInfo | DataConfig) -> list[Callable[[Any], Any]]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(info.mean), list(info.std))]
 
 
@@ -63,18 +67,43 @@ def train_transform(info: DataInfo) -> Callable[[Any], torch.Tensor]:
     return v2.Compose(ops + _to_normalised(info))
 
 
-def eval_transform(info: DataInfo) -> Callable[[Any], torch.Tensor]:
-    """Deterministic preprocessing; exported graphs expect exactly this tensor as ``input``."""
-    height, width = info.input_size
-    ops: list[Callable[[Any], Any]] = []
-    if info.augment == "imagenet":
-        resize = int(round(height / info.crop_pct))
-        ops = [v2.Resize(resize, antialias=True), v2.CenterCrop((height, width))]
-    elif info.augment not in ("fmnist", "cifar"):
-        ops = [v2.Resize((height, width), antialias=True)]
-    if info.in_chans == 1:
-        ops.append(v2.Grayscale(num_output_channels=1))
-    return v2.Compose(ops + _to_normalised(info))
+class ToImageMode:
+    """Convert a PIL image to the model's mode ("L" or "RGB", as the file datasets load them); tensors
+    (in-memory datasets, already in the model's layout) pass through."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image: Any) -> Any:
+        return convert_image(image, self.mode) if isinstance(image, Image.Image) else image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+def eval_transform(config: DataInfo | DataConfig) -> Callable[[Any], torch.Tensor]:
+    """Deterministic preprocessing; exported graphs expect exactly this tensor as ``input``.
+
+    The one eval pipeline: the evaluator (from the dataset's :class:`DataInfo`), and
+    ``ltzoo.create_transform`` / ``ltzoo predict`` (from the model's :class:`DataConfig`) build it here.
+    Sizes follow timm's ``transforms_imagenet_eval``: scale = floor(size / crop_pct), then a centre crop.
+    """
+    data = config if isinstance(config, DataConfig) else DataConfig.from_data_info(config)
+    channels, height, width = data.input_size
+    interpolation = v2.InterpolationMode(data.interpolation)
+    if data.crop_mode == "squash":
+        resize: Any = (math.floor(height / data.crop_pct), math.floor(width / data.crop_pct))
+    else:  # "center": the shorter side, so that the crop fits inside the image
+        resize = math.floor(max(height, width) / data.crop_pct)
+    ops: list[Callable[[Any], Any]] = [
+        ToImageMode(data.image_mode),
+        # A same-size image passes both unchanged (torchvision and PIL return it as is).
+        v2.Resize(resize, interpolation=interpolation, antialias=True),
+        v2.CenterCrop((height, width)),
+    ]
+    if channels == 1:
+        ops.append(v2.Grayscale(num_output_channels=1))  # 3-channel tensors of in-memory data
+    return v2.Compose(ops + _to_normalised(data))
 
 
 class MultiView:

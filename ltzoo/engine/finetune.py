@@ -7,6 +7,7 @@ from typing import Any
 
 from ltzoo.errors import ConfigMismatchError, LtzooError
 from ltzoo.models import LTClassifier
+from ltzoo.models.timm_layout import spec_from_config
 
 
 @dataclass
@@ -20,11 +21,11 @@ class Parent:
 
     @property
     def arch(self) -> str:
-        return str(self.config["architecture"])
+        return spec_from_config(self.config).arch
 
     @property
     def in_chans(self) -> int:
-        return int(self.config["model_args"].get("in_chans", 3))
+        return spec_from_config(self.config).in_chans
 
     @property
     def preprocessing(self) -> dict[str, Any]:

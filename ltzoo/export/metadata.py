@@ -12,13 +12,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 import ltzoo
-from ltzoo.errors import CorruptFileError
+from ltzoo.errors import CorruptFileError, LtzooError
 from ltzoo.portable import portable_dataset
+
+if TYPE_CHECKING:
+    from ltzoo.data.preprocess import DataConfig
 
 REPORT_NAME = "export_report.json"
 REPORT_VERSION = 1
@@ -36,6 +39,8 @@ _JSON_KEYS = (
     "logit_adjust_tau",
     "crop_pct",
 )
+# Data-config fields besides input_size/mean/std that the graph's metadata carries (timm's names).
+PREPROCESSING_EXTRA = ("interpolation", "crop_pct", "crop_mode")
 
 
 @dataclass
@@ -66,22 +71,24 @@ class ModelInfo:
 
 def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
     """A :class:`ModelInfo` from a run's ``config.json`` (timm layout + ``ltzoo`` block, see ltzoo.runs)."""
-    cfg = config.get("pretrained_cfg", {})
+    from ltzoo.models.timm_layout import data_config_from_config, spec_from_config
+
     lt = config.get("ltzoo", {})
     shots = lt.get("shot_split") or {}
-    input_size = cfg.get("input_size")
-    if not input_size or "mean" not in cfg or "std" not in cfg:
+    try:
+        data = data_config_from_config(config)
+    except LtzooError as error:
         raise CorruptFileError(
-            f"config of {name} lacks pretrained_cfg input_size/mean/std, which the exported graph's users need; "
-            "re-save the run with the current ltzoo"
-        )
+            f"config of {name} lacks the preprocessing (pretrained_cfg input_size/mean/std) that the exported "
+            f"graph's users need ({error})"
+        ) from error
     return ModelInfo(
         name=lt.get("name") or name,
-        arch=config["architecture"],
+        arch=spec_from_config(config).arch,
         num_classes=int(config["num_classes"]),
-        input_size=tuple(int(v) for v in input_size),  # type: ignore[arg-type]
-        mean=tuple(float(v) for v in cfg["mean"]),
-        std=tuple(float(v) for v in cfg["std"]),
+        input_size=data.input_size,
+        mean=data.mean,
+        std=data.std,
         label_names=list(config.get("label_names") or [str(i) for i in range(int(config["num_classes"]))]),
         class_counts=lt.get("class_counts"),
         shot_thresholds=(
@@ -92,7 +99,7 @@ def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
         shot_classes={group: shots[group] for group in ("many", "medium", "few")} if shots else None,
         dataset=lt.get("dataset"),
         weights_sha256=lt.get("weights_sha256"),
-        extra={key: cfg[key] for key in ("interpolation", "crop_pct", "crop_mode") if key in cfg},
+        extra={key: value for key, value in data.to_dict().items() if key in PREPROCESSING_EXTRA},
     )
 
 
@@ -141,8 +148,7 @@ def build_metadata(
         # The graph takes the eval transform's output: resized/cropped to input_size, then
         # (pixel / 255 - mean) / std, float32 NCHW.
         "input_preprocessing": "float32 NCHW, (pixel/255 - mean) / std after the eval resize/crop",
-        "interpolation": info.extra.get("interpolation"),
-        "crop_pct": info.extra.get("crop_pct"),
+        **{key: info.extra.get(key) for key in PREPROCESSING_EXTRA},
         "mean": list(info.mean),
         "std": list(info.std),
         "class_counts": list(info.class_counts) if info.class_counts is not None else None,
@@ -182,6 +188,23 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return {key: json.loads(value) if key in _JSON_KEYS else value for key, value in raw.items()}
+
+
+def data_config_from_metadata(metadata: dict[str, Any]) -> "DataConfig":
+    """The preprocessing an exported graph declares (decoded ``metadata_props``, see :func:`build_metadata`)."""
+    from ltzoo.data.preprocess import DataConfig
+    from ltzoo.data.sources import is_source_name
+
+    values = dict(metadata)
+    if "crop_mode" not in values:
+        # Graphs exported before crop_mode was written: the evaluator squashed user images, cropped the rest.
+        values["crop_mode"] = "squash" if is_source_name(str(values.get("dataset", ""))) else "center"
+    try:
+        return DataConfig.from_dict(values)
+    except LtzooError as error:
+        raise CorruptFileError(
+            f"the ONNX graph's metadata_props lack its preprocessing ({error}); re-export it with export/to_onnx.py"
+        ) from error
 
 
 def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.ModelProto:

@@ -20,6 +20,7 @@ import ltzoo
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.hub import layout
 from ltzoo.hub.settings import DEFAULT_ENDPOINT
+from ltzoo.models.timm_layout import timm_loading
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -162,7 +163,8 @@ def build_card_data(
         datasets=[hub_dataset] if hub_dataset else None,
         base_model=parent,
         base_model_relation="finetune" if parent else None,
-        tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t],
+        tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t]
+        + (["timm"] if timm_loading(config) else []),  # timm.create_model("hf-hub:...") loads it
         metrics=["accuracy"],
         eval_results=eval_results,
     )
@@ -352,6 +354,8 @@ def render_card(
         recipe_notes=recipe.get("notes", ""),
         classes=[{"index": i, "name": labels[i] if i < len(labels) else i, "count": n, "group": groups[i]} for i, n in enumerate(counts)],
         repo_id=repo_id,
+        timm_loading=timm_loading(config),
+        timm_architecture=config.get("architecture"),
         input_size=json.dumps([-1, *cfg.get("input_size", [])]).replace("-1", "N"),
         mean=cfg.get("mean"),
         std=cfg.get("std"),

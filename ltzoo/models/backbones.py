@@ -27,11 +27,13 @@ def _timm_backbone(arch: str) -> Callable[[int], nn.Module]:
     return build
 
 
+# Backbones that are timm models: with a linear head, a run of one is a plain timm model (see
+# ltzoo.models.timm_layout). resnet152 is RSG's Places-LT backbone (Jianf-Wang/RSG places_train.py).
+TIMM_BACKBONES = ("resnet50", "resnext50_32x4d", "resnet152")
+
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
     "resnet32": resnet32,
-    "resnet50": _timm_backbone("resnet50"),
-    "resnext50_32x4d": _timm_backbone("resnext50_32x4d"),
-    "resnet152": _timm_backbone("resnet152"),  # RSG's Places-LT backbone (Jianf-Wang/RSG places_train.py)
+    **{arch: _timm_backbone(arch) for arch in TIMM_BACKBONES},
 }
 
 

@@ -37,6 +37,18 @@ class LTClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """timm's feature metadata of the backbone (channels, stride, module), named within this model."""
+        return [{**info, "module": f"backbone.{info['module']}"} for info in self.backbone.feature_info]
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False) -> Any:
+        """timm's feature API (what ``timm.create_model(..., features_only=True)`` calls): the backbone's."""
+        return self.backbone.forward_intermediates(x, indices=indices, norm=norm, stop_early=stop_early,
+                                                   output_fmt=output_fmt, intermediates_only=intermediates_only)
+
     def reset_classifier(self, num_classes: int, head: dict[str, Any] | None = None) -> None:
         """Replace the head for a new class count (fine-tuning on other data)."""
         self.head = build_head(head or {"type": "linear"}, self.num_features, num_classes)

@@ -7,8 +7,11 @@ pooling is adaptive so the graph works at any input size (the official code pool
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from timm.models._features import feature_take_indices  # what timm's own models use for `indices`
 from torch import nn
 
 
@@ -62,6 +65,10 @@ class ResNetCifar(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.stage_channels = list(widths)
         self.num_features = widths[-1]
+        # timm's feature metadata (what features_only / forward_intermediates return): stem, then each stage.
+        self.feature_info = [{"num_chs": 16, "reduction": 1, "module": "stem"}] + [
+            {"num_chs": width, "reduction": 2**i, "module": f"stages.{i}"} for i, width in enumerate(widths)
+        ]
         for module in self.modules():
             # On the meta device (ltzoo.runs.load_run builds there, then adopts the saved tensors) there is
             # nothing to initialise, and torch runs meta-device init through slow Python reference kernels:
@@ -76,6 +83,31 @@ class ResNetCifar(nn.Module):
         return x
 
     forward = forward_features
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        """timm's feature API: the feature maps at ``indices`` of (stem, stage 1, 2, 3) (``norm`` has nothing
+        to apply to here); with ``intermediates_only=False`` also the last map."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"ResNet-32 gives NCHW feature maps, not {output_fmt}")
+        take, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in take:
+            intermediates.append(x)
+        stages = self.stages[:max_index] if stop_early else self.stages
+        for index, stage in enumerate(stages, start=1):
+            x = stage(x)
+            if index in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
 
 
 def resnet32(in_chans: int = 3) -> ResNetCifar:
