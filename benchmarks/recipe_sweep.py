@@ -1,0 +1,176 @@
+"""ltzoo's small-scale settings of the contrastive recipes, chosen on val: a one-factor-at-a-time sweep.
+
+The papers' settings are for ImageNet-scale views; on fmnist_lt's 28-px garments they are ltzoo's own
+choice to make, on val. Around each recipe's current setting ("base"), one factor changes at a time:
+
+- view family: RandomResizedCrop with area scale (0.2-1), (0.5-1), (0.8-1), or the standard pad-crop + flip;
+- temperature: 0.07, 0.1, 0.2 (the base's value included);
+- stage-1 learning rate: x0.5, x1, x2;
+- stage split: 80/20 (base) or 90/10;
+- PBSD patch size (DSCL + PBSD): half (base) or three quarters of the view side.
+
+(DSCL's stage-2 BatchNorm option is chosen in ``dscl_probe_bn.py``.) Every run is seed 0 at the same
+total budget (``--epochs``), selected on **val**; each factor's winner is the best val of its values,
+and the winners combined are trained once more to check that they still beat the base on val. Test is
+reported, never used. Every val number goes to ``benchmarks/results/recipe_sweep.{json,md}``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_sweep.py --recipes dscl_pbsd_resnet32.fmnist_lt --epochs 30
+    .venv/bin/python benchmarks/recipe_sweep.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import GROUPS, WORK_DIR, markdown_table, run_jobs, run_record, train_seeded, write_results  # type: ignore[import-not-found]
+
+Variant = Callable[[Any], Any]
+RECIPES = ("dscl_pbsd_resnet32.fmnist_lt", "scl_resnet32.fmnist_lt", "dscl_resnet32.fmnist_lt")
+
+
+def _args(**changes: Any) -> Variant:
+    return lambda recipe: recipe.replace(method_args={**recipe.method_args, **changes})
+
+
+def _lr(factor: float) -> Variant:
+    def change(recipe: Any) -> Any:
+        first, *rest = recipe.stages
+        return recipe.replace(stages=[dataclasses.replace(first, lr=first.lr * factor), *rest])
+    return change
+
+
+def _split(first_fraction: float) -> Variant:
+    def change(recipe: Any) -> Any:
+        total = sum(stage.epochs for stage in recipe.stages)
+        first, second = recipe.stages
+        epochs1 = round(total * first_fraction)
+        ratio = (total - epochs1) / second.epochs
+        milestones = tuple(sorted({max(1, min(total - epochs1 - 1, round(m * ratio))) for m in second.milestones}))
+        return recipe.replace(stages=[dataclasses.replace(first, epochs=epochs1),
+                                      dataclasses.replace(second, epochs=total - epochs1, milestones=milestones)])
+    return change
+
+
+def factors(name: str, recipe: Any) -> dict[str, dict[str, Variant]]:
+    """``{factor: {value: change}}``; a change of ``None``-like identity is the base and is left out."""
+    args = recipe.method_args
+    views = {"rrc_0.2": _args(view_crop="rrc", view_scale_min=0.2), "rrc_0.5": _args(view_crop="rrc", view_scale_min=0.5),
+             "rrc_0.8": _args(view_crop="rrc", view_scale_min=0.8), "padcrop": _args(view_crop="padcrop")}
+    temperatures = {f"tau_{t}": _args(temperature=t) for t in (0.07, 0.1, 0.2)}
+    grid: dict[str, dict[str, Variant]] = {
+        "views": views,
+        "temperature": temperatures,
+        "lr": {"lr_x0.5": _lr(0.5), "lr_x1": lambda r: r, "lr_x2": _lr(2.0)},
+        "split": {"split_80_20": _split(0.8), "split_90_10": _split(0.9)},
+    }
+    if args.get("pbsd_weight"):
+        grid["patch"] = {"patch_half": _args(patch_size=14), "patch_3q": _args(patch_size=21)}
+    return grid
+
+
+def base_value(factor: str, recipe: Any) -> str:
+    """The name of the base recipe's own value of ``factor`` (trained once, as the base run)."""
+    args = recipe.method_args
+    if factor == "views":
+        if args.get("view_crop") == "padcrop":
+            return "padcrop"
+        return f"rrc_{args.get('view_scale_min') or 0.2}"
+    if factor == "temperature":
+        return f"tau_{args['temperature']}"
+    if factor == "lr":
+        return "lr_x1"
+    if factor == "split":
+        total = sum(s.epochs for s in recipe.stages)
+        return "split_90_10" if recipe.stages[0].epochs / total >= 0.85 else "split_80_20"
+    return "patch_half" if args.get("patch_size", 0) in (0, 14) else "patch_3q"
+
+
+def run_variant(name: str, label: str, changes: list[tuple[str, str]], work_dir: Path, epochs: int | None,
+                threads: int, quick: bool) -> dict[str, Any]:
+    import torch
+
+    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.registry import get_entry
+
+    torch.set_num_threads(threads)
+    recipe = get_entry(name).recipe()
+    if epochs:
+        recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
+    grid = factors(name, recipe)
+    for factor, value in changes:
+        recipe = grid[factor][value](recipe)
+    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
+    metrics = train_seeded(f"{name.split('.')[0]}_sweep_{label}.fmnist_lt", 0, work_dir, recipe=recipe, **limits)
+    print(f"[recipe_sweep] {name} {label}: val {metrics['val']['all']:.2f}", flush=True)
+    return {**run_record(metrics, recipe=name, label=label, seed=0), "changes": changes}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 epochs of 2 steps: a plumbing check")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    parser.add_argument("--epochs", type=int, default=None, help="total budget of every run (default: the recipe's)")
+    parser.add_argument("--factors", nargs="*", help="only these factors (default: all)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.registry import get_entry
+
+    work_dir = args.work_dir or WORK_DIR / ("recipe_sweep_quick" if args.quick else "recipe_sweep")
+    report: dict[str, Any] = {"quick": args.quick, "epochs": args.epochs, "seed": 0, "recipes": {}}
+    sections = []
+    for name in args.recipes:
+        recipe = get_entry(name).recipe()
+        if args.epochs:
+            recipe = recipe.replace(stages=scale_stages(recipe.stages, args.epochs))
+        grid = {f: v for f, v in factors(name, recipe).items() if not args.factors or f in args.factors}
+        jobs = [(name, "base", [], work_dir, args.epochs, args.threads, args.quick)]
+        for factor, values in grid.items():
+            jobs += [(name, value, [(factor, value)], work_dir, args.epochs, args.threads, args.quick)
+                     for value in values if value != base_value(factor, recipe)]
+        runs = {run["label"]: run for run in run_jobs(run_variant, jobs, args.jobs)}
+        winners = {}
+        for factor, values in grid.items():
+            scored = {value: runs["base" if value == base_value(factor, recipe) else value]["val"]["all"] for value in values}
+            winners[factor] = max(scored, key=lambda v: (scored[v], v == base_value(factor, recipe)))
+        combined = [(f, v) for f, v in winners.items() if v != base_value(f, recipe)]
+        if len(combined) > 1:
+            runs["combined"] = run_variant(name, "combined", combined, work_dir, args.epochs, args.threads, args.quick)
+        rows = []
+        for factor, values in grid.items():
+            for value in values:
+                run = runs["base" if value == base_value(factor, recipe) else value]
+                rows.append([factor, value + (" (base)" if value == base_value(factor, recipe) else ""),
+                             f"{run['val']['all']:.2f}", *[f"{run['test'][g]:.2f}" for g in GROUPS],
+                             "winner" if winners[factor] == value else ""])
+        if "combined" in runs:
+            run = runs["combined"]
+            rows.append(["combined", ", ".join(v for _, v in combined), f"{run['val']['all']:.2f}",
+                         *[f"{run['test'][g]:.2f}" for g in GROUPS],
+                         "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base"])
+        report["recipes"][name] = {"runs": runs, "winners": winners, "combined": combined}
+        sections += [f"### {name}", "", markdown_table(["factor", "value", "val all (seed 0)",
+                                                        *[f"test {g}" for g in GROUPS], ""], rows), ""]
+    md = "\n".join([
+        "## Small-scale settings chosen on val (one factor at a time, seed 0)"
+        + (" (quick plumbing run: not a result)" if args.quick else ""),
+        "",
+        f"Every run: seed 0, {args.epochs or 'the recipe'} epochs in total, selection on val. A factor's winner is its "
+        "best val; test is shown for the record and played no part.",
+        "",
+        *sections,
+    ])
+    write_results("recipe_sweep", report, md)
+    print(md)
+    return report
+
+
+if __name__ == "__main__":
+    main()
