@@ -11,6 +11,15 @@ A plot shows per-class test accuracy against training count (log axis) for all m
 
     .venv/bin/python benchmarks/accuracy.py            # 3 seeds, full budget (about an hour on 2 idle cores)
     .venv/bin/python benchmarks/accuracy.py --quick    # 1 seed, 1 epoch of 3 steps per stage
+
+**Your own long-tailed data** ("which method should I use?"): ``--data imagefolder:PATH`` or
+``--data splits:ROOT`` (what ``ltzoo train --data`` takes) trains every method's small recipe on it with
+the settings derived from the data's size (as ``ltzoo train --data`` derives them, printed per recipe),
+for ``--seeds``, and writes the same table to ``benchmarks/results/accuracy_<data name>.{json,md,png}``,
+never over the fmnist_lt results. The balanced upper bound needs a balanced training set of the same
+size drawn from the same source, which own data cannot provide: it is skipped, and the table says so.
+
+    .venv/bin/python benchmarks/accuracy.py --data imagefolder:~/my_data --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -65,14 +74,22 @@ def balanced_fmnist(data_root: str | None = None) -> Any:
     return balanced
 
 
-def train_one(name: str, seed: int, work_dir: Path, quick: bool, threads: int) -> dict[str, Any]:
-    """Train (or reuse) one seed of zoo entry ``name``, or of the balanced upper bound."""
+def train_one(name: str, seed: int, work_dir: Path, quick: bool, threads: int, source: str | None = None) -> dict[str, Any]:
+    """Train (or reuse) one seed of zoo entry ``name``, or of the balanced upper bound; with ``source``,
+    the entry's recipe derived for that data (as ``ltzoo train NAME --data SOURCE``)."""
     import torch
 
     import ltzoo
 
     torch.set_num_threads(threads)
     limits: dict[str, Any] = {"steps_per_epoch": 3} if quick else {}
+    if source is not None:
+        from ltzoo.engine.plan import plan_training
+
+        plan = plan_training(name, data=source)
+        print(f"[accuracy] {plan.name} seed {seed}\n{plan.describe()}", flush=True)
+        return train_seeded(plan.name, seed, work_dir, recipe=plan.recipe, data=plan.data, extra_config=plan.extra_config,
+                            epochs=len(plan.recipe.stages) if quick else None, **limits)
     if name == UPPER_BOUND:
         recipe = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe()
         limits["data"] = balanced_fmnist()
@@ -82,7 +99,7 @@ def train_one(name: str, seed: int, work_dir: Path, quick: bool, threads: int) -
     return train_seeded(name, seed, work_dir, recipe=recipe, epochs=len(recipe.stages) if quick else None, **limits)
 
 
-def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Path) -> None:
+def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Path, data_label: str = "fmnist_lt") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +115,7 @@ def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Pat
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 of the class (%)")
-    ax.set_title("fmnist_lt: per-class accuracy vs training count (mean over seeds)")
+    ax.set_title(f"{data_label}: per-class accuracy vs training count (mean over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right", ncols=2)
     fig.tight_layout()
@@ -115,18 +132,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
     parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
+    parser.add_argument("--data", metavar="SOURCE", help="your own long-tailed data (imagefolder:PATH or splits:ROOT): "
+                        "every method's small recipe derived for it; results go to accuracy_<data name>.*")
     args = parser.parse_args(argv)
 
     import ltzoo
 
     names = args.only or ltzoo.list_models("*.fmnist_lt")
     seeds = args.seeds[:1] if args.quick else args.seeds
-    work_dir = args.work_dir / ("quick" if args.quick else "full")
+    result_name, data_label = "accuracy", "fmnist_lt"
+    from ltzoo.data.sources import SourceSpec
+
+    if args.data:
+        from ltzoo.data import build_dataset as _build
+
+        spec = SourceSpec.parse(args.data)
+        spec.validate()
+        data_label = spec.display_name
+        result_name = "accuracy_" + "".join(c if c.isalnum() else "_" for c in data_label).strip("_")
+        _build(spec.name)  # a bad source fails here, before any training, with the data layer's message
+    rows_names = names if args.data else [*names, UPPER_BOUND]
+    work_dir = args.work_dir / ("quick" if args.quick else "full") / (result_name if args.data else "")
     started = time.time()
     # Seed-major: after a third of the time every method has one seed, which is informative early.
-    jobs = [(name, seed, work_dir, args.quick, args.threads) for seed in seeds for name in [*names, UPPER_BOUND]]
+    jobs = [(name, seed, work_dir, args.quick, args.threads, args.data) for seed in seeds for name in rows_names]
     rows: dict[str, dict[str, Any]] = {name: {"test": [], "val": [], "per_class": [], "train_time_s": [], "run_dir": []}
-                                       for name in [*names, UPPER_BOUND]}
+                                       for name in rows_names}
     for name, metrics in zip([job[0] for job in jobs], run_jobs(train_one, jobs, args.jobs), strict=True):
         rows[name]["test"].append({g: metrics["test"][g] for g in GROUPS})
         rows[name]["val"].append({g: metrics["val"][g] for g in GROUPS})
@@ -135,8 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows[name]["run_dir"].append(metrics["run_dir"])
     elapsed = time.time() - started
 
-    ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"])
-    ub_all, _ = mean_std(r["all"] for r in rows[UPPER_BOUND]["test"])
+    ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"]) if "ce_resnet32.fmnist_lt" in rows else (None, None)
+    ub_all, _ = mean_std(r["all"] for r in rows[UPPER_BOUND]["test"]) if UPPER_BOUND in rows else (None, None)
     table_rows = []
     for name, row in rows.items():
         mean_all, _ = mean_std(r["all"] for r in row["test"])
@@ -150,9 +181,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            f"{mean_std(row['train_time_s'])[0] / 60:.1f}"])
     from ltzoo.data import build_dataset
 
-    counts = build_dataset("fmnist_lt").class_counts
-    plot = RESULTS_DIR / ("accuracy_quick_per_class.png" if args.quick else "accuracy_per_class.png")
-    per_class_plot(rows, counts, plot)
+    counts = build_dataset(SourceSpec.parse(args.data).name if args.data else "fmnist_lt").class_counts
+    plot = RESULTS_DIR / (f"{result_name}_quick_per_class.png" if args.quick else f"{result_name}_per_class.png")
+    per_class_plot(rows, counts, plot, data_label)
     # The target: every method's full benchmark (its seeds) within one hour on 2 cores. Runs go two at a
     # time on the 2 cores, so a method's wall time is about the sum of its runs' training times / 2.
     per_method_min = {name: sum(row["train_time_s"]) / 2 / 60 for name, row in rows.items()}
@@ -165,19 +196,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{'within' if all_min <= 60 else 'over'} one hour. (Training time only, two 1-thread runs at a time.)"
     )
     header = ["method", *[f"{g} (test %)" for g in GROUPS], "gap closed to upper bound", "train min/seed"]
+    if args.data:  # no upper bound: drop its column
+        header.pop(-2)
+        table_rows = [row[:-2] + row[-1:] for row in table_rows]
+    upper_text = (
+        "Upper bound: CE on a balanced Fashion-MNIST subset of the same size (2,478 images), same val/test and budget. "
+        "Gap closed = (method − CE) / (upper bound − CE) on overall top-1." if not args.data else
+        "No balanced upper bound: it needs a balanced training set of the same size from the same source, which this "
+        "data cannot provide (so no gap-closed column). Each recipe's epochs, batch and data-dependent settings are "
+        "derived from the data's size, as `ltzoo train --data` derives them."
+    )
     md = (
-        f"## Accuracy on fmnist_lt ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}, mean ± std, "
-        f"{'quick smoke budget' if args.quick else 'each recipe at the shared CE budget'})\n\n"
+        f"## Accuracy on {data_label} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}, mean ± std, "
+        f"{'quick smoke budget' if args.quick else 'each recipe at the shared CE budget' if not args.data else 'derived recipes'})\n\n"
         + markdown_table(header, table_rows)
-        + f"\n\nUpper bound: CE on a balanced Fashion-MNIST subset of the same size (2,478 images), same val/test and budget. "
-        f"Gap closed = (method − CE) / (upper bound − CE) on overall top-1. Models selected on val. "
+        + f"\n\n{upper_text} Models selected on val. "
         f"Wall time of this invocation: {elapsed / 60:.1f} min (finished runs under runs/ are reused).\n\n"
         f"{budget_text}\n\n"
         f"![per-class accuracy]({plot.name})\n"
     )
-    report = {"quick": args.quick, "seeds": seeds, "elapsed_s": elapsed, "class_counts": counts, "rows": rows,
-              "benchmark_minutes_per_method": per_method_min}
-    write_results("accuracy", report, md)
+    report = {"quick": args.quick, "seeds": seeds, "data": data_label, "elapsed_s": elapsed, "class_counts": counts,
+              "rows": rows, "benchmark_minutes_per_method": per_method_min}
+    write_results(result_name, report, md)
     print(md)
     return report
 

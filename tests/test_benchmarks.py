@@ -90,3 +90,39 @@ def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, monkeypatch):
     (run / "config.json").write_text(json.dumps({"ltzoo": {"recipe": recipe}}))
     assert set_aside_if_other_recipe(run, recipe) is None and run.is_dir()
     assert set_aside_if_other_recipe(tmp_path / "never_trained", recipe) is None
+
+
+def test_knn_and_ncm_probes_on_separable_features():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import numpy as np
+    from feature_probes import knn_predict, ncm_predict  # type: ignore[import-not-found]
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3)
+    labels = np.repeat(np.arange(3), [50, 10, 2])  # long-tailed memory
+    memory = centres[labels] + 0.05 * rng.standard_normal((62, 3))
+    memory /= np.linalg.norm(memory, axis=1, keepdims=True)
+    queries = centres + 0.01
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    assert ncm_predict(memory, labels, queries, 3).tolist() == [0, 1, 2]  # class means ignore the class sizes
+    # kNN with k=20 votes for the head class near a 2-image class: the bias it measures in representations.
+    assert knn_predict(memory, labels, queries, 3, k=20).tolist()[:2] == [0, 1]
+    assert knn_predict(memory, labels, queries, 3, k=1).tolist() == [0, 1, 2]
+
+
+def test_accuracy_on_own_data_writes_its_own_results_without_an_upper_bound(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from custom_data_fixtures import make_imagefolder  # type: ignore[import-not-found]
+
+    data = make_imagefolder(tmp_path / "parts", train=[40, 12, 4], val=[4, 4, 4], test=[4, 4, 4],
+                            names=["bolt", "nut", "washer"])
+    ran = _run(["benchmarks/accuracy.py", "--quick", "--data", f"imagefolder:{data}", "--only",
+                "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt", "--jobs", "1"], tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    results = tmp_path / "results"
+    assert (results / "accuracy_parts_quick.json").is_file() and not (results / "accuracy_quick.json").exists()
+    report = json.loads((results / "accuracy_parts_quick.json").read_text())
+    assert set(report["rows"]) == {"ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt"}  # no upper bound row
+    assert report["class_counts"] == [40, 12, 4]
+    md = (results / "accuracy_parts_quick.md").read_text()
+    assert "No balanced upper bound" in md and "gap closed" not in md.split("\n\n")[1]
