@@ -133,6 +133,7 @@ def _micro_batch_step(name: str, data, step1: dict, batch, keys: torch.Tensor | 
     model, objective = _build(name, data, step1)
     if keys is not None:  # the keys that the cross-process shuffled BN gives this micro-batch
         objective.key_encoder.forward = lambda images: keys
+    torch.set_rng_state(step1["rng"])  # the step's own random draws (DSCL augments its views in the step)
     out = objective.training_step(batch, 0)
     out.loss.backward()
     return out.loss.item(), _grads(model, objective)
@@ -140,12 +141,16 @@ def _micro_batch_step(name: str, data, step1: dict, batch, keys: torch.Tensor | 
 
 @torch.no_grad()
 def _shuffled_bn_keys(name: str, data, records: list[dict]) -> list[torch.Tensor]:
-    """MoCo's shuffled BN over 2 processes, by hand: process 0 draws a permutation of the gathered key
-    views (its first RNG draw in the step); process r encodes the r-th half of the permuted batch with
-    batch statistics of that half; every image gets back its own key."""
+    """MoCo's shuffled BN over 2 processes, by hand: each process augments its views in the step (its
+    first RNG draws), then process 0 draws a permutation of the gathered key views (its next draw);
+    process r encodes the r-th half of the permuted batch with batch statistics of that half; every
+    image gets back its own key."""
     _, objective = _build(name, data, records[0]["step1"])
-    key_views = torch.cat([rec["step1"]["batch"][0][1] for rec in records])
-    torch.set_rng_state(records[0]["step1"]["rng"])
+    augmented = {}
+    for rank in reversed(range(WORLD)):  # rank 0 last: its RNG then stands where its permutation is drawn
+        torch.set_rng_state(records[rank]["step1"]["rng"])
+        augmented[rank] = objective._photometric(records[rank]["step1"]["batch"][0])[1]
+    key_views = torch.cat([augmented[rank] for rank in range(WORLD)])
     permutation = torch.randperm(key_views.shape[0])
     encoder = objective.key_encoder.encoder
     encoded = torch.cat([encoder(key_views[part]) for part in permutation.view(WORLD, -1)])
