@@ -343,6 +343,33 @@ def test_probe_bn_modes_move_the_statistics_not_the_weights(probe_bn_runs, mode,
         assert len(moved) == len(stats)  # every BN of the backbone was re-estimated
 
 
+@pytest.mark.slow
+def test_reestimated_statistics_are_a_fresh_estimate_on_the_standard_augmentation(probe_bn_runs, fmnist_small):
+    """probe_bn="reestimate": the saved running statistics are what a new pass over the standard-augmented
+    training set gives the stage-1 backbone, not stage 1's (patch-mixed) statistics. The run's own pass drew
+    its own crops and order, so the two estimates agree to sampling noise, not to the bit."""
+    from ltzoo.data.transforms import train_transform
+    from ltzoo.models.batchnorm import reestimate_batchnorm
+
+    model = ltzoo.load(f"local-dir:{probe_bn_runs['root'] / 'stage1'}")
+    transform, train_set = train_transform(fmnist_small.info), fmnist_small.train
+    torch.manual_seed(1)
+    order = torch.randperm(len(train_set)).tolist()
+    batches = (torch.stack([transform(train_set[i][0]) for i in order[start:start + 32]])
+               for start in range(0, len(order) - 31, 32))
+    assert reestimate_batchnorm(model.backbone, batches, model.forward_features) == len(order) // 32
+    fresh, _ = _backbone_split(model.state_dict())
+    saved, _ = _backbone_split(probe_bn_runs["reestimate"])
+    stage1, _ = _backbone_split(probe_bn_runs["stage1"])
+    assert set(fresh) == set(saved)
+    gap_to_fresh = torch.stack([(saved[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3)
+                                for k in fresh])
+    stage1_to_fresh = torch.stack([(stage1[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3)
+                                   for k in fresh])
+    assert gap_to_fresh.max() < 0.05, gap_to_fresh.max()  # the same estimate, up to the crops drawn
+    assert stage1_to_fresh.median() > 10 * gap_to_fresh.median()  # and not what stage 1 left behind
+
+
 def test_probe_bn_is_checked_before_stage_one():
     recipe = get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe()
     bad = recipe.replace(method_args={**recipe.method_args, "probe_bn": "eval"})

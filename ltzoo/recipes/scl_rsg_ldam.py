@@ -33,8 +33,10 @@ COMBINATION: dict[str, Any] = {
 }
 
 SYNERGY_NOTES = (
-    "No code has been published and only the paper's abstract could be read, so its hyper-parameters are "
-    "unchecked; every choice below is ltzoo's. One stage, one "
+    "No code has been published. The full text (arxiv.org/html/2501.13756v1) is indexed, but only its opening "
+    "(authors, abstract, start of the introduction) could be read, not the method or experiment sections: "
+    "its loss weights, schedule and numbers are unchecked, none is quoted, and every choice below is ltzoo's. "
+    "One stage, one "
     "backbone: RSG (official module and weights 0.1 CESC / 0.01 MV, 15 centres, head ratio 0.2) on view 1's "
     "feature map after stage rsg_after_stage; the LDAM cosine classifier (official max_m / s) with DRW "
     "(beta 0.9999) on view 1 plus RSG's generated tail maps with the expanded targets; SupCon (tau 0.1, "

@@ -98,7 +98,8 @@ def wb_fmnist() -> Recipe:
         notes=(
             f"ltzoo's CPU scaling: the CE fmnist budget ({FMNIST_EPOCHS} epochs) split {FMNIST_FEATURE_EPOCHS} + "
             f"{FMNIST_CLASSIFIER_EPOCHS}; stage 1 uses the CE recipe's optimiser with weight decay "
-            f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 is the official one. Selection on val."
+            f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 has the official hyper-parameters, its cosine decayed per step "
+            "(official: stepped once before each epoch, schedule='cosine_epoch'). Selection on val in both stages."
         ),
     )
 
