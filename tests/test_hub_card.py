@@ -207,3 +207,12 @@ def test_the_parent_record_knows_which_hub_repo_a_parent_came_from(run_dir, tmp_
     write_pins(pins, {"ce_resnet32.fmnist_lt": HubWeights("zoo/ce_resnet32.fmnist_lt", "3" * 40, "4" * 64)})
     monkeypatch.setenv("LTZOO_PINS", str(pins))
     assert hub_repo_id("ce_resnet32.fmnist_lt") == "zoo/ce_resnet32.fmnist_lt"
+
+
+def test_the_card_states_the_training_precision(run_dir):
+    config, metrics = read_config(run_dir), read_metrics(run_dir)
+    config["ltzoo"]["precision"] = "bf16"  # as the trainer records it (make_run trains nothing)
+    assert "- Training precision: bf16 (the reported numbers are an fp32 evaluation" in str(
+        render_card(config, metrics, REPO))
+    del config["ltzoo"]["precision"]  # a run from before mixed precision trained in fp32
+    assert "- Training precision: fp32 (" in str(render_card(config, metrics, REPO))

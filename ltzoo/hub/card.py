@@ -349,6 +349,8 @@ def render_card(
         imbalance_factor=imbalance,
         index_sha256=lt.get("index_sha256", "-"),
         seed=lt.get("seed", recipe.get("seed", "-")),
+        # Runs from before mixed precision trained in fp32 and say nothing.
+        precision=lt.get("precision", "fp32"),
         stages=recipe.get("stages") or [],
         method_args=json.dumps(recipe.get("method_args")) if recipe.get("method_args") else "",
         recipe_notes=recipe.get("notes", ""),
