@@ -9,10 +9,8 @@ format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
+# atomic_write_bytes / atomic_write_json are imported from here by the benchmarks (outside the package).
+from ltzoo.fileio import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file  # noqa: F401
 from ltzoo.models import LTClassifier
 from ltzoo.models import timm_layout
 from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
@@ -33,52 +33,16 @@ METRICS_FILE = "metrics.json"
 
 
 # ----- atomic writes ---------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run artifacts are meant to be shared
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
     """Save tensors as safetensors atomically; returns the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
     return sha256_file(path)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----- config ----------------------------------------------------------------------------------
@@ -124,10 +88,7 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found: {run_dir} is not an ltzoo run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-download or re-train the run") from exc
+    config = read_json(path, remedy="re-download or re-train the run")
     missing = [k for k in ("architecture", "num_classes", "model_args", "pretrained_cfg") if k not in config]
     if missing:
         raise CorruptFileError(f"{path} lacks {missing}: not an ltzoo/timm config (was the repo pushed by ltzoo?)")

@@ -62,14 +62,8 @@ from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
 from ltzoo.recipes.base import Recipe, StageConfig, same_recipe
-from ltzoo.runs import (
-    atomic_save_state_dict,
-    atomic_torch_save,
-    atomic_write_bytes,
-    build_config,
-    load_state_dict_file,
-    save_run,
-)
+from ltzoo.fileio import atomic_write_bytes
+from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
 
 log = logging.getLogger("ltzoo.train")
 

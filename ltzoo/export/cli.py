@@ -210,8 +210,10 @@ def _record_tensorrt(path: Path, result: dict[str, Any]) -> Path:
             if entry.get("file") == path.name:
                 entry["tensorrt"] = result
                 return write_report(path.parent, report)
+    from ltzoo.fileio import atomic_write_json
+
     side = path.with_name(path.name + ".tensorrt.json")
-    side.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(side, result)
     return side
 
 

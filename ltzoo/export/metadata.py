@@ -7,7 +7,6 @@ TensorRT tooling) can read them without ltzoo.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ import onnx
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, LtzooError
+from ltzoo.fileio import atomic_write_bytes, read_json
 from ltzoo.portable import portable_dataset
 
 if TYPE_CHECKING:
@@ -221,20 +221,10 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.M
         ) from error
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     """Write ``export_report.json`` atomically (a crash never leaves half a report)."""
     path = Path(out_dir) / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
     return path
 
 
@@ -242,11 +232,9 @@ def read_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(out_dir)
     path = path / REPORT_NAME if path.is_dir() else path
     try:
-        return json.loads(path.read_text())
+        return read_json(path, remedy="re-run the export")
     except FileNotFoundError as error:
         raise CorruptFileError(f"no {REPORT_NAME} in {path.parent}; run export/to_onnx.py first") from error
-    except json.JSONDecodeError as error:
-        raise CorruptFileError(f"{path} is not valid JSON ({error}); re-run the export") from error
 
 
 def _json_default(value: Any) -> Any:

@@ -46,7 +46,6 @@ from ltzoo.export.metadata import (
     ModelInfo,
     build_metadata,
     decode_metadata,
-    file_sha256,
     library_versions,
     load_onnx,
     model_info_from_config,
@@ -65,6 +64,7 @@ from ltzoo.export.verify import (
     format_verification,
     gate,
 )
+from ltzoo.fileio import sha256_file
 from ltzoo.portable import portable_dataset, portable_model_source
 
 log = logging.getLogger("ltzoo.export")
@@ -258,7 +258,7 @@ def export(
             write_metadata_props(proto, metadata)
             save_model(proto, path)
         entry["metadata"] = metadata
-        entry["sha256"] = file_sha256(path)
+        entry["sha256"] = sha256_file(path)
         entry["size_bytes"] = path.stat().st_size
         session = _check_variant(variant, path, entry, info, metadata, parity_reference, pool, options, failures)
         if session is not None:

@@ -18,6 +18,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, DataNotFoundError
+from ltzoo.fileio import read_json
 from ltzoo.hub import layout
 from ltzoo.hub.settings import DEFAULT_ENDPOINT
 from ltzoo.models.timm_layout import timm_loading
@@ -80,10 +81,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found: the card needs the run's val/test metrics (did training finish?)")
-    try:
-        metrics = json.loads(path.read_text())
-    except ValueError as exc:
-        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-evaluate the run") from exc
+    metrics = read_json(path, remedy="re-evaluate the run")
     missing = [s for s in SPLITS if not isinstance(metrics.get(s), dict)]
     if missing:
         raise CorruptFileError(f"{path} has no {missing} results; the card reports top-1 on val and test")

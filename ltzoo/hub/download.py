@@ -9,7 +9,6 @@ call downloads it again.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -17,11 +16,11 @@ from typing import TYPE_CHECKING
 from huggingface_hub import hf_hub_download
 
 import ltzoo
-from ltzoo.errors import HubError
+from ltzoo.errors import CorruptFileError, HubError
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
 from ltzoo.hub.settings import HUB_PREFIX, HubSettings, hub_settings, parse_hub_source
-from ltzoo.runs import sha256_file
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -53,10 +52,10 @@ def evict_cached_file(path: Path) -> None:
 
 def _read_ltzoo_config(config_path: Path, repo_id: str) -> dict:
     try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
+        config = read_json(config_path, remedy="the cached copy was removed, try again")
+    except (OSError, CorruptFileError) as exc:
         evict_cached_file(config_path)
-        raise HubError(f"{repo_id}: config.json is not valid JSON ({exc}); the cached copy was removed, try again") from None
+        raise HubError(f"{repo_id}: {exc}") from None
     if not isinstance(config, dict) or not isinstance(config.get(layout.LTZOO_BLOCK), dict):
         raise HubError(
             f"{repo_id} has a config.json without an '{layout.LTZOO_BLOCK}' block, so it was not pushed by ltzoo. "
@@ -127,7 +126,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
             return local
         for folder in (local, local / layout.ONNX_DIR):
             report_path = folder / layout.EXPORT_REPORT
-            report = json.loads(report_path.read_text()) if report_path.is_file() else None
+            report = read_json(report_path, remedy="re-run the export") if report_path.is_file() else None
             candidate = folder / _onnx_filename(variant, report)
             if candidate.is_file():
                 return candidate
@@ -147,7 +146,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     report = None
     try:
         report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}", revision, settings)
-        report = json.loads(report_path.read_text())
+        report = read_json(report_path, remedy="re-push the export")
         revision = report_path.parent.parent.name  # pin the commit, as download_run does
     except HubFileMissingError:
         pass  # no report: the file names follow the convention

@@ -13,12 +13,12 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ltzoo.errors import HubError, LtzooError, UnknownModelError
+from ltzoo.errors import CorruptFileError, HubError, LtzooError, UnknownModelError
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import read_metrics
 from ltzoo.hub.push import push_run
 from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
-from ltzoo.runs import sha256_file
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,10 @@ def _is_run(path: Path) -> bool:
 
 def _run_name(run_dir: Path) -> str | None:
     try:
-        block = json.loads((run_dir / layout.CONFIG).read_text()).get(layout.LTZOO_BLOCK)
-    except ValueError:
-        return None
+        config = read_json(run_dir / layout.CONFIG, remedy="")
+    except CorruptFileError:
+        return None  # not a run to publish; the others still are
+    block = config.get(layout.LTZOO_BLOCK) if isinstance(config, dict) else None
     return block.get("name") if isinstance(block, dict) else None
 
 

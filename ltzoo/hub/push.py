@@ -19,13 +19,14 @@ from huggingface_hub.hf_api import CommitInfo
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
 from ltzoo.hub.plot import per_class_accuracy_png
 from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
 from ltzoo.portable import local_paths_in, machine_needles, portable_config, recorded_local_folders
-from ltzoo.runs import read_config, sha256_file
+from ltzoo.runs import read_config
 
 # What an export folder contributes: the graphs, their external-data side files, and the report.
 ONNX_PATTERNS = ("*.onnx", "*.onnx.data", layout.EXPORT_REPORT)
@@ -65,10 +66,7 @@ def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], dict[s
     report_path = onnx_dir / layout.EXPORT_REPORT
     if not report_path.is_file():
         raise DataNotFoundError(f"{onnx_dir} has no {layout.EXPORT_REPORT}; export with `python export/to_onnx.py ... --verify` first")
-    try:
-        report = json.loads(report_path.read_text())
-    except ValueError as exc:
-        raise CorruptFileError(f"{report_path} is not valid JSON ({exc}); re-run the export") from exc
+    report = read_json(report_path, remedy="re-run the export")
     files = sorted({p for pattern in ONNX_PATTERNS for p in onnx_dir.glob(pattern) if p.is_file()})
     if not any(p.suffix == ".onnx" for p in files):
         raise DataNotFoundError(f"{onnx_dir} has no .onnx file to publish")
