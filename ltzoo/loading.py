@@ -11,11 +11,9 @@ from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import dataset_spec
 from ltzoo.errors import LtzooError, WeightsNotPublishedError
 from ltzoo.models import LTClassifier, ModelSpec, timm_layout
+from ltzoo.names import HUB_PREFIX, LOCAL_PREFIX
 from ltzoo.registry import get_entry
 from ltzoo.runs import load_run
-
-LOCAL_PREFIX = "local-dir:"
-HUB_PREFIX = "hf-hub:"
 
 
 def source_kind(source: str | os.PathLike[str]) -> str:

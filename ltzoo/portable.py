@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ltzoo.data.sources import SourceSpec, is_source_name, portable_source_name
+from ltzoo.names import CONFIG_BLOCK, HUB_PREFIX, LOCAL_PREFIX
 
-LOCAL_PREFIX = "local-dir:"
-HUB_PREFIX = "hf-hub:"
 _CHUNK = 8 << 20
 
 
@@ -48,7 +47,7 @@ def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a run's ``config.json`` fit to publish: every data source by folder name, the data folder
     and a local ``--init`` parent by name."""
     portable = _map_strings(copy.deepcopy(dict(config)), lambda s: portable_source_name(s) if is_source_name(s) else s)
-    lt = portable.get("ltzoo")
+    lt = portable.get(CONFIG_BLOCK)
     if isinstance(lt, dict):
         source = lt.get("source")
         if isinstance(source, dict) and source.get("path"):
@@ -79,7 +78,7 @@ def recorded_local_folders(config: Mapping[str, Any]) -> list[Path]:
         return text
 
     _map_strings(dict(config), collect)
-    lt = config.get("ltzoo") if isinstance(config.get("ltzoo"), dict) else {}
+    lt = config.get(CONFIG_BLOCK) if isinstance(config.get(CONFIG_BLOCK), dict) else {}
     source, parent = lt.get("source"), lt.get("parent")
     if isinstance(source, dict) and isinstance(source.get("path"), str):
         found.append(Path(source["path"]))

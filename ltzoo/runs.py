@@ -26,10 +26,7 @@ from ltzoo.fileio import atomic_path, atomic_write_bytes, atomic_write_json, rea
 from ltzoo.models import LTClassifier
 from ltzoo.models import timm_layout
 from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
+from ltzoo.names import CONFIG_BLOCK, CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_SHA256_KEY
 
 
 # ----- atomic writes ---------------------------------------------------------------------------
@@ -71,7 +68,7 @@ def build_config(
             model, spec, data, saved=True, tag=longtail.get("dataset"),
             license_id=ltzoo_fields.get("license", "apache-2.0"),
         ),
-        "ltzoo": {
+        CONFIG_BLOCK: {
             "format_version": FORMAT_VERSION,
             "num_params": sum(p.numel() for p in model.parameters()),
             "data_info": data_info,
@@ -103,7 +100,7 @@ def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[
     weights = timm_layout.saved_state_dict(model.state_dict(), spec_from_config(config))
     sha = atomic_save_state_dict(weights, out_dir / MODEL_FILE)
     config = json.loads(json.dumps(config))
-    config.setdefault("ltzoo", {})["weights_sha256"] = sha
+    config.setdefault(CONFIG_BLOCK, {})[WEIGHTS_SHA256_KEY] = sha
     atomic_write_json(out_dir / CONFIG_FILE, config)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     return out_dir
@@ -162,7 +159,7 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
     weights_path = run_dir / MODEL_FILE
     if not weights_path.is_file():
         raise DataNotFoundError(f"{weights_path} not found: the run has no weights (did training finish?)")
-    recorded = config.get("ltzoo", {}).get("weights_sha256")
+    recorded = config.get(CONFIG_BLOCK, {}).get(WEIGHTS_SHA256_KEY)
     if verify_sha256 and recorded and sha256_file(weights_path) != recorded:
         raise CorruptFileError(
             f"{weights_path} does not match the sha256 recorded in config.json; the file was changed or truncated"

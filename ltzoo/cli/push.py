@@ -9,8 +9,7 @@ import argparse
 import logging
 
 from ltzoo.errors import HubError
-
-LOCAL_PREFIX = "local-dir:"
+from ltzoo.names import HUB_PREFIX, LOCAL_PREFIX
 
 
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_http_log(args)
     model = args.model[len(LOCAL_PREFIX) :] if args.model.startswith(LOCAL_PREFIX) else args.model
-    if args.model.startswith("hf-hub:"):
+    if args.model.startswith(HUB_PREFIX):
         raise HubError(f"--model {args.model}: push publishes a local training run; give its directory")
     info = push_run(
         model,

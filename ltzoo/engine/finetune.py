@@ -8,6 +8,7 @@ from typing import Any
 from ltzoo.errors import ConfigMismatchError, LtzooError
 from ltzoo.models import LTClassifier
 from ltzoo.models.timm_layout import spec_from_config
+from ltzoo.names import CONFIG_BLOCK
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Parent:
                 "std": tuple(cfg["std"])}
 
     def record(self) -> dict[str, Any]:
-        lt = self.config.get("ltzoo", {})
+        lt = self.config.get(CONFIG_BLOCK, {})
         return {
             "source": self.source,
             "name": lt.get("name"),

@@ -8,6 +8,6 @@ parity), ``fp16``, ``int8``, ``logit_adjust``, ``verify`` (dataset gate), ``tens
 data), ``providers``, ``pipeline`` (the job), ``cli`` (command lines).
 """
 
-from ltzoo.export.pipeline import VARIANT_FILES, ExportOptions, export, print_summary
+from ltzoo.export.pipeline import ExportOptions, export, print_summary
 
-__all__ = ["VARIANT_FILES", "ExportOptions", "export", "print_summary"]
+__all__ = ["ExportOptions", "export", "print_summary"]

@@ -201,9 +201,10 @@ def run_tensorrt(args: argparse.Namespace) -> int:
 
 def _record_tensorrt(path: Path, result: dict[str, Any]) -> Path:
     """Into the export report of ``path``'s directory when it lists the file, else ``<file>.tensorrt.json``."""
-    from ltzoo.export.metadata import REPORT_NAME, read_report, write_report
+    from ltzoo.export.metadata import read_report, write_report
+    from ltzoo.names import REPORT_FILE
 
-    report_path = path.parent / REPORT_NAME
+    report_path = path.parent / REPORT_FILE
     if report_path.is_file():
         report = read_report(report_path)
         for entry in report.get("variants", {}).values():

@@ -18,12 +18,12 @@ import onnx
 import ltzoo
 from ltzoo.errors import CorruptFileError, LtzooError
 from ltzoo.fileio import atomic_write_bytes, read_json
+from ltzoo.names import CONFIG_BLOCK, REPORT_FILE, WEIGHTS_SHA256_KEY
 from ltzoo.portable import portable_dataset
 
 if TYPE_CHECKING:
     from ltzoo.data.preprocess import DataConfig
 
-REPORT_NAME = "export_report.json"
 REPORT_VERSION = 1
 # Keys whose value is JSON in metadata_props (everything else is a plain string).
 _JSON_KEYS = (
@@ -73,7 +73,7 @@ def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
     """A :class:`ModelInfo` from a run's ``config.json`` (timm layout + ``ltzoo`` block, see ltzoo.runs)."""
     from ltzoo.models.timm_layout import data_config_from_config, spec_from_config
 
-    lt = config.get("ltzoo", {})
+    lt = config.get(CONFIG_BLOCK, {})
     shots = lt.get("shot_split") or {}
     try:
         data = data_config_from_config(config)
@@ -98,7 +98,7 @@ def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
         ),
         shot_classes={group: shots[group] for group in ("many", "medium", "few")} if shots else None,
         dataset=lt.get("dataset"),
-        weights_sha256=lt.get("weights_sha256"),
+        weights_sha256=lt.get(WEIGHTS_SHA256_KEY),
         extra={key: value for key, value in data.to_dict().items() if key in PREPROCESSING_EXTRA},
     )
 
@@ -223,18 +223,18 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.M
 
 def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
     """Write ``export_report.json`` atomically (a crash never leaves half a report)."""
-    path = Path(out_dir) / REPORT_NAME
+    path = Path(out_dir) / REPORT_FILE
     atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
     return path
 
 
 def read_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(out_dir)
-    path = path / REPORT_NAME if path.is_dir() else path
+    path = path / REPORT_FILE if path.is_dir() else path
     try:
         return read_json(path, remedy="re-run the export")
     except FileNotFoundError as error:
-        raise CorruptFileError(f"no {REPORT_NAME} in {path.parent}; run export/to_onnx.py first") from error
+        raise CorruptFileError(f"no {REPORT_FILE} in {path.parent}; run export/to_onnx.py first") from error
 
 
 def _json_default(value: Any) -> Any:

@@ -41,7 +41,6 @@ from ltzoo.export.int8 import (
 from ltzoo.export.int8_debug import DEBUG_CHUNK, DEBUG_IMAGES, int8_debug
 from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
 from ltzoo.export.metadata import (
-    REPORT_NAME,
     REPORT_VERSION,
     ModelInfo,
     build_metadata,
@@ -65,11 +64,11 @@ from ltzoo.export.verify import (
     gate,
 )
 from ltzoo.fileio import sha256_file
+from ltzoo.names import REPORT_FILE, VARIANT_FILES
 from ltzoo.portable import portable_dataset, portable_model_source
 
 log = logging.getLogger("ltzoo.export")
 
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
 VERIFY_MODES = ("none", "parity", "dataset")
 PARITY_POOL_SIZE = 64
 UNADJUSTED = "pytorch (no logit adjustment)"
@@ -328,7 +327,7 @@ class _Memo:
 
 def _remove_previous_export(out: Path) -> None:
     """A fresh export replaces the whole set: a stale int8 file or report would contradict the new one."""
-    for name in (*VARIANT_FILES.values(), REPORT_NAME):
+    for name in (*VARIANT_FILES.values(), REPORT_FILE):
         for stale in (out / name, out / f"{name}.data"):
             if stale.exists():
                 log.info("removing %s from a previous export", stale)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import ltzoo
+from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.fileio import read_json
 from ltzoo.hub import layout
@@ -78,7 +79,7 @@ def method_text(method: str, cards_dir: Traversable = MODEL_CARDS_DIR) -> Method
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
+    path = run_dir / names.METRICS_FILE
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found: the card needs the run's val/test metrics (did training finish?)")
     metrics = read_json(path, remedy="re-evaluate the run")
@@ -127,7 +128,7 @@ def build_card_data(
 ) -> ModelCardData:
     """YAML front matter: library, pipeline, license, datasets, tags, base model, and a model-index of top-1
     (%) per split/group whose source is this repo on ``hub_url``."""
-    lt = config[layout.LTZOO_BLOCK]
+    lt = config[names.CONFIG_BLOCK]
     dataset, own_data = _dataset_label(lt)
     hub_dataset = None if own_data else HUB_DATASETS.get(dataset)
     name = lt.get("name") or repo_id.split("/")[-1]
@@ -202,7 +203,7 @@ def _export_rows(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str
 
     rows = []
     if splits and REFERENCE in results[splits[0]]:
-        rows.append({"variant": f"{REFERENCE} (reference)", "file": layout.WEIGHTS, "max_abs_diff": "-", "agreement": "-",
+        rows.append({"variant": f"{REFERENCE} (reference)", "file": names.MODEL_FILE, "max_abs_diff": "-", "agreement": "-",
                      "splits": cells(REFERENCE), "passed": "-"})
     failures = report.get("failures") or []
     for variant, entry in (report.get("variants") or {}).items():
@@ -294,7 +295,7 @@ def render_card(
 ) -> ModelCard:
     """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any;
     ``hub_url`` is the Hub the card is pushed to (the model-index names the repo there as its source)."""
-    lt = config[layout.LTZOO_BLOCK]
+    lt = config[names.CONFIG_BLOCK]
     method = lt.get("method", "")
     text = method_text(method, cards_dir)
     recipe = lt.get("recipe") or {}
@@ -363,8 +364,8 @@ def render_card(
         export_rows=export_rows,
         export_splits=export_splits,
         export_notes=_export_notes(export_report) if export_report else [],
-        export_report_file=f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}",
+        export_report_file=f"{layout.ONNX_DIR}/{names.REPORT_FILE}",
         onnx_files=onnx_files,
-        weights_sha256=weights_sha256 or lt.get(layout.WEIGHTS_SHA256_KEY, "-"),
+        weights_sha256=weights_sha256 or lt.get(names.WEIGHTS_SHA256_KEY, "-"),
         ltzoo_version=ltzoo.__version__,
     )

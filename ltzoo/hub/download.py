@@ -18,9 +18,10 @@ from huggingface_hub import hf_hub_download
 import ltzoo
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.fileio import read_json, sha256_file
+from ltzoo import names
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
-from ltzoo.hub.settings import HUB_PREFIX, HubSettings, hub_settings, parse_hub_source
+from ltzoo.hub.settings import HubSettings, hub_settings, parse_hub_source
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -56,9 +57,9 @@ def _read_ltzoo_config(config_path: Path, repo_id: str) -> dict:
     except (OSError, CorruptFileError) as exc:
         evict_cached_file(config_path)
         raise HubError(f"{repo_id}: {exc}") from None
-    if not isinstance(config, dict) or not isinstance(config.get(layout.LTZOO_BLOCK), dict):
+    if not isinstance(config, dict) or not isinstance(config.get(names.CONFIG_BLOCK), dict):
         raise HubError(
-            f"{repo_id} has a config.json without an '{layout.LTZOO_BLOCK}' block, so it was not pushed by ltzoo. "
+            f"{repo_id} has a config.json without an '{names.CONFIG_BLOCK}' block, so it was not pushed by ltzoo. "
             f"Push a training run with `ltzoo push --model RUN_DIR --repo-id {repo_id}`, or load this repo with the "
             "library that made it (e.g. timm.create_model('hf-hub:...'))."
         )
@@ -74,7 +75,7 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     """
     settings = hub_settings()
     try:
-        config_path = download_file(repo_id, layout.CONFIG, revision, settings)
+        config_path = download_file(repo_id, names.CONFIG_FILE, revision, settings)
     except HubFileMissingError:
         where = f"{repo_id}@{revision}" if revision else repo_id
         raise HubError(
@@ -85,21 +86,21 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     # The snapshot folder is named by the commit that `revision` resolved to; fetching the weights at that
     # commit keeps both files from the same commit even if the branch moves in between.
     commit = config_path.parent.name
-    weights_path = download_file(repo_id, layout.WEIGHTS, commit, settings)
+    weights_path = download_file(repo_id, names.MODEL_FILE, commit, settings)
     if weights_path.parent != config_path.parent:  # e.g. a cache laid out by an older client
         raise HubError(f"{repo_id}: config.json and model.safetensors resolved to different snapshots; clear {settings.cache_dir} and retry")
 
-    expected = expected_sha256 or config[layout.LTZOO_BLOCK].get(layout.WEIGHTS_SHA256_KEY)
+    expected = expected_sha256 or config[names.CONFIG_BLOCK].get(names.WEIGHTS_SHA256_KEY)
     if not expected:
         raise HubError(
-            f"{repo_id}@{commit} records no sha256 for {layout.WEIGHTS} (config.json ltzoo.{layout.WEIGHTS_SHA256_KEY}); "
+            f"{repo_id}@{commit} records no sha256 for {names.MODEL_FILE} ({names.CONFIG_FILE} {names.CONFIG_BLOCK}.{names.WEIGHTS_SHA256_KEY}); "
             "re-push the run with a current `ltzoo push`, or pass expected_sha256."
         )
     actual = sha256_file(weights_path)
     if actual != expected.lower():
         evict_cached_file(weights_path)
         raise HubError(
-            f"{repo_id}@{commit}: {layout.WEIGHTS} has sha256 {actual}, expected {expected}. The corrupted cache "
+            f"{repo_id}@{commit}: {names.MODEL_FILE} has sha256 {actual}, expected {expected}. The corrupted cache "
             "entry was deleted, so the next load downloads it again. If this repeats, the file on the Hub differs "
             "from the pinned one: re-push the run or update the pinned sha256."
         )
@@ -108,31 +109,29 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
 
 def _onnx_filename(variant: str, report: dict | None) -> str:
     """The file of an ONNX variant: as export_report.json lists it, else the exporter's naming convention."""
-    from ltzoo.export.pipeline import VARIANT_FILES
-
     entry = ((report or {}).get("variants") or {}).get(variant)
     if isinstance(entry, dict) and entry.get("file"):
         return Path(entry["file"]).name
-    if variant not in VARIANT_FILES:
-        raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(VARIANT_FILES)}")
-    return VARIANT_FILES[variant]
+    if variant not in names.VARIANT_FILES:
+        raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(names.VARIANT_FILES)}")
+    return names.VARIANT_FILES[variant]
 
 
 def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file."""
-    local = Path(source[len("local-dir:") :] if source.startswith("local-dir:") else source)
-    if not source.startswith(HUB_PREFIX) and local.exists():
+    local = Path(source.removeprefix(names.LOCAL_PREFIX))
+    if not source.startswith(names.HUB_PREFIX) and local.exists():
         if local.is_file():
             return local
         for folder in (local, local / layout.ONNX_DIR):
-            report_path = folder / layout.EXPORT_REPORT
+            report_path = folder / names.REPORT_FILE
             report = read_json(report_path, remedy="re-run the export") if report_path.is_file() else None
             candidate = folder / _onnx_filename(variant, report)
             if candidate.is_file():
                 return candidate
         raise HubError(f"no {variant} ONNX graph under {local}; export one with `python export/to_onnx.py --model ... --out {local}`")
 
-    if source.startswith(HUB_PREFIX):
+    if source.startswith(names.HUB_PREFIX):
         repo_id, revision = parse_hub_source(source)
     else:
         from ltzoo.registry import get_entry  # a zoo name: its pinned repo and revision
@@ -145,7 +144,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     settings = hub_settings()
     report = None
     try:
-        report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}", revision, settings)
+        report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{names.REPORT_FILE}", revision, settings)
         report = read_json(report_path, remedy="re-push the export")
         revision = report_path.parent.parent.name  # pin the commit, as download_run does
     except HubFileMissingError:

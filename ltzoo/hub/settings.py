@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ltzoo.errors import HubError
+from ltzoo.names import HUB_PREFIX
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-HUB_PREFIX = "hf-hub:"
 
 
 def _truthy(value: str | None) -> bool:
