@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from ltzoo.hub.push import push_run, read_run_for_push
 from ltzoo.runs import read_config
 
 REPO = "org/ce_resnet32.fmnist_lt"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _meta(card_text: str) -> dict:
@@ -175,6 +178,22 @@ def test_a_dataset_without_a_hub_id_names_none(run_dir):
     results = meta["model-index"][0]["results"]
     assert {r["dataset"]["type"] for r in results} == {"places_lt"}
     assert all("config" not in r["dataset"] for r in results)
+
+
+def test_the_hub_does_not_import_the_export_pipeline(tmp_path):
+    """Naming a graph file or reading a report must not pay for the export pipeline (ONNX Runtime's quantization
+    tools and some 150 modules): checked in a fresh interpreter, where nothing else has imported them."""
+    (tmp_path / "model_int8.onnx").write_bytes(b"graph")
+    script = f"""
+import sys
+import ltzoo.hub, ltzoo.hub.card, ltzoo.hub.publish, ltzoo.hub.push
+from ltzoo.hub.download import resolve_onnx_file
+assert resolve_onnx_file({str(tmp_path)!r}, "int8").name == "model_int8.onnx"
+print(sorted(m for m in sys.modules if m.startswith(("onnxruntime.quantization", "ltzoo.export.pipeline"))))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_run_fine_tuned_from_the_hub_names_its_base_model(run_dir):

@@ -6,8 +6,24 @@
 Modules: ``onnx_export`` (exporters), ``metadata`` (metadata_props + report), ``checks`` (graph, I/O,
 parity), ``fp16``, ``int8``, ``logit_adjust``, ``verify`` (dataset gate), ``tensorrt`` (+ ``trt_ops``
 data), ``providers``, ``pipeline`` (the job), ``cli`` (command lines).
+
+The pipeline is imported on first use: it pulls in ONNX Runtime's quantization tools and more than a
+hundred modules, which the Hub code, reading one report or one file name, does not need.
 """
 
-from ltzoo.export.pipeline import ExportOptions, export, print_summary
+from __future__ import annotations
 
-__all__ = ["ExportOptions", "export", "print_summary"]
+from typing import Any
+
+_LAZY = {"ExportOptions": "ltzoo.export.pipeline", "export": "ltzoo.export.pipeline",
+         "print_summary": "ltzoo.export.pipeline"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ltzoo.export' has no attribute {name!r}")
