@@ -374,7 +374,8 @@ def test_to_tensorrt_command(resnet32_export, tmp_path, capsys):
 # ----- bad input gives a clear error --------------------------------------------------------------
 def test_missing_model(tmp_path, capsys):
     assert main_export(["--model", str(tmp_path / "no_such_run"), "--out", str(tmp_path / "o")]) != 0
-    assert "neither a zoo name nor an existing directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "neither a zoo name nor an existing path" in err and f"{tmp_path / 'no_such_run'} does not exist" in err
     assert main_export(["--model", "no_such_method_resnet32", "--out", str(tmp_path / "o")]) != 0
     assert "no_such_method_resnet32" in capsys.readouterr().err
 

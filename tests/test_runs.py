@@ -70,5 +70,7 @@ def test_corrupt_config(ce_fmnist_run, tmp_path):
 
 
 def test_missing_run_dir(tmp_path):
-    with pytest.raises(DataNotFoundError, match="not an ltzoo run directory"):
+    with pytest.raises(DataNotFoundError, match=f"{tmp_path / 'nothing'} does not exist"):
         ltzoo.load(f"local-dir:{tmp_path / 'nothing'}")
+    with pytest.raises(DataNotFoundError, match="not an ltzoo run directory"):  # a folder, but no run in it
+        ltzoo.load(f"local-dir:{tmp_path}")

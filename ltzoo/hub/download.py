@@ -21,7 +21,8 @@ from ltzoo.fileio import read_json, sha256_file
 from ltzoo import names
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
-from ltzoo.hub.settings import HubSettings, hub_settings, parse_hub_source
+from ltzoo.hub.settings import HubSettings, hub_settings
+from ltzoo.source import parse_source
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -118,9 +119,11 @@ def _onnx_filename(variant: str, report: dict | None) -> str:
 
 
 def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
-    """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file."""
-    local = Path(source.removeprefix(names.LOCAL_PREFIX))
-    if not source.startswith(names.HUB_PREFIX) and local.exists():
+    """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file
+    (any source :func:`ltzoo.source.parse_source` takes)."""
+    parsed = parse_source(source)
+    if parsed.kind == "local":
+        local = parsed.path
         if local.is_file():
             return local
         for folder in (local, local / layout.ONNX_DIR):
@@ -131,12 +134,12 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
                 return candidate
         raise HubError(f"no {variant} ONNX graph under {local}; export one with `python export/to_onnx.py --model ... --out {local}`")
 
-    if source.startswith(names.HUB_PREFIX):
-        repo_id, revision = parse_hub_source(source)
+    if parsed.kind == "hub":
+        repo_id, revision = parsed.repo_id, parsed.revision
     else:
         from ltzoo.registry import get_entry  # a zoo name: its pinned repo and revision
 
-        entry = get_entry(source)
+        entry = get_entry(parsed.text)
         if entry.weights is None:
             raise HubError(f"{entry.name} has no published weights, so no published ONNX graph; {entry.how_to_train()}")
         repo_id, revision = entry.weights.repo_id, entry.weights.revision
