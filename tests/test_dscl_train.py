@@ -124,9 +124,9 @@ def test_flagship_builds_and_exports_to_checked_onnx(tmp_path):
                      input_size=(3, 224, 224), mean=spec.mean, std=spec.std,
                      label_names=[str(i) for i in range(1000)], dataset="imagenet_lt")
     report = export((model, info), tmp_path / "onnx", ExportOptions(verify="parity"))
-    assert report["passed"] and report["failures"] == []
-    checks = report["variants"]["fp32"]["checks"]
-    assert all(check["passed"] for check in checks.values()), checks
+    assert report.passed and report.failures == []
+    checks = report.variants["fp32"].checks
+    assert all(check.passed for check in checks.values()), checks
     assert {"graph", "io", "parity"} <= set(checks)
 
 

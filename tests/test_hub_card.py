@@ -16,6 +16,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.export.pipeline import ExportOptions, export
+from ltzoo.export.report import ExportReport
 from ltzoo.hub.card import RESULTS_SOURCE, method_text, read_metrics, render_card
 from ltzoo.hub.push import push_run, read_run_for_push
 from ltzoo.runs import read_config
@@ -60,7 +61,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def test_export_table_shows_reference_variants_gate_and_calibration(run_dir):
-    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=REPORT,
+    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=ExportReport.from_dict(REPORT),
                        onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json"])
     text = str(card)
     assert "| variant | file | max abs diff vs PyTorch | top-1 agreement | val top-1 all / few | test top-1 all / few | passed |" in text
@@ -137,7 +138,7 @@ def test_reproduce_line_only_when_the_run_used_the_zoo_recipe(run_dir):
 
 def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_keys(run_dir, tmp_path):
     report = export(str(run_dir), tmp_path / "exports", ExportOptions(verify="parity", exporter="torchscript"))
-    assert report["passed"]
+    assert report.passed
     card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=report,
                        onnx_files=["onnx/model.onnx", "onnx/export_report.json"], hub_url="https://hub.example")
     meta = _meta(str(card))
@@ -167,7 +168,7 @@ def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_k
     assert ModelCard(str(card)).data.eval_results[0].dataset_args["imbalance_factor"] == 100.0
     text = str(card)
     assert "Paper: [arXiv:1906.07413](https://arxiv.org/abs/1906.07413)" in text  # model_cards/methods/ce.md
-    assert f"| fp32 | `model.onnx` | {report['variants']['fp32']['checks']['parity']['max_abs_diff']:.2e} |" in text
+    assert f"| fp32 | `model.onnx` | {report.variants['fp32'].checks['parity'].details['max_abs_diff']:.2e} |" in text
 
 
 def test_a_dataset_without_a_hub_id_names_none(run_dir):

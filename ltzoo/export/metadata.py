@@ -1,5 +1,5 @@
-"""What a deployed graph must carry about itself: ``metadata_props`` in the ONNX file and the sidecar
-``export_report.json``, kept consistent (the report stores the exact dict written into each file).
+"""What a deployed graph must carry about itself: ``metadata_props`` in the ONNX file, kept consistent with
+``export_report.json`` (:mod:`ltzoo.export.report` stores the exact dict written into each file).
 
 Values in ``metadata_props`` are strings; lists and dicts are JSON, so any ONNX consumer (C++, JS,
 TensorRT tooling) can read them without ltzoo.
@@ -17,14 +17,12 @@ import onnx
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, LtzooError
-from ltzoo.fileio import atomic_write_bytes, read_json
-from ltzoo.names import CONFIG_BLOCK, REPORT_FILE, WEIGHTS_SHA256_KEY
+from ltzoo.names import CONFIG_BLOCK, WEIGHTS_SHA256_KEY
 from ltzoo.portable import portable_dataset
 
 if TYPE_CHECKING:
     from ltzoo.data.preprocess import DataConfig
 
-REPORT_VERSION = 1
 # Keys whose value is JSON in metadata_props (everything else is a plain string).
 _JSON_KEYS = (
     "label_names",
@@ -219,27 +217,3 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.M
             f"{path} is not a readable ONNX model ({type(error).__name__}: {error}); "
             "the file is truncated or corrupt: re-run the export"
         ) from error
-
-
-def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
-    """Write ``export_report.json`` atomically (a crash never leaves half a report)."""
-    path = Path(out_dir) / REPORT_FILE
-    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
-    return path
-
-
-def read_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(out_dir)
-    path = path / REPORT_FILE if path.is_dir() else path
-    try:
-        return read_json(path, remedy="re-run the export")
-    except FileNotFoundError as error:
-        raise CorruptFileError(f"no {REPORT_FILE} in {path.parent}; run export/to_onnx.py first") from error
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):  # numpy scalars/arrays
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to the export report")

@@ -10,15 +10,15 @@ call downloads it again.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from huggingface_hub import hf_hub_download
 
 import ltzoo
-from ltzoo.errors import CorruptFileError, HubError
-from ltzoo.fileio import read_json, sha256_file
 from ltzoo import names
+from ltzoo.errors import CorruptFileError, HubError
+from ltzoo.export.report import ExportReport, read_report
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
 from ltzoo.hub.settings import HubSettings, hub_settings
@@ -108,11 +108,11 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     return config_path.parent
 
 
-def _onnx_filename(variant: str, report: dict | None) -> str:
+def _onnx_filename(variant: str, report: ExportReport | None) -> str:
     """The file of an ONNX variant: as export_report.json lists it, else the exporter's naming convention."""
-    entry = ((report or {}).get("variants") or {}).get(variant)
-    if isinstance(entry, dict) and entry.get("file"):
-        return Path(entry["file"]).name
+    entry = report.variants.get(variant) if report is not None else None
+    if entry is not None and entry.file:
+        return Path(entry.file).name
     if variant not in names.VARIANT_FILES:
         raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(names.VARIANT_FILES)}")
     return names.VARIANT_FILES[variant]
@@ -128,7 +128,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
             return local
         for folder in (local, local / layout.ONNX_DIR):
             report_path = folder / names.REPORT_FILE
-            report = read_json(report_path, remedy="re-run the export") if report_path.is_file() else None
+            report = read_report(report_path) if report_path.is_file() else None
             candidate = folder / _onnx_filename(variant, report)
             if candidate.is_file():
                 return candidate
@@ -148,7 +148,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     report = None
     try:
         report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{names.REPORT_FILE}", revision, settings)
-        report = read_json(report_path, remedy="re-push the export")
+        report = read_report(report_path)
         revision = report_path.parent.parent.name  # pin the commit, as download_run does
     except HubFileMissingError:
         pass  # no report: the file names follow the convention
@@ -161,7 +161,8 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
             f"`ltzoo push --model RUN_DIR --repo-id {repo_id} --onnx EXPORT_DIR`."
         ) from None
     # The export report records each graph's sha256: check it like the weights', evicting a bad copy.
-    expected = (((report or {}).get("variants") or {}).get(variant) or {}).get("sha256")
+    entry = report.variants.get(variant) if report is not None else None
+    expected = entry.sha256 if entry is not None else None
     if expected and sha256_file(path) != expected:
         evict_cached_file(path)
         raise HubError(

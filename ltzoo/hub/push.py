@@ -20,7 +20,8 @@ from huggingface_hub.hf_api import CommitInfo
 import ltzoo
 from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
-from ltzoo.fileio import read_json, sha256_file
+from ltzoo.export.report import ExportReport, read_report
+from ltzoo.fileio import sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
@@ -60,42 +61,25 @@ def read_run_for_push(run_dir: str | Path) -> RunForPush:
     return RunForPush(run_dir, config, read_metrics(run_dir), weights, sha)
 
 
-def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], dict[str, Any]]:
+def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], ExportReport]:
     """The export folder's files to publish, and its report (required: it is the proof the graphs were checked)."""
     if not onnx_dir.is_dir():
         raise DataNotFoundError(f"ONNX folder {onnx_dir} does not exist; export with `python export/to_onnx.py --out {onnx_dir}`")
     report_path = onnx_dir / names.REPORT_FILE
     if not report_path.is_file():
         raise DataNotFoundError(f"{onnx_dir} has no {names.REPORT_FILE}; export with `python export/to_onnx.py ... --verify` first")
-    report = read_json(report_path, remedy="re-run the export")
+    report = read_report(report_path)
     files = sorted({p for pattern in ONNX_PATTERNS for p in onnx_dir.glob(pattern) if p.is_file()})
     if not any(p.suffix == ".onnx" for p in files):
         raise DataNotFoundError(f"{onnx_dir} has no .onnx file to publish")
     # Graphs exported from other weights would silently disagree with model.safetensors on the Hub.
-    source = _find_key(report, "source_weights_sha256") or _find_key(report, "weights_sha256")
+    source = report.source_weights_sha256
     if source and source != weights_sha256:
         raise CorruptFileError(
             f"{report_path} says the graphs were exported from weights {source}, but the run's model.safetensors "
             f"is {weights_sha256}; re-export this run before pushing"
         )
     return files, report
-
-
-def _find_key(obj: Any, key: str) -> Any:
-    """First value of ``key`` anywhere in a nested JSON object (the report's layout is the exporter's business)."""
-    if isinstance(obj, dict):
-        if obj.get(key):
-            return obj[key]
-        values = obj.values()
-    elif isinstance(obj, list):
-        values = obj
-    else:
-        return None
-    for value in values:
-        found = _find_key(value, key)
-        if found:
-            return found
-    return None
 
 
 def plot_png(run: RunForPush) -> bytes:
