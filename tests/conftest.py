@@ -24,6 +24,19 @@ def pytest_configure(config):
     os.environ["LTZOO_PINS"] = str(pins)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a whole module (``pytestmark = pytest.mark.usefixtures("single_thread")``): on the
+    shared 2-core machine, two threads per process oversubscribe the cores and small convolutions get an order
+    of magnitude slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fmnist():
     """The real fmnist_lt dataset (built once per session)."""

@@ -18,15 +18,7 @@ from ltzoo.errors import ConfigMismatchError, CorruptFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
-    cores and small convolutions get an order of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 
 
 def _stage1_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
