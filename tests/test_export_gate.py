@@ -19,7 +19,6 @@ import ltzoo
 from ltzoo.data import TransformedDataset, eval_transform
 from ltzoo.errors import ExportCheckError
 from ltzoo.export import ExportOptions, export, recheck
-from ltzoo.export.cli import main_export
 
 pytestmark = pytest.mark.slow  # trains (shared conftest run) and evaluates exported graphs on val/test
 
@@ -27,15 +26,9 @@ FMNIST_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
 GROUPS = {"many": [0, 1, 2, 3, 4], "medium": [5, 6, 7], "few": [8, 9]}
 
 
-@pytest.fixture(scope="module")
-def int8_export(ce_fmnist_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "ce_int8"
-    code = main_export(["--model", str(ce_fmnist_run), "--out", str(out), "--int8", "--verify", "dataset"])
-    return out, code, json.loads((out / "export_report.json").read_text())
-
-
-def test_int8_of_trained_model_passes_the_per_split_gate(int8_export, ce_fmnist_run):
-    out, code, report = int8_export
+def test_int8_of_trained_model_passes_the_per_split_gate(ce_fmnist_int8_export, ce_fmnist_run):
+    out, code = ce_fmnist_int8_export  # conftest.py: to_onnx.py --int8 --verify dataset
+    report = json.loads((out / "export_report.json").read_text())
     assert code == 0 and report["passed"], report["failures"]
     verification = report["verification"]
     assert verification["splits"] == ["val", "test"] and verification["max_drop"]["int8"] == 1.0
@@ -64,8 +57,8 @@ def test_int8_of_trained_model_passes_the_per_split_gate(int8_export, ce_fmnist_
         assert chosen_drop[group] == pytest.approx(val["pytorch"][group] - val["int8"][group], abs=1e-9)
 
 
-def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmnist_run, tmp_path):
-    out, _, _ = int8_export
+def test_breaking_the_int8_head_after_export_fails_the_gate(ce_fmnist_int8_export, ce_fmnist_run, tmp_path):
+    out, _ = ce_fmnist_int8_export
     broken = tmp_path / "broken"
     broken.mkdir()
     shutil.copy(out / "model.onnx", broken / "model.onnx")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,9 @@ from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
-from ltzoo.errors import CorruptFileError, DataNotFoundError
-from ltzoo.export.pipeline import ExportOptions, export
-from ltzoo.export.report import ExportReport
+from ltzoo.errors import CorruptFileError, DataNotFoundError, ExportCheckError
+from ltzoo.export.pipeline import ExportOptions, export, recheck
+from ltzoo.export.report import read_report
 from ltzoo.hub.card import RESULTS_SOURCE, method_text, read_metrics, render_card
 from ltzoo.hub.push import push_run, read_run_for_push
 from ltzoo.runs import read_config
@@ -29,50 +30,58 @@ def _meta(card_text: str) -> dict:
     return yaml.safe_load(re.match(r"^---\n(.*?)\n---\n", card_text, re.S).group(1))
 
 
-# The layout ltzoo.export.pipeline writes (variants[...].checks.parity, verification.results[split][name]),
-# with hand-chosen numbers; the int8 graph failed the few-shot gate on test.
-REPORT = {
-    "export": {"exporter": "dynamo", "opset": 18},
-    "variants": {
-        "fp32": {"file": "model.onnx", "checks": {"graph": {"passed": True},
-                                                  "parity": {"passed": True, "max_abs_diff": 1.5e-5, "top1_agreement": 1.0}}},
-        "int8": {"file": "model_int8.onnx",
-                 "checks": {"graph": {"passed": True}, "parity": {"passed": True, "max_abs_diff": 0.031, "top1_agreement": 0.984}},
-                 "recipe": {"calibration": {"size": 512, "split": "train", "seed": 0, "sampling": "class-balanced"},
-                            "calibration_method": "percentile",
-                            "calibration_choice": {"split": "val", "chosen": "percentile",
-                                                   "rule": "first within the gate, else the smallest worst drop"}}},
-    },
-    "verification": {
-        "mode": "dataset", "max_drop": {"fp32": 0.1, "int8": 1.0}, "gated_groups": ["all", "few"],
-        "results": {
-            "val": {"pytorch": {"all": 70.0, "few": 40.0}, "fp32": {"all": 70.0, "few": 40.0}, "int8": {"all": 69.5, "few": 38.5}},
-            "test": {"pytorch": {"all": 71.0, "few": 41.0}, "fp32": {"all": 71.0, "few": 41.0}, "int8": {"all": 70.0, "few": 39.5}},
-        },
-    },
-    "passed": False,
-    "failures": ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"],
-}
-
-
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return make_run(tmp_path / "run", seed=0)
 
 
-def test_export_table_shows_reference_variants_gate_and_calibration(run_dir):
-    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=ExportReport.from_dict(REPORT),
+def _export_row(card_text: str, variant: str) -> str:
+    (row,) = [line for line in card_text.splitlines() if line.startswith(f"| {variant} ")]
+    return row
+
+
+@pytest.mark.slow  # the shared CE run, exported with --int8 --verify dataset (conftest.py)
+def test_export_table_shows_reference_variants_gate_and_calibration(ce_fmnist_run, ce_fmnist_int8_export):
+    out, _ = ce_fmnist_int8_export
+    report = read_report(out)
+    card = render_card(read_config(ce_fmnist_run), read_metrics(ce_fmnist_run), REPO, export_report=report,
                        onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json"])
     text = str(card)
     assert "| variant | file | max abs diff vs PyTorch | top-1 agreement | val top-1 all / few | test top-1 all / few | passed |" in text
-    assert "| pytorch (reference) | `model.safetensors` | - | - | 70.00 / 40.00 | 71.00 / 41.00 | - |" in text
-    assert "| fp32 | `model.onnx` | 1.50e-05 | 100.00 % | 70.00 / 40.00 | 71.00 / 41.00 | yes |" in text
-    assert "| int8 | `model_int8.onnx` | 3.10e-02 | 98.40 % | 69.50 / 38.50 | 70.00 / 39.50 | **no** |" in text
-    assert "may drop at most (fp32 0.1, int8 1) points below PyTorch" in text
-    assert "calibrated on 512 train images (seed 0), class-balanced; percentile calibration, chosen on val by " \
-        "`--calib-method auto` (first within the gate, else the smallest worst drop)." in text
+    results = report.verification.results
+
+    def top1(name: str) -> str:
+        return " | ".join(f"{results[split][name].all:.2f} / {results[split][name].few:.2f}" for split in ("val", "test"))
+
+    assert _export_row(text, "pytorch") == f"| pytorch (reference) | `model.safetensors` | - | - | {top1('pytorch')} | - |"
+    for variant, file in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
+        parity = report.variants[variant].checks["parity"].details
+        assert _export_row(text, variant) == (
+            f"| {variant} | `{file}` | {parity['max_abs_diff']:.2e} | {100 * parity['top1_agreement']:.2f} % | "
+            f"{top1(variant)} | yes |")
+    assert "may drop at most (fp32 0.1, fp16 0.5, int8 1) points below PyTorch" in text  # the default gate
+    choice = report.variants["int8"].recipe["calibration_choice"]
+    assert "calibrated on 512 train images (seed 0), class-balanced" in text  # --calib-size / --calib-seed defaults
+    assert f"{choice['chosen']} calibration, chosen on val by `--calib-method auto` ({choice['rule']})." in text
     assert 'variant="fp32")  # fp32, int8' in text
     assert "- `onnx/model_int8.onnx`" in text
+
+
+@pytest.mark.slow
+def test_a_variant_that_failed_the_gate_is_marked_on_the_card(ce_fmnist_run, ce_fmnist_int8_export, tmp_path):
+    """Its own checks pass; only the gate failed it (here: int8 would have to beat PyTorch by 5 points on val)."""
+    out, _ = ce_fmnist_int8_export
+    copy = shutil.copytree(out, tmp_path / "exports")
+    impossible = ExportOptions(verify="dataset", splits=("val",), max_drop={"fp32": 0.1, "int8": -5.0}, lint=False)
+    with pytest.raises(ExportCheckError, match="int8 on val"):
+        recheck(str(ce_fmnist_run), copy, impossible)
+    report = read_report(copy)
+    assert [(f.variant, f.split) for f in report.failures] == [("int8", "val"), ("int8", "val")]  # all and few
+    assert report.variants["int8"].passed  # every check of the graph itself passed
+    text = str(render_card(read_config(ce_fmnist_run), read_metrics(ce_fmnist_run), REPO, export_report=report,
+                           onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx"]))
+    assert _export_row(text, "int8").endswith("| **no** |") and _export_row(text, "fp32").endswith("| yes |")
+    assert "val top-1 all / few | passed |" in text and "test top-1" not in text  # only val was verified
 
 
 def test_a_group_without_classes_is_left_out_of_the_model_index(run_dir):
