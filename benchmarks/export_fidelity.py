@@ -89,14 +89,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report = export(f"local-dir:{run}", out, ExportOptions(fp16=True, int8=True, verify="dataset"))
             passed, error = True, ""
         except ExportCheckError as exc:  # a failed gate is a result to report, not a crash
-            from ltzoo.export.metadata import read_report
+            from ltzoo.export.report import read_report
 
             report, passed, error = read_report(out), False, str(exc).splitlines()[0]
-        int8_recipe = report.get("variants", {}).get("int8", {}).get("recipe", {})
+        int8_recipe = (report.variants["int8"].recipe if "int8" in report.variants else None) or {}
         results.append({"name": name, "run": str(run), "gate_passed": passed, "error": error,
                         "int8_calibration": int8_recipe.get("calibration_method"),
                         "int8_calibration_choice": int8_recipe.get("calibration_choice"),
-                        "failures": report.get("failures", []), "verification": report.get("verification", {})})
+                        "failures": [str(f) for f in report.failures], "verification": report.verification.to_dict()})
     fresh = {r["name"]: r for r in results}
     if args.only:  # every model's row, in zoo order: the fresh ones and the kept ones
         results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept]

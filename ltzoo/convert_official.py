@@ -31,6 +31,7 @@ import ltzoo
 from ltzoo.data.spec import dataset_spec
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError, LtzooError
 from ltzoo.models import LTClassifier, build_model
+from ltzoo.names import MODEL_FILE
 from ltzoo.runs import build_config, save_run
 
 SOURCES = ("dscl",)
@@ -163,7 +164,7 @@ def convert_dscl(
 ) -> ConversionReport:
     """Convert an official DSCL stage-1 or stage-2 checkpoint into the run directory ``out_dir``."""
     out_dir = Path(out_dir)
-    if (out_dir / "model.safetensors").exists():
+    if (out_dir / MODEL_FILE).exists():
         raise LtzooError(f"{out_dir} already holds a model; choose another --out (nothing was overwritten)")
     state, meta = read_checkpoint(checkpoint)
     num_classes = _num_classes(state, dataset)

@@ -9,52 +9,26 @@ from typing import Any
 
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import dataset_spec
-from ltzoo.errors import LtzooError, WeightsNotPublishedError
+from ltzoo.errors import WeightsNotPublishedError
 from ltzoo.models import LTClassifier, ModelSpec, timm_layout
 from ltzoo.registry import get_entry
 from ltzoo.runs import load_run
-
-LOCAL_PREFIX = "local-dir:"
-HUB_PREFIX = "hf-hub:"
+from ltzoo.source import Source, parse_source
 
 
-def source_kind(source: str | os.PathLike[str]) -> str:
-    """Classify a source as "local-dir", "hf-hub", "run-dir" or "zoo". Like timm, a path- or hub-looking
-    string that is no existing directory is never silently taken for a zoo name."""
-    text = str(source)
-    if text.startswith(LOCAL_PREFIX):
-        return "local-dir"
-    if text.startswith(HUB_PREFIX):
-        return "hf-hub"
-    if Path(text).is_dir():
-        return "run-dir"
-    if any(ch in text for ch in "/\\:"):
-        raise LtzooError(
-            f"{text!r} is neither a zoo name nor an existing directory. Use 'local-dir:PATH' for a run "
-            "directory or 'hf-hub:ORG/REPO[@REVISION]' for the Hub."
-        )
-    return "zoo"
-
-
-def resolve_run_dir(source: str | os.PathLike[str]) -> Path:
-    """The local run directory behind a source, downloading from the Hub when needed."""
-    text, kind = str(source), source_kind(source)
-    if kind == "local-dir":
-        return Path(text[len(LOCAL_PREFIX):]).expanduser()
-    if kind == "run-dir":
-        return Path(text)
+def resolve_run_dir(source: Source) -> Path:
+    """The local run directory behind a parsed source, downloading from the Hub when needed."""
+    if source.kind == "local":
+        return source.path
     from ltzoo.hub.download import download_run
 
-    if kind == "hf-hub":
-        from ltzoo.hub.settings import parse_hub_source
-
-        repo_id, revision = parse_hub_source(text)  # a malformed id fails here, naming the expected form
-        return download_run(repo_id, revision)
-    entry = get_entry(text)
+    if source.kind == "hub":
+        return download_run(source.repo_id, source.revision)
+    entry = get_entry(source.text)
     if entry.weights is None:
         raise WeightsNotPublishedError(
             f"{entry.name} has no published weights yet; {entry.how_to_train()}. "
-            f"ltzoo.load({text!r}, pretrained=False) builds the untrained model."
+            f"ltzoo.load({source.text!r}, pretrained=False) builds the untrained model."
         )
     return download_run(entry.weights.repo_id, entry.weights.revision, expected_sha256=entry.weights.sha256)
 
@@ -63,17 +37,18 @@ def load(source: str | os.PathLike[str], pretrained: bool = True, *, with_config
     """Return a ready model in eval mode.
 
     ``source`` is a zoo name (``"dscl_pbsd_resnet50"``, ``"ce_resnet32.fmnist_lt"``), a run directory,
-    ``"local-dir:PATH"`` or ``"hf-hub:ORG/REPO[@rev]"``. ``pretrained=False`` with a zoo name builds the
-    untrained inference model of that entry. ``with_config=True`` returns ``(model, config)``.
+    ``"local-dir:PATH"`` or ``"hf-hub:ORG/REPO[@rev]"`` (see :func:`ltzoo.source.parse_source`).
+    ``pretrained=False`` with a zoo name builds the untrained inference model of that entry.
+    ``with_config=True`` returns ``(model, config)``.
     """
-    kind = source_kind(source)
-    if kind == "zoo" and not pretrained:
-        model = create_model(str(source))
+    parsed = parse_source(source)
+    if parsed.kind == "zoo" and not pretrained:
+        model = create_model(parsed.text)
         model.eval()
         return (model, {}) if with_config else model
     # Hub downloads are hashed against the pinned/recorded sha256 by download_run; hashing them again
     # costs as much as reading the file, so only local runs are hashed here.
-    model, config = load_run(resolve_run_dir(source), verify_sha256=kind in ("local-dir", "run-dir"))
+    model, config = load_run(resolve_run_dir(parsed), verify_sha256=parsed.kind == "local")
     return (model, config) if with_config else model
 
 

@@ -135,7 +135,7 @@ def parse_pins(text: str, source: Path) -> dict[str, HubWeights]:
 
 def write_pins(path: Path, updates: dict[str, HubWeights]) -> Path:
     """Merge ``updates`` into the pins file at ``path`` (created if missing) and write it atomically."""
-    from ltzoo.runs import atomic_write_json
+    from ltzoo.fileio import atomic_write_json
 
     pins = load_pins(path) if path.exists() else {}
     pins.update(updates)

@@ -18,25 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from ltzoo.data.sources import SourceSpec, is_source_name, portable_source_name
+from ltzoo.names import CONFIG_BLOCK, LOCAL_PREFIX
+from ltzoo.source import parse_source
 
-LOCAL_PREFIX = "local-dir:"
-HUB_PREFIX = "hf-hub:"
 _CHUNK = 8 << 20
 
 
-def is_local_model_source(source: str) -> bool:
-    """A run folder (``local-dir:PATH`` or a path) rather than ``hf-hub:...`` or a zoo name."""
-    return source.startswith(LOCAL_PREFIX) or (
-        not source.startswith(HUB_PREFIX) and (any(ch in source for ch in "/\\") or Path(source).is_dir())
-    )
+def _local_model_path(source: str) -> Path | None:
+    """The folder of a run source (``local-dir:PATH`` or a path), None for ``hf-hub:...`` and zoo names. Only
+    classified, not checked: a recorded ``--init`` run may have been moved since."""
+    parsed = parse_source(source, must_exist=False)
+    return parsed.path if parsed.kind == "local" else None
 
 
 def portable_model_source(source: str) -> str:
     """``hf-hub:...`` and zoo names as they are; a local run folder as ``local-dir:<folder name>``."""
-    if not is_local_model_source(source):
-        return source
-    path = source.removeprefix(LOCAL_PREFIX).rstrip("/\\")
-    return LOCAL_PREFIX + (Path(path).name or "run")
+    path = _local_model_path(source)
+    return source if path is None else LOCAL_PREFIX + (path.name or "run")
 
 
 def portable_dataset(name: str | None) -> str | None:
@@ -48,7 +46,7 @@ def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a run's ``config.json`` fit to publish: every data source by folder name, the data folder
     and a local ``--init`` parent by name."""
     portable = _map_strings(copy.deepcopy(dict(config)), lambda s: portable_source_name(s) if is_source_name(s) else s)
-    lt = portable.get("ltzoo")
+    lt = portable.get(CONFIG_BLOCK)
     if isinstance(lt, dict):
         source = lt.get("source")
         if isinstance(source, dict) and source.get("path"):
@@ -79,12 +77,14 @@ def recorded_local_folders(config: Mapping[str, Any]) -> list[Path]:
         return text
 
     _map_strings(dict(config), collect)
-    lt = config.get("ltzoo") if isinstance(config.get("ltzoo"), dict) else {}
+    lt = config.get(CONFIG_BLOCK) if isinstance(config.get(CONFIG_BLOCK), dict) else {}
     source, parent = lt.get("source"), lt.get("parent")
     if isinstance(source, dict) and isinstance(source.get("path"), str):
         found.append(Path(source["path"]))
-    if isinstance(parent, dict) and isinstance(parent.get("source"), str) and is_local_model_source(parent["source"]):
-        found.append(Path(parent["source"].removeprefix(LOCAL_PREFIX)))
+    parent_source = parent.get("source") if isinstance(parent, dict) else None
+    parent_path = _local_model_path(parent_source) if isinstance(parent_source, str) else None
+    if parent_path is not None:
+        found.append(parent_path)
     return found
 
 

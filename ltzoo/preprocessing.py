@@ -66,15 +66,17 @@ def _model_data_config(model: nn.Module) -> DataConfig:
 
 
 def _source_data_config(source: str) -> DataConfig:
-    from ltzoo.loading import resolve_run_dir, source_kind
+    from ltzoo.loading import resolve_run_dir
     from ltzoo.models.timm_layout import data_config_from_config
     from ltzoo.runs import read_config
+    from ltzoo.source import parse_source
 
-    if source_kind(source) == "zoo":
+    parsed = parse_source(source)
+    if parsed.kind == "zoo":
         from ltzoo.data.spec import dataset_spec
         from ltzoo.registry import get_entry
 
         entry = get_entry(source)
         if entry.weights is None:  # a recipe only: its training set says how its models see images
             return DataConfig.from_data_info(dataset_spec(entry.recipe().dataset))
-    return data_config_from_config(read_config(resolve_run_dir(source)))
+    return data_config_from_config(read_config(resolve_run_dir(parsed)))

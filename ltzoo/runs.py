@@ -9,10 +9,8 @@ format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +21,25 @@ from safetensors.torch import load_file, save_file
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
+# atomic_write_bytes / atomic_write_json are imported from here by the benchmarks (outside the package).
+from ltzoo.fileio import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file  # noqa: F401
 from ltzoo.models import LTClassifier
 from ltzoo.models import timm_layout
 from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
+from ltzoo.names import CONFIG_BLOCK, CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_SHA256_KEY
 
 
 # ----- atomic writes ---------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; run artifacts are meant to be shared
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
     """Save tensors as safetensors atomically; returns the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
     return sha256_file(path)
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----- config ----------------------------------------------------------------------------------
@@ -107,7 +68,7 @@ def build_config(
             model, spec, data, saved=True, tag=longtail.get("dataset"),
             license_id=ltzoo_fields.get("license", "apache-2.0"),
         ),
-        "ltzoo": {
+        CONFIG_BLOCK: {
             "format_version": FORMAT_VERSION,
             "num_params": sum(p.numel() for p in model.parameters()),
             "data_info": data_info,
@@ -124,10 +85,7 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found: {run_dir} is not an ltzoo run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-download or re-train the run") from exc
+    config = read_json(path, remedy="re-download or re-train the run")
     missing = [k for k in ("architecture", "num_classes", "model_args", "pretrained_cfg") if k not in config]
     if missing:
         raise CorruptFileError(f"{path} lacks {missing}: not an ltzoo/timm config (was the repo pushed by ltzoo?)")
@@ -142,7 +100,7 @@ def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[
     weights = timm_layout.saved_state_dict(model.state_dict(), spec_from_config(config))
     sha = atomic_save_state_dict(weights, out_dir / MODEL_FILE)
     config = json.loads(json.dumps(config))
-    config.setdefault("ltzoo", {})["weights_sha256"] = sha
+    config.setdefault(CONFIG_BLOCK, {})[WEIGHTS_SHA256_KEY] = sha
     atomic_write_json(out_dir / CONFIG_FILE, config)
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     return out_dir
@@ -201,7 +159,7 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
     weights_path = run_dir / MODEL_FILE
     if not weights_path.is_file():
         raise DataNotFoundError(f"{weights_path} not found: the run has no weights (did training finish?)")
-    recorded = config.get("ltzoo", {}).get("weights_sha256")
+    recorded = config.get(CONFIG_BLOCK, {}).get(WEIGHTS_SHA256_KEY)
     if verify_sha256 and recorded and sha256_file(weights_path) != recorded:
         raise CorruptFileError(
             f"{weights_path} does not match the sha256 recorded in config.json; the file was changed or truncated"

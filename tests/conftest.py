@@ -24,6 +24,19 @@ def pytest_configure(config):
     os.environ["LTZOO_PINS"] = str(pins)
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op thread for a whole module (``pytestmark = pytest.mark.usefixtures("single_thread")``): on the
+    shared 2-core machine, two threads per process oversubscribe the cores and small convolutions get an order
+    of magnitude slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def fmnist():
     """The real fmnist_lt dataset (built once per session)."""
@@ -46,3 +59,14 @@ def ce_fmnist_run(tmp_path_factory) -> Path:
     entry = get_entry("ce_resnet32.fmnist_lt")
     train(entry.recipe(), out, name=entry.name, epochs=SHORT_CE_EPOCHS)
     return out
+
+
+@pytest.fixture(scope="session")
+def ce_fmnist_int8_export(ce_fmnist_run, tmp_path_factory) -> tuple[Path, int]:
+    """The shared CE run exported as a user would: ``to_onnx.py --int8 --verify dataset`` (fp32 + int8 with auto
+    calibration, gated on val and test). Returns the export folder and the command's exit code."""
+    from ltzoo.export.cli import main_export
+
+    out = tmp_path_factory.mktemp("exports") / "ce_int8"
+    code = main_export(["--model", str(ce_fmnist_run), "--out", str(out), "--int8", "--verify", "dataset"])
+    return out, code

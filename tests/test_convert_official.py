@@ -14,19 +14,11 @@ from torch import nn
 
 import ltzoo
 from ltzoo.convert_official import convert_official, main
-from ltzoo.errors import ConfigMismatchError, CorruptFileError
+from ltzoo.errors import ConfigMismatchError, CorruptFileError, LtzooError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
-    cores and small convolutions get an order of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 
 
 def _stage1_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
@@ -134,5 +126,7 @@ def test_pickled_objects_are_not_loaded(tmp_path):
 
 
 def test_unknown_source(tmp_path):
-    with pytest.raises(Exception, match="unknown --source"):
+    # LtzooError is what main() turns into a one-line message and exit code 2 (anything else is a traceback).
+    with pytest.raises(LtzooError, match="unknown --source 'moco'; known sources: dscl"):
         convert_official("moco", tmp_path / "x.pth", tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -249,13 +249,13 @@ def test_export_gate_and_hub_card_on_the_finetuned_run(finetuned, hub_env, tmp_p
     exports = tmp_path / "exports"
     with one_thread():
         report = export(str(finetuned), exports, ExportOptions(verify="dataset"))
-    assert report["passed"], report["failures"]
-    verification = report["verification"]
+    assert report.passed, [str(failure) for failure in report.failures]
+    verification = report.verification
     # The gate scores the user's own tail: terciles of the fine-tuning data, few = class 3 ("rivet").
-    assert verification["shot_thresholds"] == {"many": 6, "few": 6, "rule": "terciles"}
-    val = verification["results"]["val"]
-    assert val["pytorch"]["few"] == val["pytorch"]["per_class"][3] and val["fp32"]["num_samples"] == 4
-    assert verification["deltas"]["test"]["fp32"]["all"] is None  # no test split
+    assert verification.shot_thresholds == {"many": 6, "few": 6, "rule": "terciles"}
+    val = verification.results["val"]
+    assert val["pytorch"].few == val["pytorch"].per_class[3] and val["fp32"].num_samples == 4
+    assert verification.deltas["test"]["fp32"]["all"] is None  # no test split
 
     repo = f"{ORG}/ce_resnet32.hardware"
     code, _ = run_cli("push", "--model", str(finetuned), "--repo-id", repo, "--onnx", str(exports))

@@ -24,15 +24,7 @@ from ltzoo.registry import get_entry, list_models
 SMALL_NAMES = [f"{m}_resnet32.{t}" for m in ("dscl", "dscl_pbsd") for t in ("fmnist_lt", "cifar100_lt")]
 PAPER_NAMES = [f"{m}_resnet50.{t}" for m in ("dscl", "dscl_pbsd") for t in ("imagenet_lt", "inat2018", "places_lt")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
-    cores and small convolutions get an order of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 
 
 def _subset(dataset: TensorImageDataset, count: int) -> TensorImageDataset:
@@ -124,9 +116,9 @@ def test_flagship_builds_and_exports_to_checked_onnx(tmp_path):
                      input_size=(3, 224, 224), mean=spec.mean, std=spec.std,
                      label_names=[str(i) for i in range(1000)], dataset="imagenet_lt")
     report = export((model, info), tmp_path / "onnx", ExportOptions(verify="parity"))
-    assert report["passed"] and report["failures"] == []
-    checks = report["variants"]["fp32"]["checks"]
-    assert all(check["passed"] for check in checks.values()), checks
+    assert report.passed and report.failures == []
+    checks = report.variants["fp32"].checks
+    assert all(check.passed for check in checks.values()), checks
     assert {"graph", "io", "parity"} <= set(checks)
 
 

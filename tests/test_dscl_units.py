@@ -16,15 +16,7 @@ from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha, dscl_loss, dscl_weights, 
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on the shared 2-core machine, two threads per process oversubscribe the
-    cores and small convolutions get an order of magnitude slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 
 
 def _lse(values):

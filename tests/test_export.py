@@ -29,6 +29,7 @@ from ltzoo.export.lint import lint_unavailable
 from ltzoo.export.metadata import ModelInfo, build_metadata, read_metadata, write_metadata_props
 from ltzoo.export.onnx_export import save_model
 from ltzoo.export.providers import create_session, select_providers
+from ltzoo.export.report import ExportReport, Failure, VariantReport
 from ltzoo.export.tensorrt import Profile, static_check, tensorrt_unavailable_reason
 from ltzoo.export.verify import gate, parse_max_drop
 from ltzoo.models import build_model
@@ -58,7 +59,7 @@ def random_run(tmp_path_factory, fmnist) -> Path:
 
 
 @pytest.fixture(scope="module")
-def resnet32_export(random_run, fmnist, tmp_path_factory) -> tuple[Path, dict]:
+def resnet32_export(random_run, fmnist, tmp_path_factory) -> tuple[Path, ExportReport]:
     """fp32 + fp16 + int8 of the random ResNet-32, parity-verified (int8 calibrated on real fmnist train)."""
     out = tmp_path_factory.mktemp("exports") / "resnet32"
     report = export(str(random_run), out, ExportOptions(fp16=True, int8=True, calib_size=64), data=fmnist)
@@ -96,12 +97,12 @@ ALL_CHECKS = {"graph", "metadata", "io", "batch_norm_folded", "tensorrt_static",
     {"polygraphy_lint"} if lint_unavailable() is None else set())
 
 
-def assert_every_check_passed(report: dict, variants: set[str]) -> None:
-    assert report["passed"] and report["failures"] == []
-    assert set(report["variants"]) == variants
-    for variant, entry in report["variants"].items():
-        assert set(entry["checks"]) == ALL_CHECKS, variant
-        assert all(check["passed"] for check in entry["checks"].values()), (variant, entry["checks"])
+def assert_every_check_passed(report: ExportReport, variants: set[str]) -> None:
+    assert report.passed and report.failures == []
+    assert set(report.variants) == variants
+    for variant, entry in report.variants.items():
+        assert set(entry.checks) == ALL_CHECKS, variant
+        assert all(check.passed for check in entry.checks.values()), (variant, entry.checks)
 
 
 # ----- random-init exports pass every check -------------------------------------------------------
@@ -115,8 +116,8 @@ def test_resnet32_random_init_passes_every_check(resnet32_export):
     assert [i.name for i in fp32.graph.input] == ["input"] and [o.name for o in fp32.graph.output] == ["logits"]
     assert not (out / "model.onnx.data").exists()  # one self-contained file
     for variant, name in (("fp32", "model.onnx"), ("fp16", "model_fp16.onnx"), ("int8", "model_int8.onnx")):
-        assert report["variants"][variant]["sha256"] == hashlib.sha256((out / name).read_bytes()).hexdigest()
-    parity = report["variants"]["fp32"]["checks"]["parity"]
+        assert report.variants[variant].sha256 == hashlib.sha256((out / name).read_bytes()).hexdigest()
+    parity = report.variants["fp32"].checks["parity"].details
     assert parity["batches"] == [1, 3, 17] and 2 not in parity["batches"]  # never the export batch
     assert parity["top1_agreement"] == 1.0
 
@@ -160,7 +161,7 @@ def test_int8_variant_is_symmetric_per_channel_qdq(resnet32_export):
         init_types[n.input[0]] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_types
     }
     assert dequantized_types == {onnx.TensorProto.INT8}
-    recipe = report["variants"]["int8"]["recipe"]
+    recipe = report.variants["int8"].recipe
     assert recipe["target"] == "tensorrt" and read_metadata(out / "model_int8.onnx")["int8_target"] == "tensorrt"
     # Water-filling by hand for 64 images over counts >= 10: quota 6 (60 images), 4 classes get a 7th.
     assert sorted(recipe["calibration"]["per_class"]) == [6] * 6 + [7] * 4
@@ -175,14 +176,14 @@ def test_resnet50_random_init_passes_every_check(tmp_path):
     model = build_model("resnet50", data.num_classes).eval()
     options = ExportOptions(int8=True, int8_target="cpu", calib_size=16)
     report = export((model, info_for(data, "resnet50", "random_resnet50")), tmp_path, options, data=data)
-    assert report["passed"] and set(report["variants"]) == {"fp32", "int8"}
-    assert set(report["variants"]["fp32"]["checks"]) == ALL_CHECKS
-    int8 = report["variants"]["int8"]
+    assert report.passed and set(report.variants) == {"fp32", "int8"}
+    assert set(report.variants["fp32"].checks) == ALL_CHECKS
+    int8 = report.variants["int8"]
     # Not TensorRT-ready by design, and the report says so instead of claiming a check.
-    assert set(int8["checks"]) == ALL_CHECKS - {"tensorrt_static"} and "TensorRT" in int8["tensorrt_static_skipped"]
-    assert all(c["passed"] for v in report["variants"].values() for c in v["checks"].values())
-    assert report["variants"]["fp32"]["checks"]["io"]["input"]["shape"] == ["batch", 3, 64, 64]
-    assert report["export"]["node_counts"]["Conv"] == 53  # 1 stem + 16 bottlenecks x 3 + 4 downsample
+    assert set(int8.checks) == ALL_CHECKS - {"tensorrt_static"} and "TensorRT" in int8.tensorrt_static_skipped
+    assert all(c.passed for v in report.variants.values() for c in v.checks.values())
+    assert report.variants["fp32"].checks["io"].details["input"]["shape"] == ["batch", 3, 64, 64]
+    assert report.export["node_counts"]["Conv"] == 53  # 1 stem + 16 bottlenecks x 3 + 4 downsample
     proto = onnx.load(str(tmp_path / "model_int8.onnx"))
     inits = {init.name: init for init in proto.graph.initializer}
     quantize = [node for node in proto.graph.node if node.op_type == "QuantizeLinear"]
@@ -258,7 +259,7 @@ def test_torchscript_exporter_with_baked_logit_adjustment(random_run, resnet32_e
     report = export(str(random_run), tmp_path, ExportOptions(exporter="torchscript", opset=17, logit_adjust=0.5))
     assert_every_check_passed(report, {"fp32"})
     assert not (tmp_path / "model_int8.onnx").exists()  # a fresh export replaces the whole set
-    assert report["export"]["exporter"] == "torchscript" and report["logit_adjust"]["tau"] == 0.5
+    assert report.export["exporter"] == "torchscript" and report.logit_adjust["tau"] == 0.5
     meta = read_metadata(tmp_path / "model.onnx")
     assert meta["exporter"] == "torchscript" and meta["opset"] == 17 and meta["logit_adjust_tau"] == 0.5
     assert onnx.load(str(tmp_path / "model.onnx")).opset_import[0].version == 17
@@ -374,7 +375,8 @@ def test_to_tensorrt_command(resnet32_export, tmp_path, capsys):
 # ----- bad input gives a clear error --------------------------------------------------------------
 def test_missing_model(tmp_path, capsys):
     assert main_export(["--model", str(tmp_path / "no_such_run"), "--out", str(tmp_path / "o")]) != 0
-    assert "neither a zoo name nor an existing directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "neither a zoo name nor an existing path" in err and f"{tmp_path / 'no_such_run'} does not exist" in err
     assert main_export(["--model", "no_such_method_resnet32", "--out", str(tmp_path / "o")]) != 0
     assert "no_such_method_resnet32" in capsys.readouterr().err
 
@@ -474,7 +476,7 @@ def test_auto_calibration_keeps_the_first_method_within_the_gate_on_val(tmp_path
 
 
 @pytest.mark.parametrize(
-    ("calib_method", "existing", "recipe", "expected"),
+    ("calib_method", "rechecked", "recipe", "expected"),
     [
         ("minmax", False, {}, "lost accuracy with minmax calibration: retry with --calib-method auto"),
         ("auto", False, {"calibration_choice": {"chosen": "percentile", "within_threshold": True}},
@@ -484,14 +486,17 @@ def test_auto_calibration_keeps_the_first_method_within_the_gate_on_val(tmp_path
         ("auto", True, {}, "re-export with --int8 (--calib-method auto"),
     ],
 )
-def test_int8_gate_failure_names_the_next_thing_to_try(calib_method, existing, recipe, expected):
-    from ltzoo.export.pipeline import _int8_hint
+def test_int8_gate_failure_names_the_next_thing_to_try(calib_method, rechecked, recipe, expected):
+    from ltzoo.export.pipeline import _calibration_hint, _int8_hint, _recheck_fix
 
     options = ExportOptions(int8=True, calib_method=calib_method)
-    failures = ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"]
-    hint = _int8_hint(failures, options, existing, {"recipe": recipe})
+    fix = _recheck_fix(options) if rechecked else _calibration_hint(options, recipe)
+    variants = {"int8": VariantReport("model_int8.onnx", recipe=recipe)}
+    lost = Failure("int8", "top1_few", split="test", value=1.5, limit=1.0, reason="few top-1 39.50 vs PyTorch 41.00")
+    hint = _int8_hint(ExportReport(variants=variants, failures=[lost]), fix)
     assert expected in hint and "rerun with --int8-debug" in hint  # no tensor-by-tensor comparison ran
-    assert _int8_hint(["fp16 on val: all top-1 ..."], options, existing, {"recipe": recipe}) == ""  # not int8
+    fp16 = Failure("fp16", "top1_all", split="val", value=0.6, limit=0.5, reason="all top-1 59.40 vs PyTorch 60.00")
+    assert _int8_hint(ExportReport(variants=variants, failures=[fp16]), fix) == ""  # not int8
 
 
 def test_gate_by_hand():
@@ -501,9 +506,12 @@ def test_gate_by_hand():
     results = {"val": {"pytorch": row(60.0, 30.0), "fp32": row(59.95, 30.0), "int8": row(59.0, 28.9)}}
     deltas, failures = gate(results, {"fp32": 0.1, "fp16": 0.5, "int8": 1.0})
     assert deltas["val"]["int8"]["few"] == pytest.approx(-1.1) and deltas["val"]["fp32"]["all"] == pytest.approx(-0.05)
-    assert len(failures) == 1 and failures[0].startswith("int8 on val: few")  # all -1.0 is exactly allowed
+    (failure,) = failures  # all -1.0 is exactly allowed
+    assert (failure.variant, failure.check, failure.split, failure.limit) == ("int8", "top1_few", "val", 1.0)
+    assert failure.value == pytest.approx(1.1)
+    assert str(failure) == "int8 on val: few top-1 28.90 vs PyTorch 30.00 (drop 1.10 pt > allowed 1 pt)"
     _, failures = gate(results, {"fp32": 0.01, "fp16": 0.5, "int8": 2.0})
-    assert len(failures) == 1 and failures[0].startswith("fp32 on val: all")
+    assert [(f.variant, f.check) for f in failures] == [("fp32", "top1_all")]
     assert parse_max_drop(["int8=0.8"]) == {"fp32": 0.1, "fp16": 0.5, "int8": 0.8}
     with pytest.raises(BadHyperParameterError):
         parse_max_drop(["int8=-1"])

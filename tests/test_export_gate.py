@@ -18,8 +18,7 @@ import torch
 import ltzoo
 from ltzoo.data import TransformedDataset, eval_transform
 from ltzoo.errors import ExportCheckError
-from ltzoo.export import ExportOptions, export
-from ltzoo.export.cli import main_export
+from ltzoo.export import ExportOptions, export, recheck
 
 pytestmark = pytest.mark.slow  # trains (shared conftest run) and evaluates exported graphs on val/test
 
@@ -27,15 +26,9 @@ FMNIST_COUNTS = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
 GROUPS = {"many": [0, 1, 2, 3, 4], "medium": [5, 6, 7], "few": [8, 9]}
 
 
-@pytest.fixture(scope="module")
-def int8_export(ce_fmnist_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "ce_int8"
-    code = main_export(["--model", str(ce_fmnist_run), "--out", str(out), "--int8", "--verify", "dataset"])
-    return out, code, json.loads((out / "export_report.json").read_text())
-
-
-def test_int8_of_trained_model_passes_the_per_split_gate(int8_export, ce_fmnist_run):
-    out, code, report = int8_export
+def test_int8_of_trained_model_passes_the_per_split_gate(ce_fmnist_int8_export, ce_fmnist_run):
+    out, code = ce_fmnist_int8_export  # conftest.py: to_onnx.py --int8 --verify dataset
+    report = json.loads((out / "export_report.json").read_text())
     assert code == 0 and report["passed"], report["failures"]
     verification = report["verification"]
     assert verification["splits"] == ["val", "test"] and verification["max_drop"]["int8"] == 1.0
@@ -64,8 +57,8 @@ def test_int8_of_trained_model_passes_the_per_split_gate(int8_export, ce_fmnist_
         assert chosen_drop[group] == pytest.approx(val["pytorch"][group] - val["int8"][group], abs=1e-9)
 
 
-def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmnist_run, tmp_path):
-    out, _, _ = int8_export
+def test_breaking_the_int8_head_after_export_fails_the_gate(ce_fmnist_int8_export, ce_fmnist_run, tmp_path):
+    out, _ = ce_fmnist_int8_export
     broken = tmp_path / "broken"
     broken.mkdir()
     shutil.copy(out / "model.onnx", broken / "model.onnx")
@@ -76,10 +69,12 @@ def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmni
             init.CopyFrom(onnx.numpy_helper.from_array(-onnx.numpy_helper.to_array(init), init.name))
     onnx.save(proto, str(broken / "model_int8.onnx"))
     with pytest.raises(ExportCheckError) as caught:
-        export(str(ce_fmnist_run), broken, ExportOptions(verify="dataset", splits=("val",)), existing=True)
+        recheck(str(ce_fmnist_run), broken, ExportOptions(verify="dataset", splits=("val",)))
     report = json.loads((broken / "export_report.json").read_text())
     assert not report["passed"]
-    assert any(f.startswith("int8 on val: all top-1") for f in report["failures"]), report["failures"]
+    # A structured record: the int8 graph's overall top-1 on val dropped by more than the 1-point limit.
+    lost = [f for f in report["failures"] if (f["variant"], f["check"], f["split"]) == ("int8", "top1_all", "val")]
+    assert lost and lost[0]["value"] > lost[0]["limit"] == 1.0, report["failures"]
     assert "int8 on val" in str(caught.value)
     assert "re-export with --int8 (--calib-method auto" in str(caught.value)  # the error names the fix to try
     assert report["variants"]["fp32"]["checks"]["parity"]["passed"]  # the untouched fp32 graph still passes
@@ -88,7 +83,7 @@ def test_breaking_the_int8_head_after_export_fails_the_gate(int8_export, ce_fmni
 def test_logit_adjustment_effect_matches_a_hand_computation(ce_fmnist_run, fmnist, tmp_path):
     tau = 1.0
     report = export(str(ce_fmnist_run), tmp_path, ExportOptions(logit_adjust=tau, verify="dataset", splits=("val",)))
-    effect = report["logit_adjust"]["effect_points_adjusted_minus_plain"]["val"]
+    effect = report.logit_adjust["effect_points_adjusted_minus_plain"]["val"]
 
     model = ltzoo.load(str(ce_fmnist_run))
     loader = torch.utils.data.DataLoader(TransformedDataset(fmnist.val, eval_transform(fmnist.info)), batch_size=500)
@@ -110,6 +105,6 @@ def test_logit_adjustment_effect_matches_a_hand_computation(ce_fmnist_run, fmnis
     adjusted = group_accuracy((logits - tau * np.log(prior)).argmax(1))
     for group in ("all", "many", "medium", "few"):
         assert effect[group] == pytest.approx(adjusted[group] - plain[group], abs=1e-6)
-    gated = report["verification"]["results"]["val"]
-    assert gated["pytorch"]["all"] == pytest.approx(adjusted["all"], abs=1e-6)  # the reference is the adjusted model
-    assert gated["fp32"]["all"] == pytest.approx(adjusted["all"], abs=0.11)
+    gated = report.verification.results["val"]
+    assert gated["pytorch"].all == pytest.approx(adjusted["all"], abs=1e-6)  # the reference is the adjusted model
+    assert gated["fp32"].all == pytest.approx(adjusted["all"], abs=0.11)

@@ -28,9 +28,9 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.mark.skipif(LINT_MISSING is None, reason="polygraphy is installed here: the lint runs (see below)")
 def test_without_polygraphy_the_report_says_the_lint_did_not_run_and_how_to_get_it(run_dir, tmp_path):
     report = export(str(run_dir), tmp_path / "out", ExportOptions(verify="none", exporter="torchscript"))
-    assert report["independent_checks"]["polygraphy_lint"].startswith("not installed")
-    assert INSTALL_HINT in report["independent_checks"]["polygraphy_lint"]
-    assert "polygraphy_lint" not in report["variants"]["fp32"]["checks"]  # a check that did not run is not "passed"
+    assert report.independent_checks["polygraphy_lint"].startswith("not installed")
+    assert INSTALL_HINT in report.independent_checks["polygraphy_lint"]
+    assert "polygraphy_lint" not in report.variants["fp32"].checks  # a check that did not run is not "passed"
 
 
 @needs_lint
@@ -40,12 +40,12 @@ def test_polygraphy_lints_every_variant(run_dir, tmp_path):
     report = export(str(run_dir), tmp_path / "out",
                     ExportOptions(verify="none", exporter="torchscript", fp16=True, int8=True, calib_size=32,
                                   calib_method="minmax"), data=build_dataset("fmnist_lt"))
-    assert report["independent_checks"]["polygraphy_lint"].startswith("ran on every variant")
+    assert report.independent_checks["polygraphy_lint"].startswith("ran on every variant")
     for variant in ("fp32", "fp16", "int8"):
-        lint = report["variants"][variant]["checks"]["polygraphy_lint"]
-        assert lint["passed"] and lint["nodes_failing"] == [] and lint["nodes_passing"] > 30, variant
+        lint = report.variants[variant].checks["polygraphy_lint"]
+        assert lint.passed and lint.details["nodes_failing"] == [] and lint.details["nodes_passing"] > 30, variant
     skipped = export(str(run_dir), tmp_path / "out2", ExportOptions(verify="none", exporter="torchscript", lint=False))
-    assert skipped["independent_checks"]["polygraphy_lint"] == "skipped: --no-lint"
+    assert skipped.independent_checks["polygraphy_lint"] == "skipped: --no-lint"
 
 
 @needs_lint
@@ -97,7 +97,7 @@ def test_int8_debug_ranks_tensors_names_exclusion_candidates_and_exclusion_works
     excluded = export(str(run_dir), tmp_path / "excluded",
                       ExportOptions(verify="parity", exporter="torchscript", int8=True, calib_size=64,
                                     calib_method="minmax", int8_exclude=tuple(chosen), lint=False), data=data)
-    assert excluded["variants"]["int8"]["recipe"]["nodes_excluded_by_request"] == chosen
+    assert excluded.variants["int8"].recipe["nodes_excluded_by_request"] == chosen
 
     def quantized(path: Path) -> set[str]:
         return {node.input[0] for node in onnx.load(str(path)).graph.node if node.op_type == "QuantizeLinear"}

@@ -26,7 +26,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
 from ltzoo.errors import HubError
 from ltzoo.hub.download import download_run
 from ltzoo.hub.push import push_run
-from ltzoo.hub.settings import hub_settings, parse_hub_source
+from ltzoo.hub.settings import hub_settings
 from ltzoo.runs import load_run
 
 REPO = f"{ORG}/ce_resnet32.fmnist_lt"
@@ -231,14 +231,6 @@ def test_stale_parent_commit_is_refused_with_412_and_nothing_is_committed(hub_en
         push_run(make_run(tmp_path / "other", seed=5), REPO, parent_commit=stale)
     assert "Run the push again" in str(info.value)
     assert [c.commit_id for c in api.list_repo_commits(REPO)] == before
-
-
-def test_hub_ids_are_parsed_strictly():
-    assert parse_hub_source("hf-hub:org/name@refs/pr/1") == ("org/name", "refs/pr/1")
-    assert parse_hub_source("hf-hub:org/name.fmnist_lt") == ("org/name.fmnist_lt", None)
-    for bad in ("hf-hub:noslash", "hf-hub:a/b/c", "hf-hub:/name"):
-        with pytest.raises(HubError, match="hf-hub:ORG/NAME"):
-            parse_hub_source(bad)
 
 
 def test_settings_are_read_at_call_time(monkeypatch, tmp_path):

@@ -32,6 +32,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.export.pipeline import ExportOptions, export
+from ltzoo.export.report import ExportReport
 from ltzoo.hub.card import MODEL_CARDS_DIR, method_text
 from ltzoo.hub.download import load_onnx_session, resolve_onnx_file
 from ltzoo.hub.publish import publish_zoo
@@ -155,7 +156,7 @@ def test_pushing_twice_updates_the_card_and_old_revision_stays_loadable(hub_env,
     assert not torch.equal(_logits(latest), _logits(pinned))
 
 
-def _export(run_dir: Path, out_dir: Path) -> dict:
+def _export(run_dir: Path, out_dir: Path) -> ExportReport:
     """The real export pipeline (fp32 + fp16, parity-checked; torchscript exporter because it is quicker)."""
     return export(str(run_dir), out_dir, ExportOptions(verify="parity", exporter="torchscript", fp16=True))
 
@@ -167,8 +168,8 @@ def test_onnx_graphs_are_published_and_load_as_an_ort_session(hub_env, run_dir, 
     onnx_files = {"onnx/model.onnx", "onnx/model_fp16.onnx", "onnx/export_report.json"}
     assert set(api.list_repo_files(REPO)) == PUSHED | onnx_files
     readme = _download(hub_env, "README.md", tmp_path).read_text()
-    parity = report["variants"]["fp16"]["checks"]["parity"]
-    assert f"| fp16 | `model_fp16.onnx` | {parity['max_abs_diff']:.2e} | 100.00 % | yes |" in readme
+    parity = report.variants["fp16"].checks["parity"]
+    assert f"| fp16 | `model_fp16.onnx` | {parity.details['max_abs_diff']:.2e} | 100.00 % | yes |" in readme
     assert 'load_onnx_session("hf-hub:' in readme and "Exported with the torchscript exporter at opset 18" in readme
 
     set_cache(monkeypatch, tmp_path / "fresh-home")

@@ -8,7 +8,8 @@ import torch
 
 import ltzoo
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
-from ltzoo.runs import read_config
+from ltzoo.models import build_model
+from ltzoo.runs import build_config, read_config, save_run
 
 
 def copy_run(src, dst):
@@ -16,12 +17,24 @@ def copy_run(src, dst):
     return dst
 
 
-def test_round_trip_gives_identical_logits(ce_fmnist_run, fmnist):
-    model_a = ltzoo.load(f"local-dir:{ce_fmnist_run}")
-    model_b = ltzoo.load(str(ce_fmnist_run))  # a plain run directory works too
-    images = torch.stack([fmnist.info and (fmnist.test[i][0].float() / 255 - 0.286) / 0.353 for i in range(16)])
+def test_round_trip_gives_the_logits_of_the_model_before_saving(tmp_path, fmnist):
+    torch.manual_seed(0)
+    model = build_model("resnet32", 10, in_chans=1)
+    with torch.no_grad():  # BatchNorm statistics unlike a fresh model's, so a buffer lost on the way shows
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    config = build_config(model, arch="resnet32", in_chans=1, head={"type": "linear"}, label_names=fmnist.label_names,
+                          data_info=json.loads(json.dumps(fmnist.info.to_dict())), longtail=fmnist.summary(),
+                          ltzoo_fields={"name": "ce_resnet32.fmnist_lt"})
+    run = save_run(tmp_path / "run", model, config, metrics={})
+    images = torch.stack([(fmnist.test[i][0].float() / 255 - 0.286) / 0.353 for i in range(16)])
     with torch.inference_mode():
-        assert torch.equal(model_a(images), model_b(images))
+        saved = model(images)
+        for source in (f"local-dir:{run}", str(run)):  # a plain run directory works too
+            assert torch.equal(ltzoo.load(source)(images), saved), source
 
 
 def test_config_has_timm_layout_and_long_tail_fields(ce_fmnist_run):
@@ -70,5 +83,7 @@ def test_corrupt_config(ce_fmnist_run, tmp_path):
 
 
 def test_missing_run_dir(tmp_path):
-    with pytest.raises(DataNotFoundError, match="not an ltzoo run directory"):
+    with pytest.raises(DataNotFoundError, match=f"{tmp_path / 'nothing'} does not exist"):
         ltzoo.load(f"local-dir:{tmp_path / 'nothing'}")
+    with pytest.raises(DataNotFoundError, match="not an ltzoo run directory"):  # a folder, but no run in it
+        ltzoo.load(f"local-dir:{tmp_path}")

@@ -21,8 +21,9 @@ import ltzoo
 from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run, set_cache  # noqa: F401 (fixtures)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
+from ltzoo.fileio import sha256_file
 from ltzoo.pins import HeadlineMetrics, HubWeights, load_pins, packaged_pins_path, write_pins
-from ltzoo.runs import load_run, sha256_file
+from ltzoo.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "ce_resnet32.fmnist_lt"

@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         raise LtzooError("the reloaded model does not reproduce the recorded accuracy")
 
     step("4. export to ONNX (fp32 + int8 QDQ) and verify the tail on val and test")
-    from ltzoo.export.pipeline import ExportOptions, export, print_summary
+    from ltzoo.export.cli import print_summary
+    from ltzoo.export.pipeline import ExportOptions, export
 
     onnx_dir = out / "onnx"
     report = export(f"local-dir:{out}", onnx_dir,

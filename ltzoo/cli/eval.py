@@ -8,6 +8,7 @@ import logging
 
 from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
 from ltzoo.errors import ConfigMismatchError
+from ltzoo.names import CONFIG_BLOCK
 
 log = logging.getLogger("ltzoo.eval")
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ltzoo.loading import load
 
     model, config = load(args.model, with_config=True)
-    data = build_dataset(config["ltzoo"]["dataset"], args.data_root)
+    data = build_dataset(config[CONFIG_BLOCK]["dataset"], args.data_root)
     trained_labels = config.get("label_names") or data.label_names
     if data.num_classes != model.num_classes or list(data.label_names) != list(trained_labels):
         # e.g. a class folder added or renamed since training: scores would use another class mapping.
@@ -46,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
             f"the data found has classes {data.label_names} but the model was trained on {trained_labels}; "
             "evaluate on the data it was trained on (--data-root points at a moved copy)"
         )
-    if config["ltzoo"].get("index_sha256") not in (None, data.index_sha256):
+    if config[CONFIG_BLOCK].get("index_sha256") not in (None, data.index_sha256):
         log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
-                    data.index_sha256[:12], config["ltzoo"]["index_sha256"][:12])
+                    data.index_sha256[:12], config[CONFIG_BLOCK]["index_sha256"][:12])
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
     analysis = None
     if args.analysis:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(format_table({f"{config['ltzoo'].get('name', args.model)} ({args.split})": result}))
+    print(format_table({f"{config[CONFIG_BLOCK].get('name', args.model)} ({args.split})": result}))
     print("\nper class (training count -> top-1 %):")
     for cls, (count, acc) in enumerate(zip(data.class_counts, result["per_class"])):
         shown = "     -" if acc is None else f"{acc:6.2f}"  # a class without images in this split

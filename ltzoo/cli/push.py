@@ -9,8 +9,7 @@ import argparse
 import logging
 
 from ltzoo.errors import HubError
-
-LOCAL_PREFIX = "local-dir:"
+from ltzoo.source import parse_source
 
 
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from ltzoo.hub.push import push_run
 
     quiet_http_log(args)
-    model = args.model[len(LOCAL_PREFIX) :] if args.model.startswith(LOCAL_PREFIX) else args.model
-    if args.model.startswith("hf-hub:"):
+    source = parse_source(args.model)  # a missing folder fails here, naming it
+    if source.kind != "local":
         raise HubError(f"--model {args.model}: push publishes a local training run; give its directory")
+    model = source.path
     info = push_run(
         model,
         args.repo_id,

@@ -8,6 +8,7 @@ from typing import Any
 from ltzoo.errors import ConfigMismatchError, LtzooError
 from ltzoo.models import LTClassifier
 from ltzoo.models.timm_layout import spec_from_config
+from ltzoo.names import CONFIG_BLOCK
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Parent:
                 "std": tuple(cfg["std"])}
 
     def record(self) -> dict[str, Any]:
-        lt = self.config.get("ltzoo", {})
+        lt = self.config.get(CONFIG_BLOCK, {})
         return {
             "source": self.source,
             "name": lt.get("name"),
@@ -63,17 +64,15 @@ def load_parent(source: str) -> Parent:
 
 def hub_repo_id(source: str) -> str | None:
     """The Hub repo behind an ``ltzoo.load`` source: ``hf-hub:ORG/NAME[@rev]``, or a zoo name's pinned repo."""
-    from ltzoo.loading import source_kind
+    from ltzoo.source import parse_source
 
-    kind = source_kind(source)
-    if kind == "hf-hub":
-        from ltzoo.hub.settings import parse_hub_source
-
-        return parse_hub_source(source)[0]
-    if kind == "zoo":
+    parsed = parse_source(source)
+    if parsed.kind == "hub":
+        return parsed.repo_id
+    if parsed.kind == "zoo":
         from ltzoo.registry import get_entry
 
-        weights = get_entry(source).weights
+        weights = get_entry(parsed.text).weights
         return weights.repo_id if weights else None
     return None
 

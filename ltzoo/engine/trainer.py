@@ -58,18 +58,13 @@ from ltzoo.engine.objective import METHODS, Objective, StageContext, StepOutput
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor, scale_stages
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
+from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
+from ltzoo.names import MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
 from ltzoo.recipes.base import Recipe, StageConfig, same_recipe
-from ltzoo.runs import (
-    atomic_save_state_dict,
-    atomic_torch_save,
-    atomic_write_bytes,
-    build_config,
-    load_state_dict_file,
-    save_run,
-)
+from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
 
 log = logging.getLogger("ltzoo.train")
 
@@ -198,7 +193,7 @@ class Trainer:
             if self.resume and not has_ckpt:
                 log.warning("--resume given but %s has no checkpoint; starting from scratch", self.ckpt_dir)
                 decision["resume"] = False
-            if not decision["resume"] and (has_ckpt or (self.out_dir / "model.safetensors").is_file()):
+            if not decision["resume"] and (has_ckpt or (self.out_dir / MODEL_FILE).is_file()):
                 decision["error"] = (
                     f"{self.out_dir} already holds a run. Pass --resume to continue it, or choose another --out "
                     "(nothing was overwritten)."

@@ -11,9 +11,12 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltzoo.errors import BadHyperParameterError, LtzooError
+
+if TYPE_CHECKING:
+    from ltzoo.export.report import ExportReport, Failure, Verification
 
 EXPORT_DESCRIPTION = (
     "Export a model to ONNX (fp32, optionally fp16 and int8 QDQ) with a dynamic batch axis, metadata and "
@@ -135,14 +138,48 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ltzoo.export.pipeline import export, print_summary
+    from ltzoo.export.pipeline import export, recheck
 
-    report = export(args.model, args.out, options_from_args(args), existing=args.verify_existing)
+    job = recheck if args.verify_existing else export
+    report = job(args.model, args.out, options_from_args(args))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         print_summary(report)
     return 0
+
+
+def print_summary(report: ExportReport, printer: Callable[[str], None] = print) -> None:
+    """Print what ``make demo`` shows: files, checks and the per-split table."""
+    for variant, entry in report.variants.items():
+        checks_line = ", ".join(f"{name} {'ok' if check.passed else 'FAILED'}" for name, check in entry.checks.items())
+        megabytes = (entry.size_bytes or 0) / 1e6
+        printer(f"{variant:5s} {entry.file:18s} {megabytes:8.2f} MB  {checks_line or entry.error or ''}")
+    if report.verification.mode == "dataset":
+        printer("")
+        printer(format_verification(report.verification, report.gate_failures))
+    if report.logit_adjust is not None:
+        printer(f"\nlogit adjustment tau={report.logit_adjust['tau']}: effect (points) "
+                f"{report.logit_adjust['effect_points_adjusted_minus_plain']}")
+
+
+def format_verification(verification: Verification, failures: list[Failure]) -> str:
+    """The per-split table (PyTorch and each variant, then each variant's delta) as markdown, and the gate's verdict
+    (``failures``: the gate's)."""
+    from ltzoo.engine.evaluator import format_table
+    from ltzoo.export.report import GROUPS
+    from ltzoo.export.verify import GATED_GROUPS
+
+    blocks = []
+    for split, split_results in verification.results.items():
+        rows: dict[str, dict[str, Any]] = {name: scores.to_dict() for name, scores in split_results.items()}
+        for variant, variant_deltas in verification.deltas[split].items():
+            rows[f"Δ {variant}"] = variant_deltas
+        blocks.append(f"{split} (top-1 %, Δ in points)\n" + format_table(rows, GROUPS))
+    thresholds = ", ".join(f"{v} {p:g}" for v, p in verification.max_drop.items())
+    status = "PASSED" if not failures else "FAILED:\n  " + "\n  ".join(str(failure) for failure in failures)
+    blocks.append(f"gate: max drop on {'/'.join(GATED_GROUPS)} (pt): {thresholds} -> {status}")
+    return "\n\n".join(blocks)
 
 
 def add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,17 +238,20 @@ def run_tensorrt(args: argparse.Namespace) -> int:
 
 def _record_tensorrt(path: Path, result: dict[str, Any]) -> Path:
     """Into the export report of ``path``'s directory when it lists the file, else ``<file>.tensorrt.json``."""
-    from ltzoo.export.metadata import REPORT_NAME, read_report, write_report
+    from ltzoo.export.report import read_report, write_report
+    from ltzoo.names import REPORT_FILE
 
-    report_path = path.parent / REPORT_NAME
+    report_path = path.parent / REPORT_FILE
     if report_path.is_file():
         report = read_report(report_path)
-        for entry in report.get("variants", {}).values():
-            if entry.get("file") == path.name:
-                entry["tensorrt"] = result
+        for entry in report.variants.values():
+            if entry.file == path.name:
+                entry.tensorrt = result
                 return write_report(path.parent, report)
+    from ltzoo.fileio import atomic_write_json
+
     side = path.with_name(path.name + ".tensorrt.json")
-    side.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(side, result)
     return side
 
 

@@ -1,5 +1,5 @@
-"""What a deployed graph must carry about itself: ``metadata_props`` in the ONNX file and the sidecar
-``export_report.json``, kept consistent (the report stores the exact dict written into each file).
+"""What a deployed graph must carry about itself: ``metadata_props`` in the ONNX file, kept consistent with
+``export_report.json`` (:mod:`ltzoo.export.report` stores the exact dict written into each file).
 
 Values in ``metadata_props`` are strings; lists and dicts are JSON, so any ONNX consumer (C++, JS,
 TensorRT tooling) can read them without ltzoo.
@@ -7,7 +7,6 @@ TensorRT tooling) can read them without ltzoo.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,13 +17,12 @@ import onnx
 
 import ltzoo
 from ltzoo.errors import CorruptFileError, LtzooError
+from ltzoo.names import CONFIG_BLOCK, WEIGHTS_SHA256_KEY
 from ltzoo.portable import portable_dataset
 
 if TYPE_CHECKING:
     from ltzoo.data.preprocess import DataConfig
 
-REPORT_NAME = "export_report.json"
-REPORT_VERSION = 1
 # Keys whose value is JSON in metadata_props (everything else is a plain string).
 _JSON_KEYS = (
     "label_names",
@@ -73,7 +71,7 @@ def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
     """A :class:`ModelInfo` from a run's ``config.json`` (timm layout + ``ltzoo`` block, see ltzoo.runs)."""
     from ltzoo.models.timm_layout import data_config_from_config, spec_from_config
 
-    lt = config.get("ltzoo", {})
+    lt = config.get(CONFIG_BLOCK, {})
     shots = lt.get("shot_split") or {}
     try:
         data = data_config_from_config(config)
@@ -98,7 +96,7 @@ def model_info_from_config(config: dict[str, Any], name: str) -> ModelInfo:
         ),
         shot_classes={group: shots[group] for group in ("many", "medium", "few")} if shots else None,
         dataset=lt.get("dataset"),
-        weights_sha256=lt.get("weights_sha256"),
+        weights_sha256=lt.get(WEIGHTS_SHA256_KEY),
         extra={key: value for key, value in data.to_dict().items() if key in PREPROCESSING_EXTRA},
     )
 
@@ -219,39 +217,3 @@ def load_onnx(path: str | os.PathLike[str], load_weights: bool = True) -> onnx.M
             f"{path} is not a readable ONNX model ({type(error).__name__}: {error}); "
             "the file is truncated or corrupt: re-run the export"
         ) from error
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_report(out_dir: str | os.PathLike[str], report: dict[str, Any]) -> Path:
-    """Write ``export_report.json`` atomically (a crash never leaves half a report)."""
-    path = Path(out_dir) / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(out_dir)
-    path = path / REPORT_NAME if path.is_dir() else path
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise CorruptFileError(f"no {REPORT_NAME} in {path.parent}; run export/to_onnx.py first") from error
-    except json.JSONDecodeError as error:
-        raise CorruptFileError(f"{path} is not valid JSON ({error}); re-run the export") from error
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist"):  # numpy scalars/arrays
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to the export report")

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError, ExportCheckError
+from ltzoo.fileio import atomic_path
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_EXPORTER = "dynamo"
@@ -239,13 +240,12 @@ def save_model(proto: onnx.ModelProto, path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     weight_bytes = sum(len(init.raw_data) or init.ByteSize() for init in proto.graph.initializer)
     external = weight_bytes > EXTERNAL_DATA_LIMIT
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save_model(
-        proto,
-        str(tmp),
-        save_as_external_data=external,
-        all_tensors_to_one_file=True,
-        location=path.name + ".data",
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save_model(
+            proto,
+            str(tmp),
+            save_as_external_data=external,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+        )
     return external

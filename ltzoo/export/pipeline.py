@@ -1,13 +1,14 @@
 """The export job: model -> fp32 ONNX (+ fp16, int8) -> checks -> per-split gate -> ``export_report.json``.
 
-Every check of every variant is recorded in the report; the report is written even when something
-fails, and then :class:`~ltzoo.errors.ExportCheckError` is raised listing every failure, so a broken
-export is a non-zero exit with a readable reason, never a warning next to a saved file.
+Two entry points share the checks: :func:`export` makes the graphs, :func:`recheck` re-runs every check
+on graphs already in a folder (downloaded or edited). Every check of every variant is recorded in the
+report (:class:`~ltzoo.export.report.ExportReport`); the report is written even when something fails,
+and then :class:`~ltzoo.errors.ExportCheckError` is raised listing every failure, so a broken export is
+a non-zero exit with a readable reason, never a warning next to a saved file.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import logging
 import os
@@ -41,35 +42,35 @@ from ltzoo.export.int8 import (
 from ltzoo.export.int8_debug import DEBUG_CHUNK, DEBUG_IMAGES, int8_debug
 from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
 from ltzoo.export.metadata import (
-    REPORT_NAME,
-    REPORT_VERSION,
     ModelInfo,
     build_metadata,
     decode_metadata,
-    file_sha256,
     library_versions,
     load_onnx,
     model_info_from_config,
     read_metadata,
     write_metadata_props,
-    write_report,
 )
 from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORT_BATCH, export_onnx, save_model
 from ltzoo.export.providers import create_session
-from ltzoo.export.verify import (
-    DEFAULT_MAX_DROP,
-    GATED_GROUPS,
+from ltzoo.export.report import (
+    MAKE_CHECK,
     REFERENCE,
-    SPLITS,
-    evaluate_predictors,
-    format_verification,
-    gate,
+    CheckResult,
+    ExportReport,
+    Failure,
+    Scores,
+    VariantReport,
+    Verification,
+    write_report,
 )
+from ltzoo.export.verify import DEFAULT_MAX_DROP, GATED_GROUPS, SPLITS, evaluate_predictors, gate
+from ltzoo.fileio import sha256_file
+from ltzoo.names import REPORT_FILE, VARIANT_FILES
 from ltzoo.portable import portable_dataset, portable_model_source
 
 log = logging.getLogger("ltzoo.export")
 
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
 VERIFY_MODES = ("none", "parity", "dataset")
 PARITY_POOL_SIZE = 64
 UNADJUSTED = "pytorch (no logit adjustment)"
@@ -150,43 +151,31 @@ def load_source(source: str) -> tuple[nn.Module, ModelInfo]:
     return model, model_info_from_config(config, str(source))
 
 
-def export(
-    source: str | tuple[nn.Module, ModelInfo],
-    out_dir: str | os.PathLike[str],
-    options: ExportOptions | None = None,
-    *,
-    data: Any = None,
-    existing: bool = False,
-) -> dict[str, Any]:
-    """Export, check and (optionally) verify; returns the report, raises ``ExportCheckError`` on any failure.
+@dataclass
+class _Subject:
+    """The model the graphs are checked against, and what every check of every variant shares."""
 
-    ``source`` is what ``ltzoo.load`` accepts, or an in-memory ``(model, ModelInfo)``. ``data`` is an
-    :class:`~ltzoo.data.LTDataset` to use instead of building ``info.dataset`` from ``--data-root``.
-    ``existing=True`` exports nothing: it re-runs every check on the ``.onnx`` files already in
-    ``out_dir`` against ``source`` (a downloaded or edited export), with the logit adjustment that the
-    files' metadata declares.
-    """
-    options = options or ExportOptions()
-    options.validate()
-    out = prepare_out_dir(out_dir)
-    existing_files = _existing_variants(out) if existing else {}
+    model: nn.Module  # as loaded
+    info: ModelInfo
+    spec: str  # the source, as given
+    tau: float | None  # the logit adjustment baked into the graphs
+    reference: nn.Module  # what the graphs must match: the model, logit-adjusted when tau is set
+    data: Any  # an LTDataset, or None when nothing needs data
+    torch_predictor: Callable[[np.ndarray], np.ndarray]
+    parity_reference: Callable[[np.ndarray], np.ndarray]  # the same, memoised: every variant sees the same inputs
+    pool: np.ndarray | None  # real val images for parity, when data is there
+
+
+def _load_subject(source: str | tuple[nn.Module, ModelInfo], options: ExportOptions, data: Any, *,
+                  tau: float | None, needs_data: bool) -> _Subject:
+    """Load the model (unless given in memory), its data when a check needs it, and the reference to match."""
     if isinstance(source, tuple):
         model, info = source
-        source_spec = info.name
+        spec = info.name
     else:
         model, info = load_source(source)
-        source_spec = str(source)
+        spec = str(source)
     model.eval()
-
-    tau = options.logit_adjust
-    int8_target = options.int8_target
-    if existing:
-        tau = existing_files["fp32"][1].get("logit_adjust_tau")
-        int8_target = existing_files.get("int8", (None, {}))[1].get("int8_target", DEFAULT_INT8_TARGET)
-    debug_int8 = options.int8_debug is not None and (options.int8 or "int8" in existing_files)
-    if options.int8_debug is not None and not debug_int8:
-        raise LtzooError("--int8-debug compares the int8 graph with fp32: add --int8 (or re-check a folder with one)")
-    needs_data = (options.int8 and not existing) or options.verify == "dataset" or debug_int8
     if needs_data and data is None:
         data = _build_dataset(info, options.data_root)
     if data is not None and info.class_counts is not None and list(data.class_counts) != list(info.class_counts):
@@ -194,122 +183,189 @@ def export(
             f"the {info.dataset} data found has class counts {list(data.class_counts)}, but {info.name} was trained "
             f"on {list(info.class_counts)}: point --data-root at the dataset the model was trained on"
         )
-
-    reference_model = model
+    reference = model
     if tau is not None:
         if info.class_counts is None:
             raise LtzooError(f"--logit-adjust needs the training class counts, which {info.name}'s config lacks")
-        reference_model = LogitAdjusted(model, info.class_counts, tau).eval()
+        reference = LogitAdjusted(model, info.class_counts, tau).eval()
 
-    from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
+    from ltzoo.engine.evaluator import TorchPredictor
 
-    torch_predictor = TorchPredictor(reference_model)
-    parity_reference = _Memo(torch_predictor)  # every variant is compared on the same inputs
+    torch_predictor = TorchPredictor(reference)
     pool = _parity_pool(data) if data is not None else None
-    failures: list[str] = []
-    report: dict[str, Any] = {
-        "report_version": REPORT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        # What the report says about the model leaves the machine with it: no local path (ltzoo.portable).
-        "source": {**info.to_dict(), "spec": portable_model_source(source_spec),
-                   "dataset": portable_dataset(info.dataset)},
-        "versions": library_versions(),
-        "options": options.to_dict(),
-        "independent_checks": _independent_checks(options),
-        "variants": {},
-    }
+    return _Subject(model, info, spec, tau, reference, data, torch_predictor, _Memo(torch_predictor), pool)
 
+
+def export(
+    source: str | tuple[nn.Module, ModelInfo],
+    out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    *,
+    data: Any = None,
+) -> ExportReport:
+    """Export ``source`` to ONNX in ``out_dir`` (fp32, and fp16 / int8 as ``options`` ask), check every graph,
+    and with ``verify="dataset"`` gate each on every split; returns the report, raises ``ExportCheckError`` on
+    any failure (after writing the report).
+
+    ``source`` is what ``ltzoo.load`` accepts, or an in-memory ``(model, ModelInfo)``. ``data`` is an
+    :class:`~ltzoo.data.LTDataset` to use instead of building ``info.dataset`` from ``--data-root``.
+    """
+    options = options or ExportOptions()
+    options.validate()
+    if options.int8_debug is not None and not options.int8:
+        raise LtzooError("--int8-debug compares the int8 graph with fp32: add --int8")
+    out = prepare_out_dir(out_dir)
+    subject = _load_subject(source, options, data, tau=options.logit_adjust,
+                            needs_data=options.int8 or options.verify == "dataset")
+    _remove_previous_export(out)
     fp32_path = out / VARIANT_FILES["fp32"]
-    if existing:
-        fp32_meta = existing_files["fp32"][1]
-        exporter, opset = fp32_meta.get("exporter", "unknown"), fp32_meta.get("opset")
-        report["export"] = {"reused_existing_files": True, "exporter": exporter, "opset": opset}
-        variants = [(variant, None) for variant in existing_files]
-        log.info("re-checking %s in %s against %s", ", ".join(existing_files), out, info.name)
-    else:
-        exporter, opset = options.exporter, options.opset
-        _remove_previous_export(out)
-        log.info("exporting %s with the %s exporter (opset %d) to %s", info.name, exporter, opset, out)
-        exported = export_onnx(reference_model, fp32_path, tuple(info.input_size), opset=opset, exporter=exporter)
-        report["export"] = exported.to_dict()
-        variants = [("fp32", None)]
-        if options.fp16:
-            variants.append(("fp16", lambda path: convert_fp16(fp32_path, path)))
-        if options.int8:
-            variants.append(("int8", lambda path: _make_int8(fp32_path, path, data, options, torch_predictor)))
+    log.info("exporting %s with the %s exporter (opset %d) to %s", subject.info.name, options.exporter,
+             options.opset, out)
+    exported = export_onnx(subject.reference, fp32_path, tuple(subject.info.input_size), opset=options.opset,
+                           exporter=options.exporter)
 
-    expected_metadata = {"exporter": exporter, "opset": opset, "logit_adjust_tau": tau}
-    sessions: dict[str, Any] = {}
-    for variant, make in variants:
+    makers: dict[str, Callable[[Path], dict[str, Any]] | None] = {"fp32": None}
+    if options.fp16:
+        makers["fp16"] = lambda path: convert_fp16(fp32_path, path)
+    if options.int8:
+        makers["int8"] = lambda path: _make_int8(fp32_path, path, subject.data, options, subject.torch_predictor)
+    variants: dict[str, VariantReport] = {}
+    failures: list[Failure] = []
+    for variant, make in makers.items():
         path = out / VARIANT_FILES[variant]
-        entry: dict[str, Any] = {"file": path.name, "checks": {}}
-        report["variants"][variant] = entry
+        entry = variants[variant] = VariantReport(file=path.name)
         if make is not None:
             log.info("making the %s variant", variant)
             try:
-                entry["recipe"] = make(path)
+                entry.recipe = make(path)
             except LtzooError as error:
-                failures.append(f"{variant}: could not be made: {error}")
-                entry["error"] = str(error)
+                entry.error = str(error)
+                failures.append(Failure(variant, MAKE_CHECK, reason=str(error)))
                 continue
-        metadata = build_metadata(info, variant=variant, int8_target=int8_target, **expected_metadata)
-        if not existing:
-            proto = load_onnx(path)
-            write_metadata_props(proto, metadata)
-            save_model(proto, path)
-        entry["metadata"] = metadata
-        entry["sha256"] = file_sha256(path)
-        entry["size_bytes"] = path.stat().st_size
-        session = _check_variant(variant, path, entry, info, metadata, parity_reference, pool, options, failures)
+        entry.metadata = build_metadata(subject.info, variant=variant, exporter=options.exporter, opset=options.opset,
+                                        logit_adjust_tau=subject.tau, int8_target=options.int8_target)
+        proto = load_onnx(path)
+        write_metadata_props(proto, entry.metadata)
+        save_model(proto, path)
+
+    report = _check_and_report(subject, out, options, variants, failures, exported.to_dict())
+    int8 = variants.get("int8")
+    _raise_if_failed(report, out, subject.info.name,
+                     _int8_hint(report, _calibration_hint(options, (int8.recipe if int8 else None) or {})))
+    return report
+
+
+def recheck(
+    source: str | tuple[nn.Module, ModelInfo],
+    out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    *,
+    data: Any = None,
+) -> ExportReport:
+    """Export nothing: re-run every check (and, with ``verify="dataset"``, the gate) on the ``.onnx`` files
+    already in ``out_dir`` against ``source`` (a downloaded or edited export), with the logit adjustment and
+    int8 target that the files' metadata declares. Returns the new report, raises as :func:`export` does.
+    """
+    options = options or ExportOptions()
+    options.validate()
+    out = prepare_out_dir(out_dir)
+    found = _existing_variants(out)
+    if options.int8_debug is not None and "int8" not in found:
+        raise LtzooError(f"--int8-debug compares the int8 graph with fp32, but {out} has no {VARIANT_FILES['int8']}")
+    fp32 = found["fp32"]
+    subject = _load_subject(source, options, data, tau=fp32.get("logit_adjust_tau"),
+                            needs_data=options.verify == "dataset" or options.int8_debug is not None)
+    exporter, opset = fp32.get("exporter", "unknown"), fp32.get("opset")
+    int8_target = found.get("int8", {}).get("int8_target", DEFAULT_INT8_TARGET)
+    log.info("re-checking %s in %s against %s", ", ".join(found), out, subject.info.name)
+    variants = {
+        variant: VariantReport(
+            file=VARIANT_FILES[variant],
+            # What the file must declare: the check compares it with the metadata_props found in the file.
+            metadata=build_metadata(subject.info, variant=variant, exporter=exporter, opset=opset,
+                                    logit_adjust_tau=subject.tau, int8_target=int8_target),
+        )
+        for variant in found
+    }
+    export_section = {"reused_existing_files": True, "exporter": exporter, "opset": opset}
+    report = _check_and_report(subject, out, options, variants, [], export_section)
+    _raise_if_failed(report, out, subject.info.name, _int8_hint(report, _recheck_fix(options)))
+    return report
+
+
+def _check_and_report(subject: _Subject, out: Path, options: ExportOptions, variants: dict[str, VariantReport],
+                      failures: list[Failure], export_section: dict[str, Any]) -> ExportReport:
+    """Check every variant that exists, verify on the dataset when asked, and write the report."""
+    sessions: dict[str, Any] = {}
+    for variant, entry in variants.items():
+        if entry.error is not None:
+            continue
+        path = out / entry.file
+        entry.sha256 = sha256_file(path)
+        entry.size_bytes = path.stat().st_size
+        session = _check_variant(variant, path, entry, subject, options, failures)
         if session is not None:
             sessions[variant] = session
-        if variant == "int8" and debug_int8:
-            entry["int8_debug"] = _int8_debug(fp32_path, path, data, options)
+        if variant == "int8" and options.int8_debug is not None:
+            entry.int8_debug = _int8_debug(out / VARIANT_FILES["fp32"], path, subject.data, options)
 
-    if options.verify == "dataset":
-        predictors: dict[str, Any] = {REFERENCE: torch_predictor}
-        if tau is not None:
-            predictors[UNADJUSTED] = TorchPredictor(model)
-        predictors.update({variant: OrtPredictor(session) for variant, session in sessions.items()})
-        log.info("evaluating %s on %s", ", ".join(predictors), "/".join(options.splits))
-        results = evaluate_predictors(predictors, data, options.splits, options.batch_size)
-        split_deltas, gate_failures = gate(results, options.max_drop)
-        summary = {
-            split: {
-                name: {k: r[k] for k in ("all", "many", "medium", "few", "per_class", "num_samples")}
-                for name, r in split_results.items()
-            }
-            for split, split_results in results.items()
-        }
-        report["verification"] = {
-            "mode": "dataset",
-            "evaluator": "ltzoo.engine.evaluator.evaluate_split (the same code scores PyTorch and ORT)",
-            "splits": list(options.splits),
-            "max_drop": dict(options.max_drop),
-            "gated_groups": list(GATED_GROUPS),
-            "shot_thresholds": next(iter(results[options.splits[0]].values()))["shot_thresholds"],
-            "results": summary,
-            "deltas": split_deltas,
-            "failures": gate_failures,
-        }
-        failures.extend(gate_failures)
-    else:
-        report["verification"] = {"mode": options.verify, "note": "no dataset evaluation; use --verify dataset"}
-
-    if tau is not None:
-        report["logit_adjust"] = _logit_adjust_section(tau, info, report["verification"], options.splits)
-
-    report["passed"] = not failures
-    report["failures"] = failures
-    report_path = write_report(out, report)
-    if failures:
-        raise ExportCheckError(
-            f"export of {info.name} failed {len(failures)} check(s):\n  - " + "\n  - ".join(failures)
-            + _int8_hint(failures, options, existing, report["variants"].get("int8", {}))
-            + f"\nfull report: {report_path}"
-        )
-    log.info("all checks passed; report: %s", report_path)
+    verification, gate_failures = _verify(subject, options, sessions)
+    failures.extend(gate_failures)
+    report = ExportReport(
+        variants=variants,
+        failures=failures,
+        verification=verification,
+        # What the report says about the model leaves the machine with it: no local path (ltzoo.portable).
+        source={**subject.info.to_dict(), "spec": portable_model_source(subject.spec),
+                "dataset": portable_dataset(subject.info.dataset)},
+        export=export_section,
+        options=options.to_dict(),
+        independent_checks=_independent_checks(options),
+        logit_adjust=None if subject.tau is None else _logit_adjust_section(subject, verification, options.splits),
+        versions=library_versions(),
+    )
+    write_report(out, report)
     return report
+
+
+def _verify(subject: _Subject, options: ExportOptions, sessions: dict[str, Any]) -> tuple[Verification, list[Failure]]:
+    """With ``verify="dataset"``: PyTorch and every variant scored by one evaluator on every split, and the gate."""
+    if options.verify != "dataset":
+        return Verification(options.verify, note="no dataset evaluation; use --verify dataset"), []
+    from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
+
+    predictors: dict[str, Any] = {REFERENCE: subject.torch_predictor}
+    if subject.tau is not None:
+        predictors[UNADJUSTED] = TorchPredictor(subject.model)
+    predictors.update({variant: OrtPredictor(session) for variant, session in sessions.items()})
+    log.info("evaluating %s on %s", ", ".join(predictors), "/".join(options.splits))
+    results = evaluate_predictors(predictors, subject.data, options.splits, options.batch_size)
+    split_deltas, gate_failures = gate(results, options.max_drop)
+    verification = Verification(
+        mode="dataset",
+        evaluator="ltzoo.engine.evaluator.evaluate_split (the same code scores PyTorch and ORT)",
+        splits=list(options.splits),
+        max_drop=dict(options.max_drop),
+        gated_groups=list(GATED_GROUPS),
+        shot_thresholds=next(iter(results[options.splits[0]].values()))["shot_thresholds"],
+        results={split: {name: Scores.from_dict(result) for name, result in rows.items()}
+                 for split, rows in results.items()},
+        deltas=split_deltas,
+    )
+    return verification, gate_failures
+
+
+def _raise_if_failed(report: ExportReport, out: Path, name: str, hint: str) -> None:
+    report_path = out / REPORT_FILE
+    if report.passed:
+        log.info("all checks passed; report: %s", report_path)
+        return
+    raise ExportCheckError(
+        f"export of {name} failed {len(report.failures)} check(s):\n  - "
+        + "\n  - ".join(str(failure) for failure in report.failures)
+        + hint
+        + f"\nfull report: {report_path}"
+    )
 
 
 class _Memo:
@@ -328,32 +384,32 @@ class _Memo:
 
 def _remove_previous_export(out: Path) -> None:
     """A fresh export replaces the whole set: a stale int8 file or report would contradict the new one."""
-    for name in (*VARIANT_FILES.values(), REPORT_NAME):
+    for name in (*VARIANT_FILES.values(), REPORT_FILE):
         for stale in (out / name, out / f"{name}.data"):
             if stale.exists():
                 log.info("removing %s from a previous export", stale)
                 stale.unlink()
 
 
-def _existing_variants(out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
-    """The variant files already in ``out`` with their decoded metadata (fp32 must be there)."""
+def _existing_variants(out: Path) -> dict[str, dict[str, Any]]:
+    """The variants whose files are already in ``out``, with their decoded metadata (fp32 must be there)."""
     found = {}
     for variant, name in VARIANT_FILES.items():
         path = out / name
         if path.exists():
-            found[variant] = (path, read_metadata(path))  # CorruptFileError for garbage
+            found[variant] = read_metadata(path)  # CorruptFileError for garbage
     if "fp32" not in found:
         raise LtzooError(f"{out} has no {VARIANT_FILES['fp32']} to check; export first (without --verify-existing)")
     return found
 
 
-def _int8_hint(failures: list[str], options: ExportOptions, existing: bool, int8_entry: dict[str, Any]) -> str:
-    """The fix to try when int8 lost accuracy (see ``ltzoo.export.calibration`` for what auto does), and,
-    with ``--int8-debug``, the tensors that lost the most and the nodes to keep in float."""
-    if not any(f.startswith("int8 on ") for f in failures):
+def _int8_hint(report: ExportReport, fix: str) -> str:
+    """When int8 lost accuracy: ``fix``, the change to try (see ``ltzoo.export.calibration`` for what auto does),
+    and, with ``--int8-debug``, the tensors that lost the most and the nodes to keep in float."""
+    if not any(failure.variant == "int8" and failure.is_gate for failure in report.failures):
         return ""
-    return (_calibration_hint(options, existing, int8_entry.get("recipe") or {})
-            + _debug_hint(int8_entry.get("int8_debug")))
+    int8 = report.variants.get("int8")
+    return fix + _debug_hint(int8.int8_debug if int8 is not None else None)
 
 
 def _debug_hint(debug: dict[str, Any] | None) -> str:
@@ -367,11 +423,9 @@ def _debug_hint(debug: dict[str, Any] | None) -> str:
     return f"\nint8 rounds these tensors worst (SQNR on {debug['images']} calibration images): {worst}" + retry
 
 
-def _calibration_hint(options: ExportOptions, existing: bool, int8_recipe: dict[str, Any]) -> str:
+def _calibration_hint(options: ExportOptions, int8_recipe: dict[str, Any]) -> str:
+    """What to change when the int8 graph this export made lost accuracy."""
     larger = f"a larger --calib-size (now {options.calib_size})"
-    if existing:
-        return (f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
-                f"or {larger}")
     choice = int8_recipe.get("calibration_choice")
     if choice and choice["within_threshold"]:
         return (f"\nint8 with {choice['chosen']} calibration (chosen by auto) kept val within the gate but not every "
@@ -383,20 +437,24 @@ def _calibration_hint(options: ExportOptions, existing: bool, int8_recipe: dict[
             f"(chooses the method on val), or {larger}")
 
 
-def _logit_adjust_section(
-    tau: float, info: ModelInfo, verification: dict[str, Any], splits: Sequence[str]
-) -> dict[str, Any]:
+def _recheck_fix(options: ExportOptions) -> str:
+    """What to change when a re-checked int8 graph (made elsewhere, its calibration unknown here) lost accuracy."""
+    return (f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
+            f"or a larger --calib-size (now {options.calib_size})")
+
+
+def _logit_adjust_section(subject: _Subject, verification: Verification, splits: Sequence[str]) -> dict[str, Any]:
     effect: Any = "not measured: run with --verify dataset"
-    if verification.get("mode") == "dataset":
+    if verification.mode == "dataset":
         # deltas hold (plain - adjusted); the effect of the adjustment is the opposite sign.
         effect = {
-            split: {g: None if v is None else -v for g, v in verification["deltas"][split][UNADJUSTED].items()}
+            split: {g: None if v is None else -v for g, v in verification.deltas[split][UNADJUSTED].items()}
             for split in splits
         }
     return {
-        "tau": tau,
+        "tau": subject.tau,
         "form": "logits - tau * log(prior), prior = training class frequencies (Menon et al. 2021)",
-        "class_counts": list(info.class_counts or []),
+        "class_counts": list(subject.info.class_counts or []),
         "effect_points_adjusted_minus_plain": effect,
     }
 
@@ -412,56 +470,54 @@ def _independent_checks(options: ExportOptions) -> dict[str, Any]:
 def _check_variant(
     variant: str,
     path: Path,
-    entry: dict[str, Any],
-    info: ModelInfo,
-    metadata: dict[str, str],
-    torch_predictor: Callable[[np.ndarray], np.ndarray],
-    pool: np.ndarray | None,
+    entry: VariantReport,
+    subject: _Subject,
     options: ExportOptions,
-    failures: list[str],
+    failures: list[Failure],
 ) -> Any:
-    """Run the checks of one variant into ``entry["checks"]``; returns its ORT session (None if unloadable)."""
+    """Run the checks of one variant into ``entry.checks``; returns its ORT session (None if unloadable).
 
-    def run(name: str, check: Callable[[], dict[str, Any]]) -> bool:
+    ``entry.metadata`` is what the file must declare."""
+    info = subject.info
+
+    def run(name: str, check: Callable[[], dict[str, Any]]) -> None:
         try:
-            entry["checks"][name] = {"passed": True, **check()}
-            return True
+            entry.checks[name] = CheckResult(True, details=check())
         except LtzooError as error:
-            entry["checks"][name] = {"passed": False, "reason": str(error), **getattr(error, "details", {})}
-            failures.append(f"{variant}: {name}: {error}")
-            return False
+            entry.checks[name] = CheckResult(False, reason=str(error), details=dict(getattr(error, "details", {})))
+            failures.append(Failure(variant, name, reason=str(error)))
 
     proto = load_onnx(path)
     run("graph", lambda: checks.check_graph(path))
-    run("metadata", lambda: checks.check_metadata(read_metadata(path), decode_metadata(metadata)))
+    run("metadata", lambda: checks.check_metadata(read_metadata(path), decode_metadata(entry.metadata)))
     run("io", lambda: checks.check_io(proto, info.input_size, info.num_classes))
     run("batch_norm_folded", lambda: checks.check_bn_folded(proto))
     if options.lint and lint.lint_unavailable() is None:
         run("polygraphy_lint", lambda: lint.check_lint(path))
-    if metadata.get("int8_target") == "cpu":
-        entry["tensorrt_static_skipped"] = (
+    if entry.metadata.get("int8_target") == "cpu":
+        entry.tensorrt_static_skipped = (
             "int8 quantized for ORT on CPU (uint8 asymmetric activations), which TensorRT cannot take; "
             "export with --int8-target tensorrt for a TensorRT-ready int8 graph"
         )
     else:
         run("tensorrt_static", lambda: tensorrt.static_check(path, options.trt_profile))
-    session = None
     try:
         session = create_session(path, options.provider)
-        entry["providers"] = session.get_providers()
     except LtzooError as error:
-        failures.append(f"{variant}: onnxruntime: {error}")
-        entry["checks"]["onnxruntime"] = {"passed": False, "reason": str(error)}
+        entry.checks["onnxruntime"] = CheckResult(False, reason=str(error))
+        failures.append(Failure(variant, "onnxruntime", reason=str(error)))
         return None
+    entry.providers = session.get_providers()
     if options.verify != "none":
         tolerance = checks.PARITY_TOLERANCES[variant]
-        if variant == "fp32" and entry["providers"][0] != "CPUExecutionProvider":
+        if variant == "fp32" and entry.providers[0] != "CPUExecutionProvider":
             # GPU providers may run fp32 convolutions with TF32 math (10-bit mantissa): judge at fp16 tolerance.
             tolerance = checks.PARITY_TOLERANCES["fp16"]
         run(
             "parity",
             lambda: checks.check_parity(
-                session, torch_predictor, info.input_size, tolerance, pool=pool, export_batch=EXPORT_BATCH
+                session, subject.parity_reference, info.input_size, tolerance, pool=subject.pool,
+                export_batch=EXPORT_BATCH,
             ),
         )
     return session
@@ -552,19 +608,3 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
         "classes_missing": [c for c, n in enumerate(per_class) if n == 0],
     }
     return recipe
-
-
-def print_summary(report: dict[str, Any], printer: Callable[[str], None] = print) -> None:
-    """Print what ``make demo`` shows: files, checks and the per-split table."""
-    for variant, entry in report["variants"].items():
-        checks = entry.get("checks", {})
-        checks_line = ", ".join(f"{name} {'ok' if c['passed'] else 'FAILED'}" for name, c in checks.items())
-        megabytes = (entry.get("size_bytes") or 0) / 1e6
-        printer(f"{variant:5s} {entry['file']:18s} {megabytes:8.2f} MB  {checks_line or entry.get('error', '')}")
-    verification = report.get("verification", {})
-    if verification.get("mode") == "dataset":
-        printer("")
-        printer(format_verification(verification))
-    if isinstance(report.get("logit_adjust"), dict):
-        printer(f"\nlogit adjustment tau={report['logit_adjust']['tau']}: effect (points) "
-                f"{report['logit_adjust']['effect_points_adjusted_minus_plain']}")

@@ -13,15 +13,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ltzoo.engine.evaluator import Predictor, evaluate_split, format_table
+from ltzoo.engine.evaluator import Predictor, evaluate_split
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.export.report import GROUPS, REFERENCE, Failure, gate_check
 
 # Largest allowed drop in top-1 points, per variant, on the gated groups of every split.
 DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.5, "int8": 1.0}
 GATED_GROUPS = ("all", "few")
 SPLITS = ("val", "test")
-GROUPS = ("all", "many", "medium", "few")
-REFERENCE = "pytorch"
 
 
 def parse_max_drop(items: Sequence[str] | None) -> dict[str, float]:
@@ -71,10 +70,10 @@ def gate(
     results: Mapping[str, Mapping[str, Mapping[str, Any]]],
     max_drop: Mapping[str, float],
     reference: str = REFERENCE,
-) -> tuple[dict[str, dict[str, dict[str, float | None]]], list[str]]:
-    """Deltas per split, and one readable line per (split, variant, group) that dropped too far."""
+) -> tuple[dict[str, dict[str, dict[str, float | None]]], list[Failure]]:
+    """Deltas per split, and one :class:`Failure` per (split, variant, group) that dropped too far."""
     all_deltas: dict[str, dict[str, dict[str, float | None]]] = {}
-    failures: list[str] = []
+    failures: list[Failure] = []
     for split, split_results in results.items():
         split_deltas = deltas(split_results, reference)
         all_deltas[split] = split_deltas
@@ -85,23 +84,9 @@ def gate(
                 delta = variant_deltas[group]
                 # A tiny epsilon so that a drop of exactly the threshold passes despite float rounding.
                 if delta is not None and -delta > max_drop[variant] + 1e-9:
-                    failures.append(
-                        f"{variant} on {split}: {group} top-1 {split_results[variant][group]:.2f} vs PyTorch "
-                        f"{split_results[reference][group]:.2f} "
-                        f"(drop {-delta:.2f} pt > allowed {max_drop[variant]:g} pt)"
-                    )
+                    failures.append(Failure(
+                        variant, gate_check(group), split=split, value=-delta, limit=max_drop[variant],
+                        reason=f"{group} top-1 {split_results[variant][group]:.2f} vs PyTorch "
+                        f"{split_results[reference][group]:.2f}",
+                    ))
     return all_deltas, failures
-
-
-def format_verification(verification: Mapping[str, Any]) -> str:
-    """The per-split table (PyTorch and each variant, then each variant's delta) as markdown."""
-    blocks = []
-    for split, split_results in verification["results"].items():
-        rows: dict[str, dict[str, Any]] = dict(split_results)
-        for variant, variant_deltas in verification["deltas"][split].items():
-            rows[f"Δ {variant}"] = variant_deltas
-        blocks.append(f"{split} (top-1 %, Δ in points)\n" + format_table(rows, GROUPS))
-    thresholds = ", ".join(f"{v} {p:g}" for v, p in verification["max_drop"].items())
-    status = "PASSED" if not verification["failures"] else "FAILED:\n  " + "\n  ".join(verification["failures"])
-    blocks.append(f"gate: max drop on {'/'.join(GATED_GROUPS)} (pt): {thresholds} -> {status}")
-    return "\n\n".join(blocks)

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 import ltzoo
+from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError
+from ltzoo.export.report import REFERENCE, ExportReport
+from ltzoo.fileio import read_json
 from ltzoo.hub import layout
 from ltzoo.hub.settings import DEFAULT_ENDPOINT
 from ltzoo.models.timm_layout import timm_loading
@@ -77,13 +80,10 @@ def method_text(method: str, cards_dir: Traversable = MODEL_CARDS_DIR) -> Method
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
+    path = run_dir / names.METRICS_FILE
     if not path.is_file():
         raise DataNotFoundError(f"{path} not found: the card needs the run's val/test metrics (did training finish?)")
-    try:
-        metrics = json.loads(path.read_text())
-    except ValueError as exc:
-        raise CorruptFileError(f"{path} is not valid JSON ({exc}); re-evaluate the run") from exc
+    metrics = read_json(path, remedy="re-evaluate the run")
     missing = [s for s in SPLITS if not isinstance(metrics.get(s), dict)]
     if missing:
         raise CorruptFileError(f"{path} has no {missing} results; the card reports top-1 on val and test")
@@ -129,7 +129,7 @@ def build_card_data(
 ) -> ModelCardData:
     """YAML front matter: library, pipeline, license, datasets, tags, base model, and a model-index of top-1
     (%) per split/group whose source is this repo on ``hub_url``."""
-    lt = config[layout.LTZOO_BLOCK]
+    lt = config[names.CONFIG_BLOCK]
     dataset, own_data = _dataset_label(lt)
     hub_dataset = None if own_data else HUB_DATASETS.get(dataset)
     name = lt.get("name") or repo_id.split("/")[-1]
@@ -187,43 +187,35 @@ def class_groups(shot: dict[str, Any], num_classes: int) -> list[str]:
     return groups
 
 
-def _export_rows(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Table rows from ``export_report.json`` (as ``ltzoo.export.pipeline`` writes it): the PyTorch
-    reference, then one row per variant with its parity numbers and, when the export ran
-    ``--verify dataset``, top-1 all / few per split."""
-    from ltzoo.export.verify import REFERENCE
-
-    results = (report.get("verification") or {}).get("results") or {}
-    splits = [s for s in SPLITS if isinstance(results.get(s), dict)]
+def _export_rows(report: ExportReport) -> tuple[list[dict[str, Any]], list[str]]:
+    """Table rows from the export report: the PyTorch reference, then one row per variant with its parity
+    numbers and, when the export ran ``--verify dataset``, top-1 all / few per split."""
+    results = report.verification.results
+    splits = [s for s in SPLITS if s in results]
 
     def cells(name: str) -> list[str]:
         return [
-            f"{_fmt(results[s][name].get('all'))} / {_fmt(results[s][name].get('few'))}" if name in results[s] else "-"
+            f"{_fmt(results[s][name].all)} / {_fmt(results[s][name].few)}" if name in results[s] else "-"
             for s in splits
         ]
 
     rows = []
     if splits and REFERENCE in results[splits[0]]:
-        rows.append({"variant": f"{REFERENCE} (reference)", "file": layout.WEIGHTS, "max_abs_diff": "-", "agreement": "-",
+        rows.append({"variant": f"{REFERENCE} (reference)", "file": names.MODEL_FILE, "max_abs_diff": "-", "agreement": "-",
                      "splits": cells(REFERENCE), "passed": "-"})
-    failures = report.get("failures") or []
-    for variant, entry in (report.get("variants") or {}).items():
-        checks = entry.get("checks") or {}
-        parity = checks.get("parity") or {}
-        failed = (
-            "error" in entry
-            or any(not c.get("passed", False) for c in checks.values())
-            or any(str(f).startswith((f"{variant}:", f"{variant} ")) for f in failures)
-        )
-        max_diff, agreement = parity.get("max_abs_diff"), parity.get("top1_agreement")
+    for variant, entry in report.variants.items():
+        parity = entry.checks.get("parity")
+        failed = not entry.passed or any(failure.variant == variant for failure in report.failures)
+        max_diff = parity.details.get("max_abs_diff") if parity else None
+        agreement = parity.details.get("top1_agreement") if parity else None
         rows.append(
             {
                 "variant": variant,
-                "file": entry.get("file", "-"),
+                "file": entry.file or "-",
                 "max_abs_diff": "-" if max_diff is None else f"{float(max_diff):.2e}",
                 "agreement": "-" if agreement is None else f"{100 * float(agreement):.2f} %",
                 "splits": cells(variant),
-                "passed": "**no**" if failed else ("yes" if checks else "-"),
+                "passed": "**no**" if failed else ("yes" if entry.checks else "-"),
             }
         )
     return rows, splits
@@ -257,20 +249,21 @@ def _parent_line(parent: dict[str, Any]) -> str:
     return origin + (f", weights sha256 `{sha}`" if sha else "")
 
 
-def _export_notes(report: dict[str, Any]) -> list[str]:
+def _export_notes(report: ExportReport) -> list[str]:
     """One line each: how the graphs were made, what the accuracy gate allowed, how int8 was calibrated."""
     notes = []
-    export = report.get("export") or {}
-    if export:
-        notes.append(f"Exported with the {export.get('exporter')} exporter at opset {export.get('opset')} (batch axis dynamic).")
-    verification = report.get("verification") or {}
-    if verification.get("mode") == "dataset":
-        drops = ", ".join(f"{v} {p:g}" for v, p in (verification.get("max_drop") or {}).items())
-        groups = "/".join(verification.get("gated_groups") or ["all", "few"])
+    if report.export:
+        notes.append(f"Exported with the {report.export.get('exporter')} exporter at opset {report.export.get('opset')} "
+                     "(batch axis dynamic).")
+    verification = report.verification
+    if verification.mode == "dataset":
+        drops = ", ".join(f"{v} {p:g}" for v, p in verification.max_drop.items())
+        groups = "/".join(verification.gated_groups or ["all", "few"])
         notes.append(f"Accuracy gate: top-1 {groups} may drop at most ({drops}) points below PyTorch on every split.")
     else:
         notes.append("The graphs were checked for parity with PyTorch; no dataset evaluation was run for them.")
-    int8 = ((report.get("variants") or {}).get("int8") or {}).get("recipe") or {}
+    int8_variant = report.variants.get("int8")
+    int8 = (int8_variant.recipe if int8_variant is not None else None) or {}
     calibration = int8.get("calibration") or {}
     if calibration:
         choice = int8.get("calibration_choice")
@@ -288,7 +281,7 @@ def render_card(
     metrics: dict[str, Any],
     repo_id: str,
     *,
-    export_report: dict[str, Any] | None = None,
+    export_report: ExportReport | None = None,
     onnx_files: list[str] | None = None,
     weights_sha256: str | None = None,
     cards_dir: Traversable = MODEL_CARDS_DIR,
@@ -296,7 +289,7 @@ def render_card(
 ) -> ModelCard:
     """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any;
     ``hub_url`` is the Hub the card is pushed to (the model-index names the repo there as its source)."""
-    lt = config[layout.LTZOO_BLOCK]
+    lt = config[names.CONFIG_BLOCK]
     method = lt.get("method", "")
     text = method_text(method, cards_dir)
     recipe = lt.get("recipe") or {}
@@ -367,8 +360,8 @@ def render_card(
         export_rows=export_rows,
         export_splits=export_splits,
         export_notes=_export_notes(export_report) if export_report else [],
-        export_report_file=f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}",
+        export_report_file=f"{layout.ONNX_DIR}/{names.REPORT_FILE}",
         onnx_files=onnx_files,
-        weights_sha256=weights_sha256 or lt.get(layout.WEIGHTS_SHA256_KEY, "-"),
+        weights_sha256=weights_sha256 or lt.get(names.WEIGHTS_SHA256_KEY, "-"),
         ltzoo_version=ltzoo.__version__,
     )

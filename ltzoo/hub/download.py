@@ -9,19 +9,20 @@ call downloads it again.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from huggingface_hub import hf_hub_download
 
 import ltzoo
-from ltzoo.errors import HubError
+from ltzoo import names
+from ltzoo.errors import CorruptFileError, HubError
+from ltzoo.export.report import ExportReport, read_report
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
-from ltzoo.hub.settings import HUB_PREFIX, HubSettings, hub_settings, parse_hub_source
-from ltzoo.runs import sha256_file
+from ltzoo.hub.settings import HubSettings, hub_settings
+from ltzoo.source import parse_source
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -53,13 +54,13 @@ def evict_cached_file(path: Path) -> None:
 
 def _read_ltzoo_config(config_path: Path, repo_id: str) -> dict:
     try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
+        config = read_json(config_path, remedy="the cached copy was removed, try again")
+    except (OSError, CorruptFileError) as exc:
         evict_cached_file(config_path)
-        raise HubError(f"{repo_id}: config.json is not valid JSON ({exc}); the cached copy was removed, try again") from None
-    if not isinstance(config, dict) or not isinstance(config.get(layout.LTZOO_BLOCK), dict):
+        raise HubError(f"{repo_id}: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get(names.CONFIG_BLOCK), dict):
         raise HubError(
-            f"{repo_id} has a config.json without an '{layout.LTZOO_BLOCK}' block, so it was not pushed by ltzoo. "
+            f"{repo_id} has a config.json without an '{names.CONFIG_BLOCK}' block, so it was not pushed by ltzoo. "
             f"Push a training run with `ltzoo push --model RUN_DIR --repo-id {repo_id}`, or load this repo with the "
             "library that made it (e.g. timm.create_model('hf-hub:...'))."
         )
@@ -75,7 +76,7 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     """
     settings = hub_settings()
     try:
-        config_path = download_file(repo_id, layout.CONFIG, revision, settings)
+        config_path = download_file(repo_id, names.CONFIG_FILE, revision, settings)
     except HubFileMissingError:
         where = f"{repo_id}@{revision}" if revision else repo_id
         raise HubError(
@@ -86,59 +87,59 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     # The snapshot folder is named by the commit that `revision` resolved to; fetching the weights at that
     # commit keeps both files from the same commit even if the branch moves in between.
     commit = config_path.parent.name
-    weights_path = download_file(repo_id, layout.WEIGHTS, commit, settings)
+    weights_path = download_file(repo_id, names.MODEL_FILE, commit, settings)
     if weights_path.parent != config_path.parent:  # e.g. a cache laid out by an older client
         raise HubError(f"{repo_id}: config.json and model.safetensors resolved to different snapshots; clear {settings.cache_dir} and retry")
 
-    expected = expected_sha256 or config[layout.LTZOO_BLOCK].get(layout.WEIGHTS_SHA256_KEY)
+    expected = expected_sha256 or config[names.CONFIG_BLOCK].get(names.WEIGHTS_SHA256_KEY)
     if not expected:
         raise HubError(
-            f"{repo_id}@{commit} records no sha256 for {layout.WEIGHTS} (config.json ltzoo.{layout.WEIGHTS_SHA256_KEY}); "
+            f"{repo_id}@{commit} records no sha256 for {names.MODEL_FILE} ({names.CONFIG_FILE} {names.CONFIG_BLOCK}.{names.WEIGHTS_SHA256_KEY}); "
             "re-push the run with a current `ltzoo push`, or pass expected_sha256."
         )
     actual = sha256_file(weights_path)
     if actual != expected.lower():
         evict_cached_file(weights_path)
         raise HubError(
-            f"{repo_id}@{commit}: {layout.WEIGHTS} has sha256 {actual}, expected {expected}. The corrupted cache "
+            f"{repo_id}@{commit}: {names.MODEL_FILE} has sha256 {actual}, expected {expected}. The corrupted cache "
             "entry was deleted, so the next load downloads it again. If this repeats, the file on the Hub differs "
             "from the pinned one: re-push the run or update the pinned sha256."
         )
     return config_path.parent
 
 
-def _onnx_filename(variant: str, report: dict | None) -> str:
+def _onnx_filename(variant: str, report: ExportReport | None) -> str:
     """The file of an ONNX variant: as export_report.json lists it, else the exporter's naming convention."""
-    from ltzoo.export.pipeline import VARIANT_FILES
-
-    entry = ((report or {}).get("variants") or {}).get(variant)
-    if isinstance(entry, dict) and entry.get("file"):
-        return Path(entry["file"]).name
-    if variant not in VARIANT_FILES:
-        raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(VARIANT_FILES)}")
-    return VARIANT_FILES[variant]
+    entry = report.variants.get(variant) if report is not None else None
+    if entry is not None and entry.file:
+        return Path(entry.file).name
+    if variant not in names.VARIANT_FILES:
+        raise HubError(f"unknown ONNX variant {variant!r}; choose one of {sorted(names.VARIANT_FILES)}")
+    return names.VARIANT_FILES[variant]
 
 
 def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
-    """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file."""
-    local = Path(source[len("local-dir:") :] if source.startswith("local-dir:") else source)
-    if not source.startswith(HUB_PREFIX) and local.exists():
+    """Local path of the ONNX graph ``variant`` for ``hf-hub:ORG/NAME[@rev]``, a zoo name, a folder or a file
+    (any source :func:`ltzoo.source.parse_source` takes)."""
+    parsed = parse_source(source)
+    if parsed.kind == "local":
+        local = parsed.path
         if local.is_file():
             return local
         for folder in (local, local / layout.ONNX_DIR):
-            report_path = folder / layout.EXPORT_REPORT
-            report = json.loads(report_path.read_text()) if report_path.is_file() else None
+            report_path = folder / names.REPORT_FILE
+            report = read_report(report_path) if report_path.is_file() else None
             candidate = folder / _onnx_filename(variant, report)
             if candidate.is_file():
                 return candidate
         raise HubError(f"no {variant} ONNX graph under {local}; export one with `python export/to_onnx.py --model ... --out {local}`")
 
-    if source.startswith(HUB_PREFIX):
-        repo_id, revision = parse_hub_source(source)
+    if parsed.kind == "hub":
+        repo_id, revision = parsed.repo_id, parsed.revision
     else:
         from ltzoo.registry import get_entry  # a zoo name: its pinned repo and revision
 
-        entry = get_entry(source)
+        entry = get_entry(parsed.text)
         if entry.weights is None:
             raise HubError(f"{entry.name} has no published weights, so no published ONNX graph; {entry.how_to_train()}")
         repo_id, revision = entry.weights.repo_id, entry.weights.revision
@@ -146,8 +147,8 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     settings = hub_settings()
     report = None
     try:
-        report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{layout.EXPORT_REPORT}", revision, settings)
-        report = json.loads(report_path.read_text())
+        report_path = download_file(repo_id, f"{layout.ONNX_DIR}/{names.REPORT_FILE}", revision, settings)
+        report = read_report(report_path)
         revision = report_path.parent.parent.name  # pin the commit, as download_run does
     except HubFileMissingError:
         pass  # no report: the file names follow the convention
@@ -160,7 +161,8 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
             f"`ltzoo push --model RUN_DIR --repo-id {repo_id} --onnx EXPORT_DIR`."
         ) from None
     # The export report records each graph's sha256: check it like the weights', evicting a bad copy.
-    expected = (((report or {}).get("variants") or {}).get(variant) or {}).get("sha256")
+    entry = report.variants.get(variant) if report is not None else None
+    expected = entry.sha256 if entry is not None else None
     if expected and sha256_file(path) != expected:
         evict_cached_file(path)
         raise HubError(

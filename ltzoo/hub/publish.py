@@ -13,12 +13,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ltzoo.errors import HubError, LtzooError, UnknownModelError
+from ltzoo import names
+from ltzoo.errors import CorruptFileError, HubError, LtzooError, UnknownModelError
+from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import read_metrics
 from ltzoo.hub.push import push_run
 from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
-from ltzoo.runs import sha256_file
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,15 @@ class Published:
 
 
 def _is_run(path: Path) -> bool:
-    return all((path / f).is_file() for f in (layout.CONFIG, layout.WEIGHTS, "metrics.json"))
+    return all((path / f).is_file() for f in (names.CONFIG_FILE, names.MODEL_FILE, names.METRICS_FILE))
 
 
 def _run_name(run_dir: Path) -> str | None:
     try:
-        block = json.loads((run_dir / layout.CONFIG).read_text()).get(layout.LTZOO_BLOCK)
-    except ValueError:
-        return None
+        config = read_json(run_dir / names.CONFIG_FILE, remedy="")
+    except CorruptFileError:
+        return None  # not a run to publish; the others still are
+    block = config.get(names.CONFIG_BLOCK) if isinstance(config, dict) else None
     return block.get("name") if isinstance(block, dict) else None
 
 
@@ -59,7 +61,7 @@ def _onnx_dir(run_dir: Path, name: str, exports_dir: Path | None) -> Path | None
     candidates = [run_dir / layout.ONNX_DIR]
     if exports_dir is not None:
         candidates += [exports_dir / run_dir.name, exports_dir / name, exports_dir / name.replace(".", "_")]
-    return next((c for c in candidates if (c / layout.EXPORT_REPORT).is_file()), None)
+    return next((c for c in candidates if (c / names.REPORT_FILE).is_file()), None)
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
@@ -126,7 +128,7 @@ def publish_zoo(
         except LtzooError as exc:
             done = ", ".join(p.name for p in published) or "none"
             raise HubError(f"publishing {run.name} failed: {exc} (already published: {done})") from None
-        sha = sha256_file(run.run_dir / layout.WEIGHTS)  # push_run checked it against config.json
+        sha = sha256_file(run.run_dir / names.MODEL_FILE)  # push_run checked it against config.json
         headline = HeadlineMetrics.from_split(HEADLINE_SPLIT, read_metrics(run.run_dir)[HEADLINE_SPLIT])
         item = Published(run.name, repo_id, info.oid, sha, str(info.pr_url or info), run.onnx_dir is not None, headline)
         published.append(item)

@@ -18,17 +18,20 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.hf_api import CommitInfo
 
 import ltzoo
+from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
+from ltzoo.export.report import ExportReport, read_report
+from ltzoo.fileio import sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
 from ltzoo.hub.plot import per_class_accuracy_png
 from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
 from ltzoo.portable import local_paths_in, machine_needles, portable_config, recorded_local_folders
-from ltzoo.runs import read_config, sha256_file
+from ltzoo.runs import read_config
 
 # What an export folder contributes: the graphs, their external-data side files, and the report.
-ONNX_PATTERNS = ("*.onnx", "*.onnx.data", layout.EXPORT_REPORT)
+ONNX_PATTERNS = ("*.onnx", "*.onnx.data", names.REPORT_FILE)
 
 
 @dataclass(frozen=True)
@@ -46,34 +49,31 @@ def read_run_for_push(run_dir: str | Path) -> RunForPush:
     if not run_dir.is_dir():
         raise DataNotFoundError(f"run directory {run_dir} does not exist; train one with `ltzoo train NAME --out {run_dir}`")
     config = read_config(run_dir)
-    if not isinstance(config.get(layout.LTZOO_BLOCK), dict):
-        raise CorruptFileError(f"{run_dir}/config.json has no '{layout.LTZOO_BLOCK}' block; only ltzoo runs can be pushed")
-    weights = run_dir / layout.WEIGHTS
+    if not isinstance(config.get(names.CONFIG_BLOCK), dict):
+        raise CorruptFileError(f"{run_dir}/config.json has no '{names.CONFIG_BLOCK}' block; only ltzoo runs can be pushed")
+    weights = run_dir / names.MODEL_FILE
     if not weights.is_file():
         raise DataNotFoundError(f"{weights} not found: the run has no weights (did training finish?)")
     sha = sha256_file(weights)
-    recorded = config[layout.LTZOO_BLOCK].get(layout.WEIGHTS_SHA256_KEY)
+    recorded = config[names.CONFIG_BLOCK].get(names.WEIGHTS_SHA256_KEY)
     if recorded and recorded != sha:
         raise CorruptFileError(f"{weights} has sha256 {sha} but config.json records {recorded}; the weights changed after training")
     return RunForPush(run_dir, config, read_metrics(run_dir), weights, sha)
 
 
-def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], dict[str, Any]]:
+def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], ExportReport]:
     """The export folder's files to publish, and its report (required: it is the proof the graphs were checked)."""
     if not onnx_dir.is_dir():
         raise DataNotFoundError(f"ONNX folder {onnx_dir} does not exist; export with `python export/to_onnx.py --out {onnx_dir}`")
-    report_path = onnx_dir / layout.EXPORT_REPORT
+    report_path = onnx_dir / names.REPORT_FILE
     if not report_path.is_file():
-        raise DataNotFoundError(f"{onnx_dir} has no {layout.EXPORT_REPORT}; export with `python export/to_onnx.py ... --verify` first")
-    try:
-        report = json.loads(report_path.read_text())
-    except ValueError as exc:
-        raise CorruptFileError(f"{report_path} is not valid JSON ({exc}); re-run the export") from exc
+        raise DataNotFoundError(f"{onnx_dir} has no {names.REPORT_FILE}; export with `python export/to_onnx.py ... --verify` first")
+    report = read_report(report_path)
     files = sorted({p for pattern in ONNX_PATTERNS for p in onnx_dir.glob(pattern) if p.is_file()})
     if not any(p.suffix == ".onnx" for p in files):
         raise DataNotFoundError(f"{onnx_dir} has no .onnx file to publish")
     # Graphs exported from other weights would silently disagree with model.safetensors on the Hub.
-    source = _find_key(report, "source_weights_sha256") or _find_key(report, "weights_sha256")
+    source = report.source_weights_sha256
     if source and source != weights_sha256:
         raise CorruptFileError(
             f"{report_path} says the graphs were exported from weights {source}, but the run's model.safetensors "
@@ -82,25 +82,8 @@ def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], dict[s
     return files, report
 
 
-def _find_key(obj: Any, key: str) -> Any:
-    """First value of ``key`` anywhere in a nested JSON object (the report's layout is the exporter's business)."""
-    if isinstance(obj, dict):
-        if obj.get(key):
-            return obj[key]
-        values = obj.values()
-    elif isinstance(obj, list):
-        values = obj
-    else:
-        return None
-    for value in values:
-        found = _find_key(value, key)
-        if found:
-            return found
-    return None
-
-
 def plot_png(run: RunForPush) -> bytes:
-    lt = run.config[layout.LTZOO_BLOCK]
+    lt = run.config[names.CONFIG_BLOCK]
     counts = list(lt.get("class_counts") or [])
     per_class = {s: run.metrics[s].get("per_class") or [None] * len(counts) for s in ("val", "test")}
     return per_class_accuracy_png(
@@ -117,7 +100,7 @@ def build_operations(
 ) -> tuple[list[CommitOperationAdd], list[str]]:
     """The commit's additions (all of them) and the repo paths they cover."""
     config = portable_config(run.config)
-    config[layout.LTZOO_BLOCK][layout.WEIGHTS_SHA256_KEY] = run.weights_sha256  # what download_run checks
+    config[names.CONFIG_BLOCK][names.WEIGHTS_SHA256_KEY] = run.weights_sha256  # what download_run checks
     onnx_paths: list[Path] = []
     report = None
     if onnx_dir is not None:
@@ -128,8 +111,8 @@ def build_operations(
         weights_sha256=run.weights_sha256, hub_url=hub_url,
     )
     ops = [
-        CommitOperationAdd(layout.WEIGHTS, str(run.weights)),
-        CommitOperationAdd(layout.CONFIG, (json.dumps(config, indent=2) + "\n").encode()),
+        CommitOperationAdd(names.MODEL_FILE, str(run.weights)),
+        CommitOperationAdd(names.CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode()),
         CommitOperationAdd(layout.CARD, str(card).encode()),
         CommitOperationAdd(layout.PLOT, plot_png(run)),
     ]
@@ -150,7 +133,7 @@ def refuse_local_paths(ops: list[CommitOperationAdd], run: RunForPush, onnx_dir:
                 f"{op.path_in_repo} would publish a path of this machine ({', '.join(found[:3])}); nothing was pushed. "
                 + ("Re-export the graphs with the current ltzoo (its reports and metadata record no local paths)."
                    if op.path_in_repo.startswith(f"{layout.ONNX_DIR}/") else
-                   f"Remove the path from {run.run_dir}/{layout.CONFIG} (ltzoo records data sources and --init runs "
+                   f"Remove the path from {run.run_dir}/{names.CONFIG_FILE} (ltzoo records data sources and --init runs "
                    "by folder name when it publishes) and push again.")
             )
 
@@ -191,7 +174,7 @@ def push_run(
         head = parent_commit or api.repo_info(repo_id, revision=branch).sha
         existing = api.list_repo_files(repo_id, revision=head)
         stale = [p for p in existing if p.startswith(f"{layout.ONNX_DIR}/") and p not in paths]
-        name = run.config[layout.LTZOO_BLOCK].get("name", run.run_dir.name)
+        name = run.config[names.CONFIG_BLOCK].get("name", run.run_dir.name)
         return api.create_commit(
             repo_id,
             operations + [CommitOperationDelete(p) for p in stale],

@@ -11,10 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltzoo.errors import HubError
-
 DEFAULT_ENDPOINT = "https://huggingface.co"
-HUB_PREFIX = "hf-hub:"
 
 
 def _truthy(value: str | None) -> bool:
@@ -48,12 +45,3 @@ def hub_settings(endpoint: str | None = None, token: str | None = None) -> HubSe
         cache_dir=Path(os.path.expandvars(str(cache))).expanduser(),
     )
 
-
-def parse_hub_source(source: str) -> tuple[str, str | None]:
-    """``hf-hub:ORG/NAME[@rev]`` (or ``ORG/NAME[@rev]``) -> (repo_id, revision or None)."""
-    spec = source[len(HUB_PREFIX) :] if source.startswith(HUB_PREFIX) else source
-    repo_id, _, revision = spec.partition("@")
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts):
-        raise HubError(f"{source!r} is not a Hub model id; write it as 'hf-hub:ORG/NAME' or 'hf-hub:ORG/NAME@REVISION'")
-    return repo_id, (revision or None)

@@ -33,6 +33,7 @@ from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
 from ltzoo.models.backbones import TIMM_BACKBONES
 from ltzoo.models.classifier import LTClassifier, build_model
+from ltzoo.names import CONFIG_BLOCK
 
 FORMAT_VERSION = 2
 LTZOO_PREFIX = "ltzoo_"  # timm names of ltzoo heads on timm backbones: ltzoo_resnet50, ...
@@ -76,12 +77,12 @@ class ModelSpec:
 
 
 def format_version(config: dict[str, Any]) -> int:
-    return int((config.get("ltzoo") or {}).get("format_version", 1))
+    return int((config.get(CONFIG_BLOCK) or {}).get("format_version", 1))
 
 
 def spec_from_config(config: dict[str, Any]) -> ModelSpec:
     """The model of a run's ``config.json``, of any format."""
-    lt = config.get("ltzoo") or {}
+    lt = config.get(CONFIG_BLOCK) or {}
     args = config.get("model_args") or {}
     return ModelSpec(
         arch=str(lt.get("arch") or config["architecture"]),  # format 1: architecture was ltzoo's arch
@@ -93,7 +94,7 @@ def spec_from_config(config: dict[str, Any]) -> ModelSpec:
 
 def data_config_from_config(config: dict[str, Any]) -> DataConfig:
     """The eval preprocessing of a run, of any format."""
-    data_info = (config.get("ltzoo") or {}).get("data_info")
+    data_info = (config.get(CONFIG_BLOCK) or {}).get("data_info")
     if format_version(config) < 2 and isinstance(data_info, dict) and "augment" in data_info:
         # Format 1 wrote crop_mode "center" for every dataset; the evaluator went by the dataset family.
         return DataConfig.from_data_info(DataInfo.from_dict(data_info))
