@@ -3,10 +3,12 @@
 The papers' settings are for ImageNet-scale views; on fmnist_lt's 28-px garments they are ltzoo's own
 choice to make, on val. Around each recipe's current setting ("base"), one factor changes at a time:
 
-- view family: RandomResizedCrop with area scale (0.2-1), (0.5-1), (0.8-1), or the standard pad-crop + flip;
+- view family: RandomResizedCrop with area scale (0.2-1), (0.5-1), (0.8-1), or the standard pad-crop + flip
+  (SCL, DSCL, DSCL + PBSD, and the synergy's SupCon view; ICCL mixes standard-augmented images, so it
+  has no contrastive crop to choose);
 - temperature: 0.07, 0.1, 0.2 (the base's value included);
 - stage-1 learning rate: x0.5, x1, x2;
-- stage split: 80/20 (base) or 90/10;
+- stage split: 80/20 (base) or 90/10 (two-stage recipes; the synergy trains in one stage);
 - PBSD patch size (DSCL + PBSD): half (base) or three quarters of the view side.
 
 (DSCL's stage-2 BatchNorm option is chosen in ``dscl_probe_bn.py``.) Every run is seed 0 at the same
@@ -22,14 +24,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import GROUPS, WORK_DIR, markdown_table, run_jobs, run_record, train_seeded, write_results  # type: ignore[import-not-found]
+from common import GROUPS, RESULTS_DIR, WORK_DIR, markdown_table, run_jobs, run_record, train_seeded, write_results  # type: ignore[import-not-found]
 
 Variant = Callable[[Any], Any]
-RECIPES = ("dscl_pbsd_resnet32.fmnist_lt", "scl_resnet32.fmnist_lt", "dscl_resnet32.fmnist_lt")
+RECIPES = ("dscl_pbsd_resnet32.fmnist_lt", "dscl_resnet32.fmnist_lt", "scl_resnet32.fmnist_lt", "iccl_resnet32.fmnist_lt",
+           "scl_rsg_ldam_resnet32.fmnist_lt")
+# Methods whose contrastive views take ``view_crop`` / ``view_scale_min`` (the synergy: its SupCon view).
+VIEW_METHODS = ("scl", "dscl", "dscl_pbsd", "scl_rsg_ldam")
 
 
 def _args(**changes: Any) -> Variant:
@@ -58,15 +64,15 @@ def _split(first_fraction: float) -> Variant:
 def factors(name: str, recipe: Any) -> dict[str, dict[str, Variant]]:
     """``{factor: {value: change}}``; a change of ``None``-like identity is the base and is left out."""
     args = recipe.method_args
-    views = {"rrc_0.2": _args(view_crop="rrc", view_scale_min=0.2), "rrc_0.5": _args(view_crop="rrc", view_scale_min=0.5),
-             "rrc_0.8": _args(view_crop="rrc", view_scale_min=0.8), "padcrop": _args(view_crop="padcrop")}
-    temperatures = {f"tau_{t}": _args(temperature=t) for t in (0.07, 0.1, 0.2)}
-    grid: dict[str, dict[str, Variant]] = {
-        "views": views,
-        "temperature": temperatures,
-        "lr": {"lr_x0.5": _lr(0.5), "lr_x1": lambda r: r, "lr_x2": _lr(2.0)},
-        "split": {"split_80_20": _split(0.8), "split_90_10": _split(0.9)},
-    }
+    grid: dict[str, dict[str, Variant]] = {}
+    if recipe.method in VIEW_METHODS:  # ICCL's views are the standard augmentation, mixed: no crop to choose
+        grid["views"] = {"rrc_0.2": _args(view_crop="rrc", view_scale_min=0.2),
+                         "rrc_0.5": _args(view_crop="rrc", view_scale_min=0.5),
+                         "rrc_0.8": _args(view_crop="rrc", view_scale_min=0.8), "padcrop": _args(view_crop="padcrop")}
+    grid["temperature"] = {f"tau_{t}": _args(temperature=t) for t in (0.07, 0.1, 0.2)}
+    grid["lr"] = {"lr_x0.5": _lr(0.5), "lr_x1": lambda r: r, "lr_x2": _lr(2.0)}
+    if len(recipe.stages) == 2:  # the synergy trains in one stage: nothing to split
+        grid["split"] = {"split_80_20": _split(0.8), "split_90_10": _split(0.9)}
     if args.get("pbsd_weight"):
         grid["patch"] = {"patch_half": _args(patch_size=14), "patch_3q": _args(patch_size=21)}
     return grid
@@ -124,53 +130,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ltzoo.registry import get_entry
 
     work_dir = args.work_dir or WORK_DIR / ("recipe_sweep_quick" if args.quick else "recipe_sweep")
-    report: dict[str, Any] = {"quick": args.quick, "epochs": args.epochs, "seed": 0, "recipes": {}}
-    sections = []
+    # Recipes swept by an earlier invocation at the same budget stay in the results: one recipe per
+    # invocation is a sensible unit of work on 2 cores, and each lands in the report as it finishes.
+    report: dict[str, Any] = {"quick": args.quick, "epochs": args.epochs, "seed": 0,
+                              "recipes": earlier_recipes(args.quick, args.epochs)}
     for name in args.recipes:
         recipe = get_entry(name).recipe()
         if args.epochs:
             recipe = recipe.replace(stages=scale_stages(recipe.stages, args.epochs))
         grid = {f: v for f, v in factors(name, recipe).items() if not args.factors or f in args.factors}
+        bases = {factor: base_value(factor, recipe) for factor in grid}
         jobs = [(name, "base", [], work_dir, args.epochs, args.threads, args.quick)]
         for factor, values in grid.items():
             jobs += [(name, value, [(factor, value)], work_dir, args.epochs, args.threads, args.quick)
-                     for value in values if value != base_value(factor, recipe)]
+                     for value in values if value != bases[factor]]
         runs = {run["label"]: run for run in run_jobs(run_variant, jobs, args.jobs)}
         winners = {}
         for factor, values in grid.items():
-            scored = {value: runs["base" if value == base_value(factor, recipe) else value]["val"]["all"] for value in values}
-            winners[factor] = max(scored, key=lambda v: (scored[v], v == base_value(factor, recipe)))
-        combined = [(f, v) for f, v in winners.items() if v != base_value(f, recipe)]
+            scored = {value: runs["base" if value == bases[factor] else value]["val"]["all"] for value in values}
+            winners[factor] = max(scored, key=lambda v: (scored[v], v == bases[factor]))
+        combined = [(f, v) for f, v in winners.items() if v != bases[f]]
         if len(combined) > 1:
             runs["combined"] = run_variant(name, "combined", combined, work_dir, args.epochs, args.threads, args.quick)
+        report["recipes"][name] = {"runs": runs, "winners": winners, "combined": combined,
+                                   "grid": {factor: list(values) for factor, values in grid.items()}, "base_values": bases}
+        md = render(report)
+        write_results("recipe_sweep", report, md)
+    print(md)
+    return report
+
+
+def earlier_recipes(quick: bool, epochs: int | None) -> dict[str, Any]:
+    """The recipes of the results file already written at this budget (none after a quick run or another budget)."""
+    path = RESULTS_DIR / ("recipe_sweep_quick.json" if quick else "recipe_sweep.json")
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if earlier.get("epochs") != epochs:
+        return {}
+    return {name: entry for name, entry in earlier.get("recipes", {}).items() if "grid" in entry}
+
+
+def render(report: dict[str, Any]) -> str:
+    sections = []
+    for name, entry in report["recipes"].items():
+        runs, winners, bases = entry["runs"], entry["winners"], entry["base_values"]
         rows = []
-        for factor, values in grid.items():
+        for factor, values in entry["grid"].items():
             for value in values:
-                run = runs["base" if value == base_value(factor, recipe) else value]
-                rows.append([factor, value + (" (base)" if value == base_value(factor, recipe) else ""),
+                run = runs["base" if value == bases[factor] else value]
+                rows.append([factor, value + (" (base)" if value == bases[factor] else ""),
                              f"{run['val']['all']:.2f}", *[f"{run['test'][g]:.2f}" for g in GROUPS],
                              "winner" if winners[factor] == value else ""])
         if "combined" in runs:
             run = runs["combined"]
-            rows.append(["combined", ", ".join(v for _, v in combined), f"{run['val']['all']:.2f}",
+            rows.append(["combined", ", ".join(v for _, v in entry["combined"]), f"{run['val']['all']:.2f}",
                          *[f"{run['test'][g]:.2f}" for g in GROUPS],
                          "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base"])
-        report["recipes"][name] = {"runs": runs, "winners": winners, "combined": combined}
         sections += [f"### {name}", "", markdown_table(["factor", "value", "val all (seed 0)",
                                                         *[f"test {g}" for g in GROUPS], ""], rows), ""]
-    md = "\n".join([
+    return "\n".join([
         "## Small-scale settings chosen on val (one factor at a time, seed 0)"
-        + (" (quick plumbing run: not a result)" if args.quick else ""),
+        + (" (quick plumbing run: not a result)" if report["quick"] else ""),
         "",
-        f"Every run: seed 0, {args.epochs or 'the recipe'} epochs in total, selection on val. A factor's winner is its "
-        "best val; test is shown for the record and played no part.",
+        f"Every run: seed 0, {report['epochs'] or 'the recipe'} epochs in total, selection on val. A factor's winner is "
+        "its best val; test is shown for the record and played no part.",
         "",
         *sections,
     ])
-    write_results("recipe_sweep", report, md)
-    print(md)
-    return report
-
 
 if __name__ == "__main__":
     main()
