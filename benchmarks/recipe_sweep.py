@@ -11,7 +11,9 @@ choice to make, on val. Around each recipe's current setting ("base"), one facto
 - stage split: 80/20 (base) or 90/10 (two-stage recipes; the synergy trains in one stage);
 - PBSD patch size (DSCL + PBSD): half (base) or three quarters of the view side.
 
-(DSCL's stage-2 BatchNorm option is chosen in ``dscl_probe_bn.py``.) Every run is seed 0 at the same
+(DSCL's stage-2 BatchNorm option is chosen in ``dscl_probe_bn.py``.) ``--factors`` / ``--values`` prune the
+grid: on 2 cores the flagship gets the whole grid and the other recipes the values that could change
+their verdict (each invocation says which, in the results). Every run is seed 0 at the same
 total budget (``--epochs``), selected on **val**; each factor's winner is the best val of its values,
 and the winners combined are trained once more to check that they still beat the base on val. Test is
 reported, never used. Every val number goes to ``benchmarks/results/recipe_sweep.{json,md}``.
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="total budget of every run (default: the recipe's)")
     parser.add_argument("--factors", nargs="*", help="only these factors (default: all)")
+    parser.add_argument("--values", nargs="*", help="only these values of the factors swept (default: all); the "
+                        "base's own value is always in (the base run): a pruned grid, e.g. the values that won "
+                        "for the flagship, tried on another recipe")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=None)
@@ -140,6 +145,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             recipe = recipe.replace(stages=scale_stages(recipe.stages, args.epochs))
         grid = {f: v for f, v in factors(name, recipe).items() if not args.factors or f in args.factors}
         bases = {factor: base_value(factor, recipe) for factor in grid}
+        if args.values:
+            grid = {f: {v: change for v, change in values.items() if v in args.values or v == bases[f]}
+                    for f, values in grid.items()}
+            grid = {f: values for f, values in grid.items() if len(values) > 1}
+            bases = {f: bases[f] for f in grid}
         jobs = [(name, "base", [], work_dir, args.epochs, args.threads, args.quick)]
         for factor, values in grid.items():
             jobs += [(name, value, [(factor, value)], work_dir, args.epochs, args.threads, args.quick)
