@@ -94,7 +94,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
 
     from ltzoo.data import build_dataset
     from ltzoo.data.datasets import TransformedDataset
-    from ltzoo.engine.objective import METHODS, StageContext
+    from ltzoo.engine.objective import StageContext, get_method
     from ltzoo.models import build_model
 
     torch.set_num_threads(threads)
@@ -104,7 +104,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     data = build_dataset(recipe.dataset)
     ctx = StageContext(recipe=recipe, stage=stage, stage_index=0, data=data.info, steps_per_epoch=1)
     probe_model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans)
-    transform = METHODS[recipe.method](probe_model, ctx).train_transform()
+    transform = get_method(recipe.method)(probe_model, ctx).train_transform()
     loader = DataLoader(TransformedDataset(data.train, transform), batch_size=stage.batch_size, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(0))
     batches, data_times = [], []
@@ -118,7 +118,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     baseline_kib = _status_kib("VmRSS")
     _reset_peak_rss()
     model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans).train()
-    objective = METHODS[recipe.method](model, ctx).train()
+    objective = get_method(recipe.method)(model, ctx).train()
     optimizer = torch.optim.SGD(objective.param_groups(), lr=stage.lr * 0.1, momentum=stage.momentum,
                                 weight_decay=stage.weight_decay)
     times = []

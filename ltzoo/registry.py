@@ -81,9 +81,9 @@ def register_recipes(
 
 
 def _ensure_loaded() -> None:
-    from ltzoo.recipes import load_all
+    from ltzoo.submodules import import_submodules
 
-    load_all()
+    import_submodules("ltzoo.recipes")
 
 
 _warned_unknown: set[tuple[str, str]] = set()

@@ -54,7 +54,7 @@ from ltzoo.engine import distributed
 from ltzoo.engine.compiled import compile_backbone, compile_errors
 from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
-from ltzoo.engine.objective import METHODS, Objective, StageContext, StepOutput
+from ltzoo.engine.objective import Objective, StageContext, StepOutput, get_method
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor, scale_stages
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
@@ -138,8 +138,7 @@ class Trainer:
         for option, value in (("max_steps", max_steps), ("steps_per_epoch", steps_per_epoch)):
             if value is not None and value < 1:
                 raise BadHyperParameterError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
-        if recipe.method not in METHODS:
-            raise BadHyperParameterError(f"recipe method {recipe.method!r} has no objective; known: {sorted(METHODS)}")
+        get_method(recipe.method)  # an unknown method fails here, before any data is read
         self.recipe = recipe
         self.name = name or f"{recipe.method}_{recipe.arch}.{recipe.dataset}"
         self.out_dir = Path(out_dir)
@@ -372,7 +371,7 @@ class Trainer:
         if stage.train == "head":
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
-        objective = METHODS[self.recipe.method](self.model, ctx).to(self.device)
+        objective = get_method(self.recipe.method)(self.model, ctx).to(self.device)
         module_to(objective, self.channels_last)
         step_module = _TrainingStep(self.model, objective, self.precision, self.device)
         samplers: list[LongTailSampler] = []
