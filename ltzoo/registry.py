@@ -67,10 +67,14 @@ def register_recipes(
     license: str = "apache-2.0",
 ) -> list[str]:
     """Register ``{method}_{arch}.{tag}`` for each tag; ``default_tag`` is what the bare name means.
-    Weights are not registered here: they come from the pins file."""
+    Weights are not registered here: they come from the pins file. A name registered twice is an error
+    (the second recipe would silently replace the first)."""
     if default_tag not in recipes:
         raise ValueError(f"default tag {default_tag!r} not among {sorted(recipes)}")
     base = f"{method}_{arch}"
+    taken = sorted(name for name in (f"{base}.{tag}" for tag in recipes) if name in _ENTRIES)
+    if taken:
+        raise ValueError(f"zoo names already registered: {', '.join(taken)}; pick another method, arch or tag")
     names = []
     for tag, recipe_fn in recipes.items():
         name = f"{base}.{tag}"

@@ -62,3 +62,25 @@ def test_methods_load_themselves_in_a_fresh_process():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["dscl_objective", "['classifier_augment',", "'probe_bn']"]
+
+
+def test_every_registry_refuses_a_name_registered_twice():
+    from torch import nn
+
+    from ltzoo.engine.objective import Objective, get_method, register_method
+    from ltzoo.models.heads import HEADS, LinearHead, register_head
+    from ltzoo.registry import register_recipes
+
+    before = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn
+    with pytest.raises(ValueError, match=r"zoo names already registered: ce_resnet32\.fmnist_lt"):
+        register_recipes("ce", "resnet32", {"mnist": before, "fmnist_lt": before}, default_tag="mnist")
+    assert ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn is before
+    assert ltzoo.list_models("ce_resnet32.mnist") == []  # nothing of the refused call was registered
+
+    with pytest.raises(ValueError, match="method 'ce' is already registered"):
+        register_method("ce")(Objective)
+    assert get_method("ce") is Objective
+
+    with pytest.raises(ValueError, match="head type 'linear' is already registered"):
+        register_head("linear")(nn.Linear)
+    assert HEADS["linear"] is LinearHead
