@@ -72,8 +72,8 @@ def test_every_registry_refuses_a_name_registered_twice():
     from ltzoo.registry import register_recipes
 
     before = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn
-    with pytest.raises(ValueError, match=r"zoo names already registered: ce_resnet32\.fmnist_lt"):
-        register_recipes("ce", "resnet32", {"mnist": before, "fmnist_lt": before}, default_tag="mnist")
+    with pytest.raises(ValueError, match=r"zoo names already registered: ce_resnet32, ce_resnet32\.fmnist_lt;"):
+        register_recipes("ce", {"resnet32.mnist": before, "resnet32.fmnist_lt": before})
     assert ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn is before
     assert ltzoo.list_models("ce_resnet32.mnist") == []  # nothing of the refused call was registered
 

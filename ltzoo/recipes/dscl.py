@@ -10,9 +10,10 @@ own scaling; nothing is published for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.dscl  # noqa: F401  (registers the "dscl" and "dscl_pbsd" methods)
 from ltzoo.losses.dscl import beta_to_alpha
 from ltzoo.methods.dscl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
@@ -129,18 +130,16 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
     )
 
 
-for _pbsd in (False, True):
-    register_recipes(
-        _method(_pbsd),
-        "resnet50",
-        {tag: (lambda t=tag, p=_pbsd: dscl_paper(t, p)) for tag in ("imagenet_lt", "inat2018", "places_lt")},
-        default_tag="imagenet_lt",
-        paper=PAPER,
-    )
-    register_recipes(
-        _method(_pbsd),
-        "resnet32",
-        {tag: (lambda t=tag, p=_pbsd: dscl_small(t, p)) for tag in ("cifar100_lt", "fmnist_lt")},
-        default_tag="cifar100_lt",
-        paper=PAPER,
-    )
+def _table(pbsd: bool) -> dict[str, Callable[[], Recipe]]:
+    """DSCL's and DSCL + PBSD's zoo entries: the same recipes, with or without PBSD. First tag = default."""
+    return {
+        "resnet50.imagenet_lt": partial(dscl_paper, "imagenet_lt", pbsd),
+        "resnet50.inat2018": partial(dscl_paper, "inat2018", pbsd),
+        "resnet50.places_lt": partial(dscl_paper, "places_lt", pbsd),
+        "resnet32.cifar100_lt": partial(dscl_small, "cifar100_lt", pbsd),
+        "resnet32.fmnist_lt": partial(dscl_small, "fmnist_lt", pbsd),
+    }
+
+
+register_recipes("dscl", _table(pbsd=False), paper=PAPER)
+register_recipes("dscl_pbsd", _table(pbsd=True), paper=PAPER)

@@ -30,9 +30,9 @@ official ``resnet_cifar.py`` (Kaiming init, no zero-init).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.rsg  # noqa: F401  (registers the "rsg" method)
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
@@ -140,14 +140,17 @@ def rsg_places_lt() -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "rsg", "resnet32",
-    {"cifar100_lt": lambda: rsg_cifar("cifar100_lt"), "cifar10_lt": lambda: rsg_cifar("cifar10_lt"),
-     "fmnist_lt": rsg_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "rsg",
+    {
+        "resnet32.cifar100_lt": partial(rsg_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(rsg_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": rsg_fmnist,
+        "resnext50_32x4d.imagenet_lt": partial(rsg_imagenet_lt, "resnext50_32x4d"),
+        "resnet50.imagenet_lt": partial(rsg_imagenet_lt, "resnet50"),
+        "resnet50.inat2018": rsg_inat2018,
+        "resnet152.places_lt": rsg_places_lt,
+    },
+    paper=PAPER,
 )
-register_recipes("rsg", "resnext50_32x4d", {"imagenet_lt": lambda: rsg_imagenet_lt("resnext50_32x4d")},
-                 default_tag="imagenet_lt", paper=PAPER)
-register_recipes("rsg", "resnet50", {"imagenet_lt": lambda: rsg_imagenet_lt("resnet50"), "inat2018": rsg_inat2018},
-                 default_tag="imagenet_lt", paper=PAPER)
-register_recipes("rsg", "resnet152", {"places_lt": rsg_places_lt}, default_tag="places_lt", paper=PAPER)
