@@ -138,7 +138,7 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     ``stage``, from that run's checkpoint between them (``ltzoo.engine.branch``: the result is the full
     run's, checked), for recipes that differ from that run's in later-stage settings only."""
     from ltzoo.engine.branch import branch_from_stage
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.precision import resolve_precision
     from ltzoo.registry import get_entry

@@ -99,7 +99,7 @@ def run_variant(name: str, label: str, changes: list[tuple[str, str]], work_dir:
                 threads: int, quick: bool) -> dict[str, Any]:
     import torch
 
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.registry import get_entry
 
     torch.set_num_threads(threads)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.registry import get_entry
 
     work_dir = args.work_dir or WORK_DIR / ("recipe_sweep_quick" if args.quick else "recipe_sweep")

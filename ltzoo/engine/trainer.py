@@ -56,14 +56,14 @@ from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
 from ltzoo.engine.objective import Objective, StageContext, StepOutput, get_method
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
-from ltzoo.engine.schedule import lr_factor, scale_stages
+from ltzoo.engine.schedule import lr_factor
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
 from ltzoo.names import MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
-from ltzoo.recipes.base import Recipe, StageConfig, same_recipe
+from ltzoo.recipes.base import Recipe, StageConfig, same_recipe, scale_stages
 from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
 
 log = logging.getLogger("ltzoo.train")

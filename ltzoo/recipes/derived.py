@@ -31,9 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ltzoo.engine.schedule import scale_stages
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import Recipe
+from ltzoo.recipes.base import Recipe, scale_stages
 
 EPOCHS_REFERENCE_IMAGES = 10_000
 SCRATCH_EPOCHS = (30, 200)  # (floor, ceiling)
