@@ -10,6 +10,7 @@ own scaling; nothing is published for them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -18,11 +19,13 @@ from ltzoo.losses.dscl import beta_to_alpha
 from ltzoo.methods.dscl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Decoupled Contrastive Learning for Long-Tailed Recognition (Xuan & Zhang, AAAI 2024, arXiv 2403.06151)"
 OFFICIAL_BETA = 8.0  # main.py --contrastive_beta
 OFFICIAL_PBSD_WEIGHT = 1.5  # main.py --pbsd_weight
+OFFICIAL_QUEUE = 65_536  # the official queue size K (reference/methods.md 1(b)): about half of ImageNet-LT
 
 # fmnist_lt: the CE recipe's total epoch budget, split between the two stages.
 FMNIST_CLASSIFIER_EPOCHS = 6
@@ -36,7 +39,7 @@ def _method_args(pbsd: bool, **overrides: Any) -> dict[str, Any]:
         "alpha": beta_to_alpha(OFFICIAL_BETA),
         "temperature": 0.07,
         "momentum": 0.999,
-        "queue_size": 65536,
+        "queue_size": OFFICIAL_QUEUE,
         "proj_dim": 128,
         "proj_hidden": 0,  # = backbone width: Linear(2048, 2048) -> ReLU -> Linear(2048, 128)
         "pbsd_weight": OFFICIAL_PBSD_WEIGHT if pbsd else 0.0,
@@ -128,6 +131,19 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
                if dataset == "fmnist_lt" else "")
         ),
     )
+
+
+def derived_queue_size(size: DataSize) -> int:
+    """On other data: the largest power of two <= N / 2 (the official queue is about half of ImageNet-LT, and
+    ltzoo's small recipes also keep about half), at least the first stage's batch, at most the official size."""
+    return min(OFFICIAL_QUEUE, max(size.batch_size, 2 ** math.floor(math.log2(max(size.train_images / 2, 1)))))
+
+
+declare_method_knob(MethodKnob(
+    arg="queue_size", option="--queue-size", type=int, methods="DSCL", what="momentum-queue length",
+    rule=f"the largest power of two <= N/2, at least the batch, at most {OFFICIAL_QUEUE:,}",
+    derive=derived_queue_size, valid=lambda value: value >= 1, valid_range="must be >= 1",
+))
 
 
 def _table(pbsd: bool) -> dict[str, Callable[[], Recipe]]:

@@ -26,6 +26,7 @@ from typing import Any
 from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS, ce_fmnist_lt
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
@@ -58,6 +59,27 @@ def _method_args(**changes: Any) -> dict[str, Any]:
 def _classifier_stage(epochs: int, batch_size: int, lr: float, weight_decay: float) -> StageConfig:
     return StageConfig(name=CLASSIFIER_STAGE, epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, schedule="cosine", sampler="class_balanced", train="head")
+
+
+CENTROID_MOMENTUM_RANGE = (0.5, 0.99)  # of the momentum derived for other data
+
+
+def derived_centroid_momentum(size: DataSize) -> float:
+    """On other data, a centroid averages over about one epoch of its class's updates. A class is updated in
+    about min(1, batch / C) of the steps, so u = steps_per_epoch * min(1, batch / C) updates per epoch and
+    m = 1 - 1 / u, clamped to :data:`CENTROID_MOMENTUM_RANGE`."""
+    steps = max(1, size.train_images // size.batch_size)  # the trainer's steps per epoch (single process)
+    updates = steps * min(1.0, size.batch_size / size.num_classes)
+    low, high = CENTROID_MOMENTUM_RANGE
+    return round(min(high, max(low, 1.0 - 1.0 / max(updates, 1e-9))), 4)
+
+
+declare_method_knob(MethodKnob(
+    arg="centroid_momentum", option="--centroid-momentum", type=float, methods="ICCL", what="class-centroid momentum",
+    rule="1 - 1/u, u = steps per epoch x min(1, batch/C) (about one epoch of a class's updates), in "
+    f"[{CENTROID_MOMENTUM_RANGE[0]}, {CENTROID_MOMENTUM_RANGE[1]}]",
+    derive=derived_centroid_momentum, valid=lambda value: 0 <= value < 1, valid_range="must be in [0, 1)",
+))
 
 
 def iccl_fmnist_lt() -> Recipe:

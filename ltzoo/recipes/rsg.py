@@ -34,6 +34,7 @@ from functools import partial
 from typing import Any
 
 from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
 
@@ -59,6 +60,25 @@ RSG_CIFAR_MILESTONES = (159, 179)
 # Top-1 reported for LDAM-DRW/DRS + RSG, as listed by aggregators (GZWQ/Awesome-Long-Tailed; ImageNet-LT:
 # PapersWithCode, see reference/methods.md 4.2); the paper's own tables were not re-read.
 REPORTED_TOP1 = {"cifar10_lt": 79.95, "cifar100_lt": 44.55, "imagenet_lt": 51.8, "inat2018": 70.26, "places_lt": 39.3}
+
+
+def derived_head_ratio(size: DataSize) -> float:
+    """On other data: the official ratio (the most frequent 20% of classes are the head), raised to one class
+    when C < 5 (and at most C - 1), since RSG needs at least one head and one tail class."""
+    official, classes = RSG_COMMON["head_ratio"], size.num_classes
+    if 1 <= int(classes * official) <= classes - 1:
+        return official
+    head = min(max(int(classes * official), 1), classes - 1)
+    ratio = head / classes
+    # RSG takes int(C * ratio) classes: make sure float rounding cannot lose the one we meant.
+    return ratio if int(classes * ratio) == head else (head + 1e-6) / classes
+
+
+declare_method_knob(MethodKnob(
+    arg="head_ratio", option="--head-ratio", type=float, methods="RSG", what="fraction of classes that are head",
+    rule=f"the official {RSG_COMMON['head_ratio']}, at least one head class and one tail class",
+    derive=derived_head_ratio, valid=lambda value: 0 < value < 1, valid_range="must be in (0, 1)",
+))
 
 
 def reported_text(dataset: str) -> str:
