@@ -16,7 +16,7 @@ Arms, each the zoo's fmnist_lt recipe trained by the real trainer (selection on 
 
 Every arm is scored by one pass over the test split that gives both the logits (all / many / medium
 / few top-1, the evaluator's ``accuracy_report``) and the classifier-input features (Fisher ratio
-tr(Sw^-1 Sb), :mod:`ltzoo.analysis`); mean +- sample std over seeds.
+tr(Sw^-1 Sb), :mod:`ltzoo.engine.wb_analysis`); mean +- sample std over seeds.
 
 ``--tune-wd`` trains ``ce_wd`` at seed 0 for each candidate decay and reports the **val** accuracy;
 the recipe's ``FMNIST_WEIGHT_DECAY`` was chosen this way (the test split plays no part). The run of
@@ -45,7 +45,7 @@ import torch
 from common import GROUPS, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
 
 import ltzoo
-from ltzoo.analysis import classifier_input, fisher_ratio
+from ltzoo.engine.wb_analysis import classifier_input, fisher_ratio
 from ltzoo.data import LTDataset, TensorImageDataset, TransformedDataset, build_dataset, eval_transform
 from ltzoo.engine.evaluator import accuracy_report
 from ltzoo.models.heads import LogitAdjustedHead
