@@ -1,6 +1,6 @@
 """Load time: ``ltzoo.load("hf-hub:...")`` from a warm cache vs timm + a local safetensors file.
 
-The Hub is the local stand-in (tests/hub_server.py) on 127.0.0.1; the repo is pushed once, loaded
+The Hub is the local stand-in (ltzoo.testing.hub_server) on 127.0.0.1; the repo is pushed once, loaded
 once to warm the cache, then timed. The baseline builds the same timm model and loads the same
 weights file with safetensors. ResNet-50 (ImageNet-LT head) and ResNet-32 (fmnist_lt).
 
