@@ -74,7 +74,7 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
 
     A ``--quick`` report (``report["quick"]``) goes to ``<name>_quick.*``: smoke numbers never overwrite
     the full-mode results that REPORT.md and the README are rendered from (git ignores the quick files)."""
-    from ltzoo.runs import atomic_write_bytes, atomic_write_json
+    from ltzoo.fileio import atomic_write_bytes, atomic_write_json
 
     if report.get("quick") and not name.endswith("_quick"):
         name += "_quick"

@@ -79,7 +79,7 @@ def render(results_dir: Path = RESULTS, out: Path = HERE / "REPORT.md", readme: 
            quick: bool = False) -> Path:
     """Full mode renders REPORT.md and the README block from the full results only; quick mode renders
     the ``*_quick`` smoke results to ``results/REPORT_quick.md`` and leaves the README alone."""
-    from ltzoo.runs import atomic_write_bytes
+    from ltzoo.fileio import atomic_write_bytes
 
     mds = {md.stem.removesuffix("_quick"): md for md in sorted(results_dir.glob("*.md"))
            if md.stem != "REPORT_quick" and md.stem.endswith("_quick") == quick}

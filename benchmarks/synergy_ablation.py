@@ -53,10 +53,10 @@ from benchmarks.common import (
     summary_by_group,
     train_seeded,
 )
+from ltzoo.fileio import atomic_write_json
 from ltzoo.recipes.base import Recipe
 from ltzoo.recipes.scl_rsg_ldam import synergy_variant
 from ltzoo.registry import get_entry
-from ltzoo.runs import atomic_write_json
 
 SYNERGY = "scl_rsg_ldam_resnet32.fmnist_lt"
 
