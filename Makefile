@@ -32,10 +32,10 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 bench-quick: setup
-	$(PY) benchmarks/run.py --quick
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf runs exports .pytest_cache

@@ -9,8 +9,8 @@ subset of the same size (2,478 images), same val and test, same budget:
 
 A plot shows per-class test accuracy against training count (log axis) for all methods.
 
-    .venv/bin/python benchmarks/accuracy.py            # 3 seeds, full budget (about an hour on 2 idle cores)
-    .venv/bin/python benchmarks/accuracy.py --quick    # 1 seed, 1 epoch of 3 steps per stage
+    .venv/bin/python -m benchmarks.accuracy            # 3 seeds, full budget (about an hour on 2 idle cores)
+    .venv/bin/python -m benchmarks.accuracy --quick    # 1 seed, 1 epoch of 3 steps per stage
 
 **Your own long-tailed data** ("which method should I use?"): ``--data imagefolder:PATH`` or
 ``--data splits:ROOT`` (what ``ltzoo train --data`` takes) trains every method's small recipe on it with
@@ -19,19 +19,31 @@ for ``--seeds``, and writes the same table to ``benchmarks/results/accuracy_<dat
 never over the fmnist_lt results. The balanced upper bound needs a balanced training set of the same
 size drawn from the same source, which own data cannot provide: it is skipped, and the table says so.
 
-    .venv/bin/python benchmarks/accuracy.py --data imagefolder:~/my_data --seeds 0 1 2
+    .venv/bin/python -m benchmarks.accuracy --data imagefolder:~/my_data --seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from common import GROUPS, RESULTS_DIR, WORK_DIR, fmt_mean_std, markdown_table, mean_std, run_jobs, train_seeded, write_results  # type: ignore[import-not-found]
+from benchmarks.common import (
+    GROUPS,
+    RESULTS_DIR,
+    WORK_DIR,
+    BenchmarkArgs,
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    parse_benchmark_args,
+    run_ablation,
+    train_seeded,
+)
 
 UPPER_BOUND = "ce_resnet32.fmnist_balanced"
 
@@ -74,14 +86,12 @@ def balanced_fmnist(data_root: str | None = None) -> Any:
     return balanced
 
 
-def train_one(name: str, seed: int, work_dir: Path, quick: bool, threads: int, source: str | None = None) -> dict[str, Any]:
-    """Train (or reuse) one seed of zoo entry ``name``, or of the balanced upper bound; with ``source``,
+def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    """Train (or reuse) one seed of zoo entry ``name``, or of the balanced upper bound; with ``--data``,
     the entry's recipe derived for that data (as ``ltzoo train NAME --data SOURCE``)."""
-    import torch
-
     import ltzoo
 
-    torch.set_num_threads(threads)
+    quick, source, work_dir = args.quick, args.options.data, args.work_dir
     limits: dict[str, Any] = {"steps_per_epoch": 3} if quick else {}
     if source is not None:
         from ltzoo.engine.plan import plan_training
@@ -124,47 +134,53 @@ def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Pat
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 1 epoch of 3 steps per stage (plumbing check)")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="*", help="zoo names to run (default: every *.fmnist_lt entry)")
-    parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
     parser.add_argument("--data", metavar="SOURCE", help="your own long-tailed data (imagefolder:PATH or splits:ROOT): "
                         "every method's small recipe derived for it; results go to accuracy_<data name>.*")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_benchmark_args("accuracy", argv, description=__doc__.splitlines()[0], add_flags=_flags,
+                                quick_help="1 seed, 1 epoch of 3 steps per stage (plumbing check)",
+                                work_dirs=(WORK_DIR / "accuracy" / "full", WORK_DIR / "accuracy" / "quick"))
 
     import ltzoo
 
-    names = args.only or ltzoo.list_models("*.fmnist_lt")
-    seeds = args.seeds[:1] if args.quick else args.seeds
+    names = args.options.only or ltzoo.list_models("*.fmnist_lt")
+    seeds = args.seeds
     result_name, data_label = "accuracy", "fmnist_lt"
     from ltzoo.data.sources import SourceSpec
 
-    if args.data:
+    data_source = args.options.data
+    if data_source:
         from ltzoo.data import build_dataset as _build
 
-        spec = SourceSpec.parse(args.data)
+        spec = SourceSpec.parse(data_source)
         spec.validate()
         data_label = spec.display_name
         result_name = "accuracy_" + "".join(c if c.isalnum() else "_" for c in data_label).strip("_")
         _build(spec.name)  # a bad source fails here, before any training, with the data layer's message
-    rows_names = names if args.data else [*names, UPPER_BOUND]
-    work_dir = args.work_dir / ("quick" if args.quick else "full") / (result_name if args.data else "")
+        args = dataclasses.replace(args, work_dir=args.work_dir / result_name)
+    rows_names = names if data_source else [*names, UPPER_BOUND]
     started = time.time()
-    # Seed-major: after a third of the time every method has one seed, which is informative early.
-    jobs = [(name, seed, work_dir, args.quick, args.threads, args.data) for seed in seeds for name in rows_names]
-    rows: dict[str, dict[str, Any]] = {name: {"test": [], "val": [], "per_class": [], "train_time_s": [], "run_dir": []}
-                                       for name in rows_names}
-    for name, metrics in zip([job[0] for job in jobs], run_jobs(train_one, jobs, args.jobs), strict=True):
-        rows[name]["test"].append({g: metrics["test"][g] for g in GROUPS})
-        rows[name]["val"].append({g: metrics["val"][g] for g in GROUPS})
-        rows[name]["per_class"].append(metrics["test"]["per_class"])
-        rows[name]["train_time_s"].append(metrics["train_time_s"])
-        rows[name]["run_dir"].append(metrics["run_dir"])
-    elapsed = time.time() - started
+
+    def summarise(metrics_by_name: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+        elapsed = time.time() - started
+        rows = {name: {"test": [{g: m["test"][g] for g in GROUPS} for m in runs],
+                       "val": [{g: m["val"][g] for g in GROUPS} for m in runs],
+                       "per_class": [m["test"]["per_class"] for m in runs],
+                       "train_time_s": [m["train_time_s"] for m in runs],
+                       "run_dir": [m["run_dir"] for m in runs]} for name, runs in metrics_by_name.items()}
+        return accuracy_report(rows, seeds, result_name, data_label, data_source, args.quick, elapsed)
+
+    return run_ablation(result_name, args, rows_names, train_one, summarise)
+
+
+def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_name: str, data_label: str,
+                    data_source: str | None, quick: bool, elapsed: float) -> tuple[dict[str, Any], str]:
+    """The table (gap closed to the upper bound, training minutes), the per-class plot and the report."""
+    from ltzoo.data.sources import SourceSpec
 
     ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"]) if "ce_resnet32.fmnist_lt" in rows else (None, None)
     ub_all, _ = mean_std(r["all"] for r in rows[UPPER_BOUND]["test"]) if UPPER_BOUND in rows else (None, None)
@@ -181,8 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            f"{mean_std(row['train_time_s'])[0] / 60:.1f}"])
     from ltzoo.data import build_dataset
 
-    counts = build_dataset(SourceSpec.parse(args.data).name if args.data else "fmnist_lt").class_counts
-    plot = RESULTS_DIR / (f"{result_name}_quick_per_class.png" if args.quick else f"{result_name}_per_class.png")
+    counts = build_dataset(SourceSpec.parse(data_source).name if data_source else "fmnist_lt").class_counts
+    plot = RESULTS_DIR / (f"{result_name}_quick_per_class.png" if quick else f"{result_name}_per_class.png")
     per_class_plot(rows, counts, plot, data_label)
     # The target: every method's full benchmark (its seeds) within one hour on 2 cores. Runs go two at a
     # time on the 2 cores, so a method's wall time is about the sum of its runs' training times / 2.
@@ -196,30 +212,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{'within' if all_min <= 60 else 'over'} one hour. (Training time only, two 1-thread runs at a time.)"
     )
     header = ["method", *[f"{g} (test %)" for g in GROUPS], "gap closed to upper bound", "train min/seed"]
-    if args.data:  # no upper bound: drop its column
+    if data_source:  # no upper bound: drop its column
         header.pop(-2)
         table_rows = [row[:-2] + row[-1:] for row in table_rows]
     upper_text = (
         "Upper bound: CE on a balanced Fashion-MNIST subset of the same size (2,478 images), same val/test and budget. "
-        "Gap closed = (method − CE) / (upper bound − CE) on overall top-1." if not args.data else
+        "Gap closed = (method − CE) / (upper bound − CE) on overall top-1." if not data_source else
         "No balanced upper bound: it needs a balanced training set of the same size from the same source, which this "
         "data cannot provide (so no gap-closed column). Each recipe's epochs, batch and data-dependent settings are "
         "derived from the data's size, as `ltzoo train --data` derives them."
     )
     md = (
         f"## Accuracy on {data_label} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}, mean ± std, "
-        f"{'quick smoke budget' if args.quick else 'each recipe at the shared CE budget' if not args.data else 'derived recipes'})\n\n"
+        f"{'quick smoke budget' if quick else 'each recipe at the shared CE budget' if not data_source else 'derived recipes'})\n\n"
         + markdown_table(header, table_rows)
         + f"\n\n{upper_text} Models selected on val. "
         f"Wall time of this invocation: {elapsed / 60:.1f} min (finished runs under runs/ are reused).\n\n"
         f"{budget_text}\n\n"
         f"![per-class accuracy]({plot.name})\n"
     )
-    report = {"quick": args.quick, "seeds": seeds, "data": data_label, "elapsed_s": elapsed, "class_counts": counts,
+    report = {"quick": quick, "seeds": seeds, "data": data_label, "elapsed_s": elapsed, "class_counts": counts,
               "rows": rows, "benchmark_minutes_per_method": per_method_min}
-    write_results(result_name, report, md)
-    print(md)
-    return report
+    return report, md
 
 
 if __name__ == "__main__":

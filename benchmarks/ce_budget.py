@@ -4,15 +4,15 @@ Every fmnist_lt recipe spends the same total budget (``ltzoo.recipes.ce.FMNIST_E
 must be one where the baseline has stopped improving; otherwise the table compares undertrained models.
 
 - CE (``ce_resnet32.fmnist_lt``) at every budget of ``--budgets`` (default 30 60 90 120 200). A budget
-  rescales the recipe in proportion (``engine.schedule.scale_stages``: warm-up included).
-- Seed 0 at every budget; ``--spread-seeds`` (default 0 1 2) at the smallest budget and at each
-  candidate, to measure the seed spread the rule compares against.
+  rescales the recipe in proportion (``ltzoo.recipes.base.scale_stages``: warm-up included).
+- Seed 0 at every budget; ``--seeds`` (default 0 1 2) at the smallest budget and at each candidate, to
+  measure the seed spread the rule compares against.
 - The rule, on **val** only: the smallest budget B whose seed-0 val top-1 is within the val seed spread
-  (sample std over ``--spread-seeds`` at B) of every larger budget's, i.e. more epochs no longer buy more
+  (sample std over ``--seeds`` at B) of every larger budget's, i.e. more epochs no longer buy more
   than the noise between seeds. Test numbers are reported, never used.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ce_budget.py      # full (hours on 2 cores)
-    .venv/bin/python benchmarks/ce_budget.py --quick                 # plumbing check
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.ce_budget      # full (hours on 2 cores)
+    .venv/bin/python -m benchmarks.ce_budget --quick                 # plumbing check
 
 Writes ``benchmarks/results/ce_budget.{json,md,png}``.
 """
@@ -23,14 +23,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
     RESULTS_DIR,
-    WORK_DIR,
+    BenchmarkArgs,
     fmt_mean_std,
     markdown_table,
     mean_std,
-    run_jobs,
+    parse_benchmark_args,
+    run_arms,
     run_record,
     train_seeded,
     write_results,
@@ -40,20 +41,17 @@ CE = "ce_resnet32.fmnist_lt"
 DEFAULT_BUDGETS = (30, 60, 90, 120, 200)
 
 
-def run_budget(budget: int, seed: int, work_dir: Path, threads: int, quick: bool) -> dict[str, Any]:
-    import torch
-
+def run_budget(budget: int, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     from ltzoo.registry import get_entry
 
-    torch.set_num_threads(threads)
     recipe = get_entry(CE).recipe()
     native = sum(stage.epochs for stage in recipe.stages)
     print(f"[ce_budget] {budget} epochs seed {seed}", flush=True)
-    if quick:
+    if args.quick:
         limits: dict[str, Any] = {"epochs": 1, "steps_per_epoch": 2}
     else:
         limits = {} if budget == native else {"epochs": budget}  # the native budget is the zoo recipe: reused
-    metrics = train_seeded(f"ce_{budget}ep.fmnist_lt", seed, work_dir, recipe=recipe, **limits)
+    metrics = train_seeded(f"ce_{budget}ep.fmnist_lt", seed, args.work_dir, recipe=recipe, **limits)
     return run_record(metrics, budget=budget, seed=seed)
 
 
@@ -94,32 +92,28 @@ def curve_plot(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 budgets, 1 epoch of 2 steps: a plumbing check")
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
-    parser.add_argument("--spread-seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="seeds trained at the picked budget to measure the val seed spread (default 0 1 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    budgets = sorted(args.budgets[:2] if args.quick else args.budgets)
-    work_dir = args.work_dir or WORK_DIR / ("ce_budget_quick" if args.quick else "ce_budget")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    # --seeds: the seeds trained at a candidate budget to measure its val seed spread; the curve is seed 0's.
+    args = parse_benchmark_args("ce_budget", argv, description=__doc__.splitlines()[0], add_flags=_flags,
+                                quick_help="2 budgets, 1 epoch of 2 steps, the first seed: a plumbing check")
+    budgets = sorted(args.options.budgets[:2] if args.quick else args.options.budgets)
 
     # Seed 0 along the curve, the longest runs first so that the two workers finish close together, and
     # the other seeds at the smallest budget, whose spread every candidate is first compared against.
-    first_jobs = [(b, 0, work_dir, args.threads, args.quick) for b in reversed(budgets)]
-    first_jobs += [(budgets[0], s, work_dir, args.threads, args.quick) for s in args.spread_seeds if s != 0]
-    runs = run_jobs(run_budget, first_jobs, args.jobs)
+    first_jobs = [(b, 0) for b in reversed(budgets)] + [(budgets[0], s) for s in args.seeds if s != 0]
+    runs = run_arms(run_budget, first_jobs, args)
     curve = {r["budget"]: r["val"]["all"] for r in runs if r["seed"] == 0}
     # The seed spread is measured first at the smallest budget (cheap, and the noisiest point of the
     # curve); a larger budget is a candidate only if its remaining val gain is within the largest spread
     # measured so far, and it is picked only if that gain is within its own spread (3 seeds there).
     def measure_spread(budget: int) -> None:
         measured = {r["seed"] for r in runs if r["budget"] == budget}
-        extra = [s for s in args.spread_seeds if s not in measured]
-        runs.extend(run_jobs(run_budget, [(budget, s, work_dir, args.threads, args.quick) for s in extra], args.jobs))
+        extra = [s for s in args.seeds if s not in measured]
+        runs.extend(run_arms(run_budget, [(budget, s) for s in extra], args))
         spread[budget] = mean_std(r["val"]["all"] for r in runs if r["budget"] == budget)[1] or 0.0
 
     spread: dict[int, float] = {}

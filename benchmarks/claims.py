@@ -7,7 +7,7 @@ another quantity). A claim **held** when it holds on every seed, **not held** on
 otherwise; a claim whose arm was not run says so. The budget and machine of each source are shown,
 because the results were not all produced at the same budget.
 
-    .venv/bin/python benchmarks/claims.py
+    .venv/bin/python -m benchmarks.claims
 
 Writes ``benchmarks/results/claims.{json,md}``.
 """
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS_DIR, markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import RESULTS_DIR, markdown_table, write_results
 
 
 def _load(name: str, results_dir: Path) -> dict[str, Any] | None:
@@ -119,11 +119,9 @@ def iccl_claims(results_dir: Path) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="accepted for benchmarks/run.py (nothing is trained)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--quick", action="store_true", help="accepted for benchmarks.run (nothing is trained)")
     args = parser.parse_args(argv)
-    claims = [*dscl_claims(args.results_dir), *wb_claims(args.results_dir), *synergy_claims(args.results_dir),
-              *iccl_claims(args.results_dir)]
+    claims = [*dscl_claims(RESULTS_DIR), *wb_claims(RESULTS_DIR), *synergy_claims(RESULTS_DIR), *iccl_claims(RESULTS_DIR)]
     md = "\n".join([
         "## The seed papers' claims at this scale (fmnist_lt)", "",
         "Seed by seed, test top-1 all unless the claim names another quantity: held on every seed, not held on any, "

@@ -1,25 +1,26 @@
-"""Shared benchmark plumbing: machine facts, mean ± std, seeded training runs, JSON + markdown output.
+"""Shared benchmark plumbing: machine facts, mean ± std, seeded training runs, JSON + markdown output, and
+the command line and main loop of the training benchmarks (:func:`ablation_main`).
 
-Every benchmark writes ``benchmarks/results/<name>.json`` (numbers + machine + versions) and
-``benchmarks/results/<name>.md`` (a table); ``benchmarks/run.py`` runs them and renders REPORT.md.
-Absolute times drift on shared machines, so benchmarks report ratios measured in the same run.
+Every benchmark is a module run from the repository root, ``python -m benchmarks.<name>``; it writes
+``benchmarks/results/<name>.json`` (numbers + machine + versions) and ``benchmarks/results/<name>.md`` (a
+table); ``python -m benchmarks.run`` runs them all and renders REPORT.md. Absolute times drift on shared
+machines, so benchmarks report ratios measured in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from a checkout
-    sys.path.insert(0, str(ROOT))
 
 # Overridable so that the benchmarks' own smoke test writes into a temporary directory.
 RESULTS_DIR = Path(os.environ.get("LTZOO_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
@@ -73,7 +74,7 @@ def write_results(name: str, report: dict[str, Any], markdown: str, results_dir:
 
     A ``--quick`` report (``report["quick"]``) goes to ``<name>_quick.*``: smoke numbers never overwrite
     the full-mode results that REPORT.md and the README are rendered from (git ignores the quick files)."""
-    from ltzoo.runs import atomic_write_bytes, atomic_write_json
+    from ltzoo.fileio import atomic_write_bytes, atomic_write_json
 
     if report.get("quick") and not name.endswith("_quick"):
         name += "_quick"
@@ -138,7 +139,7 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     ``stage``, from that run's checkpoint between them (``ltzoo.engine.branch``: the result is the full
     run's, checked), for recipes that differ from that run's in later-stage settings only."""
     from ltzoo.engine.branch import branch_from_stage
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.precision import resolve_precision
     from ltzoo.registry import get_entry
@@ -197,6 +198,25 @@ def set_aside_if_other_recipe(run: Path, recipe_dict: dict[str, Any]) -> Path | 
     return target
 
 
+def quick_fmnist_lt() -> Any:
+    """--quick's data for the benchmarks that score their own runs: fmnist_lt with each split capped per class
+    (train 150, val and test 20): the real images, still long-tailed, far fewer of them."""
+    import torch
+
+    from ltzoo.data import LTDataset, TensorImageDataset, build_dataset
+
+    full = build_dataset("fmnist_lt")
+
+    def cap(dataset: Any, per_class: int) -> TensorImageDataset:
+        targets = torch.tensor(dataset.targets)
+        keep = torch.cat([torch.nonzero(targets == c).flatten()[:per_class] for c in range(full.num_classes)])
+        keep = keep.sort().values
+        return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
+
+    return LTDataset(name=full.name, train=cap(full.train, 150), val=cap(full.val, 20), test=cap(full.test, 20),
+                     label_names=full.label_names, info=full.info, index_sha256="quick-subset-of-" + full.index_sha256)
+
+
 def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int = 1) -> list[Any]:
     """``function(*job)`` for every job, in order; ``workers`` > 1 runs them in that many fresh processes.
 
@@ -235,3 +255,110 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     # A "|" inside a cell (e.g. "1/(|P|+1)") would split it: escape it.
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ----- the training benchmarks: one command line, one main loop --------------------------------------
+# An arm is whatever a benchmark trains once per seed: a zoo name, ("dscl_pbsd", 90) for a budget, ...
+Arm = Hashable
+
+
+@dataclass(frozen=True)
+class BenchmarkArgs:
+    """The flags every training benchmark takes, parsed; the benchmark's own flags are in ``options``."""
+
+    quick: bool  # smoke mode: tiny budgets, the first seed only; results go to <name>_quick.*
+    seeds: list[int]
+    threads: int  # torch intra-op threads of each training process
+    jobs: int  # training runs in parallel, one process each
+    work_dir: Path  # where run directories go (finished runs anywhere under runs/ are reused)
+    options: argparse.Namespace
+
+
+def parse_benchmark_args(
+    name: str,
+    argv: list[str] | None,
+    *,
+    description: str,
+    add_flags: Callable[[argparse.ArgumentParser], None] | None = None,
+    default_seeds: Sequence[int] = (0, 1, 2),
+    quick_help: str = "a plumbing check: tiny budgets, the first seed only",
+    work_dirs: tuple[Path, Path] | None = None,
+) -> BenchmarkArgs:
+    """``--quick --seeds --threads --jobs --work-dir`` (and the flags ``add_flags`` adds) for benchmark ``name``.
+    ``work_dirs`` is the default (full, quick) run folder; by default ``$LTZOO_BENCH_WORK/<name>[_quick]``."""
+    full_dir, quick_dir = work_dirs or (WORK_DIR / name, WORK_DIR / f"{name}_quick")
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds),
+                        help=f"seeds to train (default {' '.join(map(str, default_seeds))}; --quick: the first only)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per training process (default 1)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="training runs in parallel, each in its own process (default 2: one per core)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help=f"run directories (default {repo_relative_paths(str(full_dir))}, "
+                        f"--quick: {repo_relative_paths(str(quick_dir))})")
+    if add_flags is not None:
+        add_flags(parser)
+    namespace = parser.parse_args(argv)
+    common = {key: vars(namespace).pop(key) for key in ("quick", "seeds", "threads", "jobs", "work_dir")}
+    if common["threads"] < 1 or common["jobs"] < 1:
+        parser.error("--threads and --jobs must be >= 1")
+    return BenchmarkArgs(
+        quick=common["quick"],
+        seeds=common["seeds"][:1] if common["quick"] else common["seeds"],
+        threads=common["threads"],
+        jobs=common["jobs"],
+        work_dir=common["work_dir"] or (quick_dir if common["quick"] else full_dir),
+        options=namespace,
+    )
+
+
+def _run_arm_in_job(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], arm: Arm, seed: int,
+                    args: BenchmarkArgs) -> Any:
+    import torch
+
+    # Two 1-thread processes beat one 2-thread process on 2 cores: small convolutions do not split well.
+    torch.set_num_threads(args.threads)
+    return run_arm(arm, seed, args)
+
+
+def run_arms(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], jobs: Sequence[tuple[Arm, int]],
+             args: BenchmarkArgs) -> list[Any]:
+    """``run_arm(arm, seed, args)`` for every (arm, seed) of ``jobs``, in order, ``args.jobs`` at a time (each in
+    a fresh process with ``args.threads`` torch threads when more than one). ``run_arm`` must be a module-level
+    function, so that the job processes can import it."""
+    return run_jobs(_run_arm_in_job, [(run_arm, arm, seed, args) for arm, seed in jobs], args.jobs)
+
+
+Summarise = Callable[[dict[Any, list[Any]], BenchmarkArgs], tuple[dict[str, Any], str]]
+
+
+def run_ablation(name: str, args: BenchmarkArgs, arms: Sequence[Arm],
+                 run_arm: Callable[[Arm, int, BenchmarkArgs], Any], summarise: Summarise) -> dict[str, Any]:
+    """Every arm for every seed, seed-major (every arm has its first seed early, so an interrupted benchmark
+    rerun with fewer seeds already reports them); then ``summarise({arm: [one result per seed]}, args)`` gives
+    the report and its markdown, written as ``results/<name>.*`` and printed. Returns the report."""
+    jobs = [(arm, seed) for seed in args.seeds for arm in arms]
+    results = run_arms(run_arm, jobs, args)
+    by_arm: dict[Any, list[Any]] = {arm: [] for arm in arms}
+    for (arm, _), result in zip(jobs, results, strict=True):
+        by_arm[arm].append(result)
+    report, markdown = summarise(by_arm, args)
+    write_results(name, report, markdown)
+    print(markdown)
+    return report
+
+
+def ablation_main(
+    name: str,
+    arms: Callable[[BenchmarkArgs], Sequence[Arm]],
+    run_arm: Callable[[Arm, int, BenchmarkArgs], Any],
+    summarise: Summarise,
+    argv: list[str] | None = None,
+    **flags: Any,
+) -> dict[str, Any]:
+    """The ``main()`` of a benchmark that trains arms x seeds: parse the common flags (``flags`` go to
+    :func:`parse_benchmark_args`: description, add_flags, default_seeds, quick_help, work_dirs), then
+    :func:`run_ablation` with the arms that ``arms(args)`` picks."""
+    args = parse_benchmark_args(name, argv, **flags)
+    return run_ablation(name, args, arms(args), run_arm, summarise)

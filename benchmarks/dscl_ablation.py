@@ -9,8 +9,8 @@ SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL + PBSD 57.7; this checks whether it hold
   mean +- sample std over seeds.
 - SCL is the DSCL loss with alpha = 1 / (|P| + 1) (``alpha="scl"``), which is exactly SCL over the
   same candidates (query batch, key batch, queue); "PBSD only" is SCL + PBSD, as in the paper.
-- Cost relative to CE, measured in a fresh process per arm, alone, on prepared batches: median time
-  of one training step (forward, backward, SGD step, momentum update) of the first stage, and the
+- Cost relative to CE, measured after the training runs in a fresh process per arm, alone, on prepared
+  batches: median time of one training step (forward, backward, SGD step, momentum update) of the first stage, and the
   peak resident memory that model, objective, optimiser and the steps add to the process (Linux
   VmHWM after resetting it, minus VmRSS before building them). The data transform time per batch
   is reported separately (the multi-view transform runs in a loader worker during training).
@@ -18,8 +18,8 @@ SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL + PBSD 57.7; this checks whether it hold
 All work runs with one intra-op thread (``--threads``): on the shared 2-core machine two threads per
 process oversubscribe the cores and small convolutions get far slower.
 
-    nice -n 10 .venv/bin/python benchmarks/dscl_ablation.py              # full: 5 arms x 3 seeds
-    .venv/bin/python benchmarks/dscl_ablation.py --quick                 # plumbing check, a few minutes
+    nice -n 10 .venv/bin/python -m benchmarks.dscl_ablation              # full: 5 arms x 3 seeds
+    .venv/bin/python -m benchmarks.dscl_ablation --quick                 # plumbing check, a few minutes
 
 Run directories go under ``--work-dir`` (default ``runs/benchmarks/dscl_ablation``); finished runs are
 reused and interrupted ones resumed. Writes ``benchmarks/results/dscl_ablation.{json,md}``
@@ -28,7 +28,6 @@ reused and interrupted ones resumed. Writes ``benchmarks/results/dscl_ablation.{
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import statistics
 import time
@@ -36,16 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
-    WORK_DIR,
+    BenchmarkArgs,
+    ablation_main,
     fmt_mean_std,
     markdown_table,
-    run_jobs,
     run_record,
     summary_by_group,
     train_seeded,
-    write_results,
 )
 
 PAPER_IMAGENET_LT = {"scl": 51.2, "dscl": 52.6, "pbsd": 56.3, "dscl_pbsd": 57.7}  # supp. Table 2, top-1
@@ -94,7 +92,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
 
     from ltzoo.data import build_dataset
     from ltzoo.data.datasets import TransformedDataset
-    from ltzoo.engine.objective import METHODS, StageContext
+    from ltzoo.engine.objective import StageContext, get_method
     from ltzoo.models import build_model
 
     torch.set_num_threads(threads)
@@ -104,7 +102,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     data = build_dataset(recipe.dataset)
     ctx = StageContext(recipe=recipe, stage=stage, stage_index=0, data=data.info, steps_per_epoch=1)
     probe_model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans)
-    transform = METHODS[recipe.method](probe_model, ctx).train_transform()
+    transform = get_method(recipe.method)(probe_model, ctx).train_transform()
     loader = DataLoader(TransformedDataset(data.train, transform), batch_size=stage.batch_size, shuffle=True,
                         drop_last=True, generator=torch.Generator().manual_seed(0))
     batches, data_times = [], []
@@ -118,7 +116,7 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     baseline_kib = _status_kib("VmRSS")
     _reset_peak_rss()
     model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans).train()
-    objective = METHODS[recipe.method](model, ctx).train()
+    objective = get_method(recipe.method)(model, ctx).train()
     optimizer = torch.optim.SGD(objective.param_groups(), lr=stage.lr * 0.1, momentum=stage.momentum,
                                 weight_decay=stage.weight_decay)
     times = []
@@ -143,12 +141,9 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
 
 
 # ----- accuracy ------------------------------------------------------------------------------------
-def run_arm(arm: str, seed: int, work_dir: Path, threads: int, quick: bool) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(threads)
-    limits = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
-    metrics = train_seeded(f"{arm}.fmnist_lt", seed, work_dir, recipe=_recipe(arm), **limits)
+def run_arm(arm: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    limits = {"epochs": 2, "steps_per_epoch": 2} if args.quick else {}
+    metrics = train_seeded(f"{arm}.fmnist_lt", seed, args.work_dir, recipe=_recipe(arm), **limits)
     return run_record(metrics, arm=arm, seed=seed)
 
 
@@ -195,35 +190,24 @@ def _markdown(report: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps, 2 timed steps")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
-    parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel (each with --threads)")
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    work_dir = args.work_dir or WORK_DIR / ("dscl_ablation_quick" if args.quick else "dscl_ablation")
-    steps, warmup = (2, 1) if args.quick else (10, 2)
-
+def measure_costs(threads: int, quick: bool) -> dict[str, dict[str, Any]]:
+    """Every arm's step cost, one arm at a time, each in a fresh process (after the training runs: alone)."""
+    steps, warmup = (2, 1) if quick else (10, 2)
     spawn = multiprocessing.get_context("spawn")
     cost: dict[str, dict[str, Any]] = {}
-    for arm in ARMS:  # one at a time, each in a fresh process, before any training runs
+    for arm in ARMS:
         with spawn.Pool(1) as pool:
-            cost[arm] = pool.apply(measure_step, (arm, steps, warmup, args.threads))
+            cost[arm] = pool.apply(measure_step, (arm, steps, warmup, threads))
         print(f"[dscl_ablation] cost {arm}: {cost[arm]}", flush=True)
     for arm in ARMS:
         cost[arm]["step_time_vs_ce"] = cost[arm]["median_step_s"] / cost["ce"]["median_step_s"]
         cost[arm]["peak_mem_vs_ce"] = cost[arm]["added_peak_rss_mb"] / cost["ce"]["added_peak_rss_mb"]
+    return cost
 
-    jobs = [(arm, seed, work_dir, args.threads, args.quick) for seed in seeds for arm in ARMS]
-    results = run_jobs(run_arm, jobs, args.jobs)
-    arms: dict[str, Any] = {}
-    for arm in ARMS:
-        runs = [r for r in results if r["arm"] == arm]
-        arms[arm] = {"label": ARMS[arm], "runs": runs, "test": summary_by_group(runs, "test"),
-                     "val": summary_by_group(runs, "val")}
+
+def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+    arms = {arm: {"label": ARMS[arm], "runs": runs, "test": summary_by_group(runs, "test"),
+                  "val": summary_by_group(runs, "val")} for arm, runs in runs_by_arm.items()}
     means = [arms[arm]["test"]["all"]["mean"] for arm in ORDER]
     paper_pairs = []
     # The paper's ordering step by step, then what PBSD adds on top of each loss.
@@ -235,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe = _recipe("dscl_pbsd")
     report = {
         "quick": args.quick,
-        "seeds": seeds,
+        "seeds": args.seeds,
         "threads": args.threads,
         "epochs": sum(s.epochs for s in _recipe("ce").stages) if not args.quick else "2 (quick)",
         "dataset": "fmnist_lt",
@@ -244,13 +228,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "paper_order_holds": all(a < b for a, b in zip(means, means[1:])),
         "paper_pairs": paper_pairs,
         "arms": arms,
-        "cost": cost,
+        "cost": measure_costs(args.threads, args.quick),
         "dscl_stage_epochs": [s.epochs for s in recipe.stages],
     }
-    markdown = _markdown(report)
-    write_results("dscl_ablation", report, markdown)
-    print(markdown)
-    return report
+    return report, _markdown(report)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ablation_main("dscl_ablation", lambda args: list(ARMS), run_arm, summarise, argv,
+                         description=__doc__.splitlines()[0], quick_help="1 seed, 2 epochs of 2 steps, 2 timed steps")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ whether the gap to CE closes when both get more epochs.
 
 - Arms: ``ce_resnet32.fmnist_lt`` and ``dscl_pbsd_resnet32.fmnist_lt``, each at every budget of
   ``--budgets`` (default 30 and 90 epochs). A budget rescales the recipe's stages in proportion
-  (``engine.schedule.scale_stages``: DSCL's 24 + 6 becomes 72 + 18 at 90), with warm-up and milestones.
+  (``ltzoo.recipes.base.scale_stages``: DSCL's 24 + 6 becomes 72 + 18 at 90), with warm-up and milestones.
 - For each seed (default 0 only: a 90-epoch DSCL + PBSD run takes about 40 min on one core), model
   selection on val; test all / many / medium / few top-1 as mean +- sample std over seeds.
 - The 30-epoch runs are the zoo recipes, so they are reused from the accuracy benchmark
   (``common.train_seeded`` finds a finished run of the same recipe, seed and data anywhere under runs/).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dscl_budget.py           # full: 2 arms x 2 budgets, seed 0
-    .venv/bin/python benchmarks/dscl_budget.py --quick                      # plumbing check, a minute
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.dscl_budget           # full: 2 arms x 2 budgets, seed 0
+    .venv/bin/python -m benchmarks.dscl_budget --quick                      # plumbing check, a minute
 
 Writes ``benchmarks/results/dscl_budget.{json,md}`` (``dscl_budget_quick.*`` with ``--quick``).
 """
@@ -22,39 +22,36 @@ Writes ``benchmarks/results/dscl_budget.{json,md}`` (``dscl_budget_quick.*`` wit
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
-    WORK_DIR,
+    BenchmarkArgs,
+    ablation_main,
     fmt_mean_std,
     markdown_table,
-    run_jobs,
     run_record,
     summary_by_group,
     train_seeded,
-    write_results,
 )
 
 ARMS = {"ce": "ce_resnet32.fmnist_lt", "dscl_pbsd": "dscl_pbsd_resnet32.fmnist_lt"}
 LABELS = {"ce": "CE", "dscl_pbsd": "DSCL + PBSD"}
 
 
-def run_arm(arm: str, budget: int, seed: int, work_dir: Path, threads: int, quick: bool) -> dict[str, Any]:
-    import torch
-
+def run_arm(cell: tuple[str, int], seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    """One seed of ``cell`` = (arm, budget in epochs)."""
     from ltzoo.registry import get_entry
 
-    torch.set_num_threads(threads)
+    arm, budget = cell
     recipe = get_entry(ARMS[arm]).recipe()
     native = sum(stage.epochs for stage in recipe.stages)
     print(f"[dscl_budget] {arm} {budget} epochs seed {seed}", flush=True)
-    if quick:
+    if args.quick:
         limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2}
     else:
         limits = {} if budget == native else {"epochs": budget}  # the native budget is the zoo recipe: reused
-    metrics = train_seeded(f"{arm}_{budget}ep.fmnist_lt", seed, work_dir, recipe=recipe, **limits)
+    metrics = train_seeded(f"{arm}_{budget}ep.fmnist_lt", seed, args.work_dir, recipe=recipe, **limits)
     return run_record(metrics, arm=arm, budget=budget, seed=seed)
 
 
@@ -85,47 +82,52 @@ def _markdown(report: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps per run: a plumbing check")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[30, 90], help="total epochs (default 30 90)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="default 0")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per run")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if any(budget < 2 for budget in args.budgets):
-        parser.error("every budget needs at least 2 epochs (DSCL has two stages)")
-    work_dir = args.work_dir or WORK_DIR / ("dscl_budget_quick" if args.quick else "dscl_budget")
+def budget_cells(args: BenchmarkArgs) -> list[tuple[str, int]]:
+    """(arm, budget) pairs, the longest runs first, so that the two workers finish close together."""
+    return [(arm, budget) for budget in sorted(args.options.budgets, reverse=True) for arm in ("dscl_pbsd", "ce")]
 
-    # The longest runs first, so that the two workers finish close together.
-    jobs = [(arm, budget, seed, work_dir, args.threads, args.quick)
-            for budget in sorted(args.budgets, reverse=True) for seed in args.seeds for arm in ("dscl_pbsd", "ce")]
-    results = run_jobs(run_arm, jobs, args.jobs)
+
+def summarise(runs_by_cell: dict[tuple[str, int], list[dict[str, Any]]],
+              args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+    budgets = sorted(args.options.budgets)
     cells: dict[str, Any] = {}
-    for budget in sorted(args.budgets):
+    for budget in budgets:
         for arm in ARMS:
-            runs = [r for r in results if r["arm"] == arm and r["budget"] == budget]
+            runs = runs_by_cell[(arm, budget)]
             cells[f"{arm}@{budget}"] = {"arm": arm, "budget": budget, "runs": runs,
                                         "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
+
     def gap(budget: int, split: str, group: str) -> float:
         return cells[f"dscl_pbsd@{budget}"][split][group]["mean"] - cells[f"ce@{budget}"][split][group]["mean"]
 
     gap_to_ce = {budget: {"test_all": gap(budget, "test", "all"), "test_few": gap(budget, "test", "few"),
-                          "val_all": gap(budget, "val", "all")} for budget in sorted(args.budgets)}
+                          "val_all": gap(budget, "val", "all")} for budget in budgets}
     report = {
         "quick": args.quick,
         "seeds": args.seeds,
-        "budgets": sorted(args.budgets),
+        "budgets": budgets,
         "threads": args.threads,
         "dataset": "fmnist_lt",
         "cells": cells,
         "gap_to_ce": gap_to_ce,
     }
-    markdown = _markdown(report)
-    write_results("dscl_budget", report, markdown)
-    print(markdown)
-    return report
+    return report, _markdown(report)
+
+
+def _budget(text: str) -> int:
+    if int(text) < 2:
+        raise argparse.ArgumentTypeError("every budget needs at least 2 epochs (DSCL has two stages)")
+    return int(text)
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budgets", type=_budget, nargs="+", default=[30, 90], help="total epochs (default 30 90)")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ablation_main("dscl_budget", budget_cells, run_arm, summarise, argv, description=__doc__.splitlines()[0],
+                         add_flags=_flags, default_seeds=(0,),
+                         quick_help="1 seed, 2 epochs of 2 steps per run: a plumbing check")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ Stage 1 is trained once per arm and seed; each option re-runs stage 2 only, from
 the stages (``ltzoo.engine.branch``; exactly what a full run of that recipe gives). The option is chosen
 on **val** of seed 0, then confirmed on the mean val of every seed; test is reported, never used.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dscl_probe_bn.py [--epochs 30] [--seeds 0 1 2]
-    .venv/bin/python benchmarks/dscl_probe_bn.py --quick
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.dscl_probe_bn [--epochs 30] [--seeds 0 1 2]
+    .venv/bin/python -m benchmarks.dscl_probe_bn --quick
 
 Writes ``benchmarks/results/dscl_probe_bn.{json,md}``.
 """
@@ -25,16 +25,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
-    WORK_DIR,
+    BenchmarkArgs,
+    ablation_main,
     fmt_mean_std,
     markdown_table,
     mean_std,
-    run_jobs,
     run_record,
     train_seeded,
-    write_results,
 )
 
 OPTIONS = ("frozen", "reestimate", "train")
@@ -43,7 +42,7 @@ BRANCH_STAGE = "representation"
 
 
 def _recipe(arm: str, option: str, epochs: int | None) -> Any:
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.recipes.dscl import dscl_small
 
     recipe = dscl_small("fmnist_lt", pbsd=arm != "dscl", **({"alpha": "scl"} if arm == "pbsd" else {}))
@@ -51,19 +50,16 @@ def _recipe(arm: str, option: str, epochs: int | None) -> Any:
     return recipe.replace(stages=scale_stages(recipe.stages, epochs)) if epochs else recipe
 
 
-def run_arm(arm: str, seed: int, work_dir: Path, epochs: int | None, threads: int, quick: bool) -> list[dict[str, Any]]:
+def run_arm(arm: str, seed: int, args: BenchmarkArgs) -> list[dict[str, Any]]:
     """Stage 1 with the first option, then stage 2 alone for each other option."""
-    import torch
-
-    torch.set_num_threads(threads)
-    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
-    budget = None if quick else epochs
+    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if args.quick else {}
+    budget = None if args.quick else args.options.epochs
     records = []
-    first = train_seeded(f"{arm}_bn_{OPTIONS[0]}.fmnist_lt", seed, work_dir, recipe=_recipe(arm, OPTIONS[0], budget),
-                         **limits)
+    first = train_seeded(f"{arm}_bn_{OPTIONS[0]}.fmnist_lt", seed, args.work_dir,
+                         recipe=_recipe(arm, OPTIONS[0], budget), **limits)
     records.append(run_record(first, arm=arm, option=OPTIONS[0], seed=seed))
     for option in OPTIONS[1:]:
-        metrics = train_seeded(f"{arm}_bn_{option}.fmnist_lt", seed, work_dir, recipe=_recipe(arm, option, budget),
+        metrics = train_seeded(f"{arm}_bn_{option}.fmnist_lt", seed, args.work_dir, recipe=_recipe(arm, option, budget),
                                branch_from=(Path(first["run_dir"]), BRANCH_STAGE), **limits)
         records.append(run_record(metrics, arm=arm, option=option, seed=seed))
     print(f"[dscl_probe_bn] {arm} seed {seed}: " + ", ".join(f"{r['option']} val {r['val']['all']:.2f}" for r in records),
@@ -84,24 +80,13 @@ def choose(records: list[dict[str, Any]], arm: str, seeds: list[int]) -> dict[st
             "seed0_val": {o: val(o, first_seed) for o in OPTIONS}, "mean_val": {o: val(o, seeds) for o in OPTIONS}}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps: a plumbing check")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="total budget (default: the recipes' own)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    work_dir = args.work_dir or WORK_DIR / ("dscl_probe_bn_quick" if args.quick else "dscl_probe_bn")
-
-    jobs = [(arm, seed, work_dir, args.epochs, args.threads, args.quick) for seed in seeds for arm in args.arms]
-    records = [record for group in run_jobs(run_arm, jobs, args.jobs) for record in group]
-    choices = {arm: choose(records, arm, seeds) for arm in args.arms}
+def summarise(records_by_arm: dict[str, list[list[dict[str, Any]]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+    seeds = args.seeds
+    # Seed-major, the order they were trained in; each job gave one record per option.
+    records = [record for index in range(len(seeds)) for per_seed in records_by_arm.values() for record in per_seed[index]]
+    choices = {arm: choose(records, arm, seeds) for arm in args.options.arms}
     rows = []
-    for arm in args.arms:
+    for arm in args.options.arms:
         for option in OPTIONS:
             runs = [r for r in records if r["arm"] == arm and r["option"] == option]
             mark = " (chosen on val)" if choices[arm]["seed0_choice"] == option else ""
@@ -111,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"({', '.join(f'{o} {v:.2f}' for o, v in c['seed0_val'].items())}); the mean val over {len(seeds)} "
                 f"seed(s) picks {c['mean_choice']} -> {'confirmed' if c['confirmed'] else 'NOT confirmed'}."
                 for arm, c in choices.items()]
-    budget = args.epochs or sum(s.epochs for s in _recipe("dscl", "frozen", None).stages)
+    budget = args.options.epochs or sum(s.epochs for s in _recipe("dscl", "frozen", None).stages)
     md = "\n".join([
         "## DSCL stage 2: the frozen backbone's BatchNorm (probe_bn) on fmnist_lt"
         + (" (quick plumbing run: not a result)" if args.quick else ""),
@@ -124,9 +109,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         *verdicts,
     ])
     report = {"quick": args.quick, "seeds": seeds, "epochs": budget, "runs": records, "choices": choices}
-    write_results("dscl_probe_bn", report, md)
-    print(md)
-    return report
+    return report, md
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=None, help="total budget (default: the recipes' own)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ablation_main("dscl_probe_bn", lambda args: args.options.arms, run_arm, summarise, argv,
+                         description=__doc__.splitlines()[0], add_flags=_flags,
+                         quick_help="1 seed, 2 epochs of 2 steps: a plumbing check")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ is exported to fp32, fp16 and int8 (QDQ, class-balanced calibration from train) 
 is scored by the same evaluator on val and test; the table shows the test deltas (points) against
 PyTorch and whether the export gate passed.
 
-    .venv/bin/python benchmarks/export_fidelity.py [--quick]
-    .venv/bin/python benchmarks/export_fidelity.py --only dscl_resnet32.fmnist_lt   # re-run some, keep the rest
+    .venv/bin/python -m benchmarks.export_fidelity [--quick]
+    .venv/bin/python -m benchmarks.export_fidelity --only dscl_resnet32.fmnist_lt   # re-run some, keep the rest
 
 ``--only`` re-exports the named models (after their recipe changed, say) and keeps every other model's
 row of the existing full results.
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
     RESULTS_DIR,
     WORK_DIR,

@@ -12,7 +12,7 @@ are the memory, and val and test images are classified by
 Both ignore the trained classifier, so they compare representations: a method that beats CE with its
 classifier but not with kNN/NCM re-balances its classifier rather than learning better features.
 
-    .venv/bin/python benchmarks/feature_probes.py [--epochs 30] [--seeds 0 1 2]
+    .venv/bin/python -m benchmarks.feature_probes [--epochs 30] [--seeds 0 1 2]
 
 Writes ``benchmarks/results/feature_probes.{json,md}``.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from common import GROUPS, fmt_mean_std, find_finished_run, markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import GROUPS, find_finished_run, fmt_mean_std, markdown_table, write_results
 
 K = 20
 
@@ -83,7 +83,7 @@ def probe_run(run_dir: Any, data: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="accepted for benchmarks/run.py; the probe is cheap")
+    parser.add_argument("--quick", action="store_true", help="accepted for benchmarks.run; the probe is cheap")
     parser.add_argument("--epochs", type=int, default=None, help="the budget whose runs are probed (default: the recipes')")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ltzoo
     from ltzoo.data import build_dataset
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.precision import resolve_precision
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -12,8 +12,8 @@
 All work runs with one intra-op thread (``--threads``): on the shared 2-core machine two threads per
 process oversubscribe the cores and small convolutions get far slower.
 
-    nice -n 10 .venv/bin/python benchmarks/iccl_ablation.py              # full: 4 arms x 3 seeds
-    .venv/bin/python benchmarks/iccl_ablation.py --quick                 # plumbing check, minutes
+    nice -n 10 .venv/bin/python -m benchmarks.iccl_ablation              # full: 4 arms x 3 seeds
+    .venv/bin/python -m benchmarks.iccl_ablation --quick                 # plumbing check, minutes
 
 Run directories go under ``--work-dir`` (default ``runs/benchmarks/iccl_ablation``); finished runs are
 reused and interrupted ones resumed. Writes ``benchmarks/results/iccl_ablation.{json,md}``
@@ -25,19 +25,17 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from common import (  # type: ignore[import-not-found]
+from benchmarks.common import (
     GROUPS,
-    WORK_DIR,
+    BenchmarkArgs,
+    ablation_main,
     fmt_mean_std,
     markdown_table,
-    run_jobs,
     run_record,
     summary_by_group,
     train_seeded,
-    write_results,
 )
 
 # Seed-major, the arm that evaluates val every epoch first: a partial run is informative early.
@@ -66,10 +64,10 @@ def _recipe(arm: str) -> Any:
     return makers[arm]()
 
 
-def run_arm(arm: str, seed: int, work_dir: Path, quick: bool) -> dict[str, Any]:
-    limits = {"epochs": 3, "steps_per_epoch": 2} if quick else {}  # quick: ICCL's stages become 2 + 1 epochs
+def run_arm(arm: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    limits = {"epochs": 3, "steps_per_epoch": 2} if args.quick else {}  # quick: ICCL's stages become 2 + 1 epochs
     print(f"[iccl_ablation] {arm} seed {seed}", flush=True)
-    metrics = train_seeded(f"{arm}.fmnist_lt", seed, work_dir, recipe=_recipe(arm), **limits)
+    metrics = train_seeded(f"{arm}.fmnist_lt", seed, args.work_dir, recipe=_recipe(arm), **limits)
     return run_record(metrics, arm=arm, seed=seed)
 
 
@@ -102,43 +100,35 @@ def _markdown(report: dict[str, Any]) -> str:
     ])
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs of 2 steps: a plumbing check")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default 2: one per core)")
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    work_dir = args.work_dir or WORK_DIR / ("iccl_ablation_quick" if args.quick else "iccl_ablation")
-
-    jobs = [(arm, seed, work_dir, args.quick) for seed in seeds for arm in RUN_ORDER if arm in args.arms]
-    results = run_jobs(run_arm, jobs, args.jobs)
+def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
     arms: dict[str, Any] = {}
-    for arm, label in ARMS.items():
-        runs = [r for r in results if r["arm"] == arm]
+    for arm, label in ARMS.items():  # the table's order, not the run order
+        runs = runs_by_arm.get(arm, [])
         if runs:
             epochs = "3 (quick)" if args.quick else sum(s.epochs for s in _recipe(arm).stages)
             arms[arm] = {"label": label, "epochs": epochs, "runs": runs,
                          "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
     report = {
         "quick": args.quick,
-        "seeds": seeds,
+        "seeds": args.seeds,
         "threads": args.threads,
         "dataset": "fmnist_lt",
         "paper": PAPER_ICCL,
         "recipes": {arm: _recipe(arm).to_dict() for arm in arms},
         "arms": arms,
     }
-    markdown = _markdown(report)
-    write_results("iccl_ablation", report, markdown)
-    print(markdown)
-    return report
+    return report, _markdown(report)
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ablation_main(
+        "iccl_ablation", lambda args: [arm for arm in RUN_ORDER if arm in args.options.arms], run_arm, summarise, argv,
+        description=__doc__.splitlines()[0], add_flags=_flags, quick_help="1 seed, 3 epochs of 2 steps: a plumbing check",
+    )
 
 
 if __name__ == "__main__":

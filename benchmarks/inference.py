@@ -9,7 +9,7 @@ and accuracy is the export gate's job, not this benchmark's. Both int8 flavours 
 which ORT on CPU runs only partly fused. The backends are timed in interleaved rounds so that load
 drift on a shared machine hits them alike; the ratios are the result.
 
-    .venv/bin/python benchmarks/inference.py [--quick]
+    .venv/bin/python -m benchmarks.inference [--quick]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import markdown_table, write_results
 
 CASES = [("resnet50", 3, 224, 1000), ("resnet32", 1, 28, 10)]
 BATCHES = (1, 32)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"quick": args.quick, "mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
               "torch_threads": torch.get_num_threads(), "threads_option": args.threads,
               "results": results, "targets_resnet50": targets}
-    from cpu_peak import describe_peaks, measured_peaks, model_gflops, over_peak_note, peak_for  # type: ignore[import-not-found]
+    from benchmarks.cpu_peak import describe_peaks, measured_peaks, model_gflops, over_peak_note, peak_for
 
     from ltzoo.models import build_model
 

@@ -1,10 +1,10 @@
 """Load time: ``ltzoo.load("hf-hub:...")`` from a warm cache vs timm + a local safetensors file.
 
-The Hub is the local stand-in (tests/hub_server.py) on 127.0.0.1; the repo is pushed once, loaded
+The Hub is the local stand-in (ltzoo.testing.hub_server) on 127.0.0.1; the repo is pushed once, loaded
 once to warm the cache, then timed. The baseline builds the same timm model and loads the same
 weights file with safetensors. ResNet-50 (ImageNet-LT head) and ResNet-32 (fmnist_lt).
 
-    .venv/bin/python benchmarks/load_time.py [--quick]
+    .venv/bin/python -m benchmarks.load_time [--quick]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import markdown_table, write_results
 
 CASES = [("ce_resnet50.imagenet_lt", "resnet50"), ("ce_resnet32.fmnist_lt", "resnet32")]
 
@@ -55,15 +55,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 7
 
-    import sys
-
     import timm
     from huggingface_hub import HfApi
     from safetensors.torch import load_file
 
     import ltzoo
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from ltzoo.cli.demo import local_hub
     from ltzoo.models import build_model
 

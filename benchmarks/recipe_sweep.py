@@ -11,15 +11,15 @@ choice to make, on val. Around each recipe's current setting ("base"), one facto
 - stage split: 80/20 (base) or 90/10 (two-stage recipes; the synergy trains in one stage);
 - PBSD patch size (DSCL + PBSD): half (base) or three quarters of the view side.
 
-(DSCL's stage-2 BatchNorm option is chosen in ``dscl_probe_bn.py``.) ``--factors`` / ``--values`` prune the
-grid: on 2 cores the flagship gets the whole grid and the other recipes the values that could change
-their verdict (each invocation says which, in the results). Every run is seed 0 at the same
-total budget (``--epochs``), selected on **val**; each factor's winner is the best val of its values,
-and the winners combined are trained once more to check that they still beat the base on val. Test is
-reported, never used. Every val number goes to ``benchmarks/results/recipe_sweep.{json,md}``.
+(DSCL's stage-2 BatchNorm option is chosen in ``benchmarks.dscl_probe_bn``.) ``--factors`` / ``--values``
+prune the grid: on 2 cores the flagship gets the whole grid and the other recipes the values that could
+change their verdict (the results list the values tried). Every run is one seed (``--seeds``, default 0)
+at the same total budget (``--epochs``), selected on **val**; each factor's winner is the best val of its
+values, and the winners combined are trained once more to check that they still beat the base on val.
+Test is reported, never used. Every val number goes to ``benchmarks/results/recipe_sweep.{json,md}``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recipe_sweep.py --recipes dscl_pbsd_resnet32.fmnist_lt --epochs 30
-    .venv/bin/python benchmarks/recipe_sweep.py --quick
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.recipe_sweep --recipes dscl_pbsd_resnet32.fmnist_lt --epochs 30
+    .venv/bin/python -m benchmarks.recipe_sweep --quick
 """
 
 from __future__ import annotations
@@ -28,10 +28,19 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from common import GROUPS, RESULTS_DIR, WORK_DIR, markdown_table, run_jobs, run_record, train_seeded, write_results  # type: ignore[import-not-found]
+from benchmarks.common import (
+    GROUPS,
+    RESULTS_DIR,
+    BenchmarkArgs,
+    markdown_table,
+    parse_benchmark_args,
+    run_arms,
+    run_record,
+    train_seeded,
+    write_results,
+)
 
 Variant = Callable[[Any], Any]
 RECIPES = ("dscl_pbsd_resnet32.fmnist_lt", "dscl_resnet32.fmnist_lt", "scl_resnet32.fmnist_lt", "iccl_resnet32.fmnist_lt",
@@ -97,71 +106,75 @@ def base_value(factor: str, recipe: Any) -> str:
     return "patch_half" if args.get("patch_size", 0) in (0, 14) else "patch_3q"
 
 
-def run_variant(name: str, label: str, changes: list[tuple[str, str]], work_dir: Path, epochs: int | None,
-                threads: int, quick: bool) -> dict[str, Any]:
-    import torch
+# (zoo name, label, [(factor, value), ...]): one run of the sweep, the base recipe with those changes.
+SweepRun = tuple[str, str, list[tuple[str, str]]]
 
-    from ltzoo.engine.schedule import scale_stages
+
+def run_variant(variant: SweepRun, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.registry import get_entry
 
-    torch.set_num_threads(threads)
+    name, label, changes = variant
+    epochs = args.options.epochs
     recipe = get_entry(name).recipe()
     if epochs:
         recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
     grid = factors(name, recipe)
     for factor, value in changes:
         recipe = grid[factor][value](recipe)
-    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if quick else {}
-    metrics = train_seeded(f"{name.split('.')[0]}_sweep_{label}.fmnist_lt", 0, work_dir, recipe=recipe, **limits)
+    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if args.quick else {}
+    metrics = train_seeded(f"{name.split('.')[0]}_sweep_{label}.fmnist_lt", seed, args.work_dir, recipe=recipe,
+                           **limits)
     print(f"[recipe_sweep] {name} {label}: val {metrics['val']['all']:.2f}", flush=True)
-    return {**run_record(metrics, recipe=name, label=label, seed=0), "changes": changes}
+    return {**run_record(metrics, recipe=name, label=label, seed=seed), "changes": changes}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 epochs of 2 steps: a plumbing check")
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="total budget of every run (default: the recipe's)")
     parser.add_argument("--factors", nargs="*", help="only these factors (default: all)")
     parser.add_argument("--values", nargs="*", help="only these values of the factors swept (default: all); the "
                         "base's own value is always in (the base run): a pruned grid, e.g. the values that won "
                         "for the flagship, tried on another recipe")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
 
-    from ltzoo.engine.schedule import scale_stages
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_benchmark_args("recipe_sweep", argv, description=__doc__.splitlines()[0], add_flags=_flags,
+                                default_seeds=(0,), quick_help="2 epochs of 2 steps: a plumbing check")
+    if len(args.seeds) != 1:
+        raise SystemExit("recipe_sweep compares the values of a factor on one seed: give one --seeds value")
+    (seed,) = args.seeds
+
+    from ltzoo.recipes.base import scale_stages
     from ltzoo.registry import get_entry
 
-    work_dir = args.work_dir or WORK_DIR / ("recipe_sweep_quick" if args.quick else "recipe_sweep")
+    epochs, only = args.options.epochs, args.options.factors
     # Recipes swept by an earlier invocation at the same budget stay in the results: one recipe per
     # invocation is a sensible unit of work on 2 cores, and each lands in the report as it finishes.
-    report: dict[str, Any] = {"quick": args.quick, "epochs": args.epochs, "seed": 0,
-                              "recipes": earlier_recipes(args.quick, args.epochs)}
-    for name in args.recipes:
+    report: dict[str, Any] = {"quick": args.quick, "epochs": epochs, "seed": seed,
+                              "recipes": earlier_recipes(args.quick, epochs, seed)}
+    for name in args.options.recipes:
         recipe = get_entry(name).recipe()
-        if args.epochs:
-            recipe = recipe.replace(stages=scale_stages(recipe.stages, args.epochs))
-        grid = {f: v for f, v in factors(name, recipe).items() if not args.factors or f in args.factors}
+        if epochs:
+            recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
+        grid = {f: v for f, v in factors(name, recipe).items() if not only or f in only}
         bases = {factor: base_value(factor, recipe) for factor in grid}
-        if args.values:
-            grid = {f: {v: change for v, change in values.items() if v in args.values or v == bases[f]}
+        if args.options.values:
+            grid = {f: {v: change for v, change in values.items() if v in args.options.values or v == bases[f]}
                     for f, values in grid.items()}
             grid = {f: values for f, values in grid.items() if len(values) > 1}
             bases = {f: bases[f] for f in grid}
-        jobs = [(name, "base", [], work_dir, args.epochs, args.threads, args.quick)]
+        sweep: list[SweepRun] = [(name, "base", [])]
         for factor, values in grid.items():
-            jobs += [(name, value, [(factor, value)], work_dir, args.epochs, args.threads, args.quick)
-                     for value in values if value != bases[factor]]
-        runs = {run["label"]: run for run in run_jobs(run_variant, jobs, args.jobs)}
+            sweep += [(name, value, [(factor, value)]) for value in values if value != bases[factor]]
+        runs = {run["label"]: run for run in run_arms(run_variant, [(one, seed) for one in sweep], args)}
         winners = {}
         for factor, values in grid.items():
             scored = {value: runs["base" if value == bases[factor] else value]["val"]["all"] for value in values}
             winners[factor] = max(scored, key=lambda v: (scored[v], v == bases[factor]))
         combined = [(f, v) for f, v in winners.items() if v != bases[f]]
         if len(combined) > 1:
-            runs["combined"] = run_variant(name, "combined", combined, work_dir, args.epochs, args.threads, args.quick)
+            (runs["combined"],) = run_arms(run_variant, [((name, "combined", combined), seed)], args)
         report["recipes"][name] = {"runs": runs, "winners": winners, "combined": combined,
                                    "grid": {factor: list(values) for factor, values in grid.items()}, "base_values": bases}
         md = render(report)
@@ -170,13 +183,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def earlier_recipes(quick: bool, epochs: int | None) -> dict[str, Any]:
-    """The recipes of the results file already written at this budget (none after a quick run or another budget)."""
+def earlier_recipes(quick: bool, epochs: int | None, seed: int) -> dict[str, Any]:
+    """The recipes of the results file already written at this budget and seed (none after a quick run, another
+    budget or another seed)."""
     path = RESULTS_DIR / ("recipe_sweep_quick.json" if quick else "recipe_sweep.json")
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
-    if earlier.get("epochs") != epochs:
+    if earlier.get("epochs") != epochs or earlier.get("seed", 0) != seed:
         return {}
     return {name: entry for name, entry in earlier.get("recipes", {}).items() if "grid" in entry}
 
@@ -197,17 +211,18 @@ def render(report: dict[str, Any]) -> str:
             rows.append(["combined", ", ".join(v for _, v in entry["combined"]), f"{run['val']['all']:.2f}",
                          *[f"{run['test'][g]:.2f}" for g in GROUPS],
                          "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base"])
-        sections += [f"### {name}", "", markdown_table(["factor", "value", "val all (seed 0)",
+        sections += [f"### {name}", "", markdown_table(["factor", "value", f"val all (seed {report['seed']})",
                                                         *[f"test {g}" for g in GROUPS], ""], rows), ""]
     return "\n".join([
-        "## Small-scale settings chosen on val (one factor at a time, seed 0)"
+        f"## Small-scale settings chosen on val (one factor at a time, seed {report['seed']})"
         + (" (quick plumbing run: not a result)" if report["quick"] else ""),
         "",
-        f"Every run: seed 0, {report['epochs'] or 'the recipe'} epochs in total, selection on val. A factor's winner is "
-        "its best val; test is shown for the record and played no part.",
+        f"Every run: seed {report['seed']}, {report['epochs'] or 'the recipe'} epochs in total, selection on val. "
+        "A factor's winner is its best val; test is shown for the record and played no part.",
         "",
         *sections,
     ])
+
 
 if __name__ == "__main__":
     main()

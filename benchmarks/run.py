@@ -1,10 +1,12 @@
-"""Run the benchmarks and render ``benchmarks/REPORT.md`` from ``benchmarks/results/*.md``.
+"""Run the benchmarks and render ``benchmarks/REPORT.md`` from ``benchmarks/results/*.md``. From the
+repository root:
 
-    .venv/bin/python benchmarks/run.py            # full mode: the numbers of the real report
-    .venv/bin/python benchmarks/run.py --quick    # smoke mode (minutes), e.g. in CI
-    .venv/bin/python benchmarks/run.py --only train_throughput inference
+    .venv/bin/python -m benchmarks.run            # full mode: the numbers of the real report
+    .venv/bin/python -m benchmarks.run --quick    # smoke mode (minutes), e.g. in CI
+    .venv/bin/python -m benchmarks.run --only train_throughput inference
 
-Every ``benchmarks/<name>.py`` with a ``main(argv)`` that accepts ``--quick`` is a benchmark.
+Every module ``benchmarks.<name>`` with a ``main(argv)`` that accepts ``--quick`` is a benchmark, and runs
+alone the same way (``python -m benchmarks.<name> --help``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 NOT_BENCHMARKS = {"common", "run", "__init__", "report", "cpu_peak"}
 
 
@@ -34,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"\n##### {name} {'(quick)' if args.quick else ''}", flush=True)
         started = time.time()
-        module = importlib.import_module(name)
+        module = importlib.import_module(f"benchmarks.{name}")
         try:
             module.main(["--quick"] if args.quick else [])
         except Exception as exc:  # keep going: one broken benchmark must not hide the others' numbers
             failures.append(name)
             print(f"benchmark {name} failed: {exc!r}", file=sys.stderr)
         print(f"##### {name}: {time.time() - started:.0f} s", flush=True)
-    from report import render  # type: ignore[import-not-found]
+    from benchmarks.report import render
 
     path = render(quick=args.quick)
     print(f"\nreport written to {path}")

@@ -14,12 +14,13 @@ with model selection on val. Reported on the balanced test split, as mean ± sam
 Arms: the five zoo recipes (``ce``, ``ldam_drw``, ``scl``, ``rsg``, ``scl_rsg_ldam``) and variants
 of the joint recipe that remove or change one part: ``synergy_no_rsg`` and ``synergy_no_margin`` by
 default, ``synergy_gen_supcon`` (generated features also in SupCon) on request. (The joint recipe
-without SCL is the ``rsg`` arm.) The zoo recipes run first, seed by seed, then the variants, so an
-interrupted benchmark already has the main table's first seeds. Runs go under ``--work-dir`` (default ``runs/benchmarks``, shared with the
-other benchmarks' runs of the same zoo entries); finished runs are reused, interrupted ones resumed.
+without SCL is the ``rsg`` arm.) Seed by seed, every arm of a seed before the next seed, so an interrupted
+benchmark (rerun with fewer ``--seeds`` or ``--arms`` to report what finished) has every arm's first seeds.
+Runs go under ``--work-dir`` (default ``runs/benchmarks``, shared with the other benchmarks' runs of the
+same zoo entries); finished runs are reused, interrupted ones resumed.
 
-    nice -n 10 .venv/bin/python benchmarks/synergy_ablation.py          # full: 7 arms x 3 seeds (hours)
-    .venv/bin/python benchmarks/synergy_ablation.py --quick             # plumbing check on a small subset
+    nice -n 10 .venv/bin/python -m benchmarks.synergy_ablation          # full: 7 arms x 3 seeds (hours)
+    .venv/bin/python -m benchmarks.synergy_ablation --quick             # plumbing check on a small subset
 
 Writes ``benchmarks/results/synergy_ablation.json`` and ``.md`` (``--quick``: ``synergy_ablation_quick.*``).
 """
@@ -27,6 +28,7 @@ Writes ``benchmarks/results/synergy_ablation.json`` and ``.md`` (``--quick``: ``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -37,24 +39,24 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     GROUPS,
-    RESULTS_DIR,
     WORK_DIR,
+    BenchmarkArgs,
     fmt_mean_std,
     markdown_table,
     mean_std,
+    parse_benchmark_args,
+    quick_fmnist_lt,
+    run_ablation,
     run_record,
     summary_by_group,
     train_seeded,
-    write_results,
 )
-
-from ltzoo.recipes.base import Recipe  # noqa: E402
-from ltzoo.runs import atomic_write_json  # noqa: E402
-from ltzoo.recipes.scl_rsg_ldam import synergy_variant  # noqa: E402
-from ltzoo.registry import get_entry  # noqa: E402
+from ltzoo.fileio import atomic_write_json
+from ltzoo.recipes.base import Recipe
+from ltzoo.recipes.scl_rsg_ldam import synergy_variant
+from ltzoo.registry import get_entry
 
 SYNERGY = "scl_rsg_ldam_resnet32.fmnist_lt"
 
@@ -80,7 +82,6 @@ ARMS: dict[str, tuple[str, str, Callable[[], Recipe]]] = {
                            _variant(generated_in_supcon=True)),
 }
 
-MAIN_ARMS = ("ce", "ldam_drw", "scl", "rsg", "scl_rsg_ldam")
 # synergy_gen_supcon costs another three two-view runs; it is run on request (--arms ...).
 DEFAULT_ARMS = [arm for arm in ARMS if arm != "synergy_gen_supcon"]
 
@@ -136,10 +137,18 @@ def feature_compactness(run_dir: Path, data: Any, batch_size: int = 500) -> dict
     return result
 
 
-def run_arm(arm: str, seed: int, work_dir: Path, options: dict[str, Any], data: Any) -> dict[str, Any]:
+def trainer_options(quick: bool) -> dict[str, Any]:
+    """What every run gets besides its recipe (the data aside): --quick's tiny budget."""
+    return {"epochs": 2, "steps_per_epoch": 2} if quick else {}
+
+
+def run_arm(arm: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     label, name, build = ARMS[arm]
     print(f"[synergy_ablation] {arm} seed {seed}", flush=True)
-    metrics = train_seeded(name, seed, work_dir, recipe=build(), **options)
+    data = benchmark_data(args.quick)
+    # --quick trains on the small subset; a full run builds fmnist_lt itself, as every benchmark's runs do.
+    options = {**trainer_options(args.quick), "data": data} if args.quick else {}
+    metrics = train_seeded(name, seed, args.work_dir, recipe=build(), **options)
     # The run may be one another benchmark trained (train_seeded reuses it): read it where it is.
     out = Path(metrics["run_dir"])
     cache = out / "compactness.json"
@@ -186,7 +195,7 @@ def judge_claims(arms: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {split: summary_by_group(runs, split) for split in ("test", "val", "compactness")}
 
 
@@ -226,67 +235,46 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _quick_data(full: Any) -> Any:
-    """A small real subset of fmnist_lt (train <= 150 / class, still long-tailed; val and test 20 / class)."""
-    from ltzoo.data import LTDataset, TensorImageDataset
+@functools.cache
+def benchmark_data(quick: bool) -> Any:
+    """fmnist_lt, or its small subset for --quick (built once per process)."""
+    from ltzoo.data import build_dataset
 
-    def cap(dataset: Any, per_class: int) -> TensorImageDataset:
-        targets = torch.tensor(dataset.targets)
-        keep = torch.cat([torch.nonzero(targets == c).flatten()[:per_class] for c in range(full.num_classes)])
-        keep = keep.sort().values
-        return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
-
-    return LTDataset(name=full.name, train=cap(full.train, 150), val=cap(full.val, 20), test=cap(full.test, 20),
-                     label_names=full.label_names, info=full.info, index_sha256="quick-subset-of-" + full.index_sha256)
+    return quick_fmnist_lt() if quick else build_dataset("fmnist_lt")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 2 steps on a small subset")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    args = parse_benchmark_args(
+        "synergy_ablation", argv, description=__doc__.splitlines()[0], add_flags=_flags,
+        quick_help="1 seed, 2 epochs of 2 steps on a small subset", work_dirs=(WORK_DIR, WORK_DIR / "synergy_quick"),
+    )
+    started = time.time()
+
+    def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+        arms = {arm: {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
+                      **summarise_runs(runs)} for arm, runs in runs_by_arm.items()}
+        report = {
+            "quick": args.quick,
+            "dataset": "fmnist_lt" + (" (quick subset)" if args.quick else ""),
+            "config": {
+                "seeds": args.seeds, "quick": args.quick, "arms": args.options.arms, "work_dir": str(args.work_dir),
+                "trainer_options": trainer_options(args.quick),
+                "command": " ".join(["python", "-m", "benchmarks.synergy_ablation",
+                                     *(argv if argv is not None else sys.argv[1:])]),
+                "shots": benchmark_data(args.quick).shots.to_dict(),
+                "wall_time_s": time.time() - started,
+            },
+            "arms": arms,
+            "claims": judge_claims(arms),
+        }
+        return report, markdown(report)
+
+    return run_ablation("synergy_ablation", args, args.options.arms, run_arm, summarise)
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS,
                         help=f"default: {' '.join(DEFAULT_ARMS)}")
-    parser.add_argument("--work-dir", type=Path, default=None, help=f"run directories (default {WORK_DIR})")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args(argv)
-
-    from ltzoo.data import build_dataset
-
-    full = build_dataset("fmnist_lt")
-    data = _quick_data(full) if args.quick else full
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    options: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2, "data": data} if args.quick else {}
-    work_dir = args.work_dir or (WORK_DIR / "synergy_quick" if args.quick else WORK_DIR)
-    started = time.time()
-    # Order of work: the zoo recipes seed by seed, then the variants seed by seed, so an interrupted
-    # benchmark (rerun with fewer --seeds or --arms to report what finished) has the main table first.
-    runs_by_arm: dict[str, list[dict[str, Any]]] = {arm: [] for arm in args.arms}
-    main_arms = [arm for arm in args.arms if arm in MAIN_ARMS]
-    for group in (main_arms, [arm for arm in args.arms if arm not in MAIN_ARMS]):
-        for seed in seeds:
-            for arm in group:
-                runs_by_arm[arm].append(run_arm(arm, seed, work_dir, options, data))
-    arms = {}
-    for arm, runs in runs_by_arm.items():
-        arms[arm] = {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
-                     **summarise(runs)}
-    report = {
-        "quick": args.quick,
-        "dataset": "fmnist_lt" + (" (quick subset)" if args.quick else ""),
-        "config": {
-            "seeds": seeds, "quick": args.quick, "arms": args.arms, "work_dir": str(work_dir),
-            "trainer_options": {k: v for k, v in options.items() if k != "data"},
-            "command": " ".join(["python", "benchmarks/synergy_ablation.py", *(argv if argv is not None else sys.argv[1:])]),
-            "shots": data.shots.to_dict(),
-            "wall_time_s": time.time() - started,
-        },
-        "arms": arms,
-        "claims": judge_claims(arms),
-    }
-    text = markdown(report)
-    write_results("synergy_ablation", report, text, args.results_dir)
-    print(text)
-    return report
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 ResNet-32 at 28 px (the fmnist_lt recipes) and ResNet-50 at 224 px (the paper-scale recipes):
 images/s and peak RSS of the process.
 
-    .venv/bin/python benchmarks/train_throughput.py [--quick]
+    .venv/bin/python -m benchmarks.train_throughput [--quick]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import resource
 import time
 from typing import Any
 
-from common import markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import markdown_table, write_results
 
 CASES = [("resnet32", 1, 28, 10), ("resnet50", 3, 224, 1000)]
 

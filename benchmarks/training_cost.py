@@ -15,7 +15,7 @@ are cut to 256 images so evaluation stays out of the way. The timed epoch is the
 - "% of peak" (CE rows): images/s x 3 x forward GFLOPs (forward + backward) / the peak measured in
   this run (``cpu_peak.measured_peaks``) for the precision used.
 
-    .venv/bin/python benchmarks/training_cost.py [--quick] [--threads 2] [--steps 20]
+    .venv/bin/python -m benchmarks.training_cost [--quick] [--threads 2] [--steps 20]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, markdown_table, write_results  # type: ignore[import-not-found]
+from benchmarks.common import ROOT, markdown_table, write_results
 
 CE = "ce_resnet32.fmnist_lt"
 FLAGSHIP = "dscl_pbsd_resnet32.fmnist_lt"
@@ -60,7 +60,7 @@ print("RESULT=" + json.dumps({"log": log, "precision": metrics["precision"],
 
 def epochs_for_two_in_first_stage(stages: list[Any]) -> int:
     """The smallest total budget that ``scale_stages`` turns into >= 2 epochs of the first stage."""
-    from ltzoo.engine.schedule import scale_stages
+    from ltzoo.recipes.base import scale_stages
 
     total = len(stages)
     while scale_stages(stages, total)[0].epochs < 2:
@@ -100,8 +100,7 @@ def resolved(options: dict[str, Any]) -> tuple[str, bool, bool]:
 def flop_floor_vs_ce() -> dict[str, float]:
     """DSCL + PBSD's step arithmetic in units of CE's (forward + backward = 3 forwards): the query view's
     forward + backward, the key view's forward (no gradient), five 14-px patches' forward + backward."""
-    from cpu_peak import model_gflops  # type: ignore[import-not-found]
-
+    from benchmarks.cpu_peak import model_gflops
     from ltzoo.models import build_model
 
     model = build_model("resnet32", 10, in_chans=1)
@@ -119,8 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     import ltzoo
-    from cpu_peak import describe_peaks, measured_peaks, model_gflops, over_peak_note, peak_for  # type: ignore[import-not-found]
-
+    from benchmarks.cpu_peak import describe_peaks, measured_peaks, model_gflops, over_peak_note, peak_for
     from ltzoo.models import build_model
 
     steps = 3 if args.quick else args.steps

@@ -16,24 +16,28 @@ Arms, each the zoo's fmnist_lt recipe trained by the real trainer (selection on 
 
 Every arm is scored by one pass over the test split that gives both the logits (all / many / medium
 / few top-1, the evaluator's ``accuracy_report``) and the classifier-input features (Fisher ratio
-tr(Sw^-1 Sb), :mod:`ltzoo.analysis`); mean +- sample std over seeds.
+tr(Sw^-1 Sb), :mod:`ltzoo.engine.wb_analysis`); mean +- sample std over seeds.
 
 ``--tune-wd`` trains ``ce_wd`` at seed 0 for each candidate decay and reports the **val** accuracy;
 the recipe's ``FMNIST_WEIGHT_DECAY`` was chosen this way (the test split plays no part). The run of
 the chosen decay is the benchmark's seed-0 ``ce_wd`` run.
 
-Runs go through ``benchmarks/common.train_seeded``: a finished run of the same entry and recipe
-anywhere under ``runs/`` (e.g. from ``benchmarks/accuracy.py``) is reused, an interrupted one resumed.
+Runs go through ``benchmarks.common.train_seeded``: a finished run of the same entry and recipe
+anywhere under ``runs/`` (e.g. from ``benchmarks.accuracy``) is reused, an interrupted one resumed.
+The four trained arms of every seed train ``--jobs`` at a time; the scoring follows in this process.
 
-    nice -n 10 .venv/bin/python benchmarks/wb_benchmark.py --tune-wd     # the decay sweep (val only)
-    nice -n 10 .venv/bin/python benchmarks/wb_benchmark.py               # 5 arms x 3 seeds
-    .venv/bin/python benchmarks/wb_benchmark.py --quick                  # plumbing check, minutes
+    nice -n 10 .venv/bin/python -m benchmarks.wb_benchmark --tune-wd     # the decay sweep (val only)
+    nice -n 10 .venv/bin/python -m benchmarks.wb_benchmark               # 5 arms x 3 seeds
+    .venv/bin/python -m benchmarks.wb_benchmark --quick                  # plumbing check, minutes
+
+Writes ``benchmarks/results/wb_benchmark.{json,md}`` (``--tune-wd``: ``wb_wd_tuning.*``; ``--quick``: ``*_quick``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -42,12 +46,22 @@ from typing import Any
 
 import torch
 
-from common import GROUPS, WORK_DIR, fmt_mean_std, markdown_table, mean_std, train_seeded, write_results  # type: ignore[import-not-found]
-
 import ltzoo
-from ltzoo.analysis import classifier_input, fisher_ratio
-from ltzoo.data import LTDataset, TensorImageDataset, TransformedDataset, build_dataset, eval_transform
+from benchmarks.common import (
+    GROUPS,
+    RESULTS_DIR,
+    BenchmarkArgs,
+    fmt_mean_std,
+    markdown_table,
+    mean_std,
+    parse_benchmark_args,
+    quick_fmnist_lt,
+    run_ablation,
+    train_seeded,
+)
+from ltzoo.data import LTDataset, TransformedDataset, build_dataset, eval_transform
 from ltzoo.engine.evaluator import accuracy_report
+from ltzoo.engine.wb_analysis import classifier_input, fisher_ratio
 from ltzoo.models.heads import LogitAdjustedHead
 from ltzoo.models.timm_layout import spec_from_config
 from ltzoo.registry import get_entry
@@ -63,6 +77,19 @@ ENTRIES = {"ce": "ce_resnet32.fmnist_lt", "ce_wd": "ce_wd_resnet32.fmnist_lt", "
            "onestage_la": "wb_onestage_resnet32.fmnist_lt"}
 WD_CANDIDATES = (2e-3, 5e-3, 1e-2)
 QUICK_LIMITS = {"steps_per_epoch": 2}
+NOTES = [
+    "CE is the zoo's CE recipe (30 epochs, weight decay 5e-4); CE+WD is WB's stage 1 alone (27 epochs with "
+    "the tuned decay, otherwise CE's optimiser); WB adds the official classifier stage (3 epochs: CB "
+    "softmax-BCE beta 0.9999, WD 0.1, MaxNorm thresh 0.1).",
+    "one-stage and one-stage + LA are the same trained model (30 epochs); LA is post-hoc, so the arms differ "
+    "only in the head's multiplicative adjustment logits * pi^-tau, and their features (and Fisher ratio) "
+    "are the same by construction.",
+    "Fisher ratio: tr(Sw^-1 Sb) of the features the last linear map sees, test split, float64 "
+    "(as HN410 utils/eval_funcs.py::calc_fdr). WB's stage 2 does not touch the backbone, so WB's features "
+    "are those of its own stage 1.",
+    "ResNet-32 at 28 px on 2,478 training images (1000 ... 10 per class), 2 CPU cores; the papers' settings "
+    "are CIFAR-100-LT with ResNet-34 and 200-320 epochs, so the absolute numbers are not comparable.",
+]
 
 
 # ----- training -------------------------------------------------------------------------------------
@@ -70,35 +97,49 @@ def _one_epoch_per_stage(recipe: Any) -> Any:
     return recipe.replace(stages=[dataclasses.replace(s, epochs=1, warmup_epochs=0) for s in recipe.stages])
 
 
-def train_arms(seed: int, work_dir: Path, options: dict[str, Any], quick: bool) -> dict[str, Path]:
-    """Train (or reuse) the four trained arms of one seed; returns each run directory."""
-    runs = {}
-    for arm, name in ENTRIES.items():
-        recipe = get_entry(name).recipe()
-        if quick:
-            recipe = _one_epoch_per_stage(recipe)
-        print(f"[wb_benchmark] {name} seed {seed}", flush=True)
-        metrics = train_seeded(name, seed, work_dir, recipe=recipe, **options)
-        runs[arm] = Path(metrics["run_dir"])
-    return runs
+@functools.cache
+def benchmark_data(quick: bool) -> LTDataset:
+    """fmnist_lt, or its small subset for --quick (built once per process)."""
+    return quick_fmnist_lt() if quick else build_dataset("fmnist_lt")
 
 
-def tune_weight_decay(work_dir: Path, options: dict[str, Any], quick: bool,
-                      candidates: tuple[float, ...] = WD_CANDIDATES) -> dict[str, Any]:
-    """ce_wd at seed 0 for each candidate decay; the best *val* accuracy wins."""
+def _trainer_options(quick: bool) -> dict[str, Any]:
+    return {"data": benchmark_data(quick), **(QUICK_LIMITS if quick else {})}
+
+
+def train_arm(arm: str, seed: int, args: BenchmarkArgs) -> str:
+    """Train (or reuse) one of the four trained arms at ``seed``; returns its run directory."""
+    name = ENTRIES[arm]
+    recipe = get_entry(name).recipe()
+    if args.quick:
+        recipe = _one_epoch_per_stage(recipe)
+    print(f"[wb_benchmark] {name} seed {seed}", flush=True)
+    return train_seeded(name, seed, args.work_dir, recipe=recipe, **_trainer_options(args.quick))["run_dir"]
+
+
+def train_weight_decay(wd: float, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
+    """--tune-wd: ce_wd with weight decay ``wd``; returns its val accuracy per group."""
     from ltzoo.recipes.wb import ce_wd_fmnist
 
     name = ENTRIES["ce_wd"]
-    table = {}
-    for wd in candidates:
-        # The recipe the zoo entry has when its decay is wd (notes included), so the winner's run is
-        # found again and reused as the benchmark's seed-0 ce_wd run.
-        recipe = _one_epoch_per_stage(ce_wd_fmnist(wd)) if quick else ce_wd_fmnist(wd)
-        print(f"[wb_benchmark] {name} weight decay {wd:g} seed 0", flush=True)
-        metrics = train_seeded(name, 0, work_dir / f"wd{wd:g}", recipe=recipe, **options)
-        table[f"{wd:g}"] = {g: metrics["val"][g] for g in GROUPS}
+    # The recipe the zoo entry has when its decay is wd (notes included), so the winner's run is
+    # found again and reused as the benchmark's seed-0 ce_wd run.
+    recipe = _one_epoch_per_stage(ce_wd_fmnist(wd)) if args.quick else ce_wd_fmnist(wd)
+    print(f"[wb_benchmark] {name} weight decay {wd:g} seed {seed}", flush=True)
+    metrics = train_seeded(name, seed, args.work_dir / "wd_sweep" / f"wd{wd:g}", recipe=recipe,
+                           **_trainer_options(args.quick))
+    return {g: metrics["val"][g] for g in GROUPS}
+
+
+def summarise_tuning(val_by_wd: dict[float, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+    """ce_wd at seed 0 for each candidate decay; the best *val* accuracy wins."""
+    table = {f"{wd:g}": runs[0] for wd, runs in val_by_wd.items()}
     best = max(table, key=lambda k: table[k]["all"])
-    return {"split": "val", "seed": 0, "entry": name, "candidates": table, "best": best}
+    tuning = {"split": "val", "seed": 0, "entry": ENTRIES["ce_wd"], "candidates": table, "best": best}
+    markdown_text = "# Weight-decay sweep for ce_wd_resnet32.fmnist_lt (seed 0, val top-1 %)\n\n" + markdown_table(
+        ["weight decay", *GROUPS], [[wd, *[f"{v[g]:.2f}" if v[g] is not None else "-" for g in GROUPS]]
+                                    for wd, v in tuning["candidates"].items()]) + f"\n\nbest: {tuning['best']}\n"
+    return {"quick": args.quick, **tuning}, markdown_text
 
 
 # ----- scoring --------------------------------------------------------------------------------------
@@ -139,7 +180,7 @@ def score_seed(runs: dict[str, Path], data: LTDataset) -> dict[str, dict[str, An
     return results
 
 
-def summarise(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
+def summarise_seeds(per_seed: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float | None]]]:
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for arm in ARMS:
         out[arm] = {}
@@ -189,83 +230,43 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def small_fmnist(full: LTDataset) -> LTDataset:
-    """--quick: fmnist_lt with each split capped per class (the real images, far fewer of them)."""
-    def cap(dataset: Any, n: int) -> TensorImageDataset:
-        targets = torch.tensor(dataset.targets)
-        keep = torch.cat([torch.nonzero(targets == c).flatten()[:n] for c in range(full.num_classes)]).sort().values
-        return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
-
-    return LTDataset(name=full.name, train=cap(full.train, 150), val=cap(full.val, 20), test=cap(full.test, 20),
-                     label_names=full.label_names, info=full.info, index_sha256="quick-subset-of-" + full.index_sha256)
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tune-wd", action="store_true", help="run the weight-decay sweep (val, seed 0) and stop")
+    parser.add_argument("--wd", type=float, nargs="+", default=list(WD_CANDIDATES), help="--tune-wd candidates")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--work-dir", type=Path, default=None, help="default runs/benchmarks/wb_benchmark[_quick]")
-    parser.add_argument("--tune-wd", action="store_true", help="run the weight-decay sweep (val) and stop")
-    parser.add_argument("--wd", type=float, nargs="+", default=list(WD_CANDIDATES),
-                        help="--tune-wd candidates (train a subset in parallel processes, then rerun with all)")
-    parser.add_argument("--quick", action="store_true", help="1 seed, small data, 1 epoch of 2 steps per stage")
-    parser.add_argument("--train-only", action="store_true",
-                        help="train (or resume) the given seeds' runs and stop: run seeds in parallel processes, "
-                        "then once more without it to score them all")
-    args = parser.parse_args(argv)
-
-    suffix = "_quick" if args.quick else ""
-    work_dir = args.work_dir or WORK_DIR / f"wb_benchmark{suffix}"
-    full = build_dataset("fmnist_lt")
-    data = small_fmnist(full) if args.quick else full
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    options: dict[str, Any] = {"data": data, **(QUICK_LIMITS if args.quick else {})}
-
-    if args.tune_wd:
-        tuning = tune_weight_decay(work_dir / "wd_sweep", options, args.quick, tuple(args.wd))
-        markdown_text = "# Weight-decay sweep for ce_wd_resnet32.fmnist_lt (seed 0, val top-1 %)\n\n" + markdown_table(
-            ["weight decay", *GROUPS], [[wd, *[f"{v[g]:.2f}" if v[g] is not None else "-" for g in GROUPS]]
-                                        for wd, v in tuning["candidates"].items()]) + f"\n\nbest: {tuning['best']}\n"
-        write_results("wb_wd_tuning", {"quick": args.quick, **tuning}, markdown_text)
-        print(markdown_text)
+    args = parse_benchmark_args("wb_benchmark", argv, description=__doc__.split("\n\n")[0], add_flags=_flags,
+                                quick_help="1 seed, small data, 1 epoch of 2 steps per stage")
+    if args.options.tune_wd:
+        run_ablation("wb_wd_tuning", dataclasses.replace(args, seeds=[0]), args.options.wd, train_weight_decay,
+                     summarise_tuning)
         return 0
-
     started = time.time()
-    per_seed = []
-    for seed in seeds:
-        runs = train_arms(seed, work_dir, options, args.quick)
-        if args.train_only:
-            continue
-        per_seed.append({arm: {**r, "seed": seed} for arm, r in score_seed(runs, data).items()})
-    if args.train_only:
-        return 0
-    summary = summarise(per_seed)
-    tuning_file = Path(__file__).resolve().parent / "results" / f"wb_wd_tuning{suffix}.json"
-    report = {
-        "dataset": "fmnist_lt",
-        "seeds": seeds,
-        "quick": args.quick,
-        "recipes": {name: get_entry(name).recipe().to_dict() for name in ENTRIES.values()},
-        "summary": summary,
-        "claim": claim(summary, per_seed),
-        "per_seed": per_seed,
-        "wd_tuning": json.loads(tuning_file.read_text()) if tuning_file.is_file() else None,
-        "wall_time_s": time.time() - started,
-        "notes": [
-            "CE is the zoo's CE recipe (30 epochs, weight decay 5e-4); CE+WD is WB's stage 1 alone (27 epochs with "
-            "the tuned decay, otherwise CE's optimiser); WB adds the official classifier stage (3 epochs: CB "
-            "softmax-BCE beta 0.9999, WD 0.1, MaxNorm thresh 0.1).",
-            "one-stage and one-stage + LA are the same trained model (30 epochs); LA is post-hoc, so the arms differ "
-            "only in the head's multiplicative adjustment logits * pi^-tau, and their features (and Fisher ratio) "
-            "are the same by construction.",
-            "Fisher ratio: tr(Sw^-1 Sb) of the features the last linear map sees, test split, float64 "
-            "(as HN410 utils/eval_funcs.py::calc_fdr). WB's stage 2 does not touch the backbone, so WB's features "
-            "are those of its own stage 1.",
-            "ResNet-32 at 28 px on 2,478 training images (1000 ... 10 per class), 2 CPU cores; the papers' settings "
-            "are CIFAR-100-LT with ResNet-34 and 200-320 epochs, so the absolute numbers are not comparable.",
-        ],
-    }
-    write_results("wb_benchmark", report, markdown(report))
-    print(markdown(report))
+
+    def summarise(run_dirs: dict[str, list[str]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+        data = benchmark_data(args.quick)
+        per_seed = []
+        for index, seed in enumerate(args.seeds):
+            runs = {arm: Path(dirs[index]) for arm, dirs in run_dirs.items()}
+            per_seed.append({arm: {**r, "seed": seed} for arm, r in score_seed(runs, data).items()})
+        summary = summarise_seeds(per_seed)
+        tuning_file = RESULTS_DIR / f"wb_wd_tuning{'_quick' if args.quick else ''}.json"
+        report = {
+            "dataset": "fmnist_lt",
+            "seeds": args.seeds,
+            "quick": args.quick,
+            "recipes": {name: get_entry(name).recipe().to_dict() for name in ENTRIES.values()},
+            "summary": summary,
+            "claim": claim(summary, per_seed),
+            "per_seed": per_seed,
+            "wd_tuning": json.loads(tuning_file.read_text()) if tuning_file.is_file() else None,
+            "wall_time_s": time.time() - started,
+            "notes": NOTES,
+        }
+        return report, markdown(report)
+
+    run_ablation("wb_benchmark", args, list(ENTRIES), train_arm, summarise)
     return 0
 
 

@@ -10,7 +10,7 @@ seed answers both: the fixed rule's model is the run's own; the old rule's is th
 stage-2 epoch beat stage 1's best val, else the last epoch, which is the run's final checkpoint
 (``checkpoints/last.pt``), evaluated here.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/wb_selection.py [--epochs 30] [--seeds 0 1 2]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.wb_selection [--epochs 30] [--seeds 0 1 2]
 
 Writes ``benchmarks/results/wb_selection.{json,md}``.
 """
@@ -22,22 +22,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from common import GROUPS, WORK_DIR, fmt_mean_std, markdown_table, run_jobs, run_record, train_seeded, write_results  # type: ignore[import-not-found]
+from benchmarks.common import GROUPS, BenchmarkArgs, ablation_main, fmt_mean_std, markdown_table, run_record, train_seeded
 
 NAME = "wb_resnet32.fmnist_lt"
 
 
-def run_seed(seed: int, work_dir: Path, epochs: int | None, threads: int, quick: bool) -> dict[str, Any]:
+def run_seed(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     import torch
 
     from ltzoo.data import build_dataset
     from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
     from ltzoo.registry import get_entry
-    from ltzoo.runs import read_config, model_from_config
+    from ltzoo.runs import model_from_config, read_config
 
-    torch.set_num_threads(threads)
-    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if quick else ({"epochs": epochs} if epochs else {})
-    metrics = train_seeded(NAME, seed, work_dir, recipe=get_entry(NAME).recipe(), **limits)
+    epochs = args.options.epochs
+    limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if args.quick else ({"epochs": epochs} if epochs else {})
+    metrics = train_seeded(name, seed, args.work_dir, recipe=get_entry(name).recipe(), **limits)
     run = Path(metrics["run_dir"])
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     stages = list(dict.fromkeys(line["stage"] for line in log))
@@ -60,18 +60,9 @@ def run_seed(seed: int, work_dir: Path, epochs: int | None, threads: int, quick:
             "stage1_best_val": first_best, "stage2_best_val": max(line["val_all"] for line in second)}
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="total budget (default: the recipe's own)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    work_dir = args.work_dir or WORK_DIR / ("wb_selection_quick" if args.quick else "wb_selection")
-    results = run_jobs(run_seed, [(s, work_dir, args.epochs, args.threads, args.quick) for s in seeds], args.jobs)
+def summarise(results_by_name: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+    results = results_by_name[NAME]
+    seeds = args.seeds
     rows = [[rule, *[fmt_mean_std(r[key]["test"][g] for r in results) for g in GROUPS],
              fmt_mean_std(r[key]["val"]["all"] for r in results)]
             for rule, key in (("old rule (best carried over from stage 1)", "old_rule"), ("fixed (selection per stage)", "fixed"))]
@@ -87,10 +78,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        per_seed), "",
         f"Numbers moved on {len(moved)} of {len(results)} seeds.",
     ])
-    report = {"quick": args.quick, "seeds": seeds, "epochs": args.epochs, "results": results}
-    write_results("wb_selection", report, md)
-    print(md)
-    return report
+    report = {"quick": args.quick, "seeds": seeds, "epochs": args.options.epochs, "results": results}
+    return report, md
+
+
+def _flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=int, default=None, help="total budget (default: the recipe's own)")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return ablation_main("wb_selection", lambda args: [NAME], run_seed, summarise, argv,
+                         description=__doc__.splitlines()[0], add_flags=_flags)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The zoo registry: ``{method}_{arch}.{tag}`` names, each with a recipe and (maybe) published weights.
 
 Modelled on timm's ``_registry``: a name without a tag means the default tag; ``list_models`` takes
-fnmatch patterns; unknown names fail with close-match suggestions. Recipe modules register entries
-with :func:`register_recipes` when ``ltzoo.recipes`` is imported. Published weights are data, not
-code: every lookup attaches the entry's pin from the pins file (:mod:`ltzoo.pins`), which
-``ltzoo publish-zoo`` writes.
+fnmatch patterns; unknown names fail with close-match suggestions. Each recipe module registers its
+entries from one table with :func:`register_recipes`; the registry imports them all on first use.
+Published weights are data, not code: every lookup attaches the entry's pin from the pins file
+(:mod:`ltzoo.pins`), which ``ltzoo publish-zoo`` writes.
 """
 
 from __future__ import annotations
@@ -60,30 +60,37 @@ _DEFAULT_TAGS: dict[str, str] = {}
 
 def register_recipes(
     method: str,
-    arch: str,
     recipes: dict[str, Callable[[], Recipe]],
-    default_tag: str,
     paper: str = "",
     license: str = "apache-2.0",
 ) -> list[str]:
-    """Register ``{method}_{arch}.{tag}`` for each tag; ``default_tag`` is what the bare name means.
-    Weights are not registered here: they come from the pins file."""
-    if default_tag not in recipes:
-        raise ValueError(f"default tag {default_tag!r} not among {sorted(recipes)}")
-    base = f"{method}_{arch}"
-    names = []
-    for tag, recipe_fn in recipes.items():
-        name = f"{base}.{tag}"
-        _ENTRIES[name] = ZooEntry(name, method, arch, tag, recipe_fn, paper, license)
-        names.append(name)
-    _DEFAULT_TAGS[base] = default_tag
-    return names
+    """Register a method's zoo entries from one table ``{"arch.tag": recipe function}``, in the way timm's
+    ``default_cfgs`` are one table per model family: ``"resnet32.fmnist_lt"`` becomes ``{method}_resnet32.fmnist_lt``,
+    and the first tag listed for an arch is its default tag (what the bare name ``{method}_{arch}`` means).
+    Weights are not registered here: they come from the pins file. A name registered twice is an error (the
+    second recipe would silently replace the first), as is an arch that already has a default tag."""
+    entries: list[ZooEntry] = []
+    defaults: dict[str, str] = {}
+    for key, recipe_fn in recipes.items():
+        arch, dot, tag = key.partition(".")
+        if not (arch and dot and tag) or "." in tag:
+            raise ValueError(f"recipe table key {key!r} is not 'arch.tag'")
+        base = f"{method}_{arch}"
+        defaults.setdefault(base, tag)
+        entries.append(ZooEntry(f"{base}.{tag}", method, arch, tag, recipe_fn, paper, license))
+    taken = sorted({entry.name for entry in entries if entry.name in _ENTRIES}
+                   | {base for base in defaults if base in _DEFAULT_TAGS})
+    if taken:
+        raise ValueError(f"zoo names already registered: {', '.join(taken)}; pick another method, arch or tag")
+    _ENTRIES.update((entry.name, entry) for entry in entries)
+    _DEFAULT_TAGS.update(defaults)
+    return [entry.name for entry in entries]
 
 
 def _ensure_loaded() -> None:
-    from ltzoo.recipes import load_all
+    from ltzoo.submodules import import_submodules
 
-    load_all()
+    import_submodules("ltzoo.recipes")
 
 
 _warned_unknown: set[tuple[str, str]] = set()

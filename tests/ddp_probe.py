@@ -3,8 +3,8 @@
     torchrun --nproc_per_node 2 tests/ddp_probe.py RECORD_DIR NAME [ltzoo train options]
 
 It is the real command (``ltzoo.cli.main(["train", NAME, ...])``, process group and all); the only
-addition is a recording wrapper around every method's objective. Process R writes
-``RECORD_DIR/rank{R}.pt`` with, for the first stage:
+addition is a recording wrapper around every method's objective (what the trainer's ``get_method``
+returns here). Process R writes ``RECORD_DIR/rank{R}.pt`` with, for the first stage:
 
 - ``step1``: the batch, the model's and the objective's state and the torch RNG state as the first
   ``training_step`` received them, this process's own loss, and every gradient after the backward
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
+import ltzoo.engine.trainer
 from ltzoo.cli import main
-from ltzoo.engine.objective import METHODS
-from ltzoo.recipes import load_all
+from ltzoo.engine.objective import get_method
 
 records: dict[str, Any] = {}
 nan_from = tuple(int(x) for x in os.environ["LTZOO_PROBE_NAN"].split(":")) if "LTZOO_PROBE_NAN" in os.environ else None
@@ -89,9 +89,8 @@ def _recording(factory):
 
 if __name__ == "__main__":
     record_dir = Path(sys.argv[1])
-    load_all()  # every recipe module, hence every method, is registered before it is wrapped
-    for method, factory in list(METHODS.items()):
-        METHODS[method] = _recording(factory)
+    # The trainer looks every method up through get_method: it gets the recording wrapper instead.
+    ltzoo.engine.trainer.get_method = lambda method: _recording(get_method(method))
     rank = int(os.environ.get("RANK", "0"))
     code = main(["train", *sys.argv[2:]])
     record_dir.mkdir(parents=True, exist_ok=True)

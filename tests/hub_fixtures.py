@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from hub_server import LocalHub
 from ltzoo.data.longtail import shot_split
 from ltzoo.models import build_model
 from ltzoo.runs import build_config, save_run
+from ltzoo.testing.hub_server import LocalHub
 
 WRITE_TOKEN = "hf_ltzooTestWriteToken0123456789abcdef"
 READ_TOKEN = "hf_ltzooTestReadToken0123456789abcdef"

@@ -1,8 +1,10 @@
-"""The benchmarks' smoke mode, end to end: `benchmarks/run.py --quick` trains, writes ``*_quick`` results
-and renders a quick report, without touching the full results or the README."""
+"""The benchmarks' smoke mode, end to end: `python -m benchmarks.X --quick` trains, writes ``*_quick`` results
+and renders a quick report, without touching the full results or the README; and the training benchmarks'
+one command line."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -12,8 +14,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every benchmark that trains arms x seeds takes the same flags with the same defaults.
+TRAINING_BENCHMARKS = ("accuracy", "ce_budget", "dscl_ablation", "dscl_budget", "dscl_probe_bn", "iccl_ablation",
+                       "precision_accuracy", "recipe_sweep", "synergy_ablation", "wb_benchmark", "wb_selection")
 
-pytestmark = pytest.mark.slow
+
+@pytest.fixture
+def benchmarks_package(monkeypatch):
+    """The benchmarks are modules of the ``benchmarks`` package at the repository root."""
+    monkeypatch.syspath_prepend(str(ROOT))
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -22,11 +31,35 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.parametrize("name", TRAINING_BENCHMARKS)
+def test_training_benchmarks_share_one_command_line(name, benchmarks_package, capsys):
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert usage.startswith(f"usage: python -m benchmarks.{name} [-h] [--quick] [--seeds SEEDS [SEEDS ...]] "
+                            "[--threads THREADS] [--jobs JOBS] [--work-dir WORK_DIR]")
+    assert "training runs in parallel, each in its own process (default 2: one per core)" in usage
+    assert "torch intra-op threads per training process (default 1)" in usage
+    assert "--results-dir" not in usage
+
+
+def test_quick_args_keep_the_first_seed_and_name_the_work_dir(benchmarks_package):
+    from benchmarks.common import WORK_DIR, parse_benchmark_args
+
+    args = parse_benchmark_args("x", ["--quick", "--seeds", "3", "4"], description="x")
+    assert (args.quick, args.seeds, args.threads, args.jobs, args.work_dir) == (True, [3], 1, 2, WORK_DIR / "x_quick")
+    args = parse_benchmark_args("x", ["--jobs", "1", "--work-dir", "w"], description="x", default_seeds=(5,))
+    assert (args.seeds, args.jobs, args.work_dir) == ([5], 1, Path("w"))
+
+
+@pytest.mark.slow
 def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_path):
     readme_before = (ROOT / "README.md").read_text()
-    accuracy = _run(["benchmarks/accuracy.py", "--quick", "--only", "ce_resnet32.fmnist_lt", "--jobs", "2"], tmp_path)
+    accuracy = _run(["-m", "benchmarks.accuracy", "--quick", "--only", "ce_resnet32.fmnist_lt", "--jobs", "2"], tmp_path)
     assert accuracy.returncode == 0, accuracy.stderr[-2000:]
-    iccl = _run(["benchmarks/iccl_ablation.py", "--quick", "--arms", "ce", "iccl_no_stage2"], tmp_path)
+    iccl = _run(["-m", "benchmarks.iccl_ablation", "--quick", "--arms", "ce", "iccl_no_stage2"], tmp_path)
     assert iccl.returncode == 0, iccl.stderr[-2000:]
 
     results = tmp_path / "results"
@@ -57,8 +90,7 @@ def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_pat
         assert set(arm["test"]) == {"all", "many", "medium", "few"}
         assert arm["runs"][0]["run_dir"].startswith("$LTZOO_BENCH_WORK/")
 
-    render = _run(["-c", "import sys; sys.path.insert(0, 'benchmarks'); from report import render; "
-                   "print(render(quick=True))"], tmp_path)
+    render = _run(["-c", "from benchmarks.report import render; print(render(quick=True))"], tmp_path)
     assert render.returncode == 0, render.stderr[-2000:]
     quick_report = (results / "REPORT_quick.md").read_text()
     assert "not results" in quick_report
@@ -66,12 +98,10 @@ def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_pat
     assert (ROOT / "README.md").read_text() == readme_before, "a quick report must not touch the README"
 
 
-def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, monkeypatch):
+def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, benchmarks_package):
     """A benchmark's run directory that holds an older recipe (the recipe changed since) is moved to
     ``*.superseded-N`` instead of being reported as the new recipe; a matching one stays."""
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from common import set_aside_if_other_recipe  # type: ignore[import-not-found]
-
+    from benchmarks.common import set_aside_if_other_recipe
     from ltzoo.registry import get_entry
 
     recipe = get_entry("dscl_resnet32.fmnist_lt").recipe().to_dict()
@@ -92,10 +122,10 @@ def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, monkeypatch):
     assert set_aside_if_other_recipe(tmp_path / "never_trained", recipe) is None
 
 
-def test_knn_and_ncm_probes_on_separable_features():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_knn_and_ncm_probes_on_separable_features(benchmarks_package):
     import numpy as np
-    from feature_probes import knn_predict, ncm_predict  # type: ignore[import-not-found]
+
+    from benchmarks.feature_probes import knn_predict, ncm_predict
 
     rng = np.random.default_rng(0)
     centres = np.eye(3)
@@ -110,13 +140,14 @@ def test_knn_and_ncm_probes_on_separable_features():
     assert knn_predict(memory, labels, queries, 3, k=1).tolist() == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_accuracy_on_own_data_writes_its_own_results_without_an_upper_bound(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     from custom_data_fixtures import make_imagefolder  # type: ignore[import-not-found]
 
     data = make_imagefolder(tmp_path / "parts", train=[40, 12, 4], val=[4, 4, 4], test=[4, 4, 4],
                             names=["bolt", "nut", "washer"])
-    ran = _run(["benchmarks/accuracy.py", "--quick", "--data", f"imagefolder:{data}", "--only",
+    ran = _run(["-m", "benchmarks.accuracy", "--quick", "--data", f"imagefolder:{data}", "--only",
                 "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt", "--jobs", "1"], tmp_path)
     assert ran.returncode == 0, ran.stderr[-2000:]
     results = tmp_path / "results"

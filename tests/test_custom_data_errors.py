@@ -17,7 +17,9 @@ from ltzoo.data.longtail import shot_split, tercile_thresholds
 from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
 from ltzoo.engine.plan import plan_training
 from ltzoo.errors import BadDataError, BadHyperParameterError, DataNotFoundError
-from ltzoo.recipes.derived import Overrides, derive_recipe, derived_centroid_momentum, derived_head_ratio
+from ltzoo.recipes.derived import DataSize, Overrides, derive_recipe
+from ltzoo.recipes.iccl import derived_centroid_momentum
+from ltzoo.recipes.rsg import derived_head_ratio
 from ltzoo.registry import get_entry
 
 
@@ -223,11 +225,13 @@ def test_derived_rules_by_hand():
     assert derive_recipe(recipe, 1_000_000, 40)[1]["epochs"]["value"] == 30
     assert derive_recipe(recipe, 30_000, 40, finetune=True)[1]["epochs"]["value"] == 10
     # ICCL: 1,000 images at batch 64 -> 15 steps; 100 classes -> 15 x 0.64 = 9.6 updates -> 1 - 1/9.6
-    assert derived_centroid_momentum(1_000, 64, 100) == round(1 - 1 / 9.6, 4)
-    assert derived_centroid_momentum(100_000, 256, 10) == 0.99
-    assert derived_head_ratio(10) == 0.2 and derived_head_ratio(4) == 0.25 and derived_head_ratio(2) == 0.5
-    with pytest.raises(BadHyperParameterError, match="--head-ratio does not apply"):
-        derive_recipe(recipe, 1_000, 40, overrides=Overrides(head_ratio=0.3))
+    assert derived_centroid_momentum(DataSize(1_000, 100, batch_size=64)) == round(1 - 1 / 9.6, 4)
+    assert derived_centroid_momentum(DataSize(100_000, 10, batch_size=256)) == 0.99
+    assert [derived_head_ratio(DataSize(1_000, classes, 64)) for classes in (10, 4, 2)] == [0.2, 0.25, 0.5]
+    with pytest.raises(BadHyperParameterError, match="--head-ratio does not apply to the dscl_pbsd recipe .* RSG"):
+        derive_recipe(recipe, 1_000, 40, overrides=Overrides(method_args={"head_ratio": 0.3}))
+    with pytest.raises(BadHyperParameterError, match=r"--queue-size must be >= 1, got 0"):
+        derive_recipe(recipe, 1_000, 40, overrides=Overrides(method_args={"queue_size": 0}))
 
 
 def test_source_string_round_trip_and_bad_options(tmp_path):
@@ -245,3 +249,16 @@ def test_source_string_round_trip_and_bad_options(tmp_path):
 def test_options_that_need_own_data_are_refused_for_zoo_datasets():
     with pytest.raises(BadHyperParameterError, match="--shot-thresholds, --skip-bad-images apply to your own data"):
         plan_training("ce_resnet32.fmnist_lt", shot_thresholds="terciles", skip_bad_images=True)
+    with pytest.raises(BadHyperParameterError, match="--lr, --centroid-momentum apply to your own data"):
+        plan_training("iccl_resnet32.fmnist_lt", overrides=Overrides(lr=0.1, method_args={"centroid_momentum": 0.5}))
+
+
+def test_each_method_knob_is_an_option_of_ltzoo_train(capsys):
+    """The recipe modules declare their data-size knobs; `ltzoo train` offers one option per knob."""
+    with pytest.raises(SystemExit):
+        ltzoo_main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for option, text in (("--queue-size", "DSCL recipes: momentum-queue length"),
+                         ("--centroid-momentum", "ICCL recipes: class-centroid momentum"),
+                         ("--head-ratio", "RSG recipes: fraction of classes that are head")):
+        assert f"{option} {option[2:].replace('-', '_').upper()} {text} (default: derived)" in help_text

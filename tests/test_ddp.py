@@ -27,7 +27,7 @@ import torch
 
 from ltzoo.data.samplers import SAMPLER_KINDS, LongTailSampler
 from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
-from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.models import build_model
 from ltzoo.registry import get_entry
 from ltzoo.runs import load_run
@@ -115,7 +115,7 @@ def _build(name: str, data, step1: dict):
     model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans, head=recipe.head)
     model.load_state_dict(step1["model"])
     ctx = StageContext(recipe=recipe, stage=recipe.stages[0], stage_index=0, data=data.info, steps_per_epoch=1)
-    objective = METHODS[recipe.method](model, ctx)
+    objective = get_method(recipe.method)(model, ctx)
     objective.load_state_dict(step1["objective"])
     model.train()
     objective.train()

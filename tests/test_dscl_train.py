@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import ltzoo
 from ltzoo.data import LTDataset, TensorImageDataset
 from ltzoo.data.spec import dataset_spec
-from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.engine.trainer import train
 from ltzoo.errors import BadHyperParameterError, WeightsNotPublishedError
 from ltzoo.losses.dscl import beta_to_alpha
@@ -131,7 +131,7 @@ def test_pretrained_load_says_how_to_train():
 def test_momentum_encoder_gets_no_gradients_and_follows_the_query_encoder(fmnist_small):
     recipe = get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe()
     model = build_model("resnet32", 10, in_chans=1)
-    objective = METHODS[recipe.method](model, _context(recipe, 0, fmnist_small))
+    objective = get_method(recipe.method)(model, _context(recipe, 0, fmnist_small))
     assert isinstance(objective, DSCLRepresentation)
     views, labels = _batch(objective, fmnist_small, 6)
     # The loader yields uint8 views and boxes; the patches are cut and augmented in the step, per batch.
@@ -166,23 +166,23 @@ def test_momentum_encoder_gets_no_gradients_and_follows_the_query_encoder(fmnist
 def test_classifier_stage_checks_its_config(fmnist_small):
     recipe = get_entry("dscl_resnet32.fmnist_lt").recipe()
     model = build_model("resnet32", 10, in_chans=1)
-    assert isinstance(METHODS["dscl"](model, _context(recipe, 1, fmnist_small)), BalancedLinearClassifier)
+    assert isinstance(get_method("dscl")(model, _context(recipe, 1, fmnist_small)), BalancedLinearClassifier)
     wrong = recipe.replace(stages=[recipe.stages[0], dataclasses.replace(recipe.stages[1], train="all")])
     with pytest.raises(BadHyperParameterError, match="train='head'"):
-        METHODS["dscl"](model, _context(wrong, 1, fmnist_small))
+        get_method("dscl")(model, _context(wrong, 1, fmnist_small))
     renamed = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], name="main")])
     with pytest.raises(BadHyperParameterError, match="'representation' and 'classifier'"):
-        METHODS["dscl"](model, _context(renamed, 0, fmnist_small))
+        get_method("dscl")(model, _context(renamed, 0, fmnist_small))
     bad_args = recipe.replace(method_args={**recipe.method_args, "beta": 8.0})
     with pytest.raises(BadHyperParameterError, match="unknown DSCL method_args"):
-        METHODS["dscl"](model, _context(bad_args, 0, fmnist_small))
+        get_method("dscl")(model, _context(bad_args, 0, fmnist_small))
     # a stage-2 setting is checked when stage 1 starts, not after it
     bad_augment = recipe.replace(method_args={**recipe.method_args, "classifier_augment": "strong"})
     with pytest.raises(BadHyperParameterError, match=r"classifier_augment 'strong'.*'official', 'standard'"):
-        METHODS["dscl"](model, _context(bad_augment, 0, fmnist_small))
+        get_method("dscl")(model, _context(bad_augment, 0, fmnist_small))
     bad_alpha = recipe.replace(method_args={**recipe.method_args, "alpha": 8.0})  # beta given as alpha
     with pytest.raises(BadHyperParameterError, match=r"alpha must be in \(0, 1\]"):
-        METHODS["dscl"](model, _context(bad_alpha, 0, fmnist_small))
+        get_method("dscl")(model, _context(bad_alpha, 0, fmnist_small))
 
 
 def test_small_recipes_probe_on_the_standard_augmentation(fmnist_small):
@@ -193,9 +193,9 @@ def test_small_recipes_probe_on_the_standard_augmentation(fmnist_small):
     model = build_model("resnet32", 10, in_chans=1)
     small = get_entry("dscl_pbsd_resnet32.fmnist_lt").recipe()
     assert small.method_args["classifier_augment"] == "standard"
-    standard = METHODS["dscl_pbsd"](model, _context(small, 1, fmnist_small)).train_transform()
+    standard = get_method("dscl_pbsd")(model, _context(small, 1, fmnist_small)).train_transform()
     official_recipe = small.replace(method_args={**small.method_args, "classifier_augment": "official"})
-    official = METHODS["dscl_pbsd"](model, _context(official_recipe, 1, fmnist_small)).train_transform()
+    official = get_method("dscl_pbsd")(model, _context(official_recipe, 1, fmnist_small)).train_transform()
     image = fmnist_small.train[0][0]
     torch.manual_seed(0)
     expected = train_transform(fmnist_small.info)(image)

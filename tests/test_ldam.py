@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ltzoo.data.spec import dataset_spec
-from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.class_balanced import class_balanced_weights
 from ltzoo.losses.ldam import DeferredReweighting, LDAMLoss, ldam_margins
@@ -95,7 +95,7 @@ def _objective(recipe, stage_index=0):
     ctx = StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info,
                        steps_per_epoch=1)
     model = build_model(recipe.arch, info.num_classes, info.in_chans, head=recipe.head)
-    return METHODS[recipe.method](model, ctx), model
+    return get_method(recipe.method)(model, ctx), model
 
 
 def _short(recipe, epochs, **method_args):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 import ltzoo
@@ -45,3 +48,39 @@ def test_untrained_model_matches_the_entry():
     n_params = sum(p.numel() for p in model.parameters())
     assert 460_000 < n_params < 470_000
     assert ltzoo.create_model("ce_resnet50.imagenet_lt").num_classes == 1000
+
+
+def test_methods_load_themselves_in_a_fresh_process():
+    """get_method finds every method with no recipe module imported first (the method registry used to hold only
+    ``ce`` until something happened to load the zoo's recipes)."""
+    script = (
+        "import sys\n"
+        "from ltzoo.engine.objective import get_method, stage_only_args\n"
+        "assert 'ltzoo.recipes.dscl' not in sys.modules and 'ltzoo.methods.dscl' not in sys.modules\n"
+        "print(get_method('dscl').__name__, sorted(stage_only_args('dscl')['classifier']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["dscl_objective", "['classifier_augment',", "'probe_bn']"]
+
+
+def test_every_registry_refuses_a_name_registered_twice():
+    from torch import nn
+
+    from ltzoo.engine.objective import Objective, get_method, register_method
+    from ltzoo.models.heads import HEADS, LinearHead, register_head
+    from ltzoo.registry import register_recipes
+
+    before = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn
+    with pytest.raises(ValueError, match=r"zoo names already registered: ce_resnet32, ce_resnet32\.fmnist_lt;"):
+        register_recipes("ce", {"resnet32.mnist": before, "resnet32.fmnist_lt": before})
+    assert ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe_fn is before
+    assert ltzoo.list_models("ce_resnet32.mnist") == []  # nothing of the refused call was registered
+
+    with pytest.raises(ValueError, match="method 'ce' is already registered"):
+        register_method("ce")(Objective)
+    assert get_method("ce") is Objective
+
+    with pytest.raises(ValueError, match="head type 'linear' is already registered"):
+        register_head("linear")(nn.Linear)
+    assert HEADS["linear"] is LinearHead

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 import ltzoo
 from ltzoo.data import LTDataset, TensorImageDataset
 from ltzoo.data.spec import dataset_spec
-from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.engine.trainer import Trainer
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.models import build_model
@@ -160,7 +160,7 @@ def _rsg_objective(epochs: int = 10, **method_args):
     info = dataclasses.replace(dataset_spec("fmnist_lt"), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
     ctx = StageContext(recipe=recipe, stage=recipe.stages[0], stage_index=0, data=info, steps_per_epoch=1)
     model = build_model("resnet32", 10, in_chans=1, head=recipe.head)
-    return METHODS["rsg"](model, ctx), model
+    return get_method("rsg")(model, ctx), model
 
 
 @pytest.mark.parametrize("after", [0, 4, "layer2"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ltzoo.data.spec import dataset_spec
-from ltzoo.engine.objective import METHODS, StageContext
+from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.supcon import SupConLoss, supcon_loss, supcon_loss_views
 from ltzoo.methods.scl import BalancedClassifier, SupConRepresentation
@@ -86,7 +86,7 @@ def _scl_objective(stage_index: int, recipe=None, **method_args):
     ctx = StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info,
                        steps_per_epoch=1)
     model = build_model("resnet32", 10, in_chans=1)
-    return METHODS["scl"](model, ctx), model
+    return get_method("scl")(model, ctx), model
 
 
 def test_representation_stage_two_views_projection_and_loss():

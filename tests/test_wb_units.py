@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ltzoo.analysis import classifier_weight, fisher_ratio, per_class_feature_norms
+from ltzoo.engine.wb_analysis import classifier_weight, fisher_ratio, per_class_feature_norms
 from ltzoo.data.longtail import shot_split
 from ltzoo.engine.evaluator import accuracy_report
 from ltzoo.errors import BadHyperParameterError
@@ -205,7 +205,7 @@ def test_per_class_feature_norms_and_classifier_weight_of_a_logit_adjusted_head(
 
 
 def test_format_and_plot_report(tmp_path):
-    from ltzoo.analysis import AnalysisReport, format_report, plot_report
+    from ltzoo.engine.wb_analysis import AnalysisReport, format_report, plot_report
 
     report = AnalysisReport("val", 2.5, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [100, 10, 1], ["a", "b", "c"])
     text = format_report(report)

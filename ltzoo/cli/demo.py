@@ -87,17 +87,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-HUB_SERVER = Path(__file__).resolve().parents[2] / "tests" / "hub_server.py"
-
-
 @contextlib.contextmanager
 def local_hub() -> Iterator[str]:
-    """Start tests/hub_server.py on a free port and point HF_ENDPOINT/HF_TOKEN/HF_HUB_CACHE at it."""
+    """Start the local Hub stand-in (:mod:`ltzoo.testing.hub_server`) on a free port in its own process and
+    point HF_ENDPOINT/HF_TOKEN/HF_HUB_CACHE at it."""
+    from ltzoo.testing import hub_server
+
     token = secrets.token_hex(16)
     saved = {k: os.environ.get(k) for k in ("HF_ENDPOINT", "HF_TOKEN", "HF_HUB_CACHE")}
     with tempfile.TemporaryDirectory(prefix="ltzoo-demo-hub-") as state:
-        server = subprocess.Popen([sys.executable, str(HUB_SERVER), "--port", "0", "--token", token, "--data", state],
-                                  stdout=subprocess.PIPE, text=True)
+        # Run as a script by its path, not with -m: the server needs only the standard library and PyYAML,
+        # and -m would import the ltzoo package (torch, timm) into the server process first.
+        command = [sys.executable, hub_server.__file__, "--port", "0", "--token", token, "--data", state]
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:
             url = server.stdout.readline().strip()  # type: ignore[union-attr]
             if not url.startswith("http"):
@@ -115,12 +117,10 @@ def publish_and_reload(out: Path, data, expected_test_all: float, onnx_dir: Path
     import ltzoo
     from ltzoo.errors import LtzooError
 
-    if not HUB_SERVER.is_file():
-        print("skipped: tests/hub_server.py (the local Hub stand-in) is not in this checkout")
-        return
     repo_id = f"ltzoo-org/{DEFAULT_MODEL}"
     with local_hub() as url:
-        print(f"NOTE: {url} is a local stand-in for huggingface.co (tests/hub_server.py), so the demo needs no network.\n"
+        print(f"NOTE: {url} is a local stand-in for huggingface.co (ltzoo.testing.hub_server), so the demo needs no "
+              "network.\n"
               "To publish for real: python export/push_to_hub.py --model RUN --repo-id ORG/NAME with HF_TOKEN set "
               "(or --token), and --endpoint for a Hub other than huggingface.co.")
         commit = ltzoo.push_to_hub(out, repo_id, onnx_dir=onnx_dir)

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
     analysis = None
     if args.analysis:
-        from ltzoo.analysis import analyze, plot_report
+        from ltzoo.engine.wb_analysis import analyze, plot_report
 
         analysis = analyze(model, data, args.split, args.batch_size)
         plot = plot_report(analysis, args.plot or f"analysis_{args.split}.png")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         shown = "     -" if acc is None else f"{acc:6.2f}"  # a class without images in this split
         print(f"  {cls:3d} {data.label_names[cls][:20]:20s} n={count:6d}  {shown}")
     if analysis is not None:
-        from ltzoo.analysis import format_report
+        from ltzoo.engine.wb_analysis import format_report
 
         print("\n" + format_report(analysis))
         print(f"plot: {result['analysis']['plot']}")

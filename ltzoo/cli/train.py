@@ -61,23 +61,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="skip unreadable or corrupt images (counted, reported, stored) instead of failing")
     own.add_argument("--batch-size", type=int, help="batch size of every stage (default: derived from the data)")
     own.add_argument("--lr", type=float, help="learning rate of the first stage; later stages keep their ratio")
-    own.add_argument("--queue-size", type=int, help="DSCL recipes: momentum-queue length (default: derived)")
-    own.add_argument("--centroid-momentum", type=float, help="ICCL recipes: class-centroid momentum (default: derived)")
-    own.add_argument("--head-ratio", type=float,
-                     help="RSG recipes: fraction of classes that are head (default: derived)")
+    from ltzoo.recipes.derived import method_knobs
+
+    for knob in method_knobs().values():  # each method's own data-size settings (--queue-size, ...)
+        own.add_argument(knob.option, dest=knob.arg, type=knob.type, help=knob.help)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ltzoo.engine import distributed
     from ltzoo.engine.plan import plan_training, run_plan
-    from ltzoo.recipes.derived import Overrides
+    from ltzoo.recipes.derived import Overrides, method_knobs
 
+    method_args = {key: getattr(args, key) for key in method_knobs() if getattr(args, key) is not None}
     plan = plan_training(
         args.name, data=args.data, data_root=args.data_root, init=args.init, shot_thresholds=args.shot_thresholds,
         skip_bad_images=args.skip_bad_images,
-        overrides=Overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, queue_size=args.queue_size,
-                            centroid_momentum=args.centroid_momentum, head_ratio=args.head_ratio),
+        overrides=Overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, method_args=method_args),
     )
     # Under torchrun: one process per device, data-parallel; in a single process this does nothing.
     with distributed.process_group_from_env(args.device) as device:

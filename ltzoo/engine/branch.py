@@ -7,7 +7,7 @@ run directory with it, so that ``Trainer(recipe, out, resume=True)`` trains only
 The result is exactly what a full run of the new recipe would give (the earlier stages, their RNG
 state included, are the same), which the function checks: the recipes must agree on everything up to
 and including the branch stage, and their method arguments may differ only in those the method
-declares as read by the later stages alone (:data:`ltzoo.engine.objective.STAGE_ONLY_ARGS`).
+declares as read by the later stages alone (:func:`ltzoo.engine.objective.stage_only_args`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ltzoo.engine.objective import STAGE_ONLY_ARGS
+from ltzoo.engine.objective import stage_only_args
 from ltzoo.errors import LtzooError
 from ltzoo.recipes.base import Recipe, canonical_recipe
 from ltzoo.runs import atomic_torch_save
@@ -27,7 +27,7 @@ BRANCH_FIELDS = ("method", "arch", "dataset", "head", "seed", "num_workers", "pr
 
 
 def _later_stage_args(recipe: Recipe, after: int) -> frozenset[str]:
-    declared = STAGE_ONLY_ARGS.get(recipe.method, {})
+    declared = stage_only_args(recipe.method)
     return frozenset().union(*(declared.get(stage.name, frozenset()) for stage in recipe.stages[after + 1:]))
 
 

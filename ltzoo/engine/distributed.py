@@ -1,5 +1,6 @@
 """The process group: start it from torchrun's environment, the facts about it, and the few collectives
 the trainer needs. Everything here also works without a process group (one process, rank 0 of 1).
+Whether a group runs at all is :func:`ltzoo.process_group.is_distributed`, which the models layer asks too.
 
 Launch (see the README's "Distributed training"): ``torchrun --nproc_per_node N -m ltzoo train NAME ...``.
 torchrun sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``;
@@ -20,14 +21,11 @@ import torch.distributed as dist
 from torch import nn
 
 from ltzoo.errors import LtzooError
+from ltzoo.process_group import is_distributed
 
 log = logging.getLogger("ltzoo.distributed")
 
 TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:

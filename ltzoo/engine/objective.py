@@ -4,7 +4,7 @@ A method (CE, LDAM-DRW, SCL, RSG, ICCL, WB, DSCL, ...) is a subclass of :class:`
 registered with :func:`register_method`. The trainer builds one objective per stage of a recipe and
 calls, in order::
 
-    objective = METHODS[recipe.method](model, ctx)        # ctx: StageContext for this stage
+    objective = get_method(recipe.method)(model, ctx)     # ctx: StageContext for this stage
     loader    = objective.train_loader(make_loader)         # default: stage sampler + train_transform()
     params    = objective.param_groups()                    # default: trainable model params + own params
     for epoch in ...:
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ltzoo.data.spec import DataInfo
+from ltzoo.errors import BadHyperParameterError
 from ltzoo.recipes.base import Recipe, StageConfig
 
 
@@ -126,23 +127,48 @@ class Objective(nn.Module):
 # A method maps (model, ctx) to the objective of ctx.stage; a multi-stage method is usually a small
 # function that picks an Objective subclass by ``ctx.stage.name``.
 MethodFactory = Callable[[nn.Module, StageContext], Objective]
-METHODS: dict[str, MethodFactory] = {}
+_METHODS: dict[str, MethodFactory] = {}
+# Method arguments that only a later stage reads, per method and stage: a run can branch from the end of
+# the stage before it with other values of these (``ltzoo.engine.branch``); every other argument must match.
+_STAGE_ONLY_ARGS: dict[str, dict[str, frozenset[str]]] = {}
 
 
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
+    """Decorator: register ``name``'s objective factory. A name registered twice is an error (the second
+    module would silently replace the first one's objective)."""
     def wrap(factory: MethodFactory) -> MethodFactory:
-        METHODS[name] = factory
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered (by {_METHODS[name]!r}); pick another name")
+        _METHODS[name] = factory
         return factory
 
     return wrap
 
 
-register_method("ce")(Objective)
+def _load_methods() -> None:
+    # Every module of ltzoo.methods registers its methods when imported; importing them here (not at the top)
+    # keeps the contract free of the methods that implement it.
+    from ltzoo.submodules import import_submodules
 
-# Method arguments that only a later stage reads, per method and stage: a run can branch from the end of
-# the stage before it with other values of these (``ltzoo.engine.branch``); every other argument must match.
-STAGE_ONLY_ARGS: dict[str, dict[str, frozenset[str]]] = {}
+    import_submodules("ltzoo.methods")
+
+
+def get_method(name: str) -> MethodFactory:
+    """The objective factory of method ``name``, whether or not a recipe module was imported before."""
+    _load_methods()
+    if name not in _METHODS:
+        raise BadHyperParameterError(f"recipe method {name!r} has no objective; known: {sorted(_METHODS)}")
+    return _METHODS[name]
 
 
 def declare_stage_only_args(method: str, stage: str, names: set[str] | frozenset[str]) -> None:
-    STAGE_ONLY_ARGS.setdefault(method, {})[stage] = frozenset(names)
+    _STAGE_ONLY_ARGS.setdefault(method, {})[stage] = frozenset(names)
+
+
+def stage_only_args(method: str) -> dict[str, frozenset[str]]:
+    """``{stage: argument names}`` that only that stage of ``method`` reads (empty when none are declared)."""
+    _load_methods()
+    return dict(_STAGE_ONLY_ARGS.get(method, {}))
+
+
+register_method("ce")(Objective)

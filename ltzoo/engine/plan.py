@@ -15,7 +15,7 @@ from ltzoo.engine.finetune import Parent, init_from_parent, load_parent
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.models import LTClassifier
 from ltzoo.recipes.base import Recipe
-from ltzoo.recipes.derived import Overrides, derive_recipe, format_derived
+from ltzoo.recipes.derived import Overrides, derive_recipe, format_derived, method_knobs
 from ltzoo.registry import get_entry
 
 # The network input side per architecture on user data: the CIFAR ResNet-32 at CIFAR's 32 px, the
@@ -84,9 +84,10 @@ def plan_training(
     overrides = overrides or Overrides()
     parent = load_parent(init) if init else None
     if data is None:
+        knobs = method_knobs()
         own_data_only = {"--shot-thresholds": shot_thresholds, "--skip-bad-images": skip_bad_images or None,
-                         **{f"--{k.replace('_', '-')}": getattr(overrides, k) for k in
-                            ("batch_size", "lr", "queue_size", "centroid_momentum", "head_ratio")}}
+                         "--batch-size": overrides.batch_size, "--lr": overrides.lr,
+                         **{knobs[key].option: value for key, value in overrides.method_args.items()}}
         given = [option for option, value in own_data_only.items() if value is not None]
         if given:
             raise BadHyperParameterError(

@@ -30,24 +30,3 @@ def lr_factor(stage: StageConfig, epoch: int, step: int, steps_per_epoch: int) -
     if stage.schedule == "step":
         return stage.gamma ** sum(1 for m in stage.milestones if epoch >= m)
     return 1.0
-
-
-def scale_stages(stages: list[StageConfig], total_epochs: int) -> list[StageConfig]:
-    """Spread a new total epoch budget over the stages in proportion (at least one epoch each);
-    warmup and milestones scale with their stage."""
-    import dataclasses
-
-    old_total = sum(s.epochs for s in stages)
-    scaled = []
-    for stage in stages:
-        epochs = max(1, round(total_epochs * stage.epochs / old_total))
-        ratio = epochs / stage.epochs
-        scaled.append(
-            dataclasses.replace(
-                stage,
-                epochs=epochs,
-                warmup_epochs=min(epochs - 1, round(stage.warmup_epochs * ratio)) if stage.warmup_epochs else 0,
-                milestones=tuple(sorted({min(epochs - 1, max(1, round(m * ratio))) for m in stage.milestones})),
-            )
-        )
-    return scaled

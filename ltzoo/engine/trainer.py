@@ -54,16 +54,16 @@ from ltzoo.engine import distributed
 from ltzoo.engine.compiled import compile_backbone, compile_errors
 from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
-from ltzoo.engine.objective import METHODS, Objective, StageContext, StepOutput
+from ltzoo.engine.objective import Objective, StageContext, StepOutput, get_method
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
-from ltzoo.engine.schedule import lr_factor, scale_stages
+from ltzoo.engine.schedule import lr_factor
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
 from ltzoo.names import MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
-from ltzoo.recipes.base import Recipe, StageConfig, same_recipe
+from ltzoo.recipes.base import Recipe, StageConfig, same_recipe, scale_stages
 from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
 
 log = logging.getLogger("ltzoo.train")
@@ -138,8 +138,7 @@ class Trainer:
         for option, value in (("max_steps", max_steps), ("steps_per_epoch", steps_per_epoch)):
             if value is not None and value < 1:
                 raise BadHyperParameterError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
-        if recipe.method not in METHODS:
-            raise BadHyperParameterError(f"recipe method {recipe.method!r} has no objective; known: {sorted(METHODS)}")
+        get_method(recipe.method)  # an unknown method fails here, before any data is read
         self.recipe = recipe
         self.name = name or f"{recipe.method}_{recipe.arch}.{recipe.dataset}"
         self.out_dir = Path(out_dir)
@@ -372,7 +371,7 @@ class Trainer:
         if stage.train == "head":
             for p in self.model.backbone.parameters():
                 p.requires_grad_(False)
-        objective = METHODS[self.recipe.method](self.model, ctx).to(self.device)
+        objective = get_method(self.recipe.method)(self.model, ctx).to(self.device)
         module_to(objective, self.channels_last)
         step_module = _TrainingStep(self.model, objective, self.precision, self.device)
         samplers: list[LongTailSampler] = []

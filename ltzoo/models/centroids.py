@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.process_group import is_distributed
 
 
 class CentroidMemory(nn.Module):
@@ -63,7 +64,7 @@ class CentroidMemory(nn.Module):
         w = weights.detach().float().to(z.device)
         sums = w.t() @ z  # (K, D)
         counts = w.sum(dim=0)  # (K,)
-        if dist.is_available() and dist.is_initialized():
+        if is_distributed():
             # One all-reduce for both: the global batch decides, and all ranks stay identical.
             packed = torch.cat([sums, counts.unsqueeze(1)], dim=1)
             dist.all_reduce(packed)

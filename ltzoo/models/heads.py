@@ -21,7 +21,11 @@ HEADS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_head(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: ``{"type": name}`` in a config builds ``cls``. A name registered twice is an error
+    (configs written with the first head would load into the second)."""
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in HEADS:
+            raise ValueError(f"head type {name!r} is already registered (by {HEADS[name].__name__}); pick another name")
         HEADS[name] = cls
         return cls
 

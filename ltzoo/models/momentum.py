@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ltzoo.engine.distributed import is_distributed
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.process_group import is_distributed
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Recipe and stage configuration: plain dataclasses that are stored verbatim in ``config.json``.
+"""Recipe and stage configuration: plain dataclasses that are stored verbatim in ``config.json``, and
+:func:`scale_stages`, which spreads another epoch budget over a recipe's stages.
 
 A recipe is what a zoo entry trains: the method, architecture, dataset, and a list of stages. Each
 stage has its own optimiser, schedule, sampler and epoch budget; the method's objective (see
@@ -51,6 +52,25 @@ class StageConfig:
             raise BadHyperParameterError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise BadHyperParameterError(f"stage {self.name!r}: warmup_epochs must be in [0, epochs]")
+
+
+def scale_stages(stages: list[StageConfig], total_epochs: int) -> list[StageConfig]:
+    """Spread a new total epoch budget over the stages in proportion (at least one epoch each);
+    warmup and milestones scale with their stage."""
+    old_total = sum(s.epochs for s in stages)
+    scaled = []
+    for stage in stages:
+        epochs = max(1, round(total_epochs * stage.epochs / old_total))
+        ratio = epochs / stage.epochs
+        scaled.append(
+            dataclasses.replace(
+                stage,
+                epochs=epochs,
+                warmup_epochs=min(epochs - 1, round(stage.warmup_epochs * ratio)) if stage.warmup_epochs else 0,
+                milestones=tuple(sorted({min(epochs - 1, max(1, round(m * ratio))) for m in stage.milestones})),
+            )
+        )
+    return scaled
 
 
 @dataclass

@@ -6,6 +6,8 @@ recipe spends in total, so the benchmark compares methods at the same epoch budg
 
 from __future__ import annotations
 
+from functools import partial
+
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.registry import register_recipes
 
@@ -50,17 +52,15 @@ def ce_imagenet_lt(arch: str) -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule): ce_resnet32 means ce_resnet32.cifar100_lt.
 register_recipes(
     "ce",
-    "resnet32",
     {
-        "fmnist_lt": ce_fmnist_lt,
-        "cifar10_lt": lambda: ce_cifar_lt("cifar10_lt"),
-        "cifar100_lt": lambda: ce_cifar_lt("cifar100_lt"),
+        "resnet32.cifar100_lt": partial(ce_cifar_lt, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(ce_cifar_lt, "cifar10_lt"),
+        "resnet32.fmnist_lt": ce_fmnist_lt,
+        "resnet50.imagenet_lt": partial(ce_imagenet_lt, "resnet50"),
+        "resnext50_32x4d.imagenet_lt": partial(ce_imagenet_lt, "resnext50_32x4d"),
     },
-    default_tag="cifar100_lt",
     paper="Cross-entropy baseline (ERM)",
 )
-for _arch in ("resnet50", "resnext50_32x4d"):
-    register_recipes("ce", _arch, {"imagenet_lt": lambda a=_arch: ce_imagenet_lt(a)}, default_tag="imagenet_lt",
-                     paper="Cross-entropy baseline (ERM)")

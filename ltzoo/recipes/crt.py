@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import ltzoo.methods.crt  # noqa: F401  (registers the "crt" method)
 from ltzoo.methods.crt import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS, ce_fmnist_lt
@@ -34,4 +33,4 @@ def crt_fmnist_lt() -> Recipe:
     )
 
 
-register_recipes("crt", "resnet32", {"fmnist_lt": crt_fmnist_lt}, default_tag="fmnist_lt", paper=PAPER)
+register_recipes("crt", {"resnet32.fmnist_lt": crt_fmnist_lt}, paper=PAPER)

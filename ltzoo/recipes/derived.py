@@ -12,28 +12,25 @@ ltzoo's rules, not any paper's:
   so an epoch has about 8 or more steps.
 - **learning rate** (each stage): scaled linearly with the batch (Goyal et al. 2017); when
   fine-tuning, stages that train the backbone use a tenth of it (the usual fine-tuning practice).
-- **DSCL queue size**: the largest power of two <= N / 2, at least the first stage's batch, at most the
-  official 65,536 (which is about half of ImageNet-LT; ltzoo's small recipes also keep about half).
-- **ICCL centroid momentum**: a centroid averages over about one epoch of its class's updates. A class
-  is updated in about min(1, batch / C) of the steps, so u = steps_per_epoch * min(1, batch / C)
-  updates per epoch and m = 1 - 1 / u, clamped to [0.5, 0.99].
-- **RSG head ratio**: the official 0.2 (the most frequent 20% of classes are the head), raised to one
-  class when C < 5 (and at most C - 1), since RSG needs at least one head and one tail class.
+- **method arguments that scale with the data**: each method declares its own in its recipe module
+  (:class:`MethodKnob`, :func:`declare_method_knob`), e.g. DSCL's queue size in ``ltzoo/recipes/dscl.py``;
+  a recipe whose method arguments hold one gets it derived from N, C and the first stage's batch.
 
-Every value can be overridden (:class:`Overrides`, the ``ltzoo train`` options); the values and where
-each came from are printed at start and stored in the run's ``config.json`` (``ltzoo.derived``).
+Every value can be overridden (:class:`Overrides`, the ``ltzoo train`` options, one per method knob); the
+values and where each came from are printed at start and stored in the run's ``config.json``
+(``ltzoo.derived``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from ltzoo.engine.schedule import scale_stages
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import Recipe
+from ltzoo.recipes.base import Recipe, scale_stages
 
 EPOCHS_REFERENCE_IMAGES = 10_000
 SCRATCH_EPOCHS = (30, 200)  # (floor, ceiling)
@@ -41,37 +38,82 @@ FINETUNE_EPOCHS = (10, 30)
 MIN_STEPS_PER_EPOCH = 8
 MIN_BATCH = 8
 FINETUNE_LR_FACTOR = 0.1
-MAX_QUEUE = 65_536
-CENTROID_MOMENTUM_RANGE = (0.5, 0.99)
-RSG_HEAD_RATIO = 0.2
+# The record's keys that describe the data rather than a knob.
+RECORD_FACTS = ("train_images", "num_classes", "finetune")
 
-# Method-argument knobs and the ``ltzoo train`` option that overrides each.
-METHOD_KNOBS = {"queue_size": "--queue-size", "centroid_momentum": "--centroid-momentum", "head_ratio": "--head-ratio"}
+
+@dataclass(frozen=True)
+class DataSize:
+    """What a method knob is derived from."""
+
+    train_images: int
+    num_classes: int
+    batch_size: int  # the first stage's batch (derived, or the user's --batch-size)
+
+
+@dataclass(frozen=True)
+class MethodKnob:
+    """A method argument whose value depends on the data's size, declared by the method's recipe module:
+    how to derive it, and the ``ltzoo train`` option that overrides it."""
+
+    arg: str  # the method argument, e.g. "queue_size"
+    option: str  # e.g. "--queue-size"
+    type: type  # int or float: what the option parses
+    methods: str  # whose recipes have the argument, for help and errors, e.g. "DSCL"
+    what: str  # e.g. "momentum-queue length"
+    rule: str  # how it is derived: printed at start and stored with the value
+    derive: Callable[[DataSize], Any]
+    valid: Callable[[Any], bool]
+    valid_range: str  # what ``valid`` accepts, for the error: "must be >= 1"
+
+    @property
+    def help(self) -> str:
+        return f"{self.methods} recipes: {self.what} (default: derived)"
+
+
+_METHOD_KNOBS: dict[str, MethodKnob] = {}
+
+
+def declare_method_knob(knob: MethodKnob) -> MethodKnob:
+    """Declare a method argument that :func:`derive_recipe` derives from the data's size (once per argument)."""
+    if knob.arg in _METHOD_KNOBS:
+        raise ValueError(f"method knob {knob.arg!r} is already declared ({_METHOD_KNOBS[knob.arg].option})")
+    _METHOD_KNOBS[knob.arg] = knob
+    return knob
+
+
+def method_knobs() -> dict[str, MethodKnob]:
+    """Every declared method knob by argument name (the recipe modules that declare them are imported first)."""
+    from ltzoo.submodules import import_submodules
+
+    import_submodules("ltzoo.recipes")
+    return dict(_METHOD_KNOBS)
 
 
 @dataclass
 class Overrides:
-    """User-set values; ``None`` keeps the derived one. ``lr`` is the first stage's learning rate; the
-    later stages keep their derived ratio to it. ``batch_size`` applies to every stage."""
+    """User-set values; ``None`` (or absent) keeps the derived one. ``lr`` is the first stage's learning rate;
+    the later stages keep their derived ratio to it. ``batch_size`` applies to every stage. ``method_args``
+    sets method knobs by argument name (``{"queue_size": 64}``)."""
 
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    queue_size: int | None = None
-    centroid_momentum: float | None = None
-    head_ratio: float | None = None
+    method_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "queue_size"):
+        for key in ("epochs", "batch_size"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise BadHyperParameterError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
         if self.lr is not None and not self.lr > 0:
             raise BadHyperParameterError(f"--lr must be > 0, got {self.lr}")
-        if self.centroid_momentum is not None and not 0 <= self.centroid_momentum < 1:
-            raise BadHyperParameterError(f"--centroid-momentum must be in [0, 1), got {self.centroid_momentum}")
-        if self.head_ratio is not None and not 0 < self.head_ratio < 1:
-            raise BadHyperParameterError(f"--head-ratio must be in (0, 1), got {self.head_ratio}")
+        knobs = method_knobs()
+        for key, value in self.method_args.items():
+            if key not in knobs:
+                raise BadHyperParameterError(f"no method derives {key!r} from the data; knobs: {sorted(knobs)}")
+            if not knobs[key].valid(value):
+                raise BadHyperParameterError(f"{knobs[key].option} {knobs[key].valid_range}, got {value}")
 
 
 def derived_epochs(train_size: int, finetune: bool) -> int:
@@ -81,26 +123,6 @@ def derived_epochs(train_size: int, finetune: bool) -> int:
 
 def batch_cap(train_size: int) -> int:
     return max(MIN_BATCH, 2 ** math.floor(math.log2(max(train_size / MIN_STEPS_PER_EPOCH, 1))))
-
-
-def derived_queue_size(train_size: int, first_batch: int) -> int:
-    return min(MAX_QUEUE, max(first_batch, 2 ** math.floor(math.log2(max(train_size / 2, 1)))))
-
-
-def derived_centroid_momentum(train_size: int, batch_size: int, num_classes: int) -> float:
-    steps = max(1, train_size // batch_size)  # the trainer's steps per epoch (single process)
-    updates = steps * min(1.0, batch_size / num_classes)
-    low, high = CENTROID_MOMENTUM_RANGE
-    return round(min(high, max(low, 1.0 - 1.0 / max(updates, 1e-9))), 4)
-
-
-def derived_head_ratio(num_classes: int) -> float:
-    if 1 <= int(num_classes * RSG_HEAD_RATIO) <= num_classes - 1:
-        return RSG_HEAD_RATIO
-    head = min(max(int(num_classes * RSG_HEAD_RATIO), 1), num_classes - 1)
-    ratio = head / num_classes
-    # RSG takes int(C * ratio) classes: make sure float rounding cannot lose the one we meant.
-    return ratio if int(num_classes * ratio) == head else (head + 1e-6) / num_classes
 
 
 def _knob(value: Any, override: Any, rule: str, option: str) -> dict[str, Any]:
@@ -115,11 +137,12 @@ def derive_recipe(
     every derived knob (``{knob: {value, from, rule, option}}``) for printing and for ``config.json``."""
     overrides = overrides or Overrides()
     overrides.validate()
-    for key, option in METHOD_KNOBS.items():
-        if getattr(overrides, key) is not None and key not in recipe.method_args:
+    knobs = method_knobs()
+    for key in overrides.method_args:
+        if key not in recipe.method_args:
             raise BadHyperParameterError(
-                f"{option} does not apply to the {recipe.method} recipe (its method has no {key!r}); "
-                f"it sets {'DSCL' if key == 'queue_size' else 'ICCL' if key == 'centroid_momentum' else 'RSG'} recipes"
+                f"{knobs[key].option} does not apply to the {recipe.method} recipe (its method has no {key!r}); "
+                f"it sets {knobs[key].methods} recipes"
             )
     record: dict[str, Any] = {"train_images": train_size, "num_classes": num_classes, "finetune": finetune}
 
@@ -160,28 +183,14 @@ def derive_recipe(
     ]
 
     method_args = dict(recipe.method_args)
-    if "queue_size" in method_args:
-        record["queue_size"] = _knob(
-            derived_queue_size(train_size, batches[0]), overrides.queue_size,
-            f"the largest power of two <= N/2, at least the batch, at most {MAX_QUEUE:,}", METHOD_KNOBS["queue_size"],
-        )
-        method_args["queue_size"] = record["queue_size"]["value"]
-    if "centroid_momentum" in method_args:
-        record["centroid_momentum"] = _knob(
-            derived_centroid_momentum(train_size, batches[0], num_classes), overrides.centroid_momentum,
-            "1 - 1/u, u = steps per epoch x min(1, batch/C) (about one epoch of a class's updates), in "
-            f"[{CENTROID_MOMENTUM_RANGE[0]}, {CENTROID_MOMENTUM_RANGE[1]}]", METHOD_KNOBS["centroid_momentum"],
-        )
-        method_args["centroid_momentum"] = record["centroid_momentum"]["value"]
-    if "head_ratio" in method_args:
-        record["head_ratio"] = _knob(
-            derived_head_ratio(num_classes), overrides.head_ratio,
-            f"the official {RSG_HEAD_RATIO}, at least one head class and one tail class", METHOD_KNOBS["head_ratio"],
-        )
-        method_args["head_ratio"] = record["head_ratio"]["value"]
+    size = DataSize(train_size, num_classes, batches[0])
+    for key in recipe.method_args:
+        if key in knobs:
+            knob = knobs[key]
+            record[key] = _knob(knob.derive(size), overrides.method_args.get(key), knob.rule, knob.option)
+            method_args[key] = record[key]["value"]
 
-    changed = ", ".join(k.replace("_", " ") for k in ("epochs", "batch_size", "lr", "queue_size", "centroid_momentum",
-                                                        "head_ratio") if k in record)
+    changed = ", ".join(k.replace("_", " ") for k in record if k not in RECORD_FACTS)
     notes = (f"{recipe.notes} Adapted to {train_size} training images in {num_classes} classes by ltzoo: {changed} "
              "derived from the data or set by the user (config.json ltzoo.derived says which).").strip()
     return recipe.replace(stages=stages, method_args=method_args, notes=notes), record
@@ -194,7 +203,7 @@ def format_derived(record: dict[str, Any]) -> str:
             return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    knobs = [k for k in ("epochs", "batch_size", "lr", "queue_size", "centroid_momentum", "head_ratio") if k in record]
+    knobs = [k for k in record if k not in RECORD_FACTS]
     values = {knob: show(record[knob]["value"]) for knob in knobs}
     width = max(len(v) for v in values.values())
     lines = [

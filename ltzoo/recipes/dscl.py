@@ -10,18 +10,22 @@ own scaling; nothing is published for them.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.dscl  # noqa: F401  (registers the "dscl" and "dscl_pbsd" methods)
 from ltzoo.losses.dscl import beta_to_alpha
 from ltzoo.methods.dscl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Decoupled Contrastive Learning for Long-Tailed Recognition (Xuan & Zhang, AAAI 2024, arXiv 2403.06151)"
 OFFICIAL_BETA = 8.0  # main.py --contrastive_beta
 OFFICIAL_PBSD_WEIGHT = 1.5  # main.py --pbsd_weight
+OFFICIAL_QUEUE = 65_536  # the official queue size K (reference/methods.md 1(b)): about half of ImageNet-LT
 
 # fmnist_lt: the CE recipe's total epoch budget, split between the two stages.
 FMNIST_CLASSIFIER_EPOCHS = 6
@@ -35,7 +39,7 @@ def _method_args(pbsd: bool, **overrides: Any) -> dict[str, Any]:
         "alpha": beta_to_alpha(OFFICIAL_BETA),
         "temperature": 0.07,
         "momentum": 0.999,
-        "queue_size": 65536,
+        "queue_size": OFFICIAL_QUEUE,
         "proj_dim": 128,
         "proj_hidden": 0,  # = backbone width: Linear(2048, 2048) -> ReLU -> Linear(2048, 128)
         "pbsd_weight": OFFICIAL_PBSD_WEIGHT if pbsd else 0.0,
@@ -129,18 +133,29 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
     )
 
 
-for _pbsd in (False, True):
-    register_recipes(
-        _method(_pbsd),
-        "resnet50",
-        {tag: (lambda t=tag, p=_pbsd: dscl_paper(t, p)) for tag in ("imagenet_lt", "inat2018", "places_lt")},
-        default_tag="imagenet_lt",
-        paper=PAPER,
-    )
-    register_recipes(
-        _method(_pbsd),
-        "resnet32",
-        {tag: (lambda t=tag, p=_pbsd: dscl_small(t, p)) for tag in ("cifar100_lt", "fmnist_lt")},
-        default_tag="cifar100_lt",
-        paper=PAPER,
-    )
+def derived_queue_size(size: DataSize) -> int:
+    """On other data: the largest power of two <= N / 2 (the official queue is about half of ImageNet-LT, and
+    ltzoo's small recipes also keep about half), at least the first stage's batch, at most the official size."""
+    return min(OFFICIAL_QUEUE, max(size.batch_size, 2 ** math.floor(math.log2(max(size.train_images / 2, 1)))))
+
+
+declare_method_knob(MethodKnob(
+    arg="queue_size", option="--queue-size", type=int, methods="DSCL", what="momentum-queue length",
+    rule=f"the largest power of two <= N/2, at least the batch, at most {OFFICIAL_QUEUE:,}",
+    derive=derived_queue_size, valid=lambda value: value >= 1, valid_range="must be >= 1",
+))
+
+
+def _table(pbsd: bool) -> dict[str, Callable[[], Recipe]]:
+    """DSCL's and DSCL + PBSD's zoo entries: the same recipes, with or without PBSD. First tag = default."""
+    return {
+        "resnet50.imagenet_lt": partial(dscl_paper, "imagenet_lt", pbsd),
+        "resnet50.inat2018": partial(dscl_paper, "inat2018", pbsd),
+        "resnet50.places_lt": partial(dscl_paper, "places_lt", pbsd),
+        "resnet32.cifar100_lt": partial(dscl_small, "cifar100_lt", pbsd),
+        "resnet32.fmnist_lt": partial(dscl_small, "fmnist_lt", pbsd),
+    }
+
+
+register_recipes("dscl", _table(pbsd=False), paper=PAPER)
+register_recipes("dscl_pbsd", _table(pbsd=True), paper=PAPER)

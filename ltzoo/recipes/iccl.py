@@ -20,12 +20,13 @@ Two stages, as the abstract's "decoupled" pipeline:
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.iccl  # noqa: F401  (registers the "iccl" method)
 from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS, ce_fmnist_lt
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
@@ -58,6 +59,27 @@ def _method_args(**changes: Any) -> dict[str, Any]:
 def _classifier_stage(epochs: int, batch_size: int, lr: float, weight_decay: float) -> StageConfig:
     return StageConfig(name=CLASSIFIER_STAGE, epochs=epochs, batch_size=batch_size, lr=lr,
                        weight_decay=weight_decay, schedule="cosine", sampler="class_balanced", train="head")
+
+
+CENTROID_MOMENTUM_RANGE = (0.5, 0.99)  # of the momentum derived for other data
+
+
+def derived_centroid_momentum(size: DataSize) -> float:
+    """On other data, a centroid averages over about one epoch of its class's updates. A class is updated in
+    about min(1, batch / C) of the steps, so u = steps_per_epoch * min(1, batch / C) updates per epoch and
+    m = 1 - 1 / u, clamped to :data:`CENTROID_MOMENTUM_RANGE`."""
+    steps = max(1, size.train_images // size.batch_size)  # the trainer's steps per epoch (single process)
+    updates = steps * min(1.0, size.batch_size / size.num_classes)
+    low, high = CENTROID_MOMENTUM_RANGE
+    return round(min(high, max(low, 1.0 - 1.0 / max(updates, 1e-9))), 4)
+
+
+declare_method_knob(MethodKnob(
+    arg="centroid_momentum", option="--centroid-momentum", type=float, methods="ICCL", what="class-centroid momentum",
+    rule="1 - 1/u, u = steps per epoch x min(1, batch/C) (about one epoch of a class's updates), in "
+    f"[{CENTROID_MOMENTUM_RANGE[0]}, {CENTROID_MOMENTUM_RANGE[1]}]",
+    derive=derived_centroid_momentum, valid=lambda value: 0 <= value < 1, valid_range="must be in [0, 1)",
+))
 
 
 def iccl_fmnist_lt() -> Recipe:
@@ -138,13 +160,14 @@ def iccl_variant(recipe: Recipe, *, interpolation: bool = True, stage2: bool = T
     return recipe.replace(stages=stages, method_args=args, notes=notes)
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "iccl", "resnet32",
-    {"cifar100_lt": iccl_cifar100_lt, "fmnist_lt": iccl_fmnist_lt},
-    default_tag="cifar100_lt", paper=PAPER,
-)
-register_recipes(
-    "iccl", "resnet50",
-    {"imagenet_lt": lambda: iccl_large("imagenet_lt", 5e-4), "inat2018": lambda: iccl_large("inat2018", 1e-4)},
-    default_tag="imagenet_lt", paper=PAPER,
+    "iccl",
+    {
+        "resnet32.cifar100_lt": iccl_cifar100_lt,
+        "resnet32.fmnist_lt": iccl_fmnist_lt,
+        "resnet50.imagenet_lt": partial(iccl_large, "imagenet_lt", 5e-4),
+        "resnet50.inat2018": partial(iccl_large, "inat2018", 1e-4),
+    },
+    paper=PAPER,
 )

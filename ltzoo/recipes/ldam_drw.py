@@ -9,11 +9,10 @@ The schedule builders here are shared by the RSG and SCL+RSG+LDAM recipes.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.ldam_drw  # noqa: F401  (registers the "ldam_drw" method)
-from ltzoo.engine.schedule import scale_stages
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.base import Recipe, StageConfig, scale_stages
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
 from ltzoo.registry import register_recipes
 
@@ -84,12 +83,15 @@ def ldam_drw_imagenet_lt(arch: str) -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "ldam_drw", "resnet32",
-    {"cifar100_lt": lambda: ldam_drw_cifar("cifar100_lt"), "cifar10_lt": lambda: ldam_drw_cifar("cifar10_lt"),
-     "fmnist_lt": ldam_drw_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "ldam_drw",
+    {
+        "resnet32.cifar100_lt": partial(ldam_drw_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(ldam_drw_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": ldam_drw_fmnist,
+        "resnet50.imagenet_lt": partial(ldam_drw_imagenet_lt, "resnet50"),
+        "resnext50_32x4d.imagenet_lt": partial(ldam_drw_imagenet_lt, "resnext50_32x4d"),
+    },
+    paper=PAPER,
 )
-for _arch in ("resnet50", "resnext50_32x4d"):
-    register_recipes("ldam_drw", _arch, {"imagenet_lt": lambda a=_arch: ldam_drw_imagenet_lt(a)},
-                     default_tag="imagenet_lt", paper=PAPER)

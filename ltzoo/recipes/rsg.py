@@ -30,10 +30,11 @@ official ``resnet_cifar.py`` (Kaiming init, no zero-init).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.rsg  # noqa: F401  (registers the "rsg" method)
 from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
 
@@ -59,6 +60,25 @@ RSG_CIFAR_MILESTONES = (159, 179)
 # Top-1 reported for LDAM-DRW/DRS + RSG, as listed by aggregators (GZWQ/Awesome-Long-Tailed; ImageNet-LT:
 # PapersWithCode, see reference/methods.md 4.2); the paper's own tables were not re-read.
 REPORTED_TOP1 = {"cifar10_lt": 79.95, "cifar100_lt": 44.55, "imagenet_lt": 51.8, "inat2018": 70.26, "places_lt": 39.3}
+
+
+def derived_head_ratio(size: DataSize) -> float:
+    """On other data: the official ratio (the most frequent 20% of classes are the head), raised to one class
+    when C < 5 (and at most C - 1), since RSG needs at least one head and one tail class."""
+    official, classes = RSG_COMMON["head_ratio"], size.num_classes
+    if 1 <= int(classes * official) <= classes - 1:
+        return official
+    head = min(max(int(classes * official), 1), classes - 1)
+    ratio = head / classes
+    # RSG takes int(C * ratio) classes: make sure float rounding cannot lose the one we meant.
+    return ratio if int(classes * ratio) == head else (head + 1e-6) / classes
+
+
+declare_method_knob(MethodKnob(
+    arg="head_ratio", option="--head-ratio", type=float, methods="RSG", what="fraction of classes that are head",
+    rule=f"the official {RSG_COMMON['head_ratio']}, at least one head class and one tail class",
+    derive=derived_head_ratio, valid=lambda value: 0 < value < 1, valid_range="must be in (0, 1)",
+))
 
 
 def reported_text(dataset: str) -> str:
@@ -140,14 +160,17 @@ def rsg_places_lt() -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "rsg", "resnet32",
-    {"cifar100_lt": lambda: rsg_cifar("cifar100_lt"), "cifar10_lt": lambda: rsg_cifar("cifar10_lt"),
-     "fmnist_lt": rsg_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "rsg",
+    {
+        "resnet32.cifar100_lt": partial(rsg_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(rsg_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": rsg_fmnist,
+        "resnext50_32x4d.imagenet_lt": partial(rsg_imagenet_lt, "resnext50_32x4d"),
+        "resnet50.imagenet_lt": partial(rsg_imagenet_lt, "resnet50"),
+        "resnet50.inat2018": rsg_inat2018,
+        "resnet152.places_lt": rsg_places_lt,
+    },
+    paper=PAPER,
 )
-register_recipes("rsg", "resnext50_32x4d", {"imagenet_lt": lambda: rsg_imagenet_lt("resnext50_32x4d")},
-                 default_tag="imagenet_lt", paper=PAPER)
-register_recipes("rsg", "resnet50", {"imagenet_lt": lambda: rsg_imagenet_lt("resnet50"), "inat2018": rsg_inat2018},
-                 default_tag="imagenet_lt", paper=PAPER)
-register_recipes("rsg", "resnet152", {"places_lt": rsg_places_lt}, default_tag="places_lt", paper=PAPER)

@@ -11,6 +11,7 @@ baseline at 51.2 top-1). The classifier stage always samples class-balanced (see
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ltzoo.methods.scl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
@@ -83,12 +84,15 @@ def scl_imagenet_lt(arch: str) -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "scl", "resnet32",
-    {"cifar100_lt": lambda: scl_cifar("cifar100_lt"), "cifar10_lt": lambda: scl_cifar("cifar10_lt"),
-     "fmnist_lt": scl_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "scl",
+    {
+        "resnet32.cifar100_lt": partial(scl_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(scl_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": scl_fmnist,
+        "resnet50.imagenet_lt": partial(scl_imagenet_lt, "resnet50"),
+        "resnext50_32x4d.imagenet_lt": partial(scl_imagenet_lt, "resnext50_32x4d"),
+    },
+    paper=PAPER,
 )
-for _arch in ("resnet50", "resnext50_32x4d"):
-    register_recipes("scl", _arch, {"imagenet_lt": lambda a=_arch: scl_imagenet_lt(a)}, default_tag="imagenet_lt",
-                     paper=PAPER)

@@ -10,9 +10,9 @@ are listed in :data:`SYNERGY_NOTES` (stored in every recipe's ``notes`` and so i
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import ltzoo.methods.scl_rsg_ldam  # noqa: F401  (registers the "scl_rsg_ldam" method)
 from ltzoo.recipes.base import Recipe
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.recipes.rsg import CIFAR_RSG, RSG_CIFAR_MILESTONES, RSG_COMMON
@@ -91,12 +91,15 @@ def synergy_variant(recipe: Recipe, **method_args: Any) -> Recipe:
                           notes=f"{recipe.notes} Ablation variant: {changed}.")
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "scl_rsg_ldam", "resnet32",
-    {"cifar100_lt": lambda: synergy_cifar("cifar100_lt"), "cifar10_lt": lambda: synergy_cifar("cifar10_lt"),
-     "fmnist_lt": synergy_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "scl_rsg_ldam",
+    {
+        "resnet32.cifar100_lt": partial(synergy_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(synergy_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": synergy_fmnist,
+        "resnet50.imagenet_lt": partial(synergy_imagenet_lt, "resnet50"),
+        "resnext50_32x4d.imagenet_lt": partial(synergy_imagenet_lt, "resnext50_32x4d"),
+    },
+    paper=PAPER,
 )
-for _arch in ("resnet50", "resnext50_32x4d"):
-    register_recipes("scl_rsg_ldam", _arch, {"imagenet_lt": lambda a=_arch: synergy_imagenet_lt(a)},
-                     default_tag="imagenet_lt", paper=PAPER)

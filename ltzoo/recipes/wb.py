@@ -38,8 +38,8 @@ differ in the decay (and the 3 epochs given to stage 2) only; the decay (``FMNIS
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
-import ltzoo.methods.wb  # noqa: F401  (registers the "wb" and "ce_wd" methods)
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_lt
 from ltzoo.registry import register_recipes
@@ -133,24 +133,30 @@ def ce_wd_fmnist(weight_decay: float = FMNIST_WEIGHT_DECAY) -> Recipe:
                  "benchmarks/wb_benchmark.py --tune-wd).")
 
 
+def ce_wd_cifar(dataset: str) -> Recipe:
+    notes = f"Stage 1 of wb_resnet32.{dataset} alone" + (
+        " (official demo 1 'with_WD_model', 200 epochs as the paper)." if dataset == "cifar100_lt" else ".")
+    return ce_wd(_feature_stage_cifar(), dataset, notes)
+
+
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "wb", "resnet32",
-    {"cifar100_lt": lambda: wb_cifar("cifar100_lt"), "cifar10_lt": lambda: wb_cifar("cifar10_lt"),
-     "fmnist_lt": wb_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
-)
-register_recipes("wb", "resnext50_32x4d", {"imagenet_lt": lambda: wb_large("resnext50_32x4d", "imagenet_lt")},
-                 default_tag="imagenet_lt", paper=PAPER)
-register_recipes("wb", "resnet50", {"inat2018": lambda: wb_large("resnet50", "inat2018")},
-                 default_tag="inat2018", paper=PAPER)
-register_recipes(
-    "ce_wd", "resnet32",
+    "wb",
     {
-        "cifar100_lt": lambda: ce_wd(_feature_stage_cifar(), "cifar100_lt",
-                                     "Stage 1 of wb_resnet32.cifar100_lt alone (official demo 1 'with_WD_model', "
-                                     "200 epochs as the paper)."),
-        "cifar10_lt": lambda: ce_wd(_feature_stage_cifar(), "cifar10_lt", "Stage 1 of wb_resnet32.cifar10_lt alone."),
-        "fmnist_lt": ce_wd_fmnist,
+        "resnet32.cifar100_lt": partial(wb_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(wb_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": wb_fmnist,
+        "resnext50_32x4d.imagenet_lt": partial(wb_large, "resnext50_32x4d", "imagenet_lt"),
+        "resnet50.inat2018": partial(wb_large, "resnet50", "inat2018"),
     },
-    default_tag="cifar100_lt", paper=PAPER,
+    paper=PAPER,
+)
+register_recipes(
+    "ce_wd",
+    {
+        "resnet32.cifar100_lt": partial(ce_wd_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(ce_wd_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": ce_wd_fmnist,
+    },
+    paper=PAPER,
 )

@@ -21,8 +21,8 @@ the official code uses one decay for both.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
-import ltzoo.methods.wb_onestage  # noqa: F401  (registers the "wb_onestage" method)
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_lt
 from ltzoo.recipes.wb import FMNIST_WEIGHT_DECAY
@@ -68,9 +68,13 @@ def wb_onestage_fmnist() -> Recipe:
     )
 
 
+# The first tag of an arch is its default (timm's rule).
 register_recipes(
-    "wb_onestage", "resnet32",
-    {"cifar100_lt": lambda: wb_onestage_cifar("cifar100_lt"), "cifar10_lt": lambda: wb_onestage_cifar("cifar10_lt"),
-     "fmnist_lt": wb_onestage_fmnist},
-    default_tag="cifar100_lt", paper=PAPER,
+    "wb_onestage",
+    {
+        "resnet32.cifar100_lt": partial(wb_onestage_cifar, "cifar100_lt"),
+        "resnet32.cifar10_lt": partial(wb_onestage_cifar, "cifar10_lt"),
+        "resnet32.fmnist_lt": wb_onestage_fmnist,
+    },
+    paper=PAPER,
 )

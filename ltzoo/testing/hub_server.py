@@ -1,14 +1,18 @@
 """A local stand-in for huggingface.co that speaks the Hub HTTP API the real ``huggingface_hub`` client uses.
 
-No installable server speaks the Hub's *write* API (see ``shared/reference/hub-protocol.md``), so the
-tests and ``make demo`` run the real client against this one. It keeps git-like state: repos with
+No installable server speaks the Hub's *write* API (see ``shared/reference/hub-protocol.md``), so ltzoo's
+tests and ``ltzoo demo`` run the real client against this one. It keeps git-like state: model repos with
 branches, pull-request refs (``refs/pr/N``) and immutable commits whose trees map paths to
-content-addressed blobs. Endpoints: whoami, agent-harnesses (an empty registry), repo create/delete, repo info, tree, paths-info, refs,
-commits, branch create/delete, preupload (always "regular" mode: the client then sends bytes
-base64-inline in the commit, so neither Git-LFS nor Xet is needed), commit (NDJSON, ``parentCommit``
-gives 412 when stale, ``create_pr`` commits to a new ``refs/pr/N``), validate-yaml, and
-``resolve`` downloads with ``X-Repo-Commit``/``ETag`` and ``Range`` (206). Errors are JSON with the
+content-addressed blobs. Endpoints: whoami, agent-harnesses (an empty registry), repo create, repo info,
+tree, paths-info, refs, commits, branch create, preupload (always "regular" mode: the client then sends
+bytes base64-inline in the commit, so neither Git-LFS nor Xet is needed), commit (NDJSON: added and
+deleted files; ``parentCommit`` gives 412 when stale, ``create_pr`` commits to a new ``refs/pr/N``),
+validate-yaml, and ``resolve`` downloads with ``X-Repo-Commit`` and ``ETag``. Errors are JSON with the
 ``X-Error-Code`` header the client maps to typed exceptions.
+
+It serves what ltzoo and its tests call, nothing more: model repos only (no datasets or spaces), no
+repo or branch deletion, and no ``Range`` requests (HTTP lets a server answer one with the whole file,
+and the client then restarts its download from the first byte).
 
 Auth: reads of public repos need no token; a token that is sent must be valid (else 401, as on the
 Hub). Writes need ``Authorization: Bearer <token>``: 401 when missing, 403 when the token is unknown,
@@ -16,7 +20,7 @@ read-only, or not allowed in the namespace.
 
 Run it by hand (prints its URL on the first line, then serves until interrupted)::
 
-    python tests/hub_server.py --port 0 --token T --data DIR
+    python -m ltzoo.testing.hub_server --port 0 --token T --data DIR
 """
 
 from __future__ import annotations
@@ -32,16 +36,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import yaml
+import yaml  # PyYAML: a dependency of huggingface_hub, which this server stands in for
 
-REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 COMMIT_OID = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -77,7 +78,6 @@ class Commit:
 
 @dataclass
 class Repo:
-    repo_type: str
     repo_id: str
     private: bool
     created_at: str
@@ -100,10 +100,10 @@ class HubState:
         self.state_file = self.data_dir / "state.json"
         self.tokens = tokens  # token -> {"user": name, "role": "write" | "read"}
         self.lock = threading.RLock()
-        self.repos: dict[tuple[str, str], Repo] = {}
+        self.repos: dict[str, Repo] = {}
         self._load()
 
-    # -- persistence (so `python tests/hub_server.py --data DIR` survives a restart) --
+    # -- persistence (so `python -m ltzoo.testing.hub_server --data DIR` survives a restart) --
     def _load(self) -> None:
         if not self.state_file.exists():
             return
@@ -111,7 +111,7 @@ class HubState:
         for item in raw["repos"]:
             commits = {oid: Commit(**c) for oid, c in item.pop("commits").items()}
             repo = Repo(**item, commits=commits)
-            self.repos[(repo.repo_type, repo.repo_id)] = repo
+            self.repos[repo.repo_id] = repo
 
     def _save(self) -> None:
         payload = {
@@ -141,14 +141,14 @@ class HubState:
         return (self.blob_dir / digest).stat().st_size
 
     # -- repos and revisions --
-    def create_repo(self, repo_type: str, repo_id: str, private: bool, author: str) -> Repo:
+    def create_repo(self, repo_id: str, private: bool, author: str) -> Repo:
         gitattributes = self.put_blob(b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.onnx filter=lfs diff=lfs merge=lfs -text\n")
-        repo = Repo(repo_type=repo_type, repo_id=repo_id, private=private, created_at=_now())
+        repo = Repo(repo_id=repo_id, private=private, created_at=_now())
         # Like the Hub, a new repo starts with a system commit holding `.gitattributes`, so `main` exists.
         first = self._make_commit([], "initial commit", "", "system", {".gitattributes": gitattributes})
         repo.commits[first.oid] = first
         repo.refs["main"] = first.oid
-        self.repos[(repo_type, repo_id)] = repo
+        self.repos[repo_id] = repo
         self._save()
         return repo
 
@@ -228,7 +228,7 @@ class HubHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # a server bug must show up as a 500, not a hung client
             self._send_error(HubHTTPError(500, f"internal error: {type(exc).__name__}: {exc}"))
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
+    do_GET = do_HEAD = do_POST = _handle
 
     # -- auth --
     def _token(self) -> str | None:
@@ -258,9 +258,9 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(403, f"You don't have the rights to write in the namespace {namespace!r}")
         return user
 
-    def _repo(self, repo_type: str, repo_id: str, *, write: bool = False) -> Repo:
+    def _repo(self, repo_id: str, *, write: bool = False) -> Repo:
         user = self._writer(repo_id.split("/")[0]) if write else self._reader()
-        repo = self.state.repos.get((repo_type, repo_id))
+        repo = self.state.repos.get(repo_id)
         visible = repo is not None and (not repo.private or (user is not None and _may_read(user, repo_id)))
         if not visible:
             raise HubHTTPError(404, f"Repository not found: {repo_id}", "RepoNotFound")
@@ -279,41 +279,38 @@ class HubHandler(BaseHTTPRequestHandler):
             return self._send_json({"standardEnvVars": [], "harnesses": {}})
         if parts[:2] == ["api", "validate-yaml"] and method == "POST":
             return self._validate_yaml()
-        if parts[:2] == ["api", "repos"] and method == "POST" and len(parts) == 3:
-            return {"create": self._create_repo, "delete": self._delete_repo}.get(parts[2], self._not_found)()
-        if parts[0] == "api" and len(parts) >= 4 and parts[1] in REPO_TYPES:
-            return self._api_repo(REPO_TYPES[parts[1]], f"{parts[2]}/{parts[3]}", parts[4:], method)
-        # /{repo}/resolve/{rev}/{path} for models, /{datasets|spaces}/{repo}/resolve/... otherwise
-        repo_type = "model"
-        if parts and parts[0] in ("datasets", "spaces"):
-            repo_type, parts = REPO_TYPES[parts[0]], parts[1:]
+        if parts == ["api", "repos", "create"] and method == "POST":
+            return self._create_repo()
+        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+            return self._api_repo(f"{parts[2]}/{parts[3]}", parts[4:], method)
+        # /{org}/{name}/resolve/{rev}/{path}
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
-            return self._resolve(repo_type, f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
+            return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]))
         return self._not_found()
 
     def _not_found(self) -> None:
         raise HubHTTPError(404, f"no route for {self.command} {self.path}")
 
-    def _api_repo(self, repo_type: str, repo_id: str, rest: list[str], method: str) -> None:
+    def _api_repo(self, repo_id: str, rest: list[str], method: str) -> None:
         action = rest[0] if rest else ""
         if action == "" and method in ("GET", "HEAD"):
-            return self._repo_info(repo_type, repo_id, "main")
+            return self._repo_info(repo_id, "main")
         if action == "revision" and len(rest) >= 2 and method in ("GET", "HEAD"):
-            return self._repo_info(repo_type, repo_id, "/".join(rest[1:]))
+            return self._repo_info(repo_id, "/".join(rest[1:]))
         if action == "tree" and len(rest) >= 2 and method == "GET":
-            return self._tree(repo_type, repo_id, rest[1], "/".join(rest[2:]))
+            return self._tree(repo_id, rest[1], "/".join(rest[2:]))
         if action == "paths-info" and len(rest) == 2 and method == "POST":
-            return self._paths_info(repo_type, repo_id, rest[1])
+            return self._paths_info(repo_id, rest[1])
         if action == "preupload" and len(rest) == 2 and method == "POST":
-            return self._preupload(repo_type, repo_id, rest[1])
+            return self._preupload(repo_id, rest[1])
         if action == "commit" and len(rest) == 2 and method == "POST":
-            return self._commit(repo_type, repo_id, rest[1])
+            return self._commit(repo_id, rest[1])
         if action == "commits" and len(rest) == 2 and method == "GET":
-            return self._list_commits(repo_type, repo_id, rest[1])
+            return self._list_commits(repo_id, rest[1])
         if action == "refs" and method == "GET":
-            return self._refs(repo_type, repo_id)
-        if action == "branch" and len(rest) >= 2 and method in ("POST", "DELETE"):
-            return self._branch(repo_type, repo_id, "/".join(rest[1:]), method)
+            return self._refs(repo_id)
+        if action == "branch" and len(rest) >= 2 and method == "POST":
+            return self._create_branch(repo_id, "/".join(rest[1:]))
         return self._not_found()
 
     # -- endpoints --
@@ -347,7 +344,8 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _create_repo(self) -> None:
         body = self._json_body()
-        repo_type = body.get("type") or "model"
+        if (body.get("type") or "model") != "model":
+            raise HubHTTPError(400, f"this stand-in serves model repos only, not {body.get('type')!r} repos")
         user = self._writer(body.get("organization"))
         namespace = body.get("organization") or user["user"]
         name = body.get("name") or ""
@@ -355,28 +353,17 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(400, f"invalid repo name {name!r}")
         repo_id = f"{namespace}/{name}"
         private = bool(body.get("private")) or body.get("visibility") == "private"
-        url = f"{self.base_url}/{URL_PREFIX[repo_type]}{repo_id}"
+        url = f"{self.base_url}/{repo_id}"
         with self.state.lock:
-            if (repo_type, repo_id) in self.state.repos:
+            if repo_id in self.state.repos:
                 # The Hub's 409 body carries the url: `create_repo(exist_ok=True)` reads it.
                 raise HubHTTPError(409, "You already created this model repo", extra={"url": url})
-            self.state.create_repo(repo_type, repo_id, private, user["user"])
+            self.state.create_repo(repo_id, private, user["user"])
         self._send_json({"url": url, "name": repo_id, "id": uuid.uuid4().hex[:24]})
 
-    def _delete_repo(self) -> None:
-        body = self._json_body()
-        repo_type = body.get("type") or "model"
-        user = self._writer(body.get("organization"))
-        repo_id = f"{body.get('organization') or user['user']}/{body.get('name')}"
+    def _repo_info(self, repo_id: str, revision: str) -> None:
         with self.state.lock:
-            self._repo(repo_type, repo_id, write=True)
-            del self.state.repos[(repo_type, repo_id)]
-            self.state._save()
-        self._send_json({})
-
-    def _repo_info(self, repo_type: str, repo_id: str, revision: str) -> None:
-        with self.state.lock:
-            repo = self._repo(repo_type, repo_id)
+            repo = self._repo(repo_id)
             commit = self.state.resolve(repo, revision)
             files = dict(commit.files)
         card = _front_matter(self.state.blob(files["README.md"])) if "README.md" in files else {}
@@ -394,12 +381,11 @@ class HubHandler(BaseHTTPRequestHandler):
             "likes": 0,
             "tags": list(card.get("tags") or []),
             "siblings": [{"rfilename": path} for path in sorted(files)],
+            "modelId": repo_id,
         }
-        if repo_type == "model":
-            info["modelId"] = repo_id
-            for key in ("library_name", "pipeline_tag"):
-                if key in card:
-                    info[key] = card[key]
+        for key in ("library_name", "pipeline_tag"):
+            if key in card:
+                info[key] = card[key]
         if card:
             info["cardData"] = card
         self._send_json(info)
@@ -426,22 +412,22 @@ class HubHandler(BaseHTTPRequestHandler):
                 entries[path] = self._entry(path, digest)
         return list(entries.values())
 
-    def _tree(self, repo_type: str, repo_id: str, revision: str, path: str) -> None:
+    def _tree(self, repo_id: str, revision: str, path: str) -> None:
         with self.state.lock:
-            files = dict(self.state.resolve(self._repo(repo_type, repo_id), revision).files)
+            files = dict(self.state.resolve(self._repo(repo_id), revision).files)
         if path and path.strip("/") not in files and not any(p.startswith(path.strip("/") + "/") for p in files):
             raise HubHTTPError(404, f"{path} does not exist on {revision}", "EntryNotFound")
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("1", "true")
         self._send_json(self._listing(files, path, recursive))
 
-    def _paths_info(self, repo_type: str, repo_id: str, revision: str) -> None:
+    def _paths_info(self, repo_id: str, revision: str) -> None:
         body = self._body()
         if self.headers.get("Content-Type", "").startswith("application/json"):
             paths = json.loads(body or b"{}").get("paths", [])
         else:
             paths = parse_qs(body.decode()).get("paths", [])
         with self.state.lock:
-            files = dict(self.state.resolve(self._repo(repo_type, repo_id), revision).files)
+            files = dict(self.state.resolve(self._repo(repo_id), revision).files)
         out = []
         for path in paths:
             path = path.strip("/")
@@ -451,10 +437,10 @@ class HubHandler(BaseHTTPRequestHandler):
                 out.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0})
         self._send_json(out)
 
-    def _preupload(self, repo_type: str, repo_id: str, revision: str) -> None:
+    def _preupload(self, repo_id: str, revision: str) -> None:
         body = self._json_body()
         with self.state.lock:
-            repo = self._repo(repo_type, repo_id, write=True)
+            repo = self._repo(repo_id, write=True)
             files = dict(self.state.resolve(repo, revision).files) if revision in repo.refs or revision in repo.commits else {}
             head = repo.refs.get(revision)
         answer = []
@@ -465,14 +451,14 @@ class HubHandler(BaseHTTPRequestHandler):
             answer.append({"path": path, "uploadMode": "regular", "shouldIgnore": False, "oid": remote})
         self._send_json({"files": answer, "commitOid": head})
 
-    def _commit(self, repo_type: str, repo_id: str, revision: str) -> None:
+    def _commit(self, repo_id: str, revision: str) -> None:
         lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
         if not lines or lines[0].get("key") != "header":
             raise HubHTTPError(400, "the commit payload must start with a header line")
         header = lines[0]["value"]
         create_pr = self.query.get("create_pr", ["0"])[0] in ("1", "true")
         with self.state.lock:
-            repo = self._repo(repo_type, repo_id, write=True)
+            repo = self._repo(repo_id, write=True)
             user = self._writer(repo_id.split("/")[0])
             if revision not in repo.refs:
                 raise HubHTTPError(404, f"Invalid rev id: {revision} (commits go to a branch)", "RevisionNotFound")
@@ -492,11 +478,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 number = repo.next_pr
                 repo.next_pr += 1
                 repo.refs[f"refs/pr/{number}"] = commit.oid
-                extra["pullRequestUrl"] = f"{self.base_url}/{URL_PREFIX[repo_type]}{repo_id}/discussions/{number}"
+                extra["pullRequestUrl"] = f"{self.base_url}/{repo_id}/discussions/{number}"
             else:
                 repo.refs[revision] = commit.oid
             self.state._save()
-        url = f"{self.base_url}/{URL_PREFIX[repo_type]}{repo_id}/commit/{commit.oid}"
+        url = f"{self.base_url}/{repo_id}/commit/{commit.oid}"
         self._send_json({"success": True, "commitOid": commit.oid, "commitUrl": url, **extra})
 
     def _apply(self, line: dict[str, Any], files: dict[str, str]) -> None:
@@ -506,25 +492,16 @@ class HubHandler(BaseHTTPRequestHandler):
             if value.get("encoding", "base64") != "base64":
                 raise HubHTTPError(400, f"unsupported encoding {value.get('encoding')!r} for {path}")
             files[path] = self.state.put_blob(base64.b64decode(value["content"]))
-        elif key == "lfsFile":
-            # Only reachable if a client uploaded through LFS/Xet, which this server never offers.
-            digest = value.get("oid", "")
-            if not (self.state.blob_dir / digest).exists():
-                raise HubHTTPError(400, f"LFS object {digest} for {path} was never uploaded (this server only takes regular uploads)")
-            files[path] = digest
         elif key == "deletedFile":
             if path not in files:
                 raise HubHTTPError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
             del files[path]
-        elif key == "deletedFolder":
-            for existing in [p for p in files if p.startswith(path + "/")]:
-                del files[existing]
         else:
             raise HubHTTPError(400, f"unsupported commit operation {key!r}")
 
-    def _list_commits(self, repo_type: str, repo_id: str, revision: str) -> None:
+    def _list_commits(self, repo_id: str, revision: str) -> None:
         with self.state.lock:
-            repo = self._repo(repo_type, repo_id)
+            repo = self._repo(repo_id)
             commit: Commit | None = self.state.resolve(repo, revision)
             history = []
             while commit is not None:
@@ -534,9 +511,9 @@ class HubHandler(BaseHTTPRequestHandler):
                 commit = repo.commits[commit.parents[0]] if commit.parents else None
         self._send_json(history)
 
-    def _refs(self, repo_type: str, repo_id: str) -> None:
+    def _refs(self, repo_id: str) -> None:
         with self.state.lock:
-            refs = dict(self._repo(repo_type, repo_id).refs)
+            refs = dict(self._repo(repo_id).refs)
         branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in refs.items() if not n.startswith("refs/")]
         prs = [{"name": n, "ref": n, "targetCommit": c} for n, c in refs.items() if n.startswith("refs/pr/")]
         body: dict[str, Any] = {"branches": branches, "tags": [], "converts": []}
@@ -544,37 +521,26 @@ class HubHandler(BaseHTTPRequestHandler):
             body["pullRequests"] = prs
         self._send_json(body)
 
-    def _branch(self, repo_type: str, repo_id: str, branch: str, method: str) -> None:
+    def _create_branch(self, repo_id: str, branch: str) -> None:
         with self.state.lock:
-            repo = self._repo(repo_type, repo_id, write=True)
-            if method == "DELETE":
-                if branch not in repo.refs or branch == "main":
-                    raise HubHTTPError(404 if branch not in repo.refs else 403, f"cannot delete branch {branch!r}", "RevisionNotFound")
-                del repo.refs[branch]
-            else:
-                if branch in repo.refs:
-                    raise HubHTTPError(409, f"Reference already exists: refs/heads/{branch}")
-                start = self._json_body().get("startingPoint") or "main"
-                repo.refs[branch] = self.state.resolve(repo, start).oid
+            repo = self._repo(repo_id, write=True)
+            if branch in repo.refs:
+                raise HubHTTPError(409, f"Reference already exists: refs/heads/{branch}")
+            start = self._json_body().get("startingPoint") or "main"
+            repo.refs[branch] = self.state.resolve(repo, start).oid
             self.state._save()
         self._send_json({})
 
-    def _resolve(self, repo_type: str, repo_id: str, revision: str, path: str) -> None:
+    def _resolve(self, repo_id: str, revision: str, path: str) -> None:
         with self.state.lock:
-            repo = self._repo(repo_type, repo_id)
+            repo = self._repo(repo_id)
             commit = self.state.resolve(repo, revision)
             digest = commit.files.get(path)
         if digest is None:
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", headers={"X-Repo-Commit": commit.oid})
         data = self.state.blob(digest)
-        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"', "Accept-Ranges": "bytes"}
-        byte_range = _parse_range(self.headers.get("Range"), len(data))
-        if byte_range is None:
-            self._send(200, data, headers, content_type="application/octet-stream")
-            return
-        start, end = byte_range
-        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-        self._send(206, data[start : end + 1], headers, content_type="application/octet-stream")
+        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"'}
+        self._send(200, data, headers, content_type="application/octet-stream")
 
 
 def _may_read(user: dict[str, str], repo_id: str) -> bool:
@@ -591,28 +557,6 @@ def _front_matter(readme: bytes) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return meta if isinstance(meta, dict) else {}
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` -> inclusive (start, end); None for no (or a multi) range."""
-    if not header:
-        return None
-    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "" and last == "":
-        return None
-    if first == "":
-        start, end = max(0, size - int(last)), size - 1
-    else:
-        start = int(first)
-        end = min(int(last), size - 1) if last else size - 1
-    if start >= size or start > end:
-        raise HubHTTPError(
-            HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, f"range {header} outside 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"}
-        )
-    return start, end
 
 
 class LocalHub:
