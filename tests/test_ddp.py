@@ -40,8 +40,14 @@ WORLD = 2
 RUN_TIMEOUT_S = 420  # a 2-process smoke run takes ~20 s on 2 idle cores; generous for a loaded CI box
 CE = "ce_resnet32.fmnist_lt"
 DSCL = "dscl_pbsd_resnet32.fmnist_lt"
-CE_ARGS = ["--epochs", "3", "--steps-per-epoch", "1"]  # one step per epoch: line 1 is step 1
-DSCL_ARGS = ["--epochs", "2", "--steps-per-epoch", "1"]  # representation 2 epochs, classifier 1
+# The reference step below runs in fp32 and the default (contiguous) layout, so the processes must too.
+# Under --precision auto a CPU with native bf16 trains in bf16, whose rounding differs between one batch of
+# B and two micro-batches of B/2; and channels_last runs other oneDNN kernels, whose fp32 summation order
+# differs (train-mode BN at initialisation amplifies that noise to ~1 % of the stem gradient's scale).
+# Either would make the comparison measure kernels, not data parallelism.
+EXACT = ["--precision", "fp32", "--channels-last", "off"]
+CE_ARGS = ["--epochs", "3", "--steps-per-epoch", "1", *EXACT]  # one step per epoch: line 1 is step 1
+DSCL_ARGS = ["--epochs", "2", "--steps-per-epoch", "1", *EXACT]  # representation 2 epochs, classifier 1
 
 
 def _free_port() -> int:
