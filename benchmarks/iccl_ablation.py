@@ -1,9 +1,10 @@
 """ICCL ablation on fmnist_lt: CE; ICCL without interpolation; ICCL without stage 2; full ICCL.
 
-- Every arm trains with the real trainer at the recipes' fmnist_lt budget: CE's 30 epochs for CE and
-  for full ICCL (25 representation + 5 classifier epochs); "no interpolation" keeps both stages but
-  feeds each sample unmixed (x_a or x_b, lam in {0, 1}); "no stage 2" is ICCL's representation stage
-  alone (the same 25 epochs, its own classifier kept), so it isolates what the classifier stage adds.
+- Every arm trains with the real trainer at the recipes' fmnist_lt budget (``FMNIST_EPOCHS``) for CE
+  and for full ICCL (five sixths representation, one sixth classifier epochs); "no interpolation" keeps
+  both stages but feeds each sample unmixed (x_a or x_b, lam in {0, 1}); "no stage 2" is ICCL's
+  representation stage alone (the same epochs, its own classifier kept), so it isolates what the
+  classifier stage adds.
 - For each seed (3 by default): model selection on val; test all / many / medium / few top-1 reported
   as mean +- sample std over seeds.
 - CE runs are named ``ce.fmnist_lt`` like in the other ablations, so a finished CE run of the same

@@ -1,7 +1,7 @@
 """SCL + RSG + LDAM ablation on fmnist_lt: CE, LDAM-DRW, SCL, RSG, the joint method and its variants.
 
-Every arm trains with the real trainer at the CE recipe's fmnist_lt budget (30 epochs in total at
-batch 128; two-view arms spend about twice the compute per epoch), for each seed (0 1 2 by default),
+Every arm trains with the real trainer at the CE recipe's fmnist_lt budget (``FMNIST_EPOCHS`` in total at
+batch 64; two-view arms spend about twice the compute per epoch), for each seed (0 1 2 by default),
 with model selection on val. Reported on the balanced test split, as mean ± sample std over seeds:
 
 * top-1 accuracy for all / many / medium / few classes;

@@ -77,13 +77,21 @@ ENTRIES = {"ce": "ce_resnet32.fmnist_lt", "ce_wd": "ce_wd_resnet32.fmnist_lt", "
            "onestage_la": "wb_onestage_resnet32.fmnist_lt"}
 WD_CANDIDATES = (2e-3, 5e-3, 1e-2)
 QUICK_LIMITS = {"steps_per_epoch": 2}
-NOTES = [
-    "CE is the zoo's CE recipe (30 epochs, weight decay 5e-4); CE+WD is WB's stage 1 alone (27 epochs with "
-    "the tuned decay, otherwise CE's optimiser); WB adds the official classifier stage (3 epochs: CB "
-    "softmax-BCE beta 0.9999, WD 0.1, MaxNorm thresh 0.1).",
-    "one-stage and one-stage + LA are the same trained model (30 epochs); LA is post-hoc, so the arms differ "
-    "only in the head's multiplicative adjustment logits * pi^-tau, and their features (and Fisher ratio) "
-    "are the same by construction.",
+def _epochs(name: str) -> str:
+    from ltzoo.registry import get_entry
+
+    return " + ".join(str(stage.epochs) for stage in get_entry(name).recipe().stages)
+
+
+# Callables where a note quotes the recipes (their epochs follow the shared fmnist_lt budget).
+NOTES: list[Any] = [
+    lambda: f"CE is the zoo's CE recipe ({_epochs(ENTRIES['ce'])} epochs, weight decay 5e-4); CE+WD is WB's stage 1 "
+    f"alone ({_epochs(ENTRIES['ce_wd'])} epochs with the tuned decay, otherwise CE's optimiser); WB adds the "
+    f"official classifier stage ({_epochs(ENTRIES['wb'])} epochs: CB softmax-BCE beta 0.9999, WD 0.1, MaxNorm "
+    "thresh 0.1).",
+    lambda: f"one-stage and one-stage + LA are the same trained model ({_epochs(ENTRIES['onestage_la'])} epochs); LA "
+    "is post-hoc, so the arms differ only in the head's multiplicative adjustment logits * pi^-tau, and their "
+    "features (and Fisher ratio) are the same by construction.",
     "Fisher ratio: tr(Sw^-1 Sb) of the features the last linear map sees, test split, float64 "
     "(as HN410 utils/eval_funcs.py::calc_fdr). WB's stage 2 does not touch the backbone, so WB's features "
     "are those of its own stage 1.",
@@ -262,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_seed": per_seed,
             "wd_tuning": json.loads(tuning_file.read_text()) if tuning_file.is_file() else None,
             "wall_time_s": time.time() - started,
-            "notes": NOTES,
+            "notes": [note() if callable(note) else note for note in NOTES],
         }
         return report, markdown(report)
 

@@ -25,13 +25,13 @@ from typing import Any
 
 from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS, ce_fmnist_lt
+from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
 
-FMNIST_STAGE2_EPOCHS = 5  # of the shared fmnist_lt budget; the representation stage gets the rest
+FMNIST_STAGE2_EPOCHS = 5  # of the fmnist_lt design budget; the representation stage gets the rest
 
 COMMON_NOTES = (
     "ICCL has no published code. Its full text (ar5iv 2110.10048) and Salesforce's patent application "
@@ -83,23 +83,24 @@ declare_method_knob(MethodKnob(
 
 
 def iccl_fmnist_lt() -> Recipe:
-    # The CE fmnist_lt budget and optimiser (FMNIST_EPOCHS at FMNIST_BATCH, CE's lr / wd / warmup), split
-    # between the two stages, so the ablation compares methods at one budget.
-    ce = ce_fmnist_lt().stages[0]
-    representation_epochs = FMNIST_EPOCHS - FMNIST_STAGE2_EPOCHS
+    # The CE fmnist_lt optimiser (FMNIST_BATCH, CE's lr / wd / warmup) and the shared budget, split between
+    # the two stages, so the ablation compares methods at one budget.
+    ce = ce_fmnist_stage()
+    representation, classifier = fmnist_budget([
+        StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_DESIGN_EPOCHS - FMNIST_STAGE2_EPOCHS,
+                    batch_size=FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay, warmup_epochs=ce.warmup_epochs,
+                    schedule=ce.schedule),
+        _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
+    ])
     return Recipe(
         method="iccl",
         arch="resnet32",
         dataset="fmnist_lt",
-        stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=representation_epochs, batch_size=FMNIST_BATCH, lr=ce.lr,
-                        weight_decay=ce.weight_decay, warmup_epochs=ce.warmup_epochs, schedule=ce.schedule),
-            _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
-        ],
+        stages=[representation, classifier],
         method_args=_method_args(),
-        notes=COMMON_NOTES + f" fmnist_lt: ltzoo's CPU-scale budget, the CE recipe's {FMNIST_EPOCHS} epochs at "
-        f"batch {FMNIST_BATCH} (lr {ce.lr}, wd {ce.weight_decay}) split {representation_epochs} (representation, "
-        f"{ce.schedule}, {ce.warmup_epochs} warmup epochs) + {FMNIST_STAGE2_EPOCHS} (classifier, cosine).",
+        notes=COMMON_NOTES + f" fmnist_lt: ltzoo's CPU-scale budget, the shared {FMNIST_EPOCHS} epochs at "
+        f"batch {FMNIST_BATCH} (CE's lr {ce.lr}, wd {ce.weight_decay}) split {representation.epochs} (representation, "
+        f"{ce.schedule}, {representation.warmup_epochs} warmup epochs) + {classifier.epochs} (classifier, cosine).",
     )
 
 

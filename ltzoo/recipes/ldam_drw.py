@@ -29,9 +29,9 @@ def cifar_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
 
 
 def fmnist_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
-    """The CIFAR schedule compressed to the CE recipe's fmnist_lt budget (30 epochs: warmup 1,
-    milestones 24 and 27) at the CE recipe's batch, the lr scaled linearly with the batch (as the CE
-    recipe does: 0.1 at 128)."""
+    """The CIFAR schedule compressed to the shared fmnist_lt budget (at 120 epochs: warmup 3, milestones
+    96 and 108) at the CE recipe's batch, the lr scaled linearly with the batch (as the CE recipe does:
+    0.1 at 128)."""
     (stage,) = scale_stages([cifar_stage(milestones)], FMNIST_EPOCHS)
     stage.lr = stage.lr * FMNIST_BATCH / stage.batch_size
     stage.batch_size = FMNIST_BATCH

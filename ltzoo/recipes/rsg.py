@@ -55,7 +55,7 @@ CIFAR_RSG: dict[str, Any] = {
 # ``epoch > 159`` and x1e-4 when ``epoch > 179``: from 0-indexed epochs 159 and 179. ltzoo's step
 # schedule drops at ``epoch >= milestone`` (0-indexed), hence (159, 179), one epoch before LDAM-DRW's
 # (160, 180) from ``epoch + 1 > 160 / 180``. tests/test_rsg.py checks every RSG schedule epoch by epoch
-# against the official function. (Compressed to fmnist_lt's 30 epochs, both pairs round to 24 / 27.)
+# against the official function. (Compressed to fmnist_lt's 120 epochs: 95 / 107, and LDAM-DRW's 96 / 108.)
 RSG_CIFAR_MILESTONES = (159, 179)
 # Top-1 reported for LDAM-DRW/DRS + RSG, as listed by aggregators (GZWQ/Awesome-Long-Tailed; ImageNet-LT:
 # PapersWithCode, see reference/methods.md 4.2); the paper's own tables were not re-read.

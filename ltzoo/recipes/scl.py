@@ -16,15 +16,15 @@ from typing import Any
 
 from ltzoo.methods.scl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
+from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, fmnist_budget
 from ltzoo.registry import register_recipes
 
 PAPER = "Supervised Contrastive Learning (Khosla et al., NeurIPS 2020)"
 SUPCON_CIFAR: dict[str, Any] = {"temperature": 0.1, "base_temperature": 0.07, "proj_hidden": None, "proj_dim": 128}
 
-# fmnist_lt: the CE recipe's 30 epochs split 25 + 5 (SupContrast spends 1000 + 100).
+# fmnist_lt: the design budget split 25 + 5 (SupContrast spends 1000 + 100), spread over the shared budget.
 FMNIST_CLASSIFIER_EPOCHS = 5
-FMNIST_REPRESENTATION_EPOCHS = FMNIST_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
+FMNIST_REPRESENTATION_EPOCHS = FMNIST_DESIGN_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
 # The README's learning rates (0.5 at batch 1024; 5 at batch 512) scaled linearly to the fmnist batch.
 FMNIST_SUPCON_LR = 0.5 * FMNIST_BATCH / 1024
 FMNIST_CLASSIFIER_LR = 5.0 * FMNIST_BATCH / 512
@@ -53,16 +53,17 @@ def scl_cifar(dataset: str) -> Recipe:
 
 
 def scl_fmnist() -> Recipe:
+    representation, classifier = fmnist_budget([
+        StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_REPRESENTATION_EPOCHS, batch_size=FMNIST_BATCH,
+                    lr=FMNIST_SUPCON_LR, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
+        _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_CLASSIFIER_LR, (3, 4), 0.2),
+    ])
     return Recipe(
         method="scl", arch="resnet32", dataset="fmnist_lt",
-        stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_REPRESENTATION_EPOCHS, batch_size=FMNIST_BATCH,
-                        lr=FMNIST_SUPCON_LR, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
-            _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_CLASSIFIER_LR, (3, 4), 0.2),
-        ],
+        stages=[representation, classifier],
         method_args=dict(SUPCON_CIFAR),
-        notes=f"ltzoo's CPU scale: the CE recipe's {FMNIST_EPOCHS} epochs split {FMNIST_REPRESENTATION_EPOCHS} (SupCon) "
-        f"+ {FMNIST_CLASSIFIER_EPOCHS} (classifier) at batch {FMNIST_BATCH}; the README's lrs scaled linearly to that "
+        notes=f"ltzoo's CPU scale: the shared {FMNIST_EPOCHS} epochs split {representation.epochs} (SupCon) "
+        f"+ {classifier.epochs} (classifier) at batch {FMNIST_BATCH}; the README's lrs scaled linearly to that "
         f"batch (0.5 at 1024 -> {FMNIST_SUPCON_LR:g}; 5 at 512 -> {FMNIST_CLASSIFIER_LR:g}); milestones scaled from "
         "60/75/90 of 100; SupContrast augmentation with brightness/contrast jitter only (grayscale data).",
     )

@@ -29,7 +29,7 @@ Departures from the official code, ltzoo's choices:
   ResNets, which do not (``zero_init_residual=False``); ltzoo keeps one model builder for every
   method. The CIFAR ResNet-32 is ltzoo's own and does not zero-init.
 
-fmnist_lt: ltzoo's CPU scaling with the CE recipe's total budget (``FMNIST_EPOCHS`` split 27 + 3)
+fmnist_lt: ltzoo's CPU scaling with the CE recipe's total budget (``FMNIST_EPOCHS``, split 27 + 3 at the design budget)
 and the CE recipe's optimiser for stage 1 (its batch, lr, warmup and schedule), so CE and CE+WD
 differ in the decay (and the 3 epochs given to stage 2) only; the decay (``FMNIST_WEIGHT_DECAY``) was tuned on val (see
 ``benchmarks/results/wb_benchmark.md``). Stage 2 keeps the official settings.
@@ -40,8 +40,8 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_lt
+from ltzoo.recipes.base import Recipe, StageConfig, scale_stages
+from ltzoo.recipes.ce import FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.registry import register_recipes
 
 PAPER = "Long-Tailed Recognition via Weight Balancing (Alshammari, Wang, Ramanan, Kong, CVPR 2022, arXiv 2203.14197)"
@@ -49,8 +49,8 @@ PAPER = "Long-Tailed Recognition via Weight Balancing (Alshammari, Wang, Ramanan
 # Chosen on the fmnist_lt val split among {2e-3, 5e-3, 1e-2} at seed 0 (val top-1 72.1, 71.9, 69.4 %;
 # benchmarks/results/wb_wd_tuning.md). The official CIFAR-100-LT value is 5e-3.
 FMNIST_WEIGHT_DECAY = 2e-3
-FMNIST_CLASSIFIER_EPOCHS = 3
-FMNIST_FEATURE_EPOCHS = FMNIST_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
+FMNIST_CLASSIFIER_EPOCHS = 3  # of the design budget
+FMNIST_FEATURE_EPOCHS = FMNIST_DESIGN_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
 
 OFFICIAL_STAGE2 = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.1, schedule="cosine",
                        train="head", select_on_val=True)
@@ -64,7 +64,7 @@ def _feature_stage_cifar() -> StageConfig:
 
 def _feature_stage_fmnist(weight_decay: float = FMNIST_WEIGHT_DECAY) -> StageConfig:
     # The CE recipe's stage with the tuned decay: CE and CE+WD differ in the decay (and 3 epochs) only.
-    return dataclasses.replace(ce_fmnist_lt().stages[0], name="stage1", epochs=FMNIST_FEATURE_EPOCHS,
+    return dataclasses.replace(ce_fmnist_stage(), name="stage1", epochs=FMNIST_FEATURE_EPOCHS,
                                weight_decay=weight_decay, select_on_val=True)
 
 
@@ -91,13 +91,15 @@ def wb_cifar(dataset: str) -> Recipe:
 
 
 def wb_fmnist() -> Recipe:
+    stage1, stage2 = fmnist_budget([_feature_stage_fmnist(),
+                                    StageConfig(name="stage2", epochs=FMNIST_CLASSIFIER_EPOCHS, **OFFICIAL_STAGE2)])
     return Recipe(
         method="wb", arch="resnet32", dataset="fmnist_lt",
-        stages=[_feature_stage_fmnist(), StageConfig(name="stage2", epochs=FMNIST_CLASSIFIER_EPOCHS, **OFFICIAL_STAGE2)],
+        stages=[stage1, stage2],
         method_args=dict(WB_METHOD_ARGS),
         notes=(
-            f"ltzoo's CPU scaling: the CE fmnist budget ({FMNIST_EPOCHS} epochs) split {FMNIST_FEATURE_EPOCHS} + "
-            f"{FMNIST_CLASSIFIER_EPOCHS}; stage 1 uses the CE recipe's optimiser with weight decay "
+            f"ltzoo's CPU scaling: the CE fmnist budget ({FMNIST_EPOCHS} epochs) split {stage1.epochs} + "
+            f"{stage2.epochs}; stage 1 uses the CE recipe's optimiser with weight decay "
             f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 has the official hyper-parameters, its cosine decayed per step "
             "(official: stepped once before each epoch, schedule='cosine_epoch'). Selection on val in both stages."
         ),
@@ -127,8 +129,10 @@ def ce_wd(feature_stage: StageConfig, dataset: str, notes: str) -> Recipe:
 
 def ce_wd_fmnist(weight_decay: float = FMNIST_WEIGHT_DECAY) -> Recipe:
     """``ce_wd_resnet32.fmnist_lt``; other decays give the candidates of the benchmark's val sweep."""
-    return ce_wd(_feature_stage_fmnist(weight_decay), "fmnist_lt",
-                 f"Stage 1 of wb_resnet32.fmnist_lt alone: the CE recipe's optimiser for {FMNIST_FEATURE_EPOCHS} "
+    (stage,) = scale_stages([_feature_stage_fmnist(weight_decay)],
+                            round(FMNIST_EPOCHS * FMNIST_FEATURE_EPOCHS / FMNIST_DESIGN_EPOCHS))
+    return ce_wd(stage, "fmnist_lt",
+                 f"Stage 1 of wb_resnet32.fmnist_lt alone: the CE recipe's optimiser for {stage.epochs} "
                  f"epochs with weight decay {weight_decay:g} (the zoo's decay is chosen on val by "
                  "benchmarks/wb_benchmark.py --tune-wd).")
 

@@ -24,7 +24,7 @@ import dataclasses
 from functools import partial
 
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_lt
+from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.recipes.wb import FMNIST_WEIGHT_DECAY
 from ltzoo.registry import register_recipes
 
@@ -57,7 +57,7 @@ def wb_onestage_cifar(dataset: str) -> Recipe:
 def wb_onestage_fmnist() -> Recipe:
     return Recipe(
         method="wb_onestage", arch="resnet32", dataset="fmnist_lt",
-        stages=[dataclasses.replace(ce_fmnist_lt().stages[0], name="main", weight_decay=FMNIST_WEIGHT_DECAY)],
+        stages=fmnist_budget([dataclasses.replace(ce_fmnist_stage(), name="main", weight_decay=FMNIST_WEIGHT_DECAY)]),
         head={"type": "etf"},
         method_args={"feature_reg": 0.01, "la_tau": "val", "la_mode": "multiplicative", "la_tau_grid": FMNIST_TAU_GRID},
         notes=(
