@@ -145,42 +145,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("recipe_sweep compares the values of a factor on one seed: give one --seeds value")
     (seed,) = args.seeds
 
+    epochs, only = args.options.epochs, args.options.factors
+    # Recipes swept by an earlier invocation at the same budget stay in the results: an invocation per recipe
+    # (or per few) is a sensible unit of work on 2 cores, and each lands in the report as it finishes.
+    report: dict[str, Any] = {"quick": args.quick, "epochs": epochs, "seed": seed,
+                              "recipes": earlier_recipes(args.quick, epochs, seed)}
+    plans = {name: sweep_plan(name, epochs, only, args.options.values) for name in args.options.recipes}
+    # Every recipe's runs in one batch of jobs, then every recipe's combined run: the workers stay busy across
+    # recipes instead of idling at the end of each one.
+    sweep = [(run, seed) for plan in plans.values() for run in plan.runs]
+    done: dict[str, dict[str, Any]] = {name: {} for name in plans}
+    for run in run_arms(run_variant, sweep, args):
+        done[run["recipe"]][run["label"]] = run
+    combined = {name: plan.combined(done[name]) for name, plan in plans.items()}
+    extra = [((name, "combined", changes), seed) for name, changes in combined.items() if len(changes) > 1]
+    for run in run_arms(run_variant, extra, args) if extra else []:
+        done[run["recipe"]]["combined"] = run
+    for name, plan in plans.items():
+        report["recipes"][name] = {"runs": done[name], "winners": plan.winners(done[name]), "combined": combined[name],
+                                   "grid": {factor: list(values) for factor, values in plan.grid.items()},
+                                   "base_values": plan.bases}
+    md = render(report)
+    write_results("recipe_sweep", report, md)
+    print(md)
+    return report
+
+
+@dataclasses.dataclass
+class SweepPlan:
+    """One recipe's one-factor-at-a-time grid around its base, and how its winners are read off the runs."""
+
+    name: str
+    grid: dict[str, dict[str, Variant]]
+    bases: dict[str, str]
+
+    @property
+    def runs(self) -> list[SweepRun]:
+        runs: list[SweepRun] = [(self.name, "base", [])]
+        for factor, values in self.grid.items():
+            runs += [(self.name, value, [(factor, value)]) for value in values if value != self.bases[factor]]
+        return runs
+
+    def winners(self, runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Each factor's best val (the base's value on a tie)."""
+        best = {}
+        for factor, values in self.grid.items():
+            scored = {value: runs["base" if value == self.bases[factor] else value]["val"]["all"] for value in values}
+            best[factor] = max(scored, key=lambda v: (scored[v], v == self.bases[factor]))
+        return best
+
+    def combined(self, runs: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+        """The winning values that differ from the base (trained together when there are two or more)."""
+        return [(factor, value) for factor, value in self.winners(runs).items() if value != self.bases[factor]]
+
+
+def sweep_plan(name: str, epochs: int | None, only: list[str] | None, values: list[str] | None) -> SweepPlan:
     from ltzoo.recipes.base import scale_stages
     from ltzoo.registry import get_entry
 
-    epochs, only = args.options.epochs, args.options.factors
-    # Recipes swept by an earlier invocation at the same budget stay in the results: one recipe per
-    # invocation is a sensible unit of work on 2 cores, and each lands in the report as it finishes.
-    report: dict[str, Any] = {"quick": args.quick, "epochs": epochs, "seed": seed,
-                              "recipes": earlier_recipes(args.quick, epochs, seed)}
-    for name in args.options.recipes:
-        recipe = get_entry(name).recipe()
-        if epochs:
-            recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
-        grid = {f: v for f, v in factors(name, recipe).items() if not only or f in only}
-        bases = {factor: base_value(factor, recipe) for factor in grid}
-        if args.options.values:
-            grid = {f: {v: change for v, change in values.items() if v in args.options.values or v == bases[f]}
-                    for f, values in grid.items()}
-            grid = {f: values for f, values in grid.items() if len(values) > 1}
-            bases = {f: bases[f] for f in grid}
-        sweep: list[SweepRun] = [(name, "base", [])]
-        for factor, values in grid.items():
-            sweep += [(name, value, [(factor, value)]) for value in values if value != bases[factor]]
-        runs = {run["label"]: run for run in run_arms(run_variant, [(one, seed) for one in sweep], args)}
-        winners = {}
-        for factor, values in grid.items():
-            scored = {value: runs["base" if value == bases[factor] else value]["val"]["all"] for value in values}
-            winners[factor] = max(scored, key=lambda v: (scored[v], v == bases[factor]))
-        combined = [(f, v) for f, v in winners.items() if v != bases[f]]
-        if len(combined) > 1:
-            (runs["combined"],) = run_arms(run_variant, [((name, "combined", combined), seed)], args)
-        report["recipes"][name] = {"runs": runs, "winners": winners, "combined": combined,
-                                   "grid": {factor: list(values) for factor, values in grid.items()}, "base_values": bases}
-        md = render(report)
-        write_results("recipe_sweep", report, md)
-    print(md)
-    return report
+    recipe = get_entry(name).recipe()
+    if epochs:
+        recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
+    grid = {f: v for f, v in factors(name, recipe).items() if not only or f in only}
+    bases = {factor: base_value(factor, recipe) for factor in grid}
+    if values:
+        grid = {f: {v: change for v, change in options.items() if v in values or v == bases[f]}
+                for f, options in grid.items()}
+        grid = {f: options for f, options in grid.items() if len(options) > 1}
+        bases = {f: bases[f] for f in grid}
+    return SweepPlan(name, grid, bases)
 
 
 def earlier_recipes(quick: bool, epochs: int | None, seed: int) -> dict[str, Any]:
