@@ -157,3 +157,41 @@ def test_accuracy_on_own_data_writes_its_own_results_without_an_upper_bound(tmp_
     assert report["class_counts"] == [40, 12, 4]
     md = (results / "accuracy_parts_quick.md").read_text()
     assert "No balanced upper bound" in md and "gap closed" not in md.split("\n\n")[1]
+
+
+def test_accuracy_keeps_earlier_rows_only_while_their_recipe_is_unchanged(benchmarks_package, tmp_path, monkeypatch):
+    """One invocation per few rows is the unit of work on 2 cores: a later invocation keeps the rows of an
+    earlier one, unless the recipe changed since (then the old numbers must not be reported as the new recipe's)."""
+    import benchmarks.accuracy as accuracy
+
+    monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path)
+    ce, ldam = "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt"
+    row = {"seeds": [0], "test": [{"all": 80.0, "many": 90.0, "medium": 70.0, "few": 75.0}]}
+    rows = {ce: {**row, "recipe_sha256": accuracy.recipe_sha256(ce, None)},
+            ldam: {**row, "recipe_sha256": "0" * 64},  # written by another recipe
+            accuracy.UPPER_BOUND: {**row, "recipe_sha256": accuracy.recipe_sha256(ce, None)}}  # CE's, not the bound's
+    (tmp_path / "accuracy.json").write_text(json.dumps({"rows": rows}))
+    kept = accuracy.earlier_rows("accuracy", False, None, [ce, ldam, accuracy.UPPER_BOUND])
+    assert list(kept) == [ce]
+    assert accuracy.earlier_rows("accuracy", True, None, [ce]) == {}, "a quick run must not read the full results"
+
+
+def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
+    from benchmarks.accuracy import UPPER_BOUND, target_verdicts
+
+    def row(seeds, alls, few, closed=None):
+        return {"seeds": seeds, "gap_closed_pct": closed,
+                "test": [{"all": a, "many": 90.0, "medium": 70.0, "few": few} for a in alls]}
+
+    rows = {"ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0], 70.0),
+            "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0], 75.0, closed=-10.0),
+            "dscl_resnet32.fmnist_lt": row([0, 1], [78.0, 79.0], 69.0, closed=-40.0),
+            "scl_resnet32.fmnist_lt": row([1, 2], [78.5, 70.0], 72.0, closed=-70.0),
+            UPPER_BOUND: row([0], [90.0], 90.0)}
+    verdicts = {target.split(" (")[0]: (measured, verdict) for target, measured, verdict in target_verdicts(rows)}
+    assert verdicts["every method >= CE on few-shot"] == ("CE few 70.0; below: dscl 69.0", "NOT met")
+    assert verdicts["DSCL + PBSD >= CE overall"][1] == "NOT met"  # 80.0 against CE's mean 80.5
+    assert verdicts["the best method closes >= 60 % of the CE -> upper-bound gap"] == ("dscl_pbsd -10.0 %", "NOT met")
+    assert verdicts["DSCL > SCL on every seed"] == ("1/1 seeds", "met")  # only seed 1 is common: 79.0 > 78.5
+    del rows["scl_resnet32.fmnist_lt"]
+    assert target_verdicts(rows)[-1] == ["DSCL > SCL on every seed", "-", "not measured"]
