@@ -41,6 +41,7 @@ from benchmarks.common import (
     markdown_table,
     mean_std,
     parse_benchmark_args,
+    recipe_sha256,
     run_ablation,
     train_seeded,
 )
@@ -116,12 +117,8 @@ def ltzoo_names() -> list[str]:
     return ltzoo.list_models("*.fmnist_lt")
 
 
-def recipe_sha256(name: str, data_source: str | None) -> str:
-    """A fingerprint of the recipe row ``name`` trains (its seed aside): an earlier row is kept only while it
-    is unchanged, so a recipe edited since (a budget, a view, a learning rate) is never reported from old runs."""
-    import hashlib
-    import json as _json
-
+def row_recipe_sha256(name: str, data_source: str | None) -> str:
+    """The fingerprint of the recipe that row ``name`` trains (:func:`benchmarks.common.recipe_sha256`)."""
     import ltzoo
 
     if data_source is not None:
@@ -130,8 +127,7 @@ def recipe_sha256(name: str, data_source: str | None) -> str:
         recipe = plan_training(name, data=data_source).recipe
     else:
         recipe = ltzoo.get_entry("ce_resnet32.fmnist_lt" if name == UPPER_BOUND else name).recipe()
-    fields = {**recipe.replace(seed=0).to_dict(), "row": "balanced upper bound" if name == UPPER_BOUND else name}
-    return hashlib.sha256(_json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+    return recipe_sha256(recipe, row="balanced upper bound" if name == UPPER_BOUND else name)
 
 
 def earlier_rows(result_name: str, quick: bool, data_source: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -146,7 +142,7 @@ def earlier_rows(result_name: str, quick: bool, data_source: str | None, names: 
     kept = {}
     for name in names:
         row = rows.get(name)
-        if row and row.get("recipe_sha256") and row["recipe_sha256"] == recipe_sha256(name, data_source):
+        if row and row.get("recipe_sha256") and row["recipe_sha256"] == row_recipe_sha256(name, data_source):
             kept[name] = row
     return kept
 
@@ -252,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def summarise(metrics_by_name: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
         elapsed = time.time() - started
         fresh = {name: {"seeds": list(seeds),
-                        "recipe_sha256": recipe_sha256(name, data_source),
+                        "recipe_sha256": row_recipe_sha256(name, data_source),
                         "test": [{g: m["test"][g] for g in GROUPS} for m in runs],
                         "val": [{g: m["val"][g] for g in GROUPS} for m in runs],
                         "per_class": [m["test"]["per_class"] for m in runs],

@@ -107,6 +107,16 @@ def repo_relative_paths(obj: Any, root: Path = ROOT, work_dir: Path = WORK_DIR) 
     return obj
 
 
+def recipe_sha256(recipe: Any, **extra: Any) -> str:
+    """A fingerprint of ``recipe`` (its seed aside) plus ``extra``: results kept from an earlier invocation are
+    reported only while the registry's recipe still has it, so an edited recipe (a budget, a view, a learning
+    rate) is never reported from runs of the old one."""
+    import hashlib
+
+    fields = {**recipe.replace(seed=0).to_dict(), **extra}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32",
                       search_root: Path = ROOT / "runs") -> Path | None:
     """A finished run anywhere under ``search_root`` of exactly this recipe (seed and epochs included; the

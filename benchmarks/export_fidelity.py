@@ -9,7 +9,7 @@ PyTorch and whether the export gate passed.
     .venv/bin/python -m benchmarks.export_fidelity --only dscl_resnet32.fmnist_lt   # re-run some, keep the rest
 
 ``--only`` re-exports the named models (after their recipe changed, say) and keeps every other model's
-row of the existing full results.
+row of the existing full results while that model's recipe is unchanged (a recipe fingerprint per row).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from benchmarks.common import (
     RESULTS_DIR,
     WORK_DIR,
     markdown_table,
+    recipe_sha256,
     train_seeded,
     write_results,
 )
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kept: dict[str, dict[str, Any]] = {}
     previous = RESULTS_DIR / "export_fidelity.json"
     if args.only and not args.quick and previous.is_file():
-        kept = {r["name"]: r for r in json.loads(previous.read_text())["results"] if r["name"] not in names}
+        # A kept row must come from the recipe the registry has now; rows of an edited recipe are dropped.
+        kept = {r["name"]: r for r in json.loads(previous.read_text())["results"] if r["name"] not in names
+                and r.get("recipe_sha256") == recipe_sha256(ltzoo.get_entry(r["name"]).recipe())}
     work_dir = args.work_dir / ("quick" if args.quick else "full")
     results: list[dict[str, Any]] = []
     for name in names:
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             report, passed, error = read_report(out), False, str(exc).splitlines()[0]
         int8_recipe = (report.variants["int8"].recipe if "int8" in report.variants else None) or {}
-        results.append({"name": name, "run": str(run), "gate_passed": passed, "error": error,
+        results.append({"name": name, "recipe_sha256": recipe_sha256(ltzoo.get_entry(name).recipe()),
+                        "run": str(run), "gate_passed": passed, "error": error,
                         "int8_calibration": int8_recipe.get("calibration_method"),
                         "int8_calibration_choice": int8_recipe.get("calibration_choice"),
                         "failures": [str(f) for f in report.failures], "verification": report.verification.to_dict()})
@@ -101,6 +105,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.only:  # every model's row, in zoo order: the fresh ones and the kept ones
         results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept]
     md = markdown(results)
+    missing = [name for name in every if name not in {r["name"] for r in results}]
+    if missing and not args.quick:
+        md += ("\n\nNot yet exported at the current recipes: " + ", ".join(n.split(".")[0] for n in missing)
+               + " (`--only NAME` adds a row).")
     report_json = {"quick": args.quick, "results": results}
     write_results("export_fidelity", report_json, md)
     print(md)

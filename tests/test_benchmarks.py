@@ -167,9 +167,9 @@ def test_accuracy_keeps_earlier_rows_only_while_their_recipe_is_unchanged(benchm
     monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path)
     ce, ldam = "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt"
     row = {"seeds": [0], "test": [{"all": 80.0, "many": 90.0, "medium": 70.0, "few": 75.0}]}
-    rows = {ce: {**row, "recipe_sha256": accuracy.recipe_sha256(ce, None)},
+    rows = {ce: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)},
             ldam: {**row, "recipe_sha256": "0" * 64},  # written by another recipe
-            accuracy.UPPER_BOUND: {**row, "recipe_sha256": accuracy.recipe_sha256(ce, None)}}  # CE's, not the bound's
+            accuracy.UPPER_BOUND: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)}}  # CE's, not the bound's
     (tmp_path / "accuracy.json").write_text(json.dumps({"rows": rows}))
     kept = accuracy.earlier_rows("accuracy", False, None, [ce, ldam, accuracy.UPPER_BOUND])
     assert list(kept) == [ce]
