@@ -243,10 +243,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Rows of an earlier invocation stay in the table while their recipe is unchanged: on 2 cores one
     # invocation per few rows is the unit of work, and each lands in the report as it finishes.
     every_name = ltzoo_names() if not data_source else names
-    earlier = earlier_rows(result_name, args.quick, data_source, [n for n in [*every_name, UPPER_BOUND] if n not in rows_names])
 
     def summarise(metrics_by_name: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
         elapsed = time.time() - started
+        # Read when this invocation ends, so that rows written meanwhile by another invocation are kept too.
+        earlier = earlier_rows(result_name, args.quick, data_source,
+                               [n for n in [*every_name, UPPER_BOUND] if n not in rows_names])
         fresh = {name: {"seeds": list(seeds),
                         "recipe_sha256": row_recipe_sha256(name, data_source),
                         "test": [{g: m["test"][g] for g in GROUPS} for m in runs],
