@@ -118,6 +118,12 @@ def ltzoo_names() -> list[str]:
     return ltzoo.list_models("*.fmnist_lt")
 
 
+def _ce_recipe() -> Any:
+    import ltzoo
+
+    return ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe()
+
+
 def row_recipe_sha256(name: str, data_source: str | None) -> str:
     """The fingerprint of the recipe that row ``name`` trains (:func:`benchmarks.common.recipe_sha256`)."""
     import ltzoo
@@ -127,7 +133,7 @@ def row_recipe_sha256(name: str, data_source: str | None) -> str:
 
         recipe = plan_training(name, data=data_source).recipe
     else:
-        recipe = ltzoo.get_entry("ce_resnet32.fmnist_lt" if name == UPPER_BOUND else name).recipe()
+        recipe = _ce_recipe() if name == UPPER_BOUND else ltzoo.get_entry(name).recipe()
     return recipe_sha256(recipe, row="balanced upper bound" if name == UPPER_BOUND else name)
 
 
@@ -326,7 +332,9 @@ def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_na
         + missing_text + targets_md +
         f"![per-class accuracy]({plot.name})\n"
     )
-    report = {"quick": quick, "seeds": seeds, "data": data_label, "elapsed_s": elapsed, "class_counts": counts,
+    budget = None if data_source else sum(stage.epochs for stage in _ce_recipe().stages)
+    report = {"quick": quick, "seeds": seeds, "data": data_label, "budget_epochs": budget, "elapsed_s": elapsed,
+              "class_counts": counts,
               "rows": rows, "benchmark_minutes_per_method": per_method_min}
     return report, md
 

@@ -195,3 +195,27 @@ def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     assert verdicts["DSCL > SCL on every seed"] == ("1/1 seeds", "met")  # only seed 1 is common: 79.0 > 78.5
     del rows["scl_resnet32.fmnist_lt"]
     assert target_verdicts(rows)[-1] == ["DSCL > SCL on every seed", "-", "not measured"]
+
+
+def test_claims_compare_the_zoo_recipes_of_the_accuracy_table_seed_by_seed(benchmarks_package, tmp_path):
+    from benchmarks.claims import converged_budget_claims
+
+    def row(seeds, alls):
+        return {"seeds": seeds, "test": [{"all": a, "many": 0.0, "medium": 0.0, "few": 0.0} for a in alls]}
+
+    rows = {"ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0]),
+            "scl_resnet32.fmnist_lt": row([0, 1], [78.0, 82.0]),
+            "dscl_resnet32.fmnist_lt": row([0, 1], [79.0, 81.5]),
+            "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0]),
+            "wb_resnet32.fmnist_lt": row([0, 1], [75.0, 76.0]),
+            "wb_onestage_resnet32.fmnist_lt": row([0, 1], [75.0, 77.0]),
+            "ce_resnet32.fmnist_balanced": row([0], [90.0])}
+    (tmp_path / "accuracy.json").write_text(json.dumps(
+        {"benchmark": "accuracy", "quick": False, "budget_epochs": 120, "machine": {"cpu": "x"}, "rows": rows}))
+    claims = {c["claim"]: (c["verdict"], c["seeds"]) for c in converged_budget_claims(tmp_path)}
+    assert claims["SCL < DSCL < DSCL + PBSD (zoo recipes)"] == ("held", "1/1")  # seed 0 only: 78 < 79 < 80
+    assert claims["DSCL > SCL (zoo recipes)"] == ("mixed", "1/2")
+    assert claims["DSCL + PBSD >= CE overall (the direction of the paper's claim)"] == ("held", "1/1")  # 80 >= 80
+    assert claims["one stage >= two stages (zoo recipes)"] == ("held", "2/2")
+    assert claims["the combination beats each of SCL, RSG and LDAM-DRW (zoo recipes)"] == ("not measured", "-")
+    assert all("120 epochs" in c["source"] for c in converged_budget_claims(tmp_path))
