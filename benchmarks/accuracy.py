@@ -319,9 +319,9 @@ def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_na
         targets_md = ("### Targets (issue 18; a miss is reported, not hidden)\n\n"
                       + markdown_table(["target", "measured (test %)", "verdict"], target_verdicts(rows)) + "\n\n")
     missing = [] if data_source else [n for n in [*ltzoo_names(), UPPER_BOUND] if n not in rows]
-    missing_text = (f"Not yet trained with the current recipes, so not in the table: {', '.join(n.split('.')[0] for n in missing)} "
-                    "(`python -m benchmarks.accuracy --only NAME ...` adds a row; rows of earlier invocations are kept "
-                    "while their recipe is unchanged).\n\n") if missing else ""
+    missing_text = (f"Not in the table: {', '.join(n.split('.')[0] for n in missing)}: no run of their current recipe "
+                    "has been collected (`python -m benchmarks.accuracy --only NAME ...` trains, or finds, and adds a row; "
+                    "rows of earlier invocations are kept while their recipe is unchanged).\n\n") if missing else ""
     md = (
         f"## Accuracy on {data_label} (mean ± std over each row's seeds, "
         f"{'quick smoke budget' if quick else 'each recipe at the shared CE budget' if not data_source else 'derived recipes'})\n\n"
