@@ -75,14 +75,26 @@ def run(args: argparse.Namespace) -> int:
     from ltzoo.export.cli import print_summary
     from ltzoo.export.pipeline import ExportOptions, export
 
+    from ltzoo.errors import ExportCheckError
+
     onnx_dir = out / "onnx"
-    report = export(f"local-dir:{out}", onnx_dir,
-                    ExportOptions(int8=True, verify="dataset", data_root=args.data_root), data=data)
+    try:
+        report = export(f"local-dir:{out}", onnx_dir,
+                        ExportOptions(int8=True, verify="dataset", data_root=args.data_root), data=data)
+        variant = "int8"
+    except ExportCheckError as exc:
+        # The gate doing its job is a result, not a crash: the val few-shot group of fmnist_lt has 100 images, so
+        # one image is 1 pt, and an int8 graph that loses two of them is refused. Ship the verified fp32 graph.
+        print(f"the per-split gate refused int8 (it lost tail accuracy on val):\n{exc}\n"
+              "exporting fp32 only (verified on val and test) and going on")
+        onnx_dir = out / "onnx_fp32"  # a folder of its own: the refused int8 graph stays out of what is pushed
+        report = export(f"local-dir:{out}", onnx_dir, ExportOptions(verify="dataset", data_root=args.data_root), data=data)
+        variant = "fp32"
     print_summary(report)
-    print(f"every check and the per-split gate passed; graphs and export_report.json are in {onnx_dir}")
+    print(f"every check and the per-split gate passed for the graphs shipped; they and export_report.json are in {onnx_dir}")
 
     step("5. push to a Hub and load it back from there")
-    publish_and_reload(out, data, reloaded, onnx_dir=onnx_dir)
+    publish_and_reload(out, data, reloaded, onnx_dir=onnx_dir, onnx_variant=variant)
     print("\ndemo finished: the run is in", out)
     return 0
 
@@ -113,7 +125,7 @@ def local_hub() -> Iterator[str]:
             server.wait(timeout=10)
 
 
-def publish_and_reload(out: Path, data, expected_test_all: float, onnx_dir: Path | None) -> None:
+def publish_and_reload(out: Path, data, expected_test_all: float, onnx_dir: Path | None, onnx_variant: str = "int8") -> None:
     import ltzoo
     from ltzoo.errors import LtzooError
 
@@ -133,7 +145,7 @@ def publish_and_reload(out: Path, data, expected_test_all: float, onnx_dir: Path
         if onnx_dir is not None:
             from ltzoo.engine.evaluator import OrtPredictor
 
-            session = ltzoo.load_onnx_session(f"hf-hub:{repo_id}", variant="int8")
-            int8 = evaluate_split(OrtPredictor(session), data, "test")
-            print(f"ltzoo.load_onnx_session(hf-hub:{repo_id}, variant='int8') on ONNX Runtime: test top-1 "
-                  f"{int8['all']:.2f} %, few-shot {int8['few']:.2f} %")
+            session = ltzoo.load_onnx_session(f"hf-hub:{repo_id}", variant=onnx_variant)
+            scored = evaluate_split(OrtPredictor(session), data, "test")
+            print(f"ltzoo.load_onnx_session(hf-hub:{repo_id}, variant='{onnx_variant}') on ONNX Runtime: test top-1 "
+                  f"{scored['all']:.2f} %, few-shot {scored['few']:.2f} %")
