@@ -317,7 +317,9 @@ def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_na
     targets_md = ""
     if not data_source:
         targets_md = ("### Targets (issue 18; a miss is reported, not hidden)\n\n"
-                      + markdown_table(["target", "measured (test %)", "verdict"], target_verdicts(rows)) + "\n\n")
+                      + markdown_table(["target", "measured (test %)", "verdict"], target_verdicts(rows))
+                      + "\n\nThe targets are set for 3 seeds: with fewer seeds in a row a verdict is provisional, and a "
+                      "margin smaller than CE's seed spread decides nothing.\n\n")
     missing = [] if data_source else [n for n in [*ltzoo_names(), UPPER_BOUND] if n not in rows]
     missing_text = (f"Not in the table: {', '.join(n.split('.')[0] for n in missing)}: no run of their current recipe "
                     "has been collected (`python -m benchmarks.accuracy --only NAME ...` trains, or finds, and adds a row; "
