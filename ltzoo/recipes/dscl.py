@@ -20,6 +20,7 @@ from ltzoo.methods.dscl import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, fmnist_budget
 from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
+from ltzoo.recipes.scl import SMALL_VIEW
 from ltzoo.registry import register_recipes
 
 PAPER = "Decoupled Contrastive Learning for Long-Tailed Recognition (Xuan & Zhang, AAAI 2024, arXiv 2403.06151)"
@@ -33,13 +34,10 @@ FMNIST_CLASSIFIER_EPOCHS = 6
 FMNIST_REPRESENTATION_EPOCHS = FMNIST_DESIGN_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
 # Stage-2 lr of the ResNet-32 recipes (the official 10 is for batch 2048 on 2048-d features).
 STAGE2_SMALL_LR = 1.0
-# The ResNet-32 recipes' view crop: RandomResizedCrop of area 0.8-1 (the family's 0.2-1 crops away the length
-# and shape that tell a shirt from a coat on 28-px garments). Chosen on val, seed 0, at the 30-epoch design
-# budget (benchmarks/results/recipe_sweep.md): DSCL + PBSD val 71.5 (0.2) -> 75.1 (0.5) -> 76.7 (0.8), pad-crop
-# 76.7 (tie: 0.8 keeps the official crop family); temperature 0.2 (72.8), lr x2 (72.0) and all three winners
-# together (73.6) scored below the view change alone, so the temperature and lr stay the official ones. DSCL
-# without PBSD, swept on the view alone: 68.7 -> 75.9.
-SMALL_VIEW_SCALE_MIN = 0.8
+# The ResNet-32 recipes' views: ltzoo.recipes.scl.SMALL_VIEW. DSCL + PBSD's full sweep (recipe_sweep.md):
+# val 71.5 (0.2-1) -> 75.1 (0.5-1) -> 76.7 (0.8-1), pad-crop 76.7 (tie: 0.8-1 keeps the official crop family);
+# temperature 0.2 (72.8), lr x2 (72.0) and all three winners together (73.6) scored below the view change alone,
+# so the temperature and lr stay the official ones. DSCL without PBSD, swept on the view alone: 68.7 -> 75.9.
 
 
 def _method_args(pbsd: bool, **overrides: Any) -> dict[str, Any]:
@@ -132,7 +130,7 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
         # standard-augmented images (benchmarks/results/dscl_probe_bn.md: mean val over 3 seeds 70.5 vs
         # 70.0 vs 68.2 for DSCL + PBSD, 69.6 vs 68.3 vs 68.4 for PBSD only).
         method_args=_method_args(pbsd, alpha=alpha, momentum=0.99, queue_size=queue, classifier_augment="standard",
-                                 probe_bn="frozen", view_crop="rrc", view_scale_min=SMALL_VIEW_SCALE_MIN),
+                                 probe_bn="frozen", **SMALL_VIEW),
         # The multi-view transform (2 views + 5 patches) costs ~1.5 ms per image: one worker process
         # (single-threaded, as DataLoader workers are) prepares batches while the model trains.
         num_workers=1,

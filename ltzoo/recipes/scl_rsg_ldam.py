@@ -16,7 +16,7 @@ from typing import Any
 from ltzoo.recipes.base import Recipe
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.recipes.rsg import CIFAR_RSG, RSG_CIFAR_MILESTONES, RSG_COMMON
-from ltzoo.recipes.scl import SUPCON_CIFAR
+from ltzoo.recipes.scl import SMALL_VIEW, SUPCON_CIFAR
 from ltzoo.registry import register_recipes
 
 PAPER = (
@@ -69,7 +69,7 @@ def synergy_fmnist() -> Recipe:
         # The SupCon view's RandomResizedCrop of scale 0.8-1, as SCL's and DSCL's fmnist_lt views: chosen on val
         # (benchmarks/results/recipe_sweep.md: 77.8 -> 78.0, a margin inside one seed's noise; the view that won
         # clearly for SCL, DSCL and DSCL + PBSD).
-        head=dict(COSINE_HEAD), method_args=_args(CIFAR_RSG, view_crop="rrc", view_scale_min=0.8),
+        head=dict(COSINE_HEAD), method_args=_args(CIFAR_RSG, **SMALL_VIEW),
         notes=SYNERGY_NOTES + f" CPU scale: RSG's CIFAR recipe with {fmnist_schedule_text(stage)}. Each step runs "
         "two views, so a step costs about twice a CE step at the same epoch budget. The SupCon view is a "
         "RandomResizedCrop of scale 0.8-1, not 0.2-1 (chosen on val: benchmarks/results/recipe_sweep.md).",
