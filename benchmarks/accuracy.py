@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -96,9 +97,7 @@ def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     quick, source, work_dir = args.quick, args.options.data, args.work_dir
     limits: dict[str, Any] = {"steps_per_epoch": 3} if quick else {}
     if source is not None:
-        from ltzoo.engine.plan import plan_training
-
-        plan = plan_training(name, data=source)
+        plan = own_data_plan(name, source)
         print(f"[accuracy] {plan.name} seed {seed}\n{plan.describe()}", flush=True)
         return train_seeded(plan.name, seed, work_dir, recipe=plan.recipe, data=plan.data, extra_config=plan.extra_config,
                             epochs=len(plan.recipe.stages) if quick else None, **limits)
@@ -109,6 +108,15 @@ def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
         recipe = ltzoo.get_entry(name).recipe()
     print(f"[accuracy] {name} seed {seed}", flush=True)
     return train_seeded(name, seed, work_dir, recipe=recipe, epochs=len(recipe.stages) if quick else None, **limits)
+
+
+@functools.lru_cache(maxsize=None)
+def own_data_plan(name: str, source: str) -> Any:
+    """``ltzoo train NAME --data SOURCE``'s plan (:func:`ltzoo.engine.plan.plan_training`), made once per process:
+    planning loads the data, and a row's fingerprint is asked for more than once (kept rows, fresh rows)."""
+    from ltzoo.engine.plan import plan_training
+
+    return plan_training(name, data=source)
 
 
 def ltzoo_names() -> list[str]:
@@ -129,9 +137,7 @@ def row_recipe_sha256(name: str, data_source: str | None) -> str:
     import ltzoo
 
     if data_source is not None:
-        from ltzoo.engine.plan import plan_training
-
-        recipe = plan_training(name, data=data_source).recipe
+        recipe = own_data_plan(name, data_source).recipe
     else:
         recipe = _ce_recipe() if name == UPPER_BOUND else ltzoo.get_entry(name).recipe()
     return recipe_sha256(recipe, row="balanced upper bound" if name == UPPER_BOUND else name)

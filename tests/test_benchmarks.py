@@ -159,6 +159,23 @@ def test_accuracy_on_own_data_writes_its_own_results_without_an_upper_bound(tmp_
     assert "No balanced upper bound" in md and "gap closed" not in md.split("\n\n")[1]
 
 
+def test_accuracy_plans_own_data_once_per_row(benchmarks_package, tmp_path):
+    """Planning a row on own data loads the data; the fingerprint is asked for per kept row and per fresh row,
+    so the plan is made once per (row, source) in a process."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from custom_data_fixtures import make_imagefolder  # type: ignore[import-not-found]
+
+    import benchmarks.accuracy as accuracy
+
+    data = make_imagefolder(tmp_path / "parts", train=[12, 6, 3], val=[3, 3, 3], test=[3, 3, 3], names=["a", "b", "c"])
+    source, ce = f"imagefolder:{data}", "ce_resnet32.fmnist_lt"
+    accuracy.own_data_plan.cache_clear()
+    first = accuracy.row_recipe_sha256(ce, source)
+    assert accuracy.row_recipe_sha256(ce, source) == first
+    assert accuracy.own_data_plan.cache_info().misses == 1
+    assert first != accuracy.row_recipe_sha256(ce, None), "own data derives its own recipe"
+
+
 def test_accuracy_keeps_earlier_rows_only_while_their_recipe_is_unchanged(benchmarks_package, tmp_path, monkeypatch):
     """One invocation per few rows is the unit of work on 2 cores: a later invocation keeps the rows of an
     earlier one, unless the recipe changed since (then the old numbers must not be reported as the new recipe's)."""
