@@ -158,6 +158,11 @@ def earlier_rows(result_name: str, quick: bool, data_source: str | None, names: 
     return kept
 
 
+def by_seed(row: dict[str, Any], group: str) -> dict[int, float]:
+    """A table row's test accuracy of ``group`` per seed: rows are compared seed by seed (same data order and init)."""
+    return {seed: test[group] for seed, test in zip(row["seeds"], row["test"], strict=True)}
+
+
 def target_verdicts(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     """Issue 18's targets on this table: [target, measured, verdict] rows; a row not in the table is "not measured"."""
     ce, flagship, dscl, scl = (rows.get(f"{m}_resnet32.fmnist_lt") for m in ("ce", "dscl_pbsd", "dscl", "scl"))
@@ -190,8 +195,9 @@ def target_verdicts(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     else:
         verdicts.append(["the best method closes >= 60 % of the CE -> upper-bound gap", "-", "not measured"])
     if dscl and scl:
-        common = sorted(set(dscl["seeds"]) & set(scl["seeds"]))
-        wins = sum(dscl["test"][dscl["seeds"].index(s)]["all"] > scl["test"][scl["seeds"].index(s)]["all"] for s in common)
+        dscl_all, scl_all = by_seed(dscl, "all"), by_seed(scl, "all")
+        common = sorted(set(dscl_all) & set(scl_all))
+        wins = sum(dscl_all[s] > scl_all[s] for s in common)
         verdicts.append(["DSCL > SCL on every seed", f"{wins}/{len(common)} seeds",
                          "met" if common and wins == len(common) else "NOT met"])
     else:
@@ -209,8 +215,8 @@ def pbsd_gain(flagship: dict[str, Any] | None, dscl: dict[str, Any] | None) -> l
         return [target, "-", "not measured"]
 
     def gains(group: str) -> str:
-        diffs = [flagship["test"][flagship["seeds"].index(s)][group] - dscl["test"][dscl["seeds"].index(s)][group]
-                 for s in common]
+        with_pbsd, without = by_seed(flagship, group), by_seed(dscl, group)
+        diffs = [with_pbsd[s] - without[s] for s in common]
         mean, std = mean_std(diffs)
         return f"{group} {mean:+.2f}" + (f" ± {std:.2f}" if len(diffs) > 1 else "")
 
