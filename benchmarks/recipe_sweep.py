@@ -228,6 +228,21 @@ def earlier_recipes(quick: bool, epochs: int | None, seed: int) -> dict[str, Any
     return {name: entry for name, entry in earlier.get("recipes", {}).items() if "grid" in entry}
 
 
+def adopted(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """The changes a sweep hands to the recipe: of each factor's winning change alone and the winners combined,
+    the one with the best val (the single change on a tie); none when nothing beats the base on val.
+
+    Taking the best *run*, not every factor's winner, is what the flagship needed: its three winners combined
+    (val 73.6) beat the base (71.5) but lost to the view change alone (76.7)."""
+    runs, base = entry["runs"], entry["runs"]["base"]["val"]["all"]
+    candidates = [(runs[value]["val"]["all"], 1, [(factor, value)])
+                  for factor, value in entry["winners"].items() if value != entry["base_values"][factor]]
+    if "combined" in runs:
+        candidates.append((runs["combined"]["val"]["all"], 0, [tuple(change) for change in entry["combined"]]))
+    best = max(candidates, key=lambda candidate: candidate[:2], default=None)
+    return best[2] if best is not None and best[0] > base else []
+
+
 def render(report: dict[str, Any]) -> str:
     sections = []
     for name, entry in report["recipes"].items():
@@ -244,14 +259,20 @@ def render(report: dict[str, Any]) -> str:
             rows.append(["combined", ", ".join(v for _, v in entry["combined"]), f"{run['val']['all']:.2f}",
                          *[f"{run['test'][g]:.2f}" for g in GROUPS],
                          "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base"])
+        changes = adopted(entry)
+        verdict = (f"Adopted: {', '.join(value for _, value in changes)}." if changes
+                   else "Adopted: nothing (no change beat the base on val).")
         sections += [f"### {name}", "", markdown_table(["factor", "value", f"val all (seed {report['seed']})",
-                                                        *[f"test {g}" for g in GROUPS], ""], rows), ""]
+                                                        *[f"test {g}" for g in GROUPS], ""], rows), "", verdict, ""]
     return "\n".join([
         f"## Small-scale settings chosen on val (one factor at a time, seed {report['seed']})"
         + (" (quick plumbing run: not a result)" if report["quick"] else ""),
         "",
         f"Every run: seed {report['seed']}, {report['epochs'] or 'the recipe'} epochs in total, selection on val. "
-        "A factor's winner is its best val; test is shown for the record and played no part.",
+        "A factor's winner is its best val; test is shown for the record and played no part. Each recipe's "
+        "base is the recipe as it was when it was swept; what the sweep adopted (`adopted`: the best val of the "
+        "winning changes alone and combined) is the zoo's recipe now, so a new sweep sweeps around it. Grids are "
+        "pruned per recipe: the values listed are the values tried.",
         "",
         *sections,
     ])

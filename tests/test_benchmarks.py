@@ -219,6 +219,30 @@ def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     assert ["DSCL > SCL on every seed", "-", "not measured"] in target_verdicts(rows)
 
 
+def test_recipe_sweep_adopts_the_best_val_run_of_the_winners_alone_and_combined(benchmarks_package):
+    from benchmarks.recipe_sweep import adopted, render
+
+    def run(val):
+        return {"val": {"all": val}, "test": {"all": 0.0, "many": 0.0, "medium": 0.0, "few": 0.0}}
+
+    entry = {"grid": {"views": ["rrc_0.2", "rrc_0.8"], "lr": ["lr_x1", "lr_x2"]},
+             "base_values": {"views": "rrc_0.2", "lr": "lr_x1"}, "winners": {"views": "rrc_0.8", "lr": "lr_x2"},
+             "combined": [["views", "rrc_0.8"], ["lr", "lr_x2"]],
+             "runs": {"base": run(70.0), "rrc_0.8": run(76.0), "lr_x2": run(72.0), "combined": run(74.0)}}
+    # The combination beats the base but not the view alone (the flagship's case): the view alone is adopted.
+    assert adopted(entry) == [("views", "rrc_0.8")]
+    entry["runs"]["combined"] = run(77.0)
+    assert adopted(entry) == [("views", "rrc_0.8"), ("lr", "lr_x2")]
+    entry["runs"]["combined"] = run(76.0)  # a tie goes to the single change: fewer departures from the base
+    assert adopted(entry) == [("views", "rrc_0.8")]
+    # A factor whose winner is the base's own value adds no candidate; nothing above the base adopts nothing.
+    entry.update(winners={"views": "rrc_0.2", "lr": "lr_x1"}, combined=[])
+    del entry["runs"]["combined"]
+    assert adopted(entry) == []
+    assert "Adopted: nothing (no change beat the base on val)." in render(
+        {"quick": False, "seed": 0, "epochs": 30, "recipes": {"x.fmnist_lt": entry}})
+
+
 def test_claims_compare_the_zoo_recipes_of_the_accuracy_table_seed_by_seed(benchmarks_package, tmp_path):
     from benchmarks.claims import converged_budget_claims
 

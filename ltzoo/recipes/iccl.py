@@ -32,6 +32,14 @@ from ltzoo.registry import register_recipes
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
 
 FMNIST_STAGE2_EPOCHS = 5  # of the fmnist_lt design budget; the representation stage gets the rest
+# The representation stage's learning rate, as a multiple of ltzoo's CE learning rate for the dataset. Chosen
+# on val by benchmarks.recipe_sweep (fmnist_lt, seed 0, 30 epochs, one factor at a time around temperature
+# 0.1, lr x1, split 80/20): lr x0.5 / x1 / x2 scored val 82.0 / 84.4 / 84.7, and neither temperature 0.07 /
+# 0.2 (83.1 / 83.5) nor the 90/10 split (84.1) beat the base. The margin of x2 is 3 val images of 1000 on one
+# seed: the sweep's rule (best val wins, the base on a tie) chose it, not a measured gain. The CIFAR recipe
+# takes the same factor, as the issue that ran the sweep asks of the small-scale winners; it was not
+# re-checked on CIFAR (no CIFAR data on the machine that ran it).
+REPRESENTATION_LR_FACTOR = 2.0
 
 COMMON_NOTES = (
     "ICCL has no published code. Its full text (ar5iv 2110.10048) and Salesforce's patent application "
@@ -88,8 +96,8 @@ def iccl_fmnist_lt() -> Recipe:
     ce = ce_fmnist_stage()
     representation, classifier = fmnist_budget([
         StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_DESIGN_EPOCHS - FMNIST_STAGE2_EPOCHS,
-                    batch_size=FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay, warmup_epochs=ce.warmup_epochs,
-                    schedule=ce.schedule),
+                    batch_size=FMNIST_BATCH, lr=ce.lr * REPRESENTATION_LR_FACTOR, weight_decay=ce.weight_decay,
+                    warmup_epochs=ce.warmup_epochs, schedule=ce.schedule),
         _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
     ])
     return Recipe(
@@ -99,26 +107,29 @@ def iccl_fmnist_lt() -> Recipe:
         stages=[representation, classifier],
         method_args=_method_args(),
         notes=COMMON_NOTES + f" fmnist_lt: ltzoo's CPU-scale budget, the shared {FMNIST_EPOCHS} epochs at "
-        f"batch {FMNIST_BATCH} (CE's lr {ce.lr}, wd {ce.weight_decay}) split {representation.epochs} (representation, "
-        f"{ce.schedule}, {representation.warmup_epochs} warmup epochs) + {classifier.epochs} (classifier, cosine).",
+        f"batch {FMNIST_BATCH} (CE's wd {ce.weight_decay}) split {representation.epochs} (representation, lr "
+        f"{representation.lr:g} = {REPRESENTATION_LR_FACTOR:g} x CE's, chosen on val by benchmarks.recipe_sweep, "
+        f"{ce.schedule}, {representation.warmup_epochs} warmup epochs) + {classifier.epochs} (classifier, cosine, "
+        f"CE's lr {classifier.lr:g}).",
     )
 
 
 def iccl_cifar100_lt() -> Recipe:
-    # Stage 1 reuses ltzoo's CE CIFAR-LT schedule (kaidic/LDAM-DRW cifar_train.py): 200 epochs, lr 0.1,
-    # wd 2e-4, 5 warmup epochs, x0.01 after epoch 160 and x1e-4 after 180.
+    # Stage 1 reuses ltzoo's CE CIFAR-LT schedule (kaidic/LDAM-DRW cifar_train.py): 200 epochs, wd 2e-4,
+    # 5 warmup epochs, x0.01 after epoch 160 and x1e-4 after 180; its lr 0.1 times the factor chosen on fmnist_lt.
     return Recipe(
         method="iccl",
         arch="resnet32",
         dataset="cifar100_lt",
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4,
-                        warmup_epochs=5, schedule="step", milestones=(160, 180), gamma=0.01),
+            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=128, lr=0.1 * REPRESENTATION_LR_FACTOR,
+                        weight_decay=2e-4, warmup_epochs=5, schedule="step", milestones=(160, 180), gamma=0.01),
             _classifier_stage(10, 128, lr=0.1, weight_decay=2e-4),
         ],
         method_args=_method_args(),
         notes=COMMON_NOTES + " cifar100_lt: representation stage on the LDAM-DRW CIFAR schedule of ltzoo's CE "
-        "recipe; classifier stage 10 epochs, cosine from lr 0.1.",
+        f"recipe at lr {0.1 * REPRESENTATION_LR_FACTOR:g} ({REPRESENTATION_LR_FACTOR:g} x CE's 0.1: the factor chosen on "
+        "fmnist_lt val, not re-checked on CIFAR); classifier stage 10 epochs, cosine from lr 0.1.",
     )
 
 
