@@ -265,3 +265,16 @@ def test_claims_compare_the_zoo_recipes_of_the_accuracy_table_seed_by_seed(bench
     assert claims["one stage >= two stages (zoo recipes)"] == ("held", "2/2")
     assert claims["the combination beats each of SCL, RSG and LDAM-DRW (zoo recipes)"] == ("not measured", "-")
     assert all("120 epochs" in c["source"] for c in converged_budget_claims(tmp_path))
+
+
+def test_weight_balancing_claims_name_the_budget_of_the_runs_they_compare(benchmarks_package, tmp_path):
+    from benchmarks.claims import wb_claims
+
+    wb = {"stages": [{"epochs": 108}, {"epochs": 12}]}
+    per_seed = [{"ce": {"test": {"fisher_ratio": 50.0}}, "ce_wd": {"test": {"fisher_ratio": f}}} for f in (60.0, 40.0)]
+    (tmp_path / "wb_benchmark.json").write_text(json.dumps(
+        {"benchmark": "wb_benchmark", "machine": {"cpu": "x"}, "recipes": {"wb_resnet32.fmnist_lt": wb},
+         "claim": {"seeds_where_one_stage_ge": "2/2"}, "per_seed": per_seed}))
+    one_stage, fisher = wb_claims(tmp_path)
+    assert (one_stage["verdict"], fisher["verdict"], fisher["seeds"]) == ("held", "mixed", "1/2")
+    assert all(row["source"].startswith("wb_benchmark (120 epochs;") for row in (one_stage, fisher))
