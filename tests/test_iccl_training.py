@@ -20,7 +20,7 @@ from ltzoo.engine.trainer import Trainer, train
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.methods.iccl import ClassifierRebalancing, ICCLRepresentation, iccl
 from ltzoo.models import build_model
-from ltzoo.recipes.iccl import iccl_fmnist_lt, iccl_variant
+from ltzoo.recipes.iccl import REPRESENTATION_LR_FACTOR, iccl_fmnist_lt, iccl_variant
 from ltzoo.registry import get_entry
 from ltzoo.runs import load_state_dict_file
 
@@ -57,9 +57,13 @@ def test_zoo_names_and_fmnist_budget() -> None:
     fm = get_entry("iccl_resnet32.fmnist_lt").recipe()
     ce = get_entry("ce_resnet32.fmnist_lt").recipe()
     assert sum(s.epochs for s in fm.stages) == sum(s.epochs for s in ce.stages)
-    # Same batch and optimiser as CE in the stage that learns the representation.
-    for field in ("batch_size", "lr", "weight_decay", "warmup_epochs", "schedule", "sampler"):
+    # Same batch and optimiser as CE in the stage that learns the representation, at the learning rate the
+    # sweep chose on val as a multiple of CE's; the classifier stage keeps CE's.
+    for field in ("batch_size", "weight_decay", "warmup_epochs", "schedule", "sampler"):
         assert getattr(fm.stages[0], field) == getattr(ce.stages[0], field), field
+    assert fm.stages[0].lr == pytest.approx(ce.stages[0].lr * REPRESENTATION_LR_FACTOR)
+    assert fm.stages[1].lr == ce.stages[0].lr
+    assert get_entry("iccl_resnet32.cifar100_lt").recipe().stages[0].lr == pytest.approx(0.1 * REPRESENTATION_LR_FACTOR)
     assert [s.name for s in fm.stages] == ["representation", "classifier"]
     stage2 = fm.stages[1]
     assert (stage2.sampler, stage2.train) == ("class_balanced", "head")
