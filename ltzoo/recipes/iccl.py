@@ -25,7 +25,14 @@ from typing import Any
 
 from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
 from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
+from ltzoo.recipes.ce import (
+    FMNIST_BATCH,
+    FMNIST_DESIGN_EPOCHS,
+    FMNIST_EPOCHS,
+    ce_cifar_lt,
+    ce_fmnist_stage,
+    fmnist_budget,
+)
 from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
@@ -115,21 +122,20 @@ def iccl_fmnist_lt() -> Recipe:
 
 
 def iccl_cifar100_lt() -> Recipe:
-    # Stage 1 reuses ltzoo's CE CIFAR-LT schedule (kaidic/LDAM-DRW cifar_train.py): 200 epochs, wd 2e-4,
-    # 5 warmup epochs, x0.01 after epoch 160 and x1e-4 after 180; its lr 0.1 times the factor chosen on fmnist_lt.
+    # Stage 1 is ltzoo's CE CIFAR-LT stage (the LDAM-DRW schedule, kaidic/LDAM-DRW cifar_train.py) at the lr factor
+    # chosen on fmnist_lt; the classifier stage keeps CE's lr, batch and decay, as on fmnist_lt.
+    ce = ce_cifar_lt("cifar100_lt").stages[0]
+    representation = dataclasses.replace(ce, name=REPRESENTATION_STAGE, lr=ce.lr * REPRESENTATION_LR_FACTOR,
+                                         select_on_val=False)  # the classifier stage is the one selected on val
     return Recipe(
         method="iccl",
         arch="resnet32",
         dataset="cifar100_lt",
-        stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=128, lr=0.1 * REPRESENTATION_LR_FACTOR,
-                        weight_decay=2e-4, warmup_epochs=5, schedule="step", milestones=(160, 180), gamma=0.01),
-            _classifier_stage(10, 128, lr=0.1, weight_decay=2e-4),
-        ],
+        stages=[representation, _classifier_stage(10, ce.batch_size, lr=ce.lr, weight_decay=ce.weight_decay)],
         method_args=_method_args(),
         notes=COMMON_NOTES + " cifar100_lt: representation stage on the LDAM-DRW CIFAR schedule of ltzoo's CE "
-        f"recipe at lr {0.1 * REPRESENTATION_LR_FACTOR:g} ({REPRESENTATION_LR_FACTOR:g} x CE's 0.1: the factor chosen on "
-        "fmnist_lt val, not re-checked on CIFAR); classifier stage 10 epochs, cosine from lr 0.1.",
+        f"recipe at lr {representation.lr:g} ({REPRESENTATION_LR_FACTOR:g} x CE's {ce.lr:g}: the factor chosen on "
+        f"fmnist_lt val, not re-checked on CIFAR); classifier stage 10 epochs, cosine from lr {ce.lr:g}.",
     )
 
 
