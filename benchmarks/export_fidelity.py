@@ -10,6 +10,11 @@ PyTorch and whether the export gate passed.
 
 ``--only`` re-exports the named models (after their recipe changed, say) and keeps every other model's
 row of the existing full results while that model's recipe is unchanged (a recipe fingerprint per row).
+
+``--calibrated`` adds the row of CE seed 0 after ``ltzoo calibrate --method auto`` (the run of
+``benchmarks/calibration.py``, calibrated here if missing), keeping the other rows likewise:
+
+    .venv/bin/python -m benchmarks.export_fidelity --calibrated
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from benchmarks.common import (
 )
 
 VARIANTS = ("fp32", "fp16", "int8")
+CALIBRATED_CE = "ce_resnet32.fmnist_lt+calibrated"  # a row name: CE seed 0 after `ltzoo calibrate --method auto`
+
+
+def _zoo_name(row_name: str) -> str:
+    return row_name.split("+")[0]
 
 
 def _variant_gate(result: dict[str, Any], variant: str) -> str:
@@ -47,7 +57,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for variant in VARIANTS:
             delta = deltas.get(variant, {})
             label = variant if variant != "int8" else f"int8 ({result.get('int8_calibration') or '?'})"
-            rows.append([result["name"].split(".")[0], label,
+            rows.append([result["name"].split(".")[0] + (" (calibrated)" if result["name"] == CALIBRATED_CE else ""), label,
                          *[("-" if delta.get(g) is None else f"{delta[g]:+.2f}") for g in GROUPS],
                          _variant_gate(result, variant)])
     return ("## Export fidelity (fmnist_lt, seed 0): test top-1 change after export, points vs PyTorch\n\n"
@@ -64,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="CE only, 3-step training")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="zoo names to re-export; the other models' rows are kept from the existing full results")
+    parser.add_argument("--calibrated", action="store_true",
+                        help="export the calibrated CE run (seed 0) as one more row; keep the others")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
     args = parser.parse_args(argv)
 
@@ -75,18 +87,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = sorted(set(args.only or []) - set(every))
     if unknown:
         parser.error(f"--only: not fmnist_lt zoo names: {unknown}; choose from {every}")
-    names = ["ce_resnet32.fmnist_lt"] if args.quick else (args.only or every)
+    names = ["ce_resnet32.fmnist_lt"] if args.quick else (args.only or ([] if args.calibrated else every))
+    if args.calibrated:
+        names.append(CALIBRATED_CE)
+    keeps_others = (args.only or args.calibrated) and not args.quick
     kept: dict[str, dict[str, Any]] = {}
     previous = RESULTS_DIR / "export_fidelity.json"
-    if args.only and not args.quick and previous.is_file():
+    if keeps_others and previous.is_file():
         # A kept row must come from the recipe the registry has now; rows of an edited recipe are dropped.
         kept = {r["name"]: r for r in json.loads(previous.read_text())["results"] if r["name"] not in names
-                and r.get("recipe_sha256") == recipe_sha256(ltzoo.get_entry(r["name"]).recipe())}
+                and r.get("recipe_sha256") == recipe_sha256(ltzoo.get_entry(_zoo_name(r["name"])).recipe())}
     work_dir = args.work_dir / ("quick" if args.quick else "full")
     results: list[dict[str, Any]] = []
     for name in names:
-        limits: dict[str, Any] = {"steps_per_epoch": 3, "epochs": len(ltzoo.get_entry(name).recipe().stages)} if args.quick else {}
-        run = Path(train_seeded(name, 0, work_dir, **limits)["run_dir"])
+        zoo_name = _zoo_name(name)
+        limits: dict[str, Any] = {"steps_per_epoch": 3, "epochs": len(ltzoo.get_entry(zoo_name).recipe().stages)} if args.quick else {}
+        run = Path(train_seeded(zoo_name, 0, work_dir, **limits)["run_dir"])
+        if name == CALIBRATED_CE:
+            from benchmarks.calibration import calibrated_run
+
+            calibrated = WORK_DIR / "calibration" / f"{zoo_name.replace('.', '_')}_seed0"
+            calibrated_run(run, calibrated)
+            run = calibrated
         out = WORK_DIR / "export_fidelity" / ("quick" if args.quick else "full") / name.replace(".", "_")
         try:
             report = export(f"local-dir:{run}", out, ExportOptions(fp16=True, int8=True, verify="dataset"))
@@ -96,14 +118,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             report, passed, error = read_report(out), False, str(exc).splitlines()[0]
         int8_recipe = (report.variants["int8"].recipe if "int8" in report.variants else None) or {}
-        results.append({"name": name, "recipe_sha256": recipe_sha256(ltzoo.get_entry(name).recipe()),
+        results.append({"name": name, "recipe_sha256": recipe_sha256(ltzoo.get_entry(zoo_name).recipe()),
                         "run": str(run), "gate_passed": passed, "error": error,
                         "int8_calibration": int8_recipe.get("calibration_method"),
                         "int8_calibration_choice": int8_recipe.get("calibration_choice"),
                         "failures": [str(f) for f in report.failures], "verification": report.verification.to_dict()})
     fresh = {r["name"]: r for r in results}
-    if args.only:  # every model's row, in zoo order: the fresh ones and the kept ones
-        results = [fresh.get(name) or kept[name] for name in every if name in fresh or name in kept]
+    if keeps_others:  # every model's row, in zoo order (the calibrated CE last): the fresh ones and the kept ones
+        results = [fresh.get(name) or kept[name] for name in [*every, CALIBRATED_CE] if name in fresh or name in kept]
     md = markdown(results)
     missing = [name for name in every if name not in {r["name"] for r in results}]
     if missing and not args.quick:

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-import ltzoo
 from ltzoo.data.spec import dataset_spec
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError, LtzooError
 from ltzoo.models import LTClassifier, build_model
 from ltzoo.names import MODEL_FILE
 from ltzoo.runs import build_config, save_run
+from ltzoo.version import __version__
 
 SOURCES = ("dscl",)
 # Parts of the official stage-1 model that only training needs.
@@ -197,7 +197,7 @@ def convert_dscl(
             "arch": arch,
             "converted_from": report.to_dict(),
             "head_trained": report.head_trained,
-            "ltzoo_version": ltzoo.__version__,
+            "ltzoo_version": __version__,
             "torch_version": torch.__version__,
         },
     )

@@ -43,9 +43,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared
     try:
         yield tmp
+        # mkstemp makes 0600 files, and some writers (safetensors) create the file anew: the mode is set
+        # after writing, so every artifact gets the same 0644 (a shared filesystem shows it to the team).
+        os.chmod(tmp, 0o644)
         _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -15,15 +15,15 @@ import torch
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.names import CHANNELS_LAST_CHOICES
 from ltzoo.precision import cpu_flags
 
-CHOICES = ("auto", "on", "off")
 
 
 def resolve_channels_last(choice: str, device: torch.device | str) -> bool:
     """Whether to train/evaluate in channels_last on ``device`` (``choice``: auto, on or off)."""
-    if choice not in CHOICES:
-        raise BadHyperParameterError(f"channels_last {choice!r} is not one of {list(CHOICES)}")
+    if choice not in CHANNELS_LAST_CHOICES:
+        raise BadHyperParameterError(f"channels_last {choice!r} is not one of {list(CHANNELS_LAST_CHOICES)}")
     if choice != "auto":
         return choice == "on"
     device = torch.device(device)

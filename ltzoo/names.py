@@ -11,6 +11,9 @@ from __future__ import annotations
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+# A run in training: one checkpoint per epoch in CHECKPOINT_DIR, the newest as LAST_CHECKPOINT (what --resume reads).
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
 
 # In config.json: the block that marks a config as ltzoo's (next to timm's fields), and inside it the
 # sha256 of MODEL_FILE that every load checks.
@@ -20,6 +23,11 @@ WEIGHTS_SHA256_KEY = "weights_sha256"
 # An export folder (ltzoo.export): one ONNX graph per variant and the report of their checks.
 VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
 REPORT_FILE = "export_report.json"
+
+# Command-line choices that the parsers need before torch is imported (``ltzoo --help`` answers at once):
+# training precision (ltzoo.precision) and the channels-last switch (ltzoo.memory_format).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHANNELS_LAST_CHOICES = ("auto", "on", "off")
 
 # Source prefixes of ltzoo.load (timm's): a run folder and a Hub repo.
 LOCAL_PREFIX = "local-dir:"

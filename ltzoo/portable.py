@@ -4,14 +4,17 @@ A run's own files describe this machine (where its data is, which local run ``--
 which is what ``ltzoo eval RUN`` and ``ltzoo export`` need there. What leaves the machine (a pushed
 ``config.json`` and card, ``export_report.json``, ONNX ``metadata_props``) carries the portable form
 instead: a data source by its folder's name (:meth:`~ltzoo.data.sources.SourceSpec.portable_name`,
-rebuilt elsewhere with ``--data-root``), a local model by its folder's name. :func:`local_paths_in` is
-the last check before a push: it looks for this machine's folders in every byte about to be published.
+rebuilt elsewhere with ``--data-root``), a local model by its folder's name. Two checks run before a push:
+:func:`machine_paths_in` walks every string of what is published (config, card, export report, ONNX metadata)
+for any absolute path that lies on this machine, wherever it sits, and names its key; :func:`local_paths_in`
+then looks for this machine's known folders in every byte about to be published.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -49,8 +52,10 @@ def portable_config(config: Mapping[str, Any]) -> dict[str, Any]:
     lt = portable.get(CONFIG_BLOCK)
     if isinstance(lt, dict):
         source = lt.get("source")
-        if isinstance(source, dict) and source.get("path"):
-            source["path"] = Path(str(source["path"])).name
+        if isinstance(source, dict):  # where the data was read: path (own data), files (Fashion-MNIST, CIFAR), root
+            for key, value in source.items():
+                if isinstance(value, str) and Path(value).is_absolute():
+                    source[key] = Path(value).name
         parent = lt.get("parent")
         if isinstance(parent, dict) and isinstance(parent.get("source"), str):
             parent["source"] = portable_model_source(parent["source"])
@@ -79,8 +84,8 @@ def recorded_local_folders(config: Mapping[str, Any]) -> list[Path]:
     _map_strings(dict(config), collect)
     lt = config.get(CONFIG_BLOCK) if isinstance(config.get(CONFIG_BLOCK), dict) else {}
     source, parent = lt.get("source"), lt.get("parent")
-    if isinstance(source, dict) and isinstance(source.get("path"), str):
-        found.append(Path(source["path"]))
+    if isinstance(source, dict):
+        found += [Path(value) for value in source.values() if isinstance(value, str) and Path(value).is_absolute()]
     parent_source = parent.get("source") if isinstance(parent, dict) else None
     parent_path = _local_model_path(parent_source) if isinstance(parent_source, str) else None
     if parent_path is not None:
@@ -123,3 +128,28 @@ def local_paths_in(content: bytes | os.PathLike[str], needles: Iterable[str]) ->
             found.update(needle for needle, raw in encoded if raw in window)
             tail = window[-overlap:] if overlap else b""
     return sorted(found)
+
+
+# An absolute POSIX path inside any text: a "/" that starts a token (not the "/" of a URL, a ratio such as
+# many/few, or a relative path such as runs/ce), followed by at least one path character.
+_PATH_CHARS = r"[^\s/'\"`<>()\[\]{},;|]"
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/-])/{_PATH_CHARS}+(?:/{_PATH_CHARS}*)*")
+
+
+def machine_paths_in_text(text: str) -> list[str]:
+    """The absolute paths in ``text`` that lie on this machine: those whose top folder (``/usr``, ``/data``)
+    exists here. A path recorded on another machine, or a URL's path, is not one."""
+    return [match.group() for match in _ABSOLUTE_PATH.finditer(text)
+            if Path("/", Path(match.group()).parts[1]).exists()]
+
+
+def machine_paths_in(obj: Any, key: str = "") -> list[tuple[str, str]]:
+    """``(key, path)`` for every path of this machine in the strings of a JSON-like ``obj``; keys are written
+    as ``ltzoo.source.files`` or ``stages[0].notes``, so an error can say where to look."""
+    if isinstance(obj, str):
+        return [(key, path) for path in machine_paths_in_text(obj)]
+    if isinstance(obj, Mapping):
+        return [hit for name, value in obj.items() for hit in machine_paths_in(value, f"{key}.{name}" if key else str(name))]
+    if isinstance(obj, (list, tuple)):
+        return [hit for index, value in enumerate(obj) for hit in machine_paths_in(value, f"{key}[{index}]")]
+    return []

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import torch
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.recipes.base import check_precision
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RESOLVED = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,15 +66,6 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(cpu_bf16_features())
     return False
-
-
-def check_precision(requested: str) -> str:
-    if requested not in PRECISIONS:
-        raise BadHyperParameterError(
-            f"precision {requested!r} is not one of {list(PRECISIONS)}: use auto (bf16 where the hardware has it, "
-            "else fp32), fp32, bf16, or fp16 (CUDA only)"
-        )
-    return requested
 
 
 def resolve_precision(requested: str, device: torch.device | str) -> str:

@@ -10,6 +10,8 @@ format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from ltzoo.models import LTClassifier
 from ltzoo.models import timm_layout
 from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
 from ltzoo.names import CONFIG_BLOCK, CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_SHA256_KEY
+
+log = logging.getLogger("ltzoo.runs")
 
 
 # ----- atomic writes ---------------------------------------------------------------------------
@@ -101,9 +105,25 @@ def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[
     sha = atomic_save_state_dict(weights, out_dir / MODEL_FILE)
     config = json.loads(json.dumps(config))
     config.setdefault(CONFIG_BLOCK, {})[WEIGHTS_SHA256_KEY] = sha
+    for key in ("metrics", "selected"):
+        if key in config[CONFIG_BLOCK]:
+            config[CONFIG_BLOCK][key] = rounded_floats(config[CONFIG_BLOCK][key])
     atomic_write_json(out_dir / CONFIG_FILE, config)
-    atomic_write_json(out_dir / METRICS_FILE, metrics)
+    atomic_write_json(out_dir / METRICS_FILE, rounded_floats(metrics))
     return out_dir
+
+
+def rounded_floats(obj: Any, significant: int = 10) -> Any:
+    """``obj`` with every float at ``significant`` digits: 0.8999999999999999 is written as 0.9. Ten digits keep
+    every real difference (a top-1 over 10,000 images moves in steps of 0.01) and drop only float noise, so a
+    re-evaluation still matches the recorded number to 1e-6."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{significant}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {key: rounded_floats(value, significant) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded_floats(value, significant) for value in obj]
+    return obj
 
 
 def model_from_config(config: dict[str, Any]) -> LTClassifier:
@@ -176,3 +196,18 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
     model.pretrained_cfg = timm_layout.module_pretrained_cfg(model, config)
     model.eval()
     return model, config
+
+
+def check_trained_on(config: dict[str, Any], data: Any) -> None:
+    """Refuse to score a run on data whose classes differ from those it was trained on (a class folder added or
+    renamed since: every score would use another class mapping); warn when only the files differ."""
+    trained_labels = config.get("label_names") or data.label_names
+    if data.num_classes != config.get("num_classes", data.num_classes) or list(data.label_names) != list(trained_labels):
+        raise ConfigMismatchError(
+            f"the data found has classes {data.label_names} but the model was trained on {trained_labels}; "
+            "use the data it was trained on (--data-root points at a moved copy)"
+        )
+    recorded = config.get(CONFIG_BLOCK, {}).get("index_sha256")
+    if recorded not in (None, data.index_sha256):
+        log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
+                    data.index_sha256[:12], recorded[:12])

@@ -278,3 +278,102 @@ def test_weight_balancing_claims_name_the_budget_of_the_runs_they_compare(benchm
     one_stage, fisher = wb_claims(tmp_path)
     assert (one_stage["verdict"], fisher["verdict"], fisher["seeds"]) == ("held", "mixed", "1/2")
     assert all(row["source"].startswith("wb_benchmark (120 epochs;") for row in (one_stage, fisher))
+
+
+def _recorded_row(per_class: list[list[float]], train_time_s: list[float]) -> dict:
+    """An accuracy row as ``benchmarks.accuracy.main`` records it (one entry per seed in every list)."""
+    seeds = list(range(len(train_time_s)))
+    test = [{"all": 80.0 + s, "many": 90.0, "medium": 70.0, "few": 60.0 + s} for s in seeds]
+    return {"seeds": seeds, "recipe_sha256": "0" * 64, "test": test, "val": test, "per_class": per_class,
+            "train_time_s": train_time_s, "run_dir": [f"runs/x_seed{s}" for s in seeds]}
+
+
+def test_accuracy_per_class_lines_run_along_the_count_axis(benchmarks_package, tmp_path, monkeypatch):
+    """Label order is not count order (own data, or fmnist_lt's descending counts): each line must still be drawn
+    left to right along the count axis, each class's accuracy kept at its own count, or the lines zigzag."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    import benchmarks.accuracy as accuracy
+
+    drawn: list[Figure] = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    counts = [12, 400, 3, 40, 12, 150]  # a tie (12) too: classes 0 and 4
+    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[50, 95, 10, 70, 40, 90], [60, 97, 20, 72, 44, 88]], [60.0, 60.0]),
+            "ldam_drw_resnet32.fmnist_lt": _recorded_row([[55, 90, 30, 75, 45, 85]], [90.0]),
+            accuracy.UPPER_BOUND: _recorded_row([[80, 80, 80, 80, 81, 80]], [30.0])}
+    path = tmp_path / "accuracy_parts_per_class.png"
+    accuracy.per_class_plot(rows, counts, path, "parts")
+    assert path.stat().st_size > 0 and len(drawn) == 1
+    lines = drawn[0].axes[0].get_lines()
+    assert len(lines) == len(rows)
+    for line, row in zip(lines, rows.values(), strict=True):
+        x, y = np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)
+        assert np.all(np.diff(x) >= 0), f"{line.get_label()} zigzags: x = {x.tolist()}"
+        mean = np.mean(np.array(row["per_class"], dtype=float), axis=0)
+        # Each point is still (class count, that class's accuracy); the tie keeps label order (class 0, then 4).
+        assert sorted(zip(x.tolist(), y.tolist())) == sorted(zip(map(float, counts), mean.tolist()))
+        assert y[1:3].tolist() == [mean[0], mean[4]]  # after class 2 (3 images)
+
+
+def _table_cell(md: str, method: str, column: str) -> str:
+    """The cell of ``column`` in the row of ``method`` of the report's (first) markdown table."""
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    for line in table[1:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == method:
+            return cells[header.index(column)]
+    raise AssertionError(f"{method} not in the table")
+
+
+def _target_line(md: str) -> tuple[str, str, str]:
+    """(method, its minutes per seed, its benchmark's minutes) as the report's time-target line states them."""
+    import re
+
+    line = next(line for line in md.splitlines() if line.startswith("Target ("))
+    found = re.search(r"slowest (\S+) ([\d.]+) min/seed .*?= ([\d.]+) min ->", line)
+    assert found, line
+    return found.group(1), found.group(2), found.group(3)
+
+
+def test_accuracy_time_target_states_the_tables_minutes_on_own_data(benchmarks_package, tmp_path, monkeypatch):
+    """The reported case: one seed of 29.9 min on own data; the line said 15 min (the seeds' sum halved) while
+    the table said 29.9 min/seed. Both now read one helper, and one run on one core takes its whole time."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from custom_data_fixtures import make_imagefolder  # type: ignore[import-not-found]
+
+    import benchmarks.accuracy as accuracy
+
+    monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path / "results")
+    data = make_imagefolder(tmp_path / "parts", train=[4, 40, 12], val=[2, 2, 2], test=[2, 2, 2],
+                            names=["bolt", "nut", "washer"])  # label order is not count order
+    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[10.0, 90.0, 50.0]], [600.0]),
+            "dscl_resnet32.fmnist_lt": _recorded_row([[30.0, 85.0, 60.0]], [29.9 * 60])}
+    report, md = accuracy.accuracy_report(rows, [0], "accuracy_parts", "parts", f"imagefolder:{data}", False, 1800.0)
+    method, per_seed, benchmark = _target_line(md)
+    assert method == "dscl_resnet32"
+    assert per_seed == _table_cell(md, method, "train min/seed") == "29.9"
+    assert benchmark == "29.9", "one seed is one 1-thread run: its benchmark lasts the whole run"
+    assert report["benchmark_minutes_per_method"]["dscl_resnet32.fmnist_lt"] == pytest.approx(29.9)
+    assert "not this invocation's wall time" in md
+    assert (tmp_path / "results" / "accuracy_parts_per_class.png").stat().st_size > 0
+
+
+def test_accuracy_time_target_states_the_tables_minutes_over_seeds(benchmarks_package):
+    """Three seeds, two at a time on 2 cores: two rounds of the table's minutes per seed (not the seeds' sum / 2)."""
+    from benchmarks.accuracy import UPPER_BOUND, report_markdown
+
+    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[50.0] * 10] * 3, [1000.0, 960.0, 1040.0]),
+            "scl_rsg_ldam_resnet32.fmnist_lt": _recorded_row([[60.0] * 10] * 3, [2900.0, 2950.0, 2970.0]),
+            "wb_resnet32.fmnist_lt": _recorded_row([[55.0] * 10] * 2, [700.0, 700.0]),
+            UPPER_BOUND: _recorded_row([[80.0] * 10] * 3, [700.0, 740.0, 760.0])}
+    md = report_markdown(rows, [0, 1, 2], "fmnist_lt", None, False, 60.0, "accuracy_per_class.png")
+    method, per_seed, benchmark = _target_line(md)
+    assert method == "scl_rsg_ldam_resnet32"
+    assert per_seed == _table_cell(md, method, "train min/seed") == "49.0"
+    assert benchmark == "98.0"

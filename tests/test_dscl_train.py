@@ -15,7 +15,7 @@ from ltzoo.data.spec import dataset_spec
 from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.engine.trainer import train
 from ltzoo.errors import BadHyperParameterError, WeightsNotPublishedError
-from ltzoo.losses.dscl import beta_to_alpha
+from ltzoo.recipes.dscl import beta_to_alpha
 from ltzoo.methods.dscl import BalancedLinearClassifier, DSCLRepresentation
 from ltzoo.models import build_model
 from ltzoo.models.timm_layout import saved_state_dict, spec_from_config

@@ -12,7 +12,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha, dscl_loss, dscl_weights, weighted_contrastive_nll
+from ltzoo.losses.dscl import DSCLLoss, dscl_loss, dscl_weights, weighted_contrastive_nll
+from ltzoo.recipes.dscl import beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 

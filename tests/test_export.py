@@ -386,7 +386,14 @@ def test_unwritable_out_dir(random_run, tmp_path, capsys):
     blocker.write_text("not a directory")
     assert main_export(["--model", str(random_run), "--out", str(blocker / "sub")]) != 0
     err = capsys.readouterr().err
-    assert "cannot write to the output directory" in err and "--out" in err
+    assert "cannot be written" in err and "--out" in err
+
+
+def test_a_failed_export_removes_the_folders_it_created(tmp_path, capsys):
+    out = tmp_path / "new" / "exports"
+    assert main_export(["--model", str(tmp_path / "no_such_run"), "--out", str(out)]) != 0
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nothing left behind, not even an empty folder
 
 
 def test_corrupt_onnx_given_to_the_verifier(random_run, tmp_path, capsys):

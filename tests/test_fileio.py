@@ -45,3 +45,16 @@ def test_invalid_json_names_the_file_and_the_fix(tmp_path):
         read_json(path, remedy="re-evaluate the run")
     with pytest.raises(FileNotFoundError):
         read_json(tmp_path / "missing.json", remedy="unused")
+
+
+def test_weights_get_the_same_mode_as_every_other_file(tmp_path):
+    import torch
+
+    from ltzoo.runs import atomic_save_state_dict, atomic_torch_save
+
+    # safetensors creates its file anew (0600 after mkstemp): a shared filesystem would hide the weights
+    atomic_save_state_dict({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    atomic_torch_save({"step": 1}, tmp_path / "last.pt")
+    atomic_write_json(tmp_path / "config.json", {})
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert modes == {"model.safetensors": "0o644", "last.pt": "0o644", "config.json": "0o644"}

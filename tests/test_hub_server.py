@@ -8,8 +8,10 @@ huggingface.co for what ltzoo uses.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -185,3 +187,54 @@ def test_server_runs_as_a_script_and_prints_its_url(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+
+def test_fault_hooks_stall_mid_download_and_mid_commit_then_drop_the_connection(tmp_path: Path) -> None:
+    # The hooks tests/test_hub_faults.py kills the server at, checked here in-thread with raw HTTP and the client.
+    faults = hub_server.Faults(stall_download="data.bin", stall_bytes=1000,
+                               hold_download="other.bin", hold_until=1, hold_timeout=0.2)
+    tokens = {WRITE_TOKEN: {"user": "tester", "orgs": [ORG], "role": "write"}}
+    with hub_server.LocalHub(tmp_path / "d", tokens, faults=faults) as hub:
+        api = HfApi(endpoint=hub.url, token=WRITE_TOKEN)
+        repo_id, url = f"{ORG}/f", f"{hub.url}/{ORG}/f/resolve/main"
+        api.create_repo(repo_id)
+        api.create_commit(repo_id, [CommitOperationAdd("data.bin", PAYLOAD), CommitOperationAdd("other.bin", b"o")],
+                          commit_message="add")
+        head = api.model_info(repo_id).sha
+        got: dict[str, object] = {}
+
+        def download() -> None:
+            try:
+                urllib.request.urlopen(f"{url}/data.bin").read()
+            except http.client.IncompleteRead as exc:
+                got["partial"], got["missing"] = exc.partial, exc.expected
+
+        def commit() -> None:
+            try:
+                api.create_commit(repo_id, [CommitOperationAdd("new.bin", PAYLOAD * 20)], commit_message="cut off")
+            except Exception as exc:  # noqa: BLE001 (inspected below)
+                got["commit"] = exc
+
+        for fn in (download, commit):
+            faults.stall_commit = fn is commit
+            faults.stalled.clear()
+            faults.release.clear()
+            worker = threading.Thread(target=fn)
+            worker.start()
+            assert faults.stalled.wait(10)  # stalled part-way; released, it drops the connection unanswered
+            faults.release.set()
+            worker.join(10)
+            assert not worker.is_alive()
+        faults.stall_commit = False
+        # The download got the headers (the whole size) and the first 1000 bytes, then the connection died.
+        assert got["partial"] == PAYLOAD[:1000] and got["missing"] == len(PAYLOAD) - 1000
+        # The cut-off commit failed on the client and stored nothing: the branch is where it was.
+        assert isinstance(got["commit"], Exception)
+        assert api.model_info(repo_id).sha == head and "new.bin" not in api.list_repo_files(repo_id)
+
+        # A GET held for one HEAD answers 500 when none comes in time, and the file once the HEAD has come.
+        assert _get(f"{url}/other.bin")[0] == 500
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/other.bin", method="HEAD")) as response:
+            assert response.status == 200
+        assert _get(f"{url}/other.bin")[::2] == (200, b"o")

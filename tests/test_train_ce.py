@@ -38,9 +38,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference"
     ran = subprocess.run(_train_cmd(reference, "--precision", "bf16"), check=True, env=env, capture_output=True,
                          text=True)
-    # One readable line per epoch on the terminal (the JSON stays in train_log.jsonl).
-    epoch_lines = [line for line in ran.stderr.splitlines() if line.startswith("main ")]
-    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], ran.stderr
+    # One readable line per epoch, on stdout with the rest of what a user reads (the JSON stays in train_log.jsonl).
+    epoch_lines = [line for line in ran.stdout.splitlines() if line.startswith("main ")]
+    assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], ran.stdout
     assert all("loss " in line and "img/s" in line and "val " in line and "few " in line for line in epoch_lines)
     assert "* new best" in epoch_lines[0]
 
@@ -69,7 +69,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     # --resume keeps the run's precision without being told; --log-format json prints the log's own lines.
     resumed = subprocess.run(_train_cmd(killed, "--resume", "--log-format", "json"), check=True, env=env,
                              capture_output=True, text=True)
-    printed = [json.loads(line) for line in resumed.stderr.splitlines() if line.startswith("{")]
+    printed = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
     assert printed and printed == [json.loads(l) for l in (killed / "train_log.jsonl").read_text().splitlines()][-len(printed):]
     ref_metrics = json.loads((reference / "metrics.json").read_text())
     res_metrics = json.loads((killed / "metrics.json").read_text())

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import shlex
 import sys
 
 from ltzoo import __version__
@@ -29,8 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    # Every line a user reads (plans, epoch lines, tables, warnings) goes to stdout, as do the progress bars
+    # (ltzoo.engine.progress); stderr carries only the one-line error a command fails with.
+    # With --json, stdout is the JSON document alone and the log lines go to stderr.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr if getattr(args, "json", False) else sys.stdout)
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2", "huggingface_hub", "filelock"):
         # one INFO line per HTTP request drowns the output; -v brings them back
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -43,8 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ltzoo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"ltzoo {args.command}: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """How to continue an interrupted ``ltzoo train``: the same command with ``--resume`` (every finished epoch
+    is in its checkpoint)."""
+    if args.command != "train":
+        return ""
+    command = " ".join(shlex.quote(part) for part in ["ltzoo", *argv, *([] if args.resume else ["--resume"])])
+    return f"; the finished epochs are saved in {args.out}: continue with\n  {command}"
 
 
 if __name__ == "__main__":

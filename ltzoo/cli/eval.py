@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
-from ltzoo.errors import ConfigMismatchError
 from ltzoo.names import CONFIG_BLOCK
-
-log = logging.getLogger("ltzoo.eval")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,10 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset it was trained on: top-1 overall, many/medium/few and per class.",
     )
     p.add_argument("model", help="run directory, local-dir:PATH, hf-hub:ORG/REPO[@rev] or zoo name")
-    p.add_argument("--split", choices=("val", "test"), default="test")
+    p.add_argument("--split", choices=("val", "test"), default="test",
+                   help="which split to score (default: test; choose models and settings on val, never on test)")
     p.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy; for a run on "
                    "your own data, where its files are now if they moved)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per evaluation batch (default 256; lower it if memory runs out; scores do not change)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--analysis", action="store_true",
                    help="also measure why the model is (im)balanced: Fisher discriminant ratio of the features, "
@@ -35,21 +32,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ltzoo.preflight import check_data_root, check_model_source
+
+    check_model_source(args.model, "MODEL")
+    check_data_root(args.data_root)
     from ltzoo.data import build_dataset
+    from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
     from ltzoo.loading import load
+    from ltzoo.runs import check_trained_on
 
     model, config = load(args.model, with_config=True)
     data = build_dataset(config[CONFIG_BLOCK]["dataset"], args.data_root)
-    trained_labels = config.get("label_names") or data.label_names
-    if data.num_classes != model.num_classes or list(data.label_names) != list(trained_labels):
-        # e.g. a class folder added or renamed since training: scores would use another class mapping.
-        raise ConfigMismatchError(
-            f"the data found has classes {data.label_names} but the model was trained on {trained_labels}; "
-            "evaluate on the data it was trained on (--data-root points at a moved copy)"
-        )
-    if config[CONFIG_BLOCK].get("index_sha256") not in (None, data.index_sha256):
-        log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
-                    data.index_sha256[:12], config[CONFIG_BLOCK]["index_sha256"][:12])
+    check_trained_on(config, data)
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
     analysis = None
     if args.analysis:

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pattern", action="append", help="zoo-name pattern(s), e.g. 'dscl*' (repeatable; default all)")
     p.add_argument("--runs", default="runs", help="runs directory to search (default: runs)")
     p.add_argument("--exports", help="exports directory; <exports>/<run folder or zoo name> with export_report.json is pushed too")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--create-pr", action="store_true", help="open pull requests instead of committing to main")
     p.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, then https://huggingface.co)")
     p.add_argument("--token", help="write token (default: $HF_TOKEN)")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS
-from ltzoo.engine.evaluator import format_table
-from ltzoo.memory_format import CHOICES
-from ltzoo.precision import PRECISIONS
+from ltzoo.names import CHANNELS_LAST_CHOICES, PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     speed.add_argument("--precision", choices=PRECISIONS,
                        help="training precision (default: the recipe's, auto): auto = bf16 autocast where the device "
                        "computes bf16 natively (CUDA with bf16, CPUs with AMX or AVX512_BF16), else fp32; fp16 is "
-                       "CUDA only (with a gradient scaler). Losses always run in fp32. --resume keeps the run's")
-    speed.add_argument("--channels-last", choices=CHOICES, default="auto",
+                       "CUDA only (with a gradient scaler). Losses always run in fp32. --resume keeps the precision the "
+                       "run started with")
+    speed.add_argument("--channels-last", choices=CHANNELS_LAST_CHOICES, default="auto",
                        help="NHWC memory layout for the convolutions (default auto: on for CUDA and AVX-512 CPUs, "
                        "where it measured faster; off on AVX2-only CPUs)")
     speed.add_argument("--compile", action="store_true",
@@ -69,7 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ltzoo.preflight import check_train_arguments
+
+    # Before torch is imported: a bad argument fails in the first second, not after planning or an epoch.
+    check_train_arguments(args.out, resume=args.resume, data_root=args.data_root, init=args.init)
+
     from ltzoo.engine import distributed
+    from ltzoo.engine.evaluator import format_table
     from ltzoo.engine.plan import plan_training, run_plan
     from ltzoo.recipes.derived import Overrides, method_knobs
 

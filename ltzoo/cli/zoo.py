@@ -41,11 +41,15 @@ def pinned_line(entry: ZooEntry) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if not list_models(args.pattern):  # a typo, most likely: say so, and fail a script that relies on it
+        print(f"no zoo name matches {args.pattern!r}; `ltzoo list` shows all {len(list_models())} names "
+              "(patterns are fnmatch, e.g. 'dscl*' or '*.fmnist_lt')", file=sys.stderr)
+        return 1
     names = list_models(args.pattern, pretrained=args.pretrained)
     if args.pretrained:
         for name in names:
             print(pinned_line(get_entry(name)))
-        if not names:
+        if not names:  # names exist, none published yet: a state, not an error
             print(f"no zoo entry matching {args.pattern!r} has pinned weights in {pins_path()}; "
                   "`ltzoo publish-zoo` pins what it publishes", file=sys.stderr)
         return 0

@@ -40,10 +40,21 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def locate_fashion_mnist(root: str | os.PathLike[str] | None = None, download: bool = False) -> dict[str, Path]:
-    """Find the idx files: ``root``, then ``$LTZOO_DATA``, then the Debian package, then torchvision's download."""
-    candidates: list[Path] = []
+    """Find the idx files: in ``root`` when it is given (and nowhere else: a --data-root that holds no
+    Fashion-MNIST is an error, not a silent fall-back to another copy); otherwise ``$LTZOO_DATA``, then the
+    Debian package, then torchvision's download."""
     if root is not None:
-        candidates += [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST"]
+        given = [Path(root), Path(root) / "fashion-mnist", Path(root) / "FashionMNIST"]
+        for directory in given:
+            found = {key: _find(directory, stem) for key, stem in FILES.items()}
+            if all(found.values()):
+                return found  # type: ignore[return-value]
+        raise DataNotFoundError(
+            f"--data-root {root}: no Fashion-MNIST idx files there (searched {', '.join(str(p) for p in given)}). "
+            "Fix: point --data-root at the folder holding train-images-idx3-ubyte[.gz] and the other three files, "
+            "or leave it out to use $LTZOO_DATA or the system copy."
+        )
+    candidates: list[Path] = []
     if os.environ.get("LTZOO_DATA"):
         env = Path(os.environ["LTZOO_DATA"])
         candidates += [env, env / "fashion-mnist", env / "FashionMNIST"]

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.longtail import ShotSplit
+from ltzoo.engine.progress import progress_bar
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -52,7 +52,7 @@ def predict(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], A
     """Logits and targets over a dataset, in dataset order."""
     loader = DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False)
     logits, targets = [], []
-    for images, labels in tqdm(loader, desc=desc, leave=False, disable=None):
+    for images, labels in progress_bar(loader, desc=desc):
         logits.append(predictor(np.ascontiguousarray(images.numpy(), dtype=np.float32)))
         targets.append(labels.numpy())
     if not logits:  # an empty split (own data without a test split): no predictions, no accuracy

@@ -51,9 +51,9 @@ class Parent:
 
 def load_parent(source: str) -> Parent:
     """Load ``source`` (anything ``ltzoo.load`` accepts) with its config."""
-    import ltzoo
+    from ltzoo.loading import load
 
-    model, config = ltzoo.load(source, with_config=True)
+    model, config = load(source, with_config=True)
     if not config:
         raise LtzooError(
             f"--init {source!r} gave a model without a config; use a trained run, a published zoo model or "

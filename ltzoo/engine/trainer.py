@@ -44,9 +44,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-import ltzoo
 from ltzoo.data import LTDataset, build_dataset
 from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.samplers import LongTailSampler
@@ -55,21 +53,27 @@ from ltzoo.engine.compiled import compile_backbone, compile_errors
 from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
 from ltzoo.engine.objective import Objective, StageContext, StepOutput, get_method
+from ltzoo.engine.progress import progress_bar
 from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
-from ltzoo.names import MODEL_FILE
+from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT, MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
 from ltzoo.recipes.base import Recipe, StageConfig, same_recipe, scale_stages
-from ltzoo.runs import atomic_save_state_dict, atomic_torch_save, build_config, load_state_dict_file, save_run
+from ltzoo.runs import (
+    atomic_save_state_dict,
+    atomic_torch_save,
+    build_config,
+    load_state_dict_file,
+    rounded_floats,
+    save_run,
+)
+from ltzoo.version import __version__
 
 log = logging.getLogger("ltzoo.train")
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.pt"
 
 
 def stage_checkpoint_name(stage: str) -> str:
@@ -407,8 +411,8 @@ class Trainer:
             objective.on_epoch_start(epoch)
             distributed.broadcast_module_state(step_module)  # e.g. a head re-initialised from each process's RNG
             epoch_start, loss_sum, seen, logs_sum = time.time(), 0.0, 0, {}
-            progress = tqdm(total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
-                            disable=None if self.is_main else True)
+            progress = progress_bar(total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+                                    enabled=self.is_main)
             for step, batch in enumerate(loader):
                 if step >= steps_per_epoch or (self.max_steps is not None and global_step >= self.max_steps):
                     break
@@ -461,8 +465,8 @@ class Trainer:
             self._save_checkpoint(stage_index, epoch + 1, objective, optimizer, scaler, global_step)
             if self.is_main:
                 atomic_write_bytes(self.out_dir / TRAIN_LOG,  # rewritten whole: consistent after resume
-                                   "".join(json.dumps(entry) + "\n" for entry in self.log_lines).encode())
-                log.info(json.dumps(line) if self.log_format == "json" else format_epoch_line(line, stage.epochs))
+                                   "".join(json.dumps(rounded_floats(entry)) + "\n" for entry in self.log_lines).encode())
+                log.info(json.dumps(rounded_floats(line)) if self.log_format == "json" else format_epoch_line(line, stage.epochs))
                 if epoch + 1 == stage.epochs and stage_index + 1 < len(self.recipe.stages):
                     # The checkpoint between two stages, kept: a later stage can be re-run from it with other
                     # settings of its own (``ltzoo.engine.branch``), without training the earlier stages again.
@@ -483,6 +487,9 @@ class Trainer:
         # The reported numbers are an fp32 evaluation of the weights being saved, whatever the training
         # precision: exactly what ``ltzoo eval`` and ``ltzoo.load`` reproduce.
         predictor = self._predictor(self.model)
+        if self.is_main:  # the final evaluation takes a while on a CPU: say what is running
+            log.info("evaluating the selected model in fp32 on val (%d images) and test (%d images)",
+                     len(self.data.split("val")), len(self.data.split("test")))
         val = evaluate_split_sharded(predictor, self.data, "val")
         test = evaluate_split_sharded(predictor, self.data, "test")
         summary = {s: {k: r[k] for k in ("all", "many", "medium", "few")} for s, r in (("val", val), ("test", test))}
@@ -511,7 +518,7 @@ class Trainer:
                     "compiled": self.compile,
                     # A step-capped run is a smoke run, not the recipe's full budget: say so.
                     "training_limits": {"max_steps": self.max_steps, "steps_per_epoch": self.steps_cap},
-                    "ltzoo_version": ltzoo.__version__,
+                    "ltzoo_version": __version__,
                     "torch_version": torch.__version__,
                     **self.extra_config,
                 },

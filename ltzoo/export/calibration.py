@@ -3,7 +3,7 @@
 No calibration method is best for every model. On the fmnist_lt zoo, minmax keeps 9 of 11 models within
 the int8 gate, but on DSCL and DSCL + PBSD it loses 1.2 to 2.1 points of val top-1 (overall or few-shot),
 where percentile calibration loses at most 0.5 (``benchmarks/results/export_fidelity.json``). ``auto`` tries the
-methods in the order of :data:`~ltzoo.export.int8.CALIBRATION_METHODS` (minmax first: it is the
+methods in the order of :data:`~ltzoo.export.options.CALIBRATION_METHOD_NAMES` (minmax first: it is the
 cheapest, and the histogram methods hold every calibration activation in memory) and keeps the first
 whose val drop on the gated groups is within the int8 threshold; if none is, the one with the smallest
 worst drop, and the gate then fails as it would have. Only val is looked at, so the test split stays an
@@ -18,14 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ltzoo.export.int8 import CALIBRATION_METHODS
+from ltzoo.export.options import CALIBRATION_METHOD_NAMES
 from ltzoo.export.verify import GATED_GROUPS
 
 log = logging.getLogger("ltzoo.export")
 
-AUTO = "auto"
-CALIBRATION_CHOICES = (AUTO, *CALIBRATION_METHODS)
-DEFAULT_CALIBRATION = AUTO
 SELECTION_SPLIT = "val"
 
 
@@ -45,7 +42,7 @@ def choose_calibration(
     tried: dict[str, dict[str, float]] = {}
     best: tuple[float, str, Path, dict[str, Any]] | None = None
     try:
-        for method in CALIBRATION_METHODS:
+        for method in CALIBRATION_METHOD_NAMES:
             candidate = dst.with_name(f".{dst.stem}.{method}{dst.suffix}")
             recipe = quantize(method, candidate)
             result = score(candidate)
@@ -61,14 +58,14 @@ def choose_calibration(
                 candidate.unlink(missing_ok=True)
             if worst <= max_drop + 1e-9:  # the same epsilon as the gate
                 break
-        assert best is not None  # CALIBRATION_METHODS is not empty
+        assert best is not None  # CALIBRATION_METHOD_NAMES is not empty
         worst, method, path, recipe = best
         os.replace(path, dst)
     finally:
         for leftover in dst.parent.glob(f".{dst.stem}.*{dst.suffix}"):
             leftover.unlink(missing_ok=True)
     recipe["calibration_choice"] = {
-        "rule": f"first of {list(CALIBRATION_METHODS)} whose {SELECTION_SPLIT} drop on {'/'.join(GATED_GROUPS)} is "
+        "rule": f"first of {list(CALIBRATION_METHOD_NAMES)} whose {SELECTION_SPLIT} drop on {'/'.join(GATED_GROUPS)} is "
         f"<= {max_drop:g} pt, else the smallest worst drop",
         "split": SELECTION_SPLIT,
         "chosen": method,

@@ -35,7 +35,7 @@ TRT_DESCRIPTION = (
 
 
 def _profile(text: str) -> Any:
-    from ltzoo.export.tensorrt import Profile
+    from ltzoo.export.options import Profile
 
     try:
         low, opt, high = (int(part) for part in text.split(","))
@@ -48,17 +48,21 @@ def _profile(text: str) -> Any:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from ltzoo.export.calibration import CALIBRATION_CHOICES, DEFAULT_CALIBRATION
-    from ltzoo.export.int8 import (
+    from ltzoo.export.options import (
+        CALIBRATION_CHOICES,
         DEFAULT_CALIB_SEED,
         DEFAULT_CALIB_SIZE,
+        DEFAULT_CALIBRATION,
+        DEFAULT_EXPORTER,
+        DEFAULT_INT8_DEBUG_WORST,
         DEFAULT_INT8_TARGET,
-        INT8_TARGETS,
+        DEFAULT_MAX_DROP,
+        DEFAULT_OPSET,
+        EXPORTERS,
+        INT8_TARGET_NAMES,
+        PROVIDER_CHOICES,
+        SUPPORTED_OPSETS,
     )
-    from ltzoo.export.int8_debug import DEFAULT_WORST
-    from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
-    from ltzoo.export.providers import PROVIDER_CHOICES
-    from ltzoo.export.verify import DEFAULT_MAX_DROP
 
     parser.add_argument("--model", required=True,
                         help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]")
@@ -70,7 +74,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 graph, fp32 I/O)")
     parser.add_argument("--int8", action="store_true",
                         help="also write model_int8.onnx (static QDQ, per-channel, class-balanced calibration)")
-    parser.add_argument("--int8-target", choices=tuple(INT8_TARGETS), default=DEFAULT_INT8_TARGET,
+    parser.add_argument("--int8-target", choices=INT8_TARGET_NAMES, default=DEFAULT_INT8_TARGET,
                         help="tensorrt (default): symmetric int8 activations, TensorRT-ready; cpu: uint8 activations "
                         "that ONNX Runtime's x86 kernels fuse fully (faster on CPU, not TensorRT-ready)")
     parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
@@ -81,17 +85,25 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         "to choose). percentile and entropy hold every calibration activation in memory: use a small "
                         "--calib-size for large models")
     parser.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
-    parser.add_argument("--int8-debug", type=int, nargs="?", const=DEFAULT_WORST, default=None, metavar="N",
+    parser.add_argument("--int8-debug", type=int, nargs="?", const=DEFAULT_INT8_DEBUG_WORST, default=None, metavar="N",
                         help=f"compare int8 with fp32 tensor by tensor on calibration images (ONNX Runtime's "
-                        f"qdq_loss_debug): the N (default {DEFAULT_WORST}) worst tensors by SQNR go in the report, and "
+                        f"qdq_loss_debug): the N (default {DEFAULT_INT8_DEBUG_WORST}) worst tensors by SQNR go in the report, and "
                         "when int8 fails the gate the nodes that read them are named as --int8-exclude candidates")
     parser.add_argument("--int8-exclude", action="append", default=[], metavar="NODE[,NODE...]",
                         help="keep these nodes in float in the int8 graph (ORT's nodes_to_exclude; repeatable)")
     parser.add_argument("--no-lint", dest="lint", action="store_false",
                         help="skip polygraphy check lint, the independent linter that runs on every graph when "
                         "installed (pip install 'ltzoo[lint]')")
-    parser.add_argument("--logit-adjust", type=float, metavar="TAU",
-                        help="bake logits - TAU * log(training prior) into the graph")
+    prior = parser.add_mutually_exclusive_group()
+    prior.add_argument("--target-prior", metavar="uniform|train|FILE",
+                       help="bake a deployment prior into the graph, as `ltzoo calibrate --method none` does: the "
+                       "logits become log-posteriors under it (bias-corrected temperature scaling fitted on val); "
+                       "uniform, train, or a JSON/CSV file of frequency by label name")
+    prior.add_argument("--estimate-prior", metavar="FOLDER",
+                       help="bake the prior estimated (EM) from a folder of unlabeled deployment images")
+    prior.add_argument("--logit-adjust", type=float, metavar="TAU",
+                       help="bake logits - TAU * log(training prior) into the graph (kept for older commands; "
+                       "`ltzoo calibrate` chooses TAU on val)")
     parser.add_argument("--verify", nargs="?", const="dataset", default="parity", choices=("none", "parity", "dataset"),
                         help="none: graph checks only; parity (default): + ORT vs PyTorch at batches 1/3/17; "
                         "dataset (also bare --verify): + the per-split accuracy gate on val and test")
@@ -111,8 +123,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
-    from ltzoo.export.pipeline import ExportOptions
-    from ltzoo.export.tensorrt import Profile
+    from ltzoo.export.options import ExportOptions, Profile
     from ltzoo.export.verify import parse_max_drop
 
     return ExportOptions(
@@ -128,6 +139,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         int8_exclude=tuple(name.strip() for group in args.int8_exclude for name in group.split(",") if name.strip()),
         lint=args.lint,
         logit_adjust=args.logit_adjust,
+        target_prior=args.target_prior,
+        estimate_prior=args.estimate_prior,
         verify=args.verify,
         data_root=args.data_root,
         max_drop=parse_max_drop(args.max_drop),
@@ -138,6 +151,11 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from ltzoo.preflight import check_data_root, check_model_source
+
+    # Before ONNX and torch are imported: a bad argument fails in the first second.
+    check_model_source(args.model, "--model")
+    check_data_root(args.data_root)
     from ltzoo.export.pipeline import export, recheck
 
     job = recheck if args.verify_existing else export
@@ -159,8 +177,14 @@ def print_summary(report: ExportReport, printer: Callable[[str], None] = print) 
         printer("")
         printer(format_verification(report.verification, report.gate_failures))
     if report.logit_adjust is not None:
-        printer(f"\nlogit adjustment tau={report.logit_adjust['tau']}: effect (points) "
-                f"{report.logit_adjust['effect_points_adjusted_minus_plain']}")
+        adjust = report.logit_adjust
+        what = (f"target prior {adjust['target_prior']['kind']}" if adjust.get("target_prior")
+                else f"logit adjustment tau={adjust['tau']}")
+        effect = adjust["effect_points_adjusted_minus_plain"]
+        if isinstance(effect, dict):
+            effect = "; ".join(f"{split} " + ", ".join(f"{g} {v:+.2f}" for g, v in groups.items() if v is not None)
+                               for split, groups in effect.items())
+        printer(f"\n{what}: effect (points, adjusted - plain) {effect}")
 
 
 def format_verification(verification: Verification, failures: list[Failure]) -> str:
@@ -183,7 +207,7 @@ def format_verification(verification: Verification, failures: list[Failure]) -> 
 
 
 def add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
-    from ltzoo.export.providers import PROVIDER_CHOICES
+    from ltzoo.export.options import PROVIDER_CHOICES
 
     parser.add_argument("--onnx", required=True, help="an ONNX file written by export/to_onnx.py")
     parser.add_argument("--check-only", action="store_true", help="only the static readiness check, no engine build")

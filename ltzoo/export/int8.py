@@ -40,17 +40,22 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ltzoo.errors import BadHyperParameterError, ExportCheckError
 from ltzoo.export.metadata import load_onnx
 from ltzoo.export.onnx_export import INPUT_NAME, quiet
+from ltzoo.export.options import (
+    CALIBRATION_METHOD_NAMES,
+    DEFAULT_CALIB_SEED,
+    DEFAULT_INT8_TARGET,
+    INT8_TARGET_NAMES,
+)
 
-DEFAULT_CALIB_SIZE = 512
-DEFAULT_CALIB_SEED = 0
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
-}
+# ORT's calibrators by ltzoo's names (ltzoo.export.options.CALIBRATION_METHOD_NAMES, in the same order).
+CALIBRATION_METHODS = dict(zip(
+    CALIBRATION_METHOD_NAMES, (CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy),
+    strict=True,
+))
 # Images per calibration batch. MinMax keeps only per-tensor min/max per batch; the histogram methods
 # (percentile, entropy) keep every activation of the whole calibration set in ORT 1.32.
 CALIBRATION_BATCH = 16
+# What each of ltzoo.export.options.INT8_TARGET_NAMES quantizes to.
 INT8_TARGETS: dict[str, dict[str, Any]] = {
     "tensorrt": {
         "activation_type": QuantType.QInt8,
@@ -65,7 +70,7 @@ INT8_TARGETS: dict[str, dict[str, Any]] = {
         "biases": "int32",
     },
 }
-DEFAULT_INT8_TARGET = "tensorrt"
+assert tuple(INT8_TARGETS) == INT8_TARGET_NAMES, "ltzoo.export.options.INT8_TARGET_NAMES is out of step"
 
 
 def class_balanced_indices(

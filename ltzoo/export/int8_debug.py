@@ -39,8 +39,8 @@ from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX
 
 from ltzoo.export.int8 import BatchReader
 from ltzoo.export.onnx_export import quiet
+from ltzoo.export.options import DEFAULT_INT8_DEBUG_WORST
 
-DEFAULT_WORST = 10
 DEBUG_IMAGES = 32  # drawn class-balanced from the calibration set
 DEBUG_CHUNK = 8  # images per augmented-graph run (memory: every activation of a chunk is held at once)
 _EPS = float(np.finfo(float).eps)  # as ORT's SQNR function
@@ -66,7 +66,7 @@ def int8_debug(
     fp32_path: str | os.PathLike[str],
     int8_path: str | os.PathLike[str],
     chunks: Iterable[np.ndarray],
-    worst: int = DEFAULT_WORST,
+    worst: int = DEFAULT_INT8_DEBUG_WORST,
 ) -> dict[str, Any]:
     """Compare the fp32 and int8 graphs tensor by tensor on ``chunks`` (float32 NCHW batches)."""
     sums: dict[str, _SquaredNorms] = {}

@@ -9,13 +9,13 @@ split) goes in the report.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.export.options import check_tau
 from ltzoo.losses.logit_adjustment import adjust_logits, log_prior
 
 
@@ -42,9 +42,3 @@ class LogitAdjusted(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return adjust_logits(self.model(x), self.log_prior, self.tau, mode="additive")
-
-
-def check_tau(tau: float) -> float:
-    if not math.isfinite(tau) or tau <= 0:
-        raise BadHyperParameterError(f"--logit-adjust TAU must be a positive number (typically 1.0), got {tau}")
-    return float(tau)

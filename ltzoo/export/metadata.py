@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-import ltzoo
 from ltzoo.errors import CorruptFileError, LtzooError
 from ltzoo.names import CONFIG_BLOCK, WEIGHTS_SHA256_KEY
 from ltzoo.portable import portable_dataset
+from ltzoo.version import __version__
 
 if TYPE_CHECKING:
     from ltzoo.data.preprocess import DataConfig
@@ -108,7 +108,7 @@ def library_versions() -> dict[str, str]:
     import torch
 
     versions = {
-        "ltzoo": ltzoo.__version__,
+        "ltzoo": __version__,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -174,7 +174,7 @@ def write_metadata_props(proto: onnx.ModelProto, metadata: dict[str, str]) -> No
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata)
     proto.producer_name = "ltzoo"
-    proto.producer_version = ltzoo.__version__
+    proto.producer_version = __version__
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

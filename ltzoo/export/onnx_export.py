@@ -30,14 +30,9 @@ import torch
 from torch import nn
 
 from ltzoo.errors import BadHyperParameterError, ExportCheckError
+from ltzoo.export.options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
 from ltzoo.fileio import atomic_path
 
-EXPORTERS = ("dynamo", "torchscript")
-DEFAULT_EXPORTER = "dynamo"
-DEFAULT_OPSET = 18
-# TensorRT 10.0 parses opsets 9-20 (onnx-tensorrt docs/operators.md); 17 is the first with
-# LayerNormalization, which keeps transformer heads on TensorRT's native layer.
-SUPPORTED_OPSETS = (17, 18, 19, 20)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"

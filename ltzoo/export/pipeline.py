@@ -9,11 +9,12 @@ a non-zero exit with a readable reason, never a warning next to a saved file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,11 @@ from torch import nn
 
 from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
 from ltzoo.export import checks, lint, tensorrt
-from ltzoo.export.calibration import (
-    AUTO,
-    CALIBRATION_CHOICES,
-    DEFAULT_CALIBRATION,
-    SELECTION_SPLIT,
-    choose_calibration,
-)
+from ltzoo.export.calibration import SELECTION_SPLIT, choose_calibration
 from ltzoo.export.fp16 import convert_fp16
-from ltzoo.export.int8 import (
-    CALIBRATION_BATCH,
-    DEFAULT_CALIB_SEED,
-    DEFAULT_CALIB_SIZE,
-    DEFAULT_INT8_TARGET,
-    INT8_TARGETS,
-    class_balanced_indices,
-    quantize_int8,
-)
+from ltzoo.export.int8 import CALIBRATION_BATCH, class_balanced_indices, quantize_int8
 from ltzoo.export.int8_debug import DEBUG_CHUNK, DEBUG_IMAGES, int8_debug
-from ltzoo.export.logit_adjust import LogitAdjusted, check_tau
+from ltzoo.export.logit_adjust import LogitAdjusted
 from ltzoo.export.metadata import (
     ModelInfo,
     build_metadata,
@@ -51,7 +38,8 @@ from ltzoo.export.metadata import (
     read_metadata,
     write_metadata_props,
 )
-from ltzoo.export.onnx_export import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORT_BATCH, export_onnx, save_model
+from ltzoo.export.onnx_export import EXPORT_BATCH, export_onnx, save_model
+from ltzoo.export.options import AUTO_CALIBRATION, ExportOptions
 from ltzoo.export.providers import create_session
 from ltzoo.export.report import (
     MAKE_CHECK,
@@ -64,91 +52,46 @@ from ltzoo.export.report import (
     Verification,
     write_report,
 )
-from ltzoo.export.verify import DEFAULT_MAX_DROP, GATED_GROUPS, SPLITS, evaluate_predictors, gate
+from ltzoo.export.verify import GATED_GROUPS, evaluate_predictors, gate
 from ltzoo.fileio import sha256_file
 from ltzoo.names import REPORT_FILE, VARIANT_FILES
 from ltzoo.portable import portable_dataset, portable_model_source
+from ltzoo.preflight import check_out_dir
 
 log = logging.getLogger("ltzoo.export")
 
-VERIFY_MODES = ("none", "parity", "dataset")
 PARITY_POOL_SIZE = 64
 UNADJUSTED = "pytorch (no logit adjustment)"
 
 
-@dataclass
-class ExportOptions:
-    """Everything ``export/to_onnx.py`` can set (see ``--help`` there for the meaning of each)."""
-
-    opset: int = DEFAULT_OPSET
-    exporter: str = DEFAULT_EXPORTER
-    fp16: bool = False
-    int8: bool = False
-    int8_target: str = DEFAULT_INT8_TARGET
-    calib_size: int = DEFAULT_CALIB_SIZE
-    calib_method: str = DEFAULT_CALIBRATION
-    calib_seed: int = DEFAULT_CALIB_SEED
-    int8_exclude: tuple[str, ...] = ()
-    int8_debug: int | None = None  # report the N worst tensors of int8 against fp32 (qdq_loss_debug)
-    lint: bool = True  # polygraphy check lint on every graph, when polygraphy is installed
-    logit_adjust: float | None = None
-    verify: str = "parity"
-    data_root: str | None = None
-    max_drop: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_DROP))
-    splits: tuple[str, ...] = SPLITS
-    provider: str | None = None
-    trt_profile: tensorrt.Profile = field(default_factory=tensorrt.Profile)
-    batch_size: int = 256
-
-    def validate(self) -> None:
-        if self.verify not in VERIFY_MODES:
-            raise LtzooError(f"--verify {self.verify!r}: choose one of {list(VERIFY_MODES)}")
-        if self.logit_adjust is not None:
-            check_tau(self.logit_adjust)
-        if self.int8_target not in INT8_TARGETS:
-            raise LtzooError(f"--int8-target {self.int8_target!r}: choose one of {list(INT8_TARGETS)}")
-        if self.calib_method not in CALIBRATION_CHOICES:
-            raise LtzooError(f"--calib-method {self.calib_method!r}: choose one of {list(CALIBRATION_CHOICES)}")
-        if self.calib_size < 1:
-            raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
-        if self.int8_debug is not None and self.int8_debug < 1:
-            raise LtzooError(f"--int8-debug N must be >= 1 (how many of the worst tensors to report), "
-                             f"got {self.int8_debug}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The options as the report records them: a --data-root by its folder's name (no local path)."""
-        values = asdict(self)
-        values["splits"] = list(self.splits)
-        values["int8_exclude"] = list(self.int8_exclude)
-        if self.data_root:
-            values["data_root"] = Path(self.data_root).name
-        return values
-
-
-def prepare_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Create ``out_dir`` and prove it is writable before any slow work starts."""
-    out = Path(out_dir)
+@contextlib.contextmanager
+def output_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create ``out_dir``, proven writable before any slow work starts (:func:`ltzoo.preflight.check_out_dir`).
+    If the job then fails before it wrote anything there, the folders this call created are removed again;
+    a report that says what failed stays."""
+    path = Path(out_dir).expanduser()
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    check_out_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".ltzoo_write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise LtzooError(
-            f"cannot write to the output directory {out} ({error.strerror or error}); "
-            "choose another --out or fix its permissions"
-        ) from error
-    return out
+        yield path
+    except BaseException:
+        for created in missing:  # innermost first; rmdir removes only empty folders
+            try:
+                created.rmdir()
+            except OSError:
+                break
+        raise
 
 
-def load_source(source: str) -> tuple[nn.Module, ModelInfo]:
-    """The eval-mode model and its :class:`ModelInfo` for anything ``ltzoo.load`` accepts."""
-    import ltzoo
+def load_source(source: str) -> tuple[nn.Module, ModelInfo, dict[str, Any]]:
+    """The eval-mode model, its :class:`ModelInfo` and its config for anything ``ltzoo.load`` accepts."""
+    from ltzoo.loading import load
 
-    model, config = ltzoo.load(source, with_config=True)
+    model, config = load(source, with_config=True)
     if not config:
         raise LtzooError(f"{source!r} gave a model without a config; export needs a trained run or a published model")
-    return model, model_info_from_config(config, str(source))
+    return model, model_info_from_config(config, str(source)), config
 
 
 @dataclass
@@ -159,41 +102,55 @@ class _Subject:
     info: ModelInfo
     spec: str  # the source, as given
     tau: float | None  # the logit adjustment baked into the graphs
-    reference: nn.Module  # what the graphs must match: the model, logit-adjusted when tau is set
+    reference: nn.Module  # what the graphs must match: the model, adjusted when tau or a prior is set
     data: Any  # an LTDataset, or None when nothing needs data
     torch_predictor: Callable[[np.ndarray], np.ndarray]
     parity_reference: Callable[[np.ndarray], np.ndarray]  # the same, memoised: every variant sees the same inputs
     pool: np.ndarray | None  # real val images for parity, when data is there
+    prior: dict[str, Any] | None = None  # the deployment prior baked in (ltzoo.calibration's record), if any
 
 
 def _load_subject(source: str | tuple[nn.Module, ModelInfo], options: ExportOptions, data: Any, *,
                   tau: float | None, needs_data: bool) -> _Subject:
     """Load the model (unless given in memory), its data when a check needs it, and the reference to match."""
+    with_prior = options.target_prior is not None or options.estimate_prior is not None
+    config: dict[str, Any] = {}
     if isinstance(source, tuple):
+        if with_prior:
+            raise LtzooError("--target-prior / --estimate-prior need the model's config.json: export a run, a "
+                             "local-dir: or hf-hub: source, not an in-memory model")
         model, info = source
         spec = info.name
     else:
-        model, info = load_source(source)
+        model, info, config = load_source(source)
         spec = str(source)
     model.eval()
-    if needs_data and data is None:
+    if (needs_data or with_prior) and data is None:
         data = _build_dataset(info, options.data_root)
     if data is not None and info.class_counts is not None and list(data.class_counts) != list(info.class_counts):
         raise ConfigMismatchError(
             f"the {info.dataset} data found has class counts {list(data.class_counts)}, but {info.name} was trained "
             f"on {list(info.class_counts)}: point --data-root at the dataset the model was trained on"
         )
-    reference = model
+    reference, prior = model, None
     if tau is not None:
         if info.class_counts is None:
             raise LtzooError(f"--logit-adjust needs the training class counts, which {info.name}'s config lacks")
         reference = LogitAdjusted(model, info.class_counts, tau).eval()
+    if with_prior:
+        from ltzoo.calibration.job import CalibrationOptions, calibrate_model
+
+        calibrated = calibrate_model(model, config, data, CalibrationOptions(
+            method="none", target_prior=options.target_prior or "uniform", estimate_prior=options.estimate_prior,
+            data_root=options.data_root, batch_size=options.batch_size))
+        reference = calibrated.model
+        prior = {key: calibrated.record[key] for key in ("target_prior", "bcts", "estimate")}
 
     from ltzoo.engine.evaluator import TorchPredictor
 
     torch_predictor = TorchPredictor(reference)
     pool = _parity_pool(data) if data is not None else None
-    return _Subject(model, info, spec, tau, reference, data, torch_predictor, _Memo(torch_predictor), pool)
+    return _Subject(model, info, spec, tau, reference, data, torch_predictor, _Memo(torch_predictor), pool, prior)
 
 
 def export(
@@ -214,7 +171,11 @@ def export(
     options.validate()
     if options.int8_debug is not None and not options.int8:
         raise LtzooError("--int8-debug compares the int8 graph with fp32: add --int8")
-    out = prepare_out_dir(out_dir)
+    with output_folder(out_dir) as out:
+        return _export(source, out, options, data)
+
+
+def _export(source: str | tuple[nn.Module, ModelInfo], out: Path, options: ExportOptions, data: Any) -> ExportReport:
     subject = _load_subject(source, options, data, tau=options.logit_adjust,
                             needs_data=options.int8 or options.verify == "dataset")
     _remove_previous_export(out)
@@ -268,7 +229,11 @@ def recheck(
     """
     options = options or ExportOptions()
     options.validate()
-    out = prepare_out_dir(out_dir)
+    with output_folder(out_dir) as out:
+        return _recheck(source, out, options, data)
+
+
+def _recheck(source: str | tuple[nn.Module, ModelInfo], out: Path, options: ExportOptions, data: Any) -> ExportReport:
     found = _existing_variants(out)
     if options.int8_debug is not None and "int8" not in found:
         raise LtzooError(f"--int8-debug compares the int8 graph with fp32, but {out} has no {VARIANT_FILES['int8']}")
@@ -321,7 +286,8 @@ def _check_and_report(subject: _Subject, out: Path, options: ExportOptions, vari
         export=export_section,
         options=options.to_dict(),
         independent_checks=_independent_checks(options),
-        logit_adjust=None if subject.tau is None else _logit_adjust_section(subject, verification, options.splits),
+        logit_adjust=(None if subject.tau is None and subject.prior is None
+                      else _logit_adjust_section(subject, verification, options.splits)),
         versions=library_versions(),
     )
     write_report(out, report)
@@ -335,7 +301,7 @@ def _verify(subject: _Subject, options: ExportOptions, sessions: dict[str, Any])
     from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
 
     predictors: dict[str, Any] = {REFERENCE: subject.torch_predictor}
-    if subject.tau is not None:
+    if subject.tau is not None or subject.prior is not None:
         predictors[UNADJUSTED] = TorchPredictor(subject.model)
     predictors.update({variant: OrtPredictor(session) for variant, session in sessions.items()})
     log.info("evaluating %s on %s", ", ".join(predictors), "/".join(options.splits))
@@ -450,6 +416,14 @@ def _logit_adjust_section(subject: _Subject, verification: Verification, splits:
         effect = {
             split: {g: None if v is None else -v for g, v in verification.deltas[split][UNADJUSTED].items()}
             for split in splits
+        }
+    if subject.prior is not None:
+        return {
+            "tau": None,
+            "form": "log-posteriors under the target prior: logits / T + c + log(target prior) - log(val prior), T and "
+                    "c by bias-corrected temperature scaling on val (ltzoo.calibration)",
+            **subject.prior,
+            "effect_points_adjusted_minus_plain": effect,
         }
     return {
         "tau": subject.tau,
@@ -587,7 +561,7 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
         return quantize_int8(src, path, batches, method=method, target=options.int8_target,
                              exclude=options.int8_exclude)
 
-    if options.calib_method != AUTO:
+    if options.calib_method != AUTO_CALIBRATION:
         recipe = quantize(options.calib_method, dst)
     else:
         def score(path: Path) -> dict[str, Any]:

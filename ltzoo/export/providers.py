@@ -8,14 +8,8 @@ from pathlib import Path
 import onnxruntime as ort
 
 from ltzoo.errors import BadHyperParameterError, CorruptFileError, ExportCheckError
+from ltzoo.export.options import PROVIDER_CHOICES, PROVIDERS
 
-# Short names accepted on the command line -> ORT provider names, in order of preference.
-PROVIDERS: dict[str, str] = {
-    "tensorrt": "TensorrtExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "cpu": "CPUExecutionProvider",
-}
-PROVIDER_CHOICES = ("auto", *PROVIDERS)
 
 
 def select_providers(force: str | None = None) -> list[str]:

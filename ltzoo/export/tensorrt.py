@@ -28,28 +28,10 @@ from ltzoo.export import trt_ops
 from ltzoo.export.checks import PARITY_TOLERANCES, Tolerance, parity_inputs
 from ltzoo.export.metadata import load_onnx
 from ltzoo.export.onnx_export import INPUT_NAME, OUTPUT_NAME
+from ltzoo.export.options import Profile
 
 _INT32 = np.iinfo(np.int32)
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Batch sizes of the TensorRT optimization profile for the dynamic batch axis."""
-
-    min: int = 1
-    opt: int = 8
-    max: int = 32
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise BadHyperParameterError(
-                f"TensorRT profile needs 1 <= min <= opt <= max batch, got {self.min}/{self.opt}/{self.max}"
-            )
-
-    def shapes(self, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
-        batches = (("min", self.min), ("opt", self.opt), ("max", self.max))
-        return {name: [batch, *input_shape] for name, batch in batches}
 
 
 def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -> dict[str, Any]:

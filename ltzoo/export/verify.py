@@ -15,12 +15,11 @@ from typing import Any
 
 from ltzoo.engine.evaluator import Predictor, evaluate_split
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.export.options import DEFAULT_MAX_DROP, SPLITS
 from ltzoo.export.report import GROUPS, REFERENCE, Failure, gate_check
 
 # Largest allowed drop in top-1 points, per variant, on the gated groups of every split.
-DEFAULT_MAX_DROP: dict[str, float] = {"fp32": 0.1, "fp16": 0.5, "int8": 1.0}
 GATED_GROUPS = ("all", "few")
-SPLITS = ("val", "test")
 
 
 def parse_max_drop(items: Sequence[str] | None) -> dict[str, float]:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-import ltzoo
 from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError
 from ltzoo.export.report import REFERENCE, ExportReport
@@ -24,6 +23,7 @@ from ltzoo.fileio import read_json
 from ltzoo.hub import layout
 from ltzoo.hub.settings import DEFAULT_ENDPOINT
 from ltzoo.models.timm_layout import timm_loading
+from ltzoo.version import __version__
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -363,5 +363,32 @@ def render_card(
         export_report_file=f"{layout.ONNX_DIR}/{names.REPORT_FILE}",
         onnx_files=onnx_files,
         weights_sha256=weights_sha256 or lt.get(names.WEIGHTS_SHA256_KEY, "-"),
-        ltzoo_version=ltzoo.__version__,
+        ltzoo_version=__version__,
+        calibration=_calibration_section(lt.get("calibration")),
     )
+
+
+def _calibration_section(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the card says about a calibrated run (``config.json``'s ``calibration`` block), or None."""
+    if not record:
+        return None
+    def label(row: dict[str, Any]) -> str:
+        return row["method"] if row.get("parameter") is None else f"{row['method']} (tau {row['parameter']:g})"
+
+    prior = record.get("target_prior") or {}
+    prior_text = {"uniform": "uniform (a balanced test set; the chosen head as it is)",
+                  "train": "the training frequencies"}.get(prior.get("kind"), f"{prior.get('kind')} ({prior.get('source')})")
+    if prior.get("kind") != "uniform" and record.get("bcts"):
+        prior_text += (f", folded in as log-posteriors with bias-corrected temperature scaling fitted on val "
+                       f"(T = {record['bcts']['temperature']:.3g})")
+    return {
+        "parent": f"`{record['parent']}`" if record.get("parent") else "(unnamed)",
+        "chosen": label(record),
+        "rule": record.get("rule", ""),
+        "prior": prior_text,
+        "candidates": [{"label": label(row), **{g: _fmt(row.get(g)) for g in GROUPS}}
+                       for row in (record.get("candidates") or {}).values()],
+        "not_applicable": [f"{method} does not apply: {reason}" for method, reason in
+                           (record.get("not_applicable") or {}).items()],
+        "plot_file": layout.CALIBRATION_PLOT,
+    }

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import hf_hub_download
 
-import ltzoo
 from ltzoo import names
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.export.report import ExportReport, read_report
@@ -23,6 +22,7 @@ from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
 from ltzoo.hub.settings import HubSettings, hub_settings
 from ltzoo.source import parse_source
+from ltzoo.version import __version__
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -40,7 +40,7 @@ def download_file(repo_id: str, filename: str, revision: str | None, settings: H
             cache_dir=settings.cache_dir,
             local_files_only=settings.offline,
             library_name="ltzoo",
-            library_version=ltzoo.__version__,
+            library_version=__version__,
         )
     return Path(path)
 

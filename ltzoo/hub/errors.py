@@ -58,9 +58,17 @@ def describe(exc: BaseException, *, what: str, repo_id: str, revision: str | Non
             "cache that has them."
         )
     if _caused_by_transport(exc):
+        # The cache fallback is a download's remedy only. A push has no cached copy to fall back on: it told
+        # users to set HF_HUB_OFFLINE=1 even when the Hub died in the middle of their commit. A commit lands
+        # whole or not at all, so the fix for a push is to run it again.
+        remedy = (
+            "once it answers, run the push again (a commit lands whole or not at all)"
+            if what.startswith("push")
+            else "to use files already in the cache, set HF_HUB_OFFLINE=1"
+        )
         return (
             f"cannot {what} {where}: the Hub at {endpoint} cannot be reached ({type(exc).__name__}). Check the "
-            "network and HF_ENDPOINT / --endpoint; to use files already in the cache, set HF_HUB_OFFLINE=1."
+            f"network and HF_ENDPOINT / --endpoint; {remedy}."
         )
     if isinstance(exc, LocalEntryNotFoundError):
         return (

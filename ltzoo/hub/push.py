@@ -17,7 +17,6 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.hf_api import CommitInfo
 
-import ltzoo
 from ltzoo import names
 from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
 from ltzoo.export.report import ExportReport, read_report
@@ -25,10 +24,18 @@ from ltzoo.fileio import sha256_file
 from ltzoo.hub import layout
 from ltzoo.hub.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
-from ltzoo.hub.plot import per_class_accuracy_png
+from ltzoo.hub.plot import calibration_curves_png, per_class_accuracy_png
 from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
-from ltzoo.portable import local_paths_in, machine_needles, portable_config, recorded_local_folders
+from ltzoo.portable import (
+    local_paths_in,
+    machine_needles,
+    machine_paths_in,
+    machine_paths_in_text,
+    portable_config,
+    recorded_local_folders,
+)
 from ltzoo.runs import read_config
+from ltzoo.version import __version__
 
 # What an export folder contributes: the graphs, their external-data side files, and the report.
 ONNX_PATTERNS = ("*.onnx", "*.onnx.data", names.REPORT_FILE)
@@ -116,13 +123,27 @@ def build_operations(
         CommitOperationAdd(layout.CARD, str(card).encode()),
         CommitOperationAdd(layout.PLOT, plot_png(run)),
     ]
+    calibration = run.config[names.CONFIG_BLOCK].get("calibration")
+    if calibration:  # the val curves the card shows, drawn from the record (the run's own PNG is not trusted)
+        ops.append(CommitOperationAdd(layout.CALIBRATION_PLOT, calibration_curves_png(calibration)))
     ops += [CommitOperationAdd(repo_path, str(path)) for repo_path, path in zip(onnx_repo_paths, onnx_paths)]
     refuse_local_paths(ops, run, onnx_dir)
     return ops, [op.path_in_repo for op in ops]
 
 
 def refuse_local_paths(ops: list[CommitOperationAdd], run: RunForPush, onnx_dir: Path | None) -> None:
-    """Raise if any file about to be pushed names a folder of this machine (nothing has been sent yet)."""
+    """Raise if any file about to be pushed names a path of this machine (nothing has been sent yet).
+
+    First every string of what ltzoo wrote (config, card, export report, ONNX metadata) is searched for any
+    absolute path on this machine, and the refusal names the file and key; then every byte of every file is
+    searched for the run's, its data's and its export's folders and this machine's home, temp and working
+    folders (a relative path resolved elsewhere, a path inside a binary)."""
+    for op in ops:
+        for where, path in _machine_paths(op):
+            raise HubError(
+                f"{op.path_in_repo} would publish a path of this machine at {where} ({path}); nothing was pushed. "
+                + _how_to_fix(op.path_in_repo, run)
+            )
     folders = [run.run_dir, *recorded_local_folders(run.config), *([onnx_dir] if onnx_dir is not None else [])]
     needles = machine_needles(folders)
     for op in ops:
@@ -131,11 +152,32 @@ def refuse_local_paths(ops: list[CommitOperationAdd], run: RunForPush, onnx_dir:
         if found:
             raise HubError(
                 f"{op.path_in_repo} would publish a path of this machine ({', '.join(found[:3])}); nothing was pushed. "
-                + ("Re-export the graphs with the current ltzoo (its reports and metadata record no local paths)."
-                   if op.path_in_repo.startswith(f"{layout.ONNX_DIR}/") else
-                   f"Remove the path from {run.run_dir}/{names.CONFIG_FILE} (ltzoo records data sources and --init runs "
-                   "by folder name when it publishes) and push again.")
+                + _how_to_fix(op.path_in_repo, run)
             )
+
+
+def _machine_paths(op: CommitOperationAdd) -> list[tuple[str, str]]:
+    """``(where, path)`` of this machine's absolute paths in a text file ltzoo wrote for the commit."""
+    content = op.path_or_fileobj
+    if op.path_in_repo.endswith(".onnx"):
+        from ltzoo.export.metadata import read_metadata  # onnx: only when graphs are pushed
+
+        return [(f"metadata_props {key}", path) for key, path in machine_paths_in(read_metadata(str(content)))]
+    if op.path_in_repo in (names.CONFIG_FILE, layout.ONNX_DIR + "/" + names.REPORT_FILE):
+        text = content.decode() if isinstance(content, bytes) else Path(str(content)).read_text()
+        return [(f"key {key}", path) for key, path in machine_paths_in(json.loads(text))]
+    if op.path_in_repo == layout.CARD:
+        text = content.decode() if isinstance(content, bytes) else Path(str(content)).read_text()
+        return [(f"line {number}", path) for number, line in enumerate(text.splitlines(), 1)
+                for path in machine_paths_in_text(line)]
+    return []
+
+
+def _how_to_fix(path_in_repo: str, run: RunForPush) -> str:
+    if path_in_repo.startswith(f"{layout.ONNX_DIR}/"):
+        return "Re-export the graphs with the current ltzoo (its reports and metadata record no local paths)."
+    return (f"Remove the path from {run.run_dir}/{names.CONFIG_FILE} (ltzoo itself records data sources, data "
+            "folders and --init runs by folder name when it publishes) and push again.")
 
 
 def push_run(
@@ -166,7 +208,7 @@ def push_run(
     operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None,
                                          hub_url=settings.endpoint)
     branch = revision or "main"
-    api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=ltzoo.__version__)
+    api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=__version__)
     with hub_errors(what="push to", repo_id=repo_id, revision=revision, settings=settings):
         api.create_repo(repo_id, private=private, exist_ok=True)
         if branch != "main":
@@ -179,7 +221,7 @@ def push_run(
             repo_id,
             operations + [CommitOperationDelete(p) for p in stale],
             commit_message=commit_message or f"ltzoo push: {name} (weights {run.weights_sha256[:12]})",
-            commit_description=f"Pushed by ltzoo {ltzoo.__version__} from run {run.run_dir.name}.",
+            commit_description=f"Pushed by ltzoo {__version__} from run {run.run_dir.name}.",
             revision=branch,
             create_pr=create_pr,
             parent_commit=head,

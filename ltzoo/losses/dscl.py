@@ -13,7 +13,7 @@ p(i+ | i) = alpha whatever the class size, while SCL (equal weights 1/(|P_i| + 1
 Following ``SY-Xuan/DSCL: dscl/DSCL.py::DSCLLoss``: the loss is ``sum w log p / sum w`` over the
 positives, so an anchor with no other positive falls back to ``-log p(i+ | i)``. The official code
 weighs the own key 1 and every other positive ``beta / |P_i|`` (``--contrastive_beta 8``), which is
-``alpha = 1 / (1 + beta)`` here (:func:`beta_to_alpha`). Its ``tau / base_tau`` factor is 1 and is
+``alpha = 1 / (1 + beta)`` here (:func:`ltzoo.recipes.dscl.beta_to_alpha`). Its ``tau / base_tau`` factor is 1 and is
 left out. Departure: the official candidates include the queue's never-filled slots (random features
 with random labels); here the caller passes only the filled part (see ``ltzoo.models.momentum``).
 """
@@ -32,13 +32,6 @@ SCL_ALPHA = "scl"
 Alpha = float | torch.Tensor | str
 
 
-def beta_to_alpha(beta: float) -> float:
-    """The official ``--contrastive_beta`` as the weight of the own view: alpha = 1 / (1 + beta)."""
-    if beta < 0:
-        raise BadHyperParameterError(f"DSCL beta must be >= 0, got {beta}")
-    return 1.0 / (1.0 + beta)
-
-
 def _check_alpha(alpha: Alpha) -> None:
     if isinstance(alpha, str):
         if alpha != SCL_ALPHA:
@@ -47,7 +40,7 @@ def _check_alpha(alpha: Alpha) -> None:
     values = torch.as_tensor(alpha, dtype=torch.float64)
     if not bool(((values > 0) & (values <= 1)).all()):
         raise BadHyperParameterError(
-            f"DSCL alpha must be in (0, 1] (the official beta = 8 is alpha = {beta_to_alpha(8.0):.4f}), got {alpha}"
+            f"DSCL alpha must be in (0, 1] (the official beta = 8 is alpha = 1/9, ltzoo.recipes.dscl.beta_to_alpha), got {alpha}"
         )
 
 

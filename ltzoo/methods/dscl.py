@@ -63,16 +63,16 @@ from ltzoo.engine.objective import (
     register_method,
 )
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.losses.dscl import DSCLLoss, beta_to_alpha
+from ltzoo.losses.dscl import DSCLLoss
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.methods.dscl_views import CLASSIFIER_AUGMENTS, DSCLPhotometric, DSCLViews, classifier_view
 from ltzoo.models.batchnorm import reestimate_batchnorm
 from ltzoo.models.classifier import LTClassifier
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 from ltzoo.models.projection import ProjectionHead
+from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipes.dscl import beta_to_alpha
 
-REPRESENTATION_STAGE = "representation"
-CLASSIFIER_STAGE = "classifier"
 
 DEFAULT_ARGS: dict[str, Any] = {
     "alpha": beta_to_alpha(8.0),

@@ -25,7 +25,7 @@ not be read. What those openings fix, and how ltzoo follows it:
 Not established by anything readable, so **ltzoo's choice**: the distribution of the interpolation
 weight, the loss terms and their weights, the temperature, the centroid update, the stage-2 recipe.
 Published number (abstract): +2.8 points top-1 on iNaturalist 2018 (the baseline is not named there).
-All choices are switchable through ``recipe.method_args`` (defaults in :data:`DEFAULT_ARGS`):
+All choices are switchable through ``recipe.method_args`` (defaults in :data:`ltzoo.recipes.iccl.DEFAULT_ARGS`):
 
 Stage ``"representation"`` (:class:`ICCLRepresentation`), every step:
 
@@ -70,24 +70,8 @@ from ltzoo.losses.iccl import (
 )
 from ltzoo.models.centroids import CentroidMemory, soft_assignment
 from ltzoo.models.projection import ProjectionHead
-
-REPRESENTATION_STAGE = "representation"
-CLASSIFIER_STAGE = "classifier"
-
-# Every ICCL hyper-parameter is ltzoo's choice: the readable openings of the paper and the patent give none.
-DEFAULT_ARGS: dict[str, Any] = {
-    "alpha": 1.0,  # lam ~ Beta(alpha, alpha); mixup's CIFAR value
-    "lambda_mode": "per_sample",  # "per_sample" | "per_batch" | "none" (ablation: no interpolation)
-    "temperature": 0.1,  # of the cosine-similarity softmax over centroids
-    "ce_weight": 1.0,  # interpolated cross-entropy alongside the ICCL loss
-    "iccl_weight": 1.0,
-    "centroid_momentum": 0.9,  # per-step momentum of each class centroid
-    "proj_hidden_dim": None,  # None: the backbone's feature width (SupContrast's head shape)
-    "proj_dim": 128,
-    "stage2": True,  # a class-balanced classifier re-training stage follows (recipe-level switch)
-    "stage2_reinit_head": True,  # cRT: re-initialise the classifier at the start of stage 2
-    "stage2_init_std": 0.01,  # N(0, std) weights, zero bias (the DSCL / MoCo linear-probe init)
-}
+from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipes.iccl import DEFAULT_ARGS
 
 
 def resolve_args(method_args: dict[str, Any]) -> dict[str, Any]:

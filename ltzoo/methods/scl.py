@@ -47,9 +47,8 @@ from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.supcon import supcon_loss
 from ltzoo.methods.ldam_drw import resolve_args
 from ltzoo.models.projection import ProjectionHead
+from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 
-REPRESENTATION_STAGE = "representation"
-CLASSIFIER_STAGE = "classifier"
 
 SCL_ARGS: dict[str, Any] = {
     "temperature": 0.1,

@@ -47,15 +47,34 @@ class CosineHead(nn.Module):
     As in kaidic/LDAM-DRW ``models/resnet_cifar.py::NormedLinear`` the weight is stored as
     (in_features, num_classes), initialised uniform(-1, 1) and renormed; the loss (LDAM) applies the
     scale ``s``, so inference logits are plain cosines in [-1, 1].
+
+    ``scale`` and ``bias`` are for a calibrated head (``ltzoo calibrate``): ``scale * cosine + bias``, a logit
+    adjustment or a deployment prior folded in. A trained head has neither (scale 1, no bias parameter).
     """
 
-    def __init__(self, in_features: int, num_classes: int) -> None:
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(in_features, num_classes))
         self.weight.data.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+        self.scale = float(scale)
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(num_classes))
+        else:
+            self.register_parameter("bias", None)
+
+    def config_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"type": "cosine"}
+        if self.scale != 1.0:
+            spec["scale"] = self.scale
+        if self.bias is not None:
+            spec["bias"] = True
+        return spec
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=1) @ F.normalize(self.weight, dim=0)
+        cosines = F.normalize(features, dim=1) @ F.normalize(self.weight, dim=0)
+        if self.scale != 1.0:
+            cosines = cosines * self.scale
+        return cosines if self.bias is None else cosines + self.bias
 
 
 def simplex_etf(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:

@@ -14,9 +14,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError, LtzooError
+from ltzoo.names import PRECISIONS
+
+# The two stage names of every decoupled method (representation, then classifier re-balancing): recipes name
+# their stages with them and the methods' objectives switch on them.
+REPRESENTATION_STAGE = "representation"
+CLASSIFIER_STAGE = "classifier"
 
 SAMPLERS = ("instance", "class_balanced", "sqrt", "effective_number")  # ltzoo.data.samplers.SAMPLER_KINDS
 SCHEDULES = ("cosine", "cosine_epoch", "step", "constant")  # see ltzoo.engine.schedule
+
+
+def check_precision(requested: str) -> str:
+    """``requested`` if it names a training precision (the recipe field and ``--precision``); else an error."""
+    if requested not in PRECISIONS:
+        raise BadHyperParameterError(
+            f"precision {requested!r} is not one of {list(PRECISIONS)}: use auto (bf16 where the hardware has it, "
+            "else fp32), fp32, bf16, or fp16 (CUDA only)"
+        )
+    return requested
 
 
 @dataclass
@@ -90,8 +106,6 @@ class Recipe:
     notes: str = ""  # where the recipe follows code vs paper, and ltzoo's own choices
 
     def __post_init__(self) -> None:
-        from ltzoo.precision import check_precision
-
         check_precision(self.precision)
         # Copies: a recipe made with replace(stages=other.stages[:1]) must not change the other recipe's
         # stages when it marks its own last stage for selection below.

@@ -4,7 +4,7 @@ ICCL's hyper-parameters are in no source that could be read: no official code ha
 of the full text (ar5iv 2110.10048) and the patent application (US 2022/0156530 A1) only the openings
 were readable (``reference/methods.md`` section 2, :mod:`ltzoo.methods.iccl`). So **every value here is
 ltzoo's choice**, and each recipe spells out all of them in ``method_args`` (the defaults of
-:data:`ltzoo.methods.iccl.DEFAULT_ARGS` plus per-dataset changes) so that the run's config and the model
+:data:`DEFAULT_ARGS` plus per-dataset changes) so that the run's config and the model
 card show them. The one published number found is the abstract's +2.8 points top-1 on iNaturalist 2018.
 
 Two stages, as the abstract's "decoupled" pipeline:
@@ -23,8 +23,7 @@ import dataclasses
 from functools import partial
 from typing import Any
 
-from ltzoo.methods.iccl import CLASSIFIER_STAGE, DEFAULT_ARGS, REPRESENTATION_STAGE
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
 from ltzoo.recipes.ce import (
     FMNIST_BATCH,
     FMNIST_DESIGN_EPOCHS,
@@ -65,6 +64,22 @@ COMMON_NOTES = (
     "Stage 'classifier': classifier re-initialised (N(0, stage2_init_std), zero bias) and re-trained with "
     "CE and class-balanced sampling on frozen features, BN frozen (cRT-style). Model selection on val."
 )
+
+
+# Every ICCL hyper-parameter is ltzoo's choice: the readable openings of the paper and the patent give none.
+DEFAULT_ARGS: dict[str, Any] = {
+    "alpha": 1.0,  # lam ~ Beta(alpha, alpha); mixup's CIFAR value
+    "lambda_mode": "per_sample",  # "per_sample" | "per_batch" | "none" (ablation: no interpolation)
+    "temperature": 0.1,  # of the cosine-similarity softmax over centroids
+    "ce_weight": 1.0,  # interpolated cross-entropy alongside the ICCL loss
+    "iccl_weight": 1.0,
+    "centroid_momentum": 0.9,  # per-step momentum of each class centroid
+    "proj_hidden_dim": None,  # None: the backbone's feature width (SupContrast's head shape)
+    "proj_dim": 128,
+    "stage2": True,  # a class-balanced classifier re-training stage follows (recipe-level switch)
+    "stage2_reinit_head": True,  # cRT: re-initialise the classifier at the start of stage 2
+    "stage2_init_std": 0.01,  # N(0, std) weights, zero bias (the DSCL / MoCo linear-probe init)
+}
 
 
 def _method_args(**changes: Any) -> dict[str, Any]:

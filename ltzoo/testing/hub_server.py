@@ -21,6 +21,12 @@ read-only, or not allowed in the namespace.
 Run it by hand (prints its URL on the first line, then serves until interrupted)::
 
     python -m ltzoo.testing.hub_server --port 0 --token T --data DIR
+
+Fault injection (:class:`Faults`, off by default) lets tests put the server where a real Hub fails: stalled
+in the middle of a download or of a commit upload (then killed, as a crashed server is: run it as a process
+with ``--stall-download PATH`` / ``--stall-commit`` and ``--data DIR``, kill it when it prints ``stalled: ...``,
+and start it again on the same ``--data`` and ``--port``), or holding a download until several clients are
+inside it at once.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml  # PyYAML: a dependency of huggingface_hub, which this server stands in for
 
 COMMIT_OID = re.compile(r"^[0-9a-f]{40}$")
+_COMMIT_PATH = re.compile(r"^/api/models/[^/]+/[^/]+/commit/")
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -63,6 +70,62 @@ class HubHTTPError(Exception):
         self.error_code = error_code
         self.headers = headers or {}
         self.extra = extra or {}  # more JSON fields for the error body
+
+
+class _DropConnection(Exception):
+    """Raised by a released stall: the handler closes the connection without answering (as a dead server)."""
+
+
+@dataclass
+class Faults:
+    """Fault injection for tests of what clients do when the Hub fails part-way (every fault is off by default).
+
+    ``stall_download=PATH``: a ``resolve`` GET of PATH (any repo and revision) sends its headers, which
+    announce the whole file, and the first ``stall_bytes`` bytes of it, then stalls.
+    ``stall_commit=True``: a commit POST stalls after reading ``stall_bytes`` bytes of its body, before anything
+    is stored, so the branch stays at its old commit.
+    A stall calls ``on_stall(what)`` (``main`` prints ``stalled: WHAT``; by default ``stalled`` is set), then
+    waits for ``release`` (``LocalHub.stop`` sets it; in a server process nothing does: kill the process).
+    A released stall closes the connection without answering and without storing anything.
+
+    ``hold_download=PATH``, ``hold_until=N``: a ``resolve`` GET of PATH waits until N HEAD requests for PATH
+    have arrived (the metadata request every ``hf_hub_download`` sends before it downloads), so N clients are
+    inside their download at the same moment; if they have not all come within ``hold_timeout`` seconds the
+    GET answers 500, so a test whose clients never overlapped fails instead of passing by luck.
+    """
+
+    stall_download: str | None = None
+    stall_commit: bool = False
+    stall_bytes: int = 65536
+    hold_download: str | None = None
+    hold_until: int = 0
+    hold_timeout: float = 60.0
+    on_stall: Any = None  # callable(what: str); None: set `stalled`
+    stalled: threading.Event = field(default_factory=threading.Event, repr=False)
+    release: threading.Event = field(default_factory=threading.Event, repr=False)
+    heads: int = field(default=0, init=False)  # HEAD requests seen for hold_download
+    _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
+
+    def stall(self, what: str) -> None:
+        """Report the stall, wait until released, then drop the connection."""
+        (self.on_stall or (lambda _what: self.stalled.set()))(what)
+        self.release.wait()
+        raise _DropConnection(what)
+
+    def saw_head(self, path: str) -> None:
+        if path == self.hold_download:
+            with self._cond:
+                self.heads += 1
+                self._cond.notify_all()
+
+    def hold(self, path: str) -> None:
+        if path != self.hold_download:
+            return
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.heads >= self.hold_until, timeout=self.hold_timeout):
+                raise HubHTTPError(
+                    500, f"fault hold: {self.heads} of {self.hold_until} clients asked for {path} within {self.hold_timeout} s"
+                )
 
 
 @dataclass
@@ -173,6 +236,7 @@ class HubHandler(BaseHTTPRequestHandler):
     server_version = "ltzoo-local-hub/1.0"
     protocol_version = "HTTP/1.1"
     state: HubState  # set on the subclass made by LocalHub
+    faults: Faults  # likewise
 
     # Quiet by default: the access log would otherwise interleave with pytest output.
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
@@ -216,13 +280,19 @@ class HubHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         # Read the whole body first, even for requests that fail early: with HTTP/1.1 keep-alive an
-        # unread body would be parsed as the next request on the connection.
+        # unread body would be parsed as the next request on the connection. (A stalled commit reads only
+        # part of it; its connection is never reused.)
         length = int(self.headers.get("Content-Length") or 0)
-        self._raw_body = self.rfile.read(length) if length else b""
         try:
+            if self.faults.stall_commit and self.command == "POST" and _COMMIT_PATH.match(urlsplit(self.path).path):
+                self.rfile.read(min(self.faults.stall_bytes, length))  # part of the upload, then nothing more
+                self.faults.stall("commit")
+            self._raw_body = self.rfile.read(length) if length else b""
             self._route()
         except HubHTTPError as err:
             self._send_error(err)
+        except _DropConnection:
+            self.close_connection = True  # no answer: the client sees the connection die
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception as exc:  # a server bug must show up as a 500, not a hung client
@@ -540,6 +610,21 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", headers={"X-Repo-Commit": commit.oid})
         data = self.state.blob(digest)
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_sha1(data)}"'}
+        if self.command == "HEAD":
+            self.faults.saw_head(path)
+        elif path == self.faults.stall_download:
+            # Headers announcing the whole file, part of it, then nothing: a download cut off mid-way.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data[: self.faults.stall_bytes])
+            self.wfile.flush()
+            self.faults.stall(f"download {path}")
+        else:
+            self.faults.hold(path)
         self._send(200, data, headers, content_type="application/octet-stream")
 
 
@@ -560,7 +645,8 @@ def _front_matter(readme: bytes) -> dict[str, Any]:
 
 
 class LocalHub:
-    """A running server: ``url``, ``stop()``; also a context manager. ``port=0`` picks a free port."""
+    """A running server: ``url``, ``stop()``; also a context manager. ``port=0`` picks a free port.
+    ``faults`` (default: none) injects the failures described in :class:`Faults`."""
 
     def __init__(
         self,
@@ -568,9 +654,11 @@ class LocalHub:
         tokens: dict[str, dict[str, Any]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        faults: Faults | None = None,
     ) -> None:
         state = HubState(Path(data_dir), tokens or {})
-        handler = type("BoundHubHandler", (HubHandler,), {"state": state})
+        self.faults = faults or Faults()
+        handler = type("BoundHubHandler", (HubHandler,), {"state": state, "faults": self.faults})
         self.state = state
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -583,6 +671,7 @@ class LocalHub:
         return self
 
     def stop(self) -> None:
+        self.faults.release.set()  # a stalled request drops its connection instead of hanging on
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=5)
@@ -602,10 +691,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", default="ltzoo", help="user the token belongs to")
     parser.add_argument("--orgs", default="ltzoo-org", help="comma-separated organisations the user may write to")
     parser.add_argument("--data", default=None, help="state directory (default: a new temporary one)")
+    faults = parser.add_argument_group("fault injection, for tests (see Faults)", "a stall prints 'stalled: WHAT' and waits to be killed")
+    faults.add_argument("--stall-download", metavar="PATH", help="stall a download of PATH after --stall-bytes bytes")
+    faults.add_argument("--stall-commit", action="store_true", help="stall a commit after reading --stall-bytes bytes of it")
+    faults.add_argument("--stall-bytes", type=int, default=Faults.stall_bytes)
     args = parser.parse_args(argv)
     data = args.data or tempfile.mkdtemp(prefix="ltzoo-hub-")
     orgs = [o for o in args.orgs.split(",") if o]
-    hub = LocalHub(data, {args.token: {"user": args.user, "orgs": orgs, "role": "write"}}, host=args.host, port=args.port)
+    injected = Faults(
+        stall_download=args.stall_download, stall_commit=args.stall_commit, stall_bytes=args.stall_bytes,
+        on_stall=lambda what: print(f"stalled: {what}", flush=True),
+    )
+    hub = LocalHub(data, {args.token: {"user": args.user, "orgs": orgs, "role": "write"}}, host=args.host, port=args.port,
+                   faults=injected)
     print(hub.url, flush=True)
     try:
         hub.httpd.serve_forever()
