@@ -112,9 +112,9 @@ def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def own_data_plan(name: str, source: str) -> Any:
-    """``ltzoo train NAME --data SOURCE``'s plan (:func:`ltzoo.engine.plan.plan_training`), made once per process:
+    """``ltzoo train NAME --data SOURCE``'s plan (:func:`ltzoo.planner.plan.plan_training`), made once per process:
     planning loads the data, and a row's fingerprint is asked for more than once (kept rows, fresh rows)."""
-    from ltzoo.engine.plan import plan_training
+    from ltzoo.planner.plan import plan_training
 
     return plan_training(name, data=source)
 

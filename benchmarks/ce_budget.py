@@ -4,7 +4,7 @@ Every fmnist_lt recipe spends the same total budget (``ltzoo.recipes.ce.FMNIST_E
 must be one where the baseline has stopped improving; otherwise the table compares undertrained models.
 
 - CE (``ce_resnet32.fmnist_lt``) at every budget of ``--budgets`` (default 30 60 90 120 200). A budget
-  rescales the recipe in proportion (``ltzoo.recipes.base.scale_stages``: warm-up included).
+  rescales the recipe in proportion (``ltzoo.recipe.scale_stages``: warm-up included).
 - Seed 0 at every budget; ``--seeds`` (default 0 1 2) at the smallest budget and at each candidate, to
   measure the seed spread the rule compares against.
 - The rule, on **val** only: the smallest budget B whose seed-0 val top-1 is within the val seed spread

@@ -123,7 +123,7 @@ def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision:
     notes aside), on exactly this data (the split index hash: the balanced upper bound shares CE's recipe),
     trained in ``precision`` (runs from before mixed precision trained in fp32) and with no step caps:
     benchmarks that share an arm (CE is in every ablation) train it once, whatever each calls it."""
-    from ltzoo.recipes.base import same_recipe
+    from ltzoo.recipe import same_recipe
 
     for config_path in sorted(search_root.glob("**/config.json")):
         run = config_path.parent
@@ -149,7 +149,7 @@ def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, ep
     ``stage``, from that run's checkpoint between them (``ltzoo.engine.branch``: the result is the full
     run's, checked), for recipes that differ from that run's in later-stage settings only."""
     from ltzoo.engine.branch import branch_from_stage
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.precision import resolve_precision
     from ltzoo.registry import get_entry
@@ -195,7 +195,7 @@ def set_aside_if_other_recipe(run: Path, recipe_dict: dict[str, Any]) -> Path | 
     """Rename ``run`` to ``<run>.superseded-N`` when it holds another recipe's run (the recipe changed
     since it was trained), so that it is neither reported as this recipe nor resumed; nothing is
     deleted. Returns the new location, or None when there was nothing to set aside."""
-    from ltzoo.recipes.base import same_recipe
+    from ltzoo.recipe import same_recipe
 
     recorded = _recorded_recipe(run) if run.is_dir() else None
     if recorded is None or same_recipe(recorded, recipe_dict):

@@ -7,7 +7,7 @@ whether the gap to CE closes when both get more epochs.
 
 - Arms: ``ce_resnet32.fmnist_lt`` and ``dscl_pbsd_resnet32.fmnist_lt``, each at every budget of
   ``--budgets`` (default 30 and 90 epochs). A budget rescales the recipe's stages in proportion
-  (``ltzoo.recipes.base.scale_stages``: DSCL's 24 + 6 becomes 72 + 18 at 90), with warm-up and milestones.
+  (``ltzoo.recipe.scale_stages``: DSCL's 24 + 6 becomes 72 + 18 at 90), with warm-up and milestones.
 - For each seed (default 0 only: a 90-epoch DSCL + PBSD run takes about 40 min on one core), model
   selection on val; test all / many / medium / few top-1 as mean +- sample std over seeds.
 - The 30-epoch runs are the zoo recipes, so they are reused from the accuracy benchmark

@@ -42,7 +42,7 @@ BRANCH_STAGE = "representation"
 
 
 def _recipe(arm: str, option: str, epochs: int | None) -> Any:
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
     from ltzoo.recipes.dscl import dscl_small
 
     recipe = dscl_small("fmnist_lt", pbsd=arm != "dscl", **({"alpha": "scl"} if arm == "pbsd" else {}))

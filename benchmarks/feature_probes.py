@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ltzoo
     from ltzoo.data import build_dataset
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
     from ltzoo.precision import resolve_precision
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

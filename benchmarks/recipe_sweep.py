@@ -111,7 +111,7 @@ SweepRun = tuple[str, str, list[tuple[str, str]]]
 
 
 def run_variant(variant: SweepRun, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
     from ltzoo.registry import get_entry
 
     name, label, changes = variant
@@ -200,7 +200,7 @@ class SweepPlan:
 
 
 def sweep_plan(name: str, epochs: int | None, only: list[str] | None, values: list[str] | None) -> SweepPlan:
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
     from ltzoo.registry import get_entry
 
     recipe = get_entry(name).recipe()

@@ -54,7 +54,7 @@ from benchmarks.common import (
     train_seeded,
 )
 from ltzoo.fileio import atomic_write_json
-from ltzoo.recipes.base import Recipe
+from ltzoo.recipe import Recipe
 from ltzoo.recipes.scl_rsg_ldam import synergy_variant
 from ltzoo.registry import get_entry
 

@@ -60,7 +60,7 @@ print("RESULT=" + json.dumps({"log": log, "precision": metrics["precision"],
 
 def epochs_for_two_in_first_stage(stages: list[Any]) -> int:
     """The smallest total budget that ``scale_stages`` turns into >= 2 epochs of the first stage."""
-    from ltzoo.recipes.base import scale_stages
+    from ltzoo.recipe import scale_stages
 
     total = len(stages)
     while scale_stages(stages, total)[0].epochs < 2:

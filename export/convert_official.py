@@ -2,7 +2,7 @@
 """Convert an official checkpoint into an ltzoo run directory:
 ``python export/convert_official.py --source dscl --checkpoint FILE --out DIR``.
 
-A thin command line over :mod:`ltzoo.convert_official`; ``--help`` lists the options.
+The script form of ``ltzoo convert-official`` (:mod:`ltzoo.cli.convert_official`); ``--help`` lists the options.
 """
 
 import sys
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ltzoo.convert_official import main  # noqa: E402
+from ltzoo.cli.convert_official import main_convert_official  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_convert_official())

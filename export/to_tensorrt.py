@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ltzoo.export.cli import main_tensorrt  # noqa: E402
+from ltzoo.cli.export import main_tensorrt  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_tensorrt())

@@ -32,8 +32,8 @@ _LAZY = {
     "data_config": ("ltzoo.preprocessing", "data_config"),
     "get_entry": ("ltzoo.registry", "get_entry"),
     "list_models": ("ltzoo.registry", "list_models"),
-    "load_onnx_session": ("ltzoo.hub.download", "load_onnx_session"),
-    "push_to_hub": ("ltzoo.hub.push", "push_run"),
+    "load_onnx_session": ("ltzoo.export.sessions", "load_onnx_session"),
+    "push_to_hub": ("ltzoo.publish.push", "push_run"),
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
+CALIBRATION_PLOT = "calibration.png"  # a calibrated run's val curves (ltzoo calibrate), pushed with it
 # A run in training: one checkpoint per epoch in CHECKPOINT_DIR, the newest as LAST_CHECKPOINT (what --resume reads).
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"

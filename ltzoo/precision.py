@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import check_precision
+from ltzoo.recipe import check_precision
 
 RESOLVED = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

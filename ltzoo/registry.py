@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from ltzoo.errors import UnknownModelError
 from ltzoo.pins import HubWeights, load_pins, pins_path
-from ltzoo.recipes.base import Recipe
+from ltzoo.recipe import Recipe
 
 log = logging.getLogger("ltzoo.registry")
 __all__ = ["HubWeights", "ZooEntry", "default_tag", "get_entry", "list_models", "register_recipes", "split_name"]

@@ -10,6 +10,7 @@ format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import logging
 import math
 import os
@@ -198,16 +199,36 @@ def load_run(run_dir: str | os.PathLike[str], verify_sha256: bool = True) -> tup
     return model, config
 
 
-def check_trained_on(config: dict[str, Any], data: Any) -> None:
-    """Refuse to score a run on data whose classes differ from those it was trained on (a class folder added or
-    renamed since: every score would use another class mapping); warn when only the files differ."""
-    trained_labels = config.get("label_names") or data.label_names
-    if data.num_classes != config.get("num_classes", data.num_classes) or list(data.label_names) != list(trained_labels):
-        raise ConfigMismatchError(
-            f"the data found has classes {data.label_names} but the model was trained on {trained_labels}; "
-            "use the data it was trained on (--data-root points at a moved copy)"
-        )
-    recorded = config.get(CONFIG_BLOCK, {}).get("index_sha256")
-    if recorded not in (None, data.index_sha256):
-        log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
-                    data.index_sha256[:12], recorded[:12])
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a model was trained on, as its config records it: the one rule for "is this the data the model was
+    trained on?" (``ltzoo eval``, ``ltzoo calibrate``, the export gate)."""
+
+    label_names: tuple[str, ...]
+    class_counts: tuple[int, ...] | None = None
+    index_sha256: str | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TrainedOn:
+        lt = config.get(CONFIG_BLOCK, {})
+        labels = config.get("label_names") or [str(i) for i in range(int(config.get("num_classes", 0)))]
+        counts = lt.get("class_counts")
+        return cls(tuple(labels), tuple(counts) if counts else None, lt.get("index_sha256"))
+
+    def check(self, data: Any) -> None:
+        """The same classes in the same order, and the same training counts where recorded, or an error (a class
+        folder added or renamed since would score every image against another class mapping); only a warning
+        when the split files differ but the classes and counts agree."""
+        if list(data.label_names) != list(self.label_names):
+            raise ConfigMismatchError(
+                f"the data found has classes {list(data.label_names)} but the model was trained on "
+                f"{list(self.label_names)}; use the data it was trained on (--data-root points at a moved copy)"
+            )
+        if self.class_counts is not None and list(data.class_counts) != list(self.class_counts):
+            raise ConfigMismatchError(
+                f"the data found has training class counts {list(data.class_counts)}, but the model was trained on "
+                f"{list(self.class_counts)}: point --data-root at the dataset the model was trained on"
+            )
+        if self.index_sha256 not in (None, data.index_sha256):
+            log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained "
+                        "on %s)", data.index_sha256[:12], self.index_sha256[:12])

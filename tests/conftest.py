@@ -65,7 +65,7 @@ def ce_fmnist_run(tmp_path_factory) -> Path:
 def ce_fmnist_int8_export(ce_fmnist_run, tmp_path_factory) -> tuple[Path, int]:
     """The shared CE run exported as a user would: ``to_onnx.py --int8 --verify dataset`` (fp32 + int8 with auto
     calibration, gated on val and test). Returns the export folder and the command's exit code."""
-    from ltzoo.export.cli import main_export
+    from ltzoo.cli.export import main_export
 
     out = tmp_path_factory.mktemp("exports") / "ce_int8"
     code = main_export(["--model", str(ce_fmnist_run), "--out", str(out), "--int8", "--verify", "dataset"])

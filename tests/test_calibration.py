@@ -68,7 +68,7 @@ def test_every_method_folds_exactly_into_a_plain_linear_head(ce_fmnist_run, fmni
 
 @pytest.mark.slow
 def test_a_calibrated_run_loads_evaluates_and_exports_like_a_trained_one(ce_fmnist_run, fmnist, tmp_path):
-    from ltzoo.export.cli import main_export
+    from ltzoo.cli.export import main_export
     from ltzoo.export.providers import create_session
 
     out = tmp_path / "calibrated"

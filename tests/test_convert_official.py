@@ -13,7 +13,8 @@ import torchvision
 from torch import nn
 
 import ltzoo
-from ltzoo.convert_official import convert_official, main
+from ltzoo.cli.convert_official import main_convert_official as main
+from ltzoo.convert_official import convert_official
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, LtzooError
 
 ROOT = Path(__file__).resolve().parents[1]

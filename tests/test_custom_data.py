@@ -26,10 +26,10 @@ from hub_fixtures import ORG, hub_env, isolated_process, local_hub  # noqa: F401
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.data import build_dataset
 from ltzoo.data.transforms import eval_transform, train_transform
-from ltzoo.engine.plan import plan_training, run_plan
+from ltzoo.planner.plan import plan_training, run_plan
 from ltzoo.errors import ConfigMismatchError
 from ltzoo.export.pipeline import ExportOptions, export
-from ltzoo.recipes.derived import Overrides
+from ltzoo.planner.derived import Overrides
 from ltzoo.runs import load_run
 
 FOLDER_TRAIN = [40, 20, 10, 5, 3]  # N = 78, imbalance factor 40 / 3

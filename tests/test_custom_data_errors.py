@@ -15,9 +15,10 @@ from ltzoo.data import build_dataset
 from ltzoo.data.holdout import holdout_sizes
 from ltzoo.data.longtail import shot_split, tercile_thresholds
 from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
-from ltzoo.engine.plan import plan_training
+from ltzoo.planner.plan import plan_training
 from ltzoo.errors import BadDataError, BadHyperParameterError, DataNotFoundError
-from ltzoo.recipes.derived import DataSize, Overrides, derive_recipe
+from ltzoo.recipe import DataSize
+from ltzoo.planner.derived import Overrides, derive_recipe
 from ltzoo.recipes.iccl import derived_centroid_momentum
 from ltzoo.recipes.rsg import derived_head_ratio
 from ltzoo.registry import get_entry

@@ -23,7 +23,7 @@ from ltzoo.data import DataInfo, LTDataset, TensorImageDataset
 from ltzoo.errors import BadHyperParameterError, CorruptFileError, ExportCheckError
 from ltzoo.export import ExportOptions, export
 from ltzoo.export.checks import check_graph, check_io
-from ltzoo.export.cli import main_export, main_tensorrt
+from ltzoo.cli.export import main_export, main_tensorrt
 from ltzoo.export.int8 import class_balanced_indices
 from ltzoo.export.lint import lint_unavailable
 from ltzoo.export.metadata import ModelInfo, build_metadata, read_metadata, write_metadata_props

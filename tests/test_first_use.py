@@ -19,7 +19,7 @@ import pytest
 
 from hub_fixtures import make_run
 from ltzoo.errors import HubError
-from ltzoo.hub.push import push_run
+from ltzoo.publish.push import push_run
 from ltzoo.runs import atomic_write_json, read_config
 
 HEAVY = ("torch", "timm", "huggingface_hub", "onnx", "onnxruntime")
@@ -204,7 +204,7 @@ def test_the_evaluation_shows_a_bar_in_a_terminal_and_none_in_a_log(tmp_path):
 
 # ----- 1. nothing local is published, by construction -----------------------------------------------------
 def test_a_data_folder_recorded_as_files_is_published_by_name(tmp_path, monkeypatch):
-    from ltzoo.hub.push import build_operations, read_run_for_push
+    from ltzoo.publish.push import build_operations, read_run_for_push
 
     run = make_run(tmp_path / "run")
     config = read_config(run)

@@ -18,8 +18,8 @@ from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import CorruptFileError, DataNotFoundError, ExportCheckError
 from ltzoo.export.pipeline import ExportOptions, export, recheck
 from ltzoo.export.report import read_report
-from ltzoo.hub.card import RESULTS_SOURCE, method_text, read_metrics, render_card
-from ltzoo.hub.push import push_run, read_run_for_push
+from ltzoo.publish.card import RESULTS_SOURCE, method_text, read_metrics, render_card
+from ltzoo.publish.push import push_run, read_run_for_push
 from ltzoo.runs import read_config
 
 REPO = "org/ce_resnet32.fmnist_lt"
@@ -196,8 +196,8 @@ def test_the_hub_does_not_import_the_export_pipeline(tmp_path):
     (tmp_path / "model_int8.onnx").write_bytes(b"graph")
     script = f"""
 import sys
-import ltzoo.hub, ltzoo.hub.card, ltzoo.hub.publish, ltzoo.hub.push
-from ltzoo.hub.download import resolve_onnx_file
+import ltzoo.hub, ltzoo.publish.card, ltzoo.publish.zoo, ltzoo.publish.push
+from ltzoo.export.sessions import resolve_onnx_file
 assert resolve_onnx_file({str(tmp_path)!r}, "int8").name == "model_int8.onnx"
 print(sorted(m for m in sys.modules if m.startswith(("onnxruntime.quantization", "ltzoo.export.pipeline"))))
 """
@@ -226,7 +226,7 @@ def test_every_method_card_links_its_paper_on_arxiv():
 
 
 def test_the_parent_record_knows_which_hub_repo_a_parent_came_from(run_dir, tmp_path, monkeypatch):
-    from ltzoo.engine.finetune import hub_repo_id
+    from ltzoo.planner.finetune import hub_repo_id
     from ltzoo.pins import HubWeights, write_pins
 
     assert hub_repo_id("hf-hub:org/base@" + "2" * 40) == "org/base"

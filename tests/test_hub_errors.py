@@ -25,7 +25,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
 )
 from ltzoo.errors import HubError
 from ltzoo.hub.download import download_run
-from ltzoo.hub.push import push_run
+from ltzoo.publish.push import push_run
 from ltzoo.hub.settings import hub_settings
 from ltzoo.runs import load_run
 

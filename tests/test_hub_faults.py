@@ -36,7 +36,7 @@ from hub_fixtures import (  # noqa: F401 (fixtures)
     set_cache,
 )
 from ltzoo.errors import HubError, LtzooError
-from ltzoo.hub.push import push_run
+from ltzoo.publish.push import push_run
 from ltzoo.runs import load_run
 from ltzoo.testing import hub_server
 from ltzoo.testing.hub_server import Faults, LocalHub, git_blob_sha1

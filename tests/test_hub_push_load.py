@@ -33,10 +33,10 @@ from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.export.report import ExportReport
-from ltzoo.hub.card import MODEL_CARDS_DIR, method_text
-from ltzoo.hub.download import load_onnx_session, resolve_onnx_file
-from ltzoo.hub.publish import publish_zoo
-from ltzoo.hub.push import push_run
+from ltzoo.publish.card import MODEL_CARDS_DIR, method_text
+from ltzoo.export.sessions import load_onnx_session, resolve_onnx_file
+from ltzoo.publish.zoo import publish_zoo
+from ltzoo.publish.push import push_run
 from ltzoo.runs import load_run
 
 REPO = f"{ORG}/ce_resnet32.fmnist_lt"

@@ -11,7 +11,7 @@ from benchmarks.common import repo_relative_paths
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.data.sources import SourceSpec
 from ltzoo.errors import HubError
-from ltzoo.hub.push import push_run
+from ltzoo.publish.push import push_run
 from ltzoo.portable import local_paths_in, machine_needles, portable_config, portable_model_source
 from ltzoo.runs import atomic_write_json, read_config
 

@@ -26,7 +26,7 @@ from ltzoo.models import LTClassifier, build_model
 from ltzoo.models.heads import build_head
 from ltzoo.models.resnet_cifar import ResNetCifar
 from ltzoo.precision import cpu_bf16_features, resolve_precision
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipe import Recipe, StageConfig
 from ltzoo.registry import get_entry
 
 BF16_CPU = bool(cpu_bf16_features())

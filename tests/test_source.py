@@ -13,7 +13,7 @@ import ltzoo
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import DataNotFoundError, HubError, UnknownModelError
-from ltzoo.hub.download import resolve_onnx_file
+from ltzoo.export.sessions import resolve_onnx_file
 from ltzoo.runs import load_run
 from ltzoo.source import Source, parse_source
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import ltzoo
 from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run  # noqa: F401 (fixtures)
-from ltzoo.hub.push import push_run
+from ltzoo.publish.push import push_run
 from ltzoo.models import build_model
 from ltzoo.models.heads import LogitAdjustedHead
 from ltzoo.models.timm_layout import timm_loading

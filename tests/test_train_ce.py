@@ -13,7 +13,7 @@ import torch
 from ltzoo.engine.objective import Objective, StepOutput, register_method
 from ltzoo.engine.trainer import train
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipe import Recipe, StageConfig
 from ltzoo.registry import get_entry
 
 

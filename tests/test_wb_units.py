@@ -310,7 +310,7 @@ def test_cosine_epoch_schedule_steps_like_the_official_wb_train_model(epochs):
     """utils/trainval.py calls schedulerW.step() at the start of every training phase, before that
     epoch's steps; the lr then stays constant through the epoch."""
     from ltzoo.engine.schedule import lr_factor
-    from ltzoo.recipes.base import StageConfig
+    from ltzoo.recipe import StageConfig
 
     weight = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=0.01, momentum=0.9)

@@ -42,7 +42,7 @@ import json, sys
 import numpy as np, torch
 torch.set_num_threads(1)
 import ltzoo
-from ltzoo.hub.card import MODEL_CARDS_DIR
+from ltzoo.publish.card import MODEL_CARDS_DIR
 model = ltzoo.load("hf-hub:{repo}")
 x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(7))
 with torch.no_grad():

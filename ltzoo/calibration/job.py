@@ -34,7 +34,7 @@ from ltzoo.calibration import AUTO, NONE
 from ltzoo.calibration.select import Choice, choose
 from ltzoo.calibration.shift import BCTS, estimate_prior, fit_bcts
 from ltzoo.errors import BadDataError, LtzooError
-from ltzoo.names import CONFIG_BLOCK
+from ltzoo.names import CALIBRATION_PLOT, CONFIG_BLOCK
 from ltzoo.portable import portable_model_source
 
 log = logging.getLogger("ltzoo.calibrate")
@@ -115,7 +115,7 @@ def calibrate_model(model: nn.Module, config: dict[str, Any], data: Any, options
 
     affine, bcts, estimate = choice.chosen.head, None, None
     if deployment_images is not None:
-        prior, bcts, estimate = _estimated_prior(model, read, affine, val, deployment_images, options)
+        prior, bcts, estimate = _estimated_prior(model, config, read, affine, val, deployment_images, options)
     assert prior is not None
     if not prior.is_uniform:
         bcts = bcts or fit_bcts(affine.logits(val[0]), val[1])
@@ -145,11 +145,12 @@ def fold_prior(affine: AffineHead, bcts: BCTS, prior: TargetPrior, val_labels: n
                               bias=affine.bias / bcts.temperature + np.asarray(bcts.bias) + prior.log() - log_val_prior)
 
 
-def _estimated_prior(model: nn.Module, read: ReadHead, affine: AffineHead, val: tuple[np.ndarray, np.ndarray],
-                     images: list[Path], options: CalibrationOptions) -> tuple[TargetPrior, BCTS, dict[str, Any]]:
+def _estimated_prior(model: nn.Module, config: dict[str, Any], read: ReadHead, affine: AffineHead,
+                     val: tuple[np.ndarray, np.ndarray], images: list[Path],
+                     options: CalibrationOptions) -> tuple[TargetPrior, BCTS, dict[str, Any]]:
     """EM on the deployment images' BCTS-calibrated posteriors under the chosen (balanced) head."""
     assert options.estimate_prior is not None
-    pooled = pooled_features_of_images(model, images, options.batch_size)
+    pooled = pooled_features_of_images(model, config, images, options.batch_size)
     bcts = fit_bcts(affine.logits(val[0]), val[1])
     num_classes = affine.weight.shape[0]
     val_prior = np.bincount(val[1], minlength=num_classes) / len(val[1])
@@ -174,12 +175,14 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     return paths
 
 
-def pooled_features_of_images(model: nn.Module, paths: list[Path], batch_size: int) -> np.ndarray:
+def pooled_features_of_images(model: nn.Module, config: dict[str, Any], paths: list[Path],
+                              batch_size: int) -> np.ndarray:
     """Pooled features of image files, with the model's own eval transform (as ``ltzoo predict`` reads them)."""
+    from ltzoo.data.transforms import eval_transform
+    from ltzoo.models.timm_layout import data_config_from_config
     from ltzoo.predict import read_image
-    from ltzoo.preprocessing import create_transform
 
-    transform, extract = create_transform(model), _PooledFeatures(model)
+    transform, extract = eval_transform(data_config_from_config(config)), _PooledFeatures(model)
     chunks = []
     for start in range(0, len(paths), batch_size):
         batch = torch.stack([transform(read_image(p)) for p in paths[start:start + batch_size]]).numpy()
@@ -193,7 +196,7 @@ def calibrate(source: str, out_dir: str | os.PathLike[str], options: Calibration
     from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
     from ltzoo.loading import load
     from ltzoo.preflight import check_out_dir
-    from ltzoo.runs import build_config, check_trained_on, save_run
+    from ltzoo.runs import TrainedOn, build_config, save_run
 
     options = options or CalibrationOptions()
     out = check_out_dir(out_dir)
@@ -205,7 +208,7 @@ def calibrate(source: str, out_dir: str | os.PathLike[str], options: Calibration
         raise LtzooError(f"{source!r} gave a model without a config; calibration needs a trained run or a published model")
     lt = config[CONFIG_BLOCK]
     data = build_dataset(lt["dataset"], options.data_root)
-    check_trained_on(config, data)
+    TrainedOn.from_config(config).check(data)
     result = calibrate_model(model, config, data, options, parent=str(source))
 
     predictor = TorchPredictor(result.model)  # the standard evaluator: what `ltzoo eval` will find
@@ -224,8 +227,7 @@ def calibrate(source: str, out_dir: str | os.PathLike[str], options: Calibration
     out.mkdir(parents=True, exist_ok=True)
     save_run(out, result.model, config_out, metrics)
     from ltzoo.fileio import atomic_write_bytes
-    from ltzoo.hub.layout import CALIBRATION_PLOT
-    from ltzoo.hub.plot import calibration_curves_png
+    from ltzoo.calibration.plot import calibration_curves_png
 
     atomic_write_bytes(out / CALIBRATION_PLOT, calibration_curves_png(result.record, title=f"{lt.get('name', source)}: val "
                                                                "top-1 against tau (test takes no part)"))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 import logging
 import pkgutil
 import shlex
 import sys
 
-from ltzoo import __version__
 from ltzoo.errors import LtzooError
+from ltzoo.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +61,27 @@ def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
         return ""
     command = " ".join(shlex.quote(part) for part in ["ltzoo", *argv, *([] if args.resume else ["--resume"])])
     return f"; the finished epochs are saved in {args.out}: continue with\n  {command}"
+
+
+def script_main(
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    prog: str,
+    argv: list[str] | None,
+) -> int:
+    """A command of ``ltzoo`` run as a script of its own (``export/to_onnx.py`` is ``ltzoo export``): the same
+    arguments, output streams and one-line errors."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        stream=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    try:
+        return run(args)
+    except LtzooError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

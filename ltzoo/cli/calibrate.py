@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ltzoo.calibration.job import CalibrationOptions, calibrate
     from ltzoo.engine.evaluator import format_table
-    from ltzoo.hub.layout import CALIBRATION_PLOT
+    from ltzoo.names import CALIBRATION_PLOT
 
     options = CalibrationOptions(method=args.method, target_prior=args.target_prior,
                                  estimate_prior=args.estimate_prior, data_root=args.data_root,

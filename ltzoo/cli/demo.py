@@ -25,7 +25,7 @@ from typing import Any
 
 DEFAULT_MODEL = "ce_resnet32.fmnist_lt"
 # The short budget: about 5 minutes for the whole demo on 2 cores (training is most of it).
-DEMO_EPOCHS = 20
+DEMO_EPOCHS = 12
 # What the full recipe measured, when this is a checkout (the benchmark's table, 3 seeds).
 ACCURACY_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "accuracy.json"
 
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ltzoo.engine.trainer import train
     from ltzoo.errors import LtzooError
     from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
-    from ltzoo.recipes.base import same_recipe, scale_stages
+    from ltzoo.recipe import same_recipe, scale_stages
     from ltzoo.runs import read_config
 
     entry = ltzoo.get_entry(DEFAULT_MODEL)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
               f"`ltzoo demo --full` (the whole chain) or `ltzoo train {entry.name} --out runs/ce`.")
 
     step("4. export to ONNX (fp32 + int8 QDQ) and verify the tail on val and test")
-    from ltzoo.export.cli import print_summary
+    from ltzoo.cli.export import print_summary
     from ltzoo.export.pipeline import ExportOptions, export
 
     from ltzoo.errors import ExportCheckError

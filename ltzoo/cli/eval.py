@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from ltzoo.data import build_dataset
     from ltzoo.engine.evaluator import TorchPredictor, evaluate_split, format_table
     from ltzoo.loading import load
-    from ltzoo.runs import check_trained_on
+    from ltzoo.runs import TrainedOn
 
     model, config = load(args.model, with_config=True)
     data = build_dataset(config[CONFIG_BLOCK]["dataset"], args.data_root)
-    check_trained_on(config, data)
+    TrainedOn.from_config(config).check(data)
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
     analysis = None
     if args.analysis:

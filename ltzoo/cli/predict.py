@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _onnx_backend(source: str, variant: str) -> tuple[Any, Any, list[str], str]:
     from ltzoo.engine.evaluator import OrtPredictor
     from ltzoo.export.metadata import decode_metadata
-    from ltzoo.hub.download import load_onnx_session
+    from ltzoo.export.sessions import load_onnx_session
     from ltzoo.preprocessing import create_transform
 
     session = load_onnx_session(source, variant)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ltzoo.cli.push import quiet_http_log
-    from ltzoo.hub.publish import as_json, publish_zoo
+    from ltzoo.publish.zoo import as_json, publish_zoo
     from ltzoo.pins import pins_path
 
     quiet_http_log(args)

@@ -12,6 +12,11 @@ from ltzoo.errors import HubError
 from ltzoo.source import parse_source
 
 
+DESCRIPTION = ("Push a run (weights, config.json, model card, per-class plot and optionally ONNX graphs) to the Hub in "
+               "one commit. The card is regenerated on every push. The token comes from --token or HF_TOKEN, the "
+               "endpoint from --endpoint or HF_ENDPOINT (a local Hub-compatible server works as huggingface.co does).")
+
+
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="training run directory (or local-dir:PATH) to publish")
     p.add_argument("--repo-id", required=True, help="target repo, ORG/NAME (created if missing)")
@@ -34,15 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "push",
         help="publish a training run to the Hugging Face Hub",
-        description="Push a run (weights, config.json, model card, per-class plot and optionally ONNX graphs) "
-        "to the Hub in one commit. The card is regenerated on every push.",
+        description=DESCRIPTION,
     )
     add_push_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ltzoo.hub.push import push_run
+    from ltzoo.publish.push import push_run
 
     quiet_http_log(args)
     source = parse_source(args.model)  # a missing folder fails here, naming it
@@ -65,3 +69,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  pull request: {info.pr_url} (revision {info.pr_revision})")
     print(f'  load it pinned: ltzoo.load("hf-hub:{args.repo_id}@{info.oid}")')
     return 0
+
+
+def main_push(argv: list[str] | None = None) -> int:
+    """``python export/push_to_hub.py ...``"""
+    from ltzoo.cli import script_main
+
+    return script_main(DESCRIPTION, add_push_arguments, run, "push_to_hub.py", argv)

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="skip unreadable or corrupt images (counted, reported, stored) instead of failing")
     own.add_argument("--batch-size", type=int, help="batch size of every stage (default: derived from the data)")
     own.add_argument("--lr", type=float, help="learning rate of the first stage; later stages keep their ratio")
-    from ltzoo.recipes.derived import method_knobs
+    from ltzoo.recipe import method_knobs
 
     for knob in method_knobs().values():  # each method's own data-size settings (--queue-size, ...)
         own.add_argument(knob.option, dest=knob.arg, type=knob.type, help=knob.help)
@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ltzoo.engine import distributed
     from ltzoo.engine.evaluator import format_table
-    from ltzoo.engine.plan import plan_training, run_plan
-    from ltzoo.recipes.derived import Overrides, method_knobs
+    from ltzoo.planner.plan import plan_training, run_plan
+    from ltzoo.recipe import method_knobs
+    from ltzoo.planner.derived import Overrides
 
     method_args = {key: getattr(args, key) for key in method_knobs() if getattr(args, key) is not None}
     plan = plan_training(

@@ -20,7 +20,7 @@ import torch
 
 from ltzoo.engine.objective import stage_only_args
 from ltzoo.errors import LtzooError
-from ltzoo.recipes.base import Recipe, canonical_recipe
+from ltzoo.recipe import Recipe, canonical_recipe
 from ltzoo.runs import atomic_torch_save
 
 BRANCH_FIELDS = ("method", "arch", "dataset", "head", "seed", "num_workers", "precision")

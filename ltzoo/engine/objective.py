@@ -32,7 +32,7 @@ from torch import nn
 
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipe import Recipe, StageConfig
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from ltzoo.recipes.base import StageConfig
+from ltzoo.recipe import StageConfig
 
 
 def lr_factor(stage: StageConfig, epoch: int, step: int, steps_per_epoch: int) -> float:

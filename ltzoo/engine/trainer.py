@@ -62,7 +62,7 @@ from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
 from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT, MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
-from ltzoo.recipes.base import Recipe, StageConfig, same_recipe, scale_stages
+from ltzoo.recipe import Recipe, StageConfig, same_recipe, scale_stages
 from ltzoo.runs import (
     atomic_save_state_dict,
     atomic_torch_save,

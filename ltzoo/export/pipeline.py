@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ltzoo.errors import ConfigMismatchError, ExportCheckError, LtzooError
+from ltzoo.errors import ExportCheckError, LtzooError
 from ltzoo.export import checks, lint, tensorrt
 from ltzoo.export.calibration import SELECTION_SPLIT, choose_calibration
 from ltzoo.export.fp16 import convert_fp16
@@ -57,6 +57,7 @@ from ltzoo.fileio import sha256_file
 from ltzoo.names import REPORT_FILE, VARIANT_FILES
 from ltzoo.portable import portable_dataset, portable_model_source
 from ltzoo.preflight import check_out_dir
+from ltzoo.runs import TrainedOn
 
 log = logging.getLogger("ltzoo.export")
 
@@ -127,11 +128,8 @@ def _load_subject(source: str | tuple[nn.Module, ModelInfo], options: ExportOpti
     model.eval()
     if (needs_data or with_prior) and data is None:
         data = _build_dataset(info, options.data_root)
-    if data is not None and info.class_counts is not None and list(data.class_counts) != list(info.class_counts):
-        raise ConfigMismatchError(
-            f"the {info.dataset} data found has class counts {list(data.class_counts)}, but {info.name} was trained "
-            f"on {list(info.class_counts)}: point --data-root at the dataset the model was trained on"
-        )
+    if data is not None:
+        TrainedOn(tuple(info.label_names), tuple(info.class_counts) if info.class_counts else None).check(data)
     reference, prior = model, None
     if tau is not None:
         if info.class_counts is None:

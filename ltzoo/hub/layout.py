@@ -4,6 +4,5 @@ from __future__ import annotations
 
 CARD = "README.md"
 PLOT = "per_class_accuracy.png"
-CALIBRATION_PLOT = "calibration.png"  # a calibrated run's val curves (ltzoo calibrate)
 # ONNX variants and their export report go in a folder, as transformers.js / Optimum repos do.
 ONNX_DIR = "onnx"

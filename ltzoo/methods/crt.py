@@ -14,7 +14,7 @@ from torch import nn
 from ltzoo.engine.objective import Objective, StageContext, register_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.methods.iccl import reinitialise_head
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 
 HEAD_INIT_STD = 0.01
 

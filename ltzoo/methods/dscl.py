@@ -70,7 +70,7 @@ from ltzoo.models.batchnorm import reestimate_batchnorm
 from ltzoo.models.classifier import LTClassifier
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
 from ltzoo.models.projection import ProjectionHead
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.dscl import beta_to_alpha
 
 

@@ -70,7 +70,7 @@ from ltzoo.losses.iccl import (
 )
 from ltzoo.models.centroids import CentroidMemory, soft_assignment
 from ltzoo.models.projection import ProjectionHead
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.iccl import DEFAULT_ARGS
 
 

@@ -29,7 +29,7 @@ import torch
 from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepOutput, register_method
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.ldam import DeferredReweighting, LDAMLoss
-from ltzoo.recipes.base import SAMPLERS
+from ltzoo.recipe import SAMPLERS
 
 LDAM_ARGS: dict[str, Any] = {
     "max_m": 0.5,

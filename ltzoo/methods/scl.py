@@ -47,7 +47,7 @@ from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.supcon import supcon_loss
 from ltzoo.methods.ldam_drw import resolve_args
 from ltzoo.models.projection import ProjectionHead
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 
 
 SCL_ARGS: dict[str, Any] = {

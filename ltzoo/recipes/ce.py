@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ltzoo.recipes.base import Recipe, StageConfig, scale_stages
+from ltzoo.recipe import Recipe, StageConfig, scale_stages
 from ltzoo.registry import register_recipes
 
 # The shared budget: where CE's val top-1 stops rising by more than its seed spread (30 / 60 / 90 / 120 / 200

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.registry import register_recipes
 

@@ -16,9 +16,9 @@ from functools import partial
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, fmnist_budget
-from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
+from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
 from ltzoo.recipes.scl import SMALL_VIEW
 from ltzoo.registry import register_recipes
 

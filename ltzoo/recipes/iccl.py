@@ -23,7 +23,7 @@ import dataclasses
 from functools import partial
 from typing import Any
 
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
 from ltzoo.recipes.ce import (
     FMNIST_BATCH,
     FMNIST_DESIGN_EPOCHS,
@@ -32,7 +32,7 @@ from ltzoo.recipes.ce import (
     ce_fmnist_stage,
     fmnist_budget,
 )
-from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
+from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"

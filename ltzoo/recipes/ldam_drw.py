@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ltzoo.recipes.base import Recipe, StageConfig, scale_stages
+from ltzoo.recipe import Recipe, StageConfig, scale_stages
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_EPOCHS
 from ltzoo.registry import register_recipes
 

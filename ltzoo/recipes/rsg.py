@@ -33,8 +33,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ltzoo.recipes.base import Recipe, StageConfig
-from ltzoo.recipes.derived import DataSize, MethodKnob, declare_method_knob
+from ltzoo.recipe import Recipe, StageConfig
+from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ltzoo.recipes.base import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, fmnist_budget
 from ltzoo.registry import register_recipes
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ltzoo.recipes.base import Recipe
+from ltzoo.recipe import Recipe
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.recipes.rsg import CIFAR_RSG, RSG_CIFAR_MILESTONES, RSG_COMMON
 from ltzoo.recipes.scl import SMALL_VIEW, SUPCON_CIFAR

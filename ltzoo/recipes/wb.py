@@ -40,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-from ltzoo.recipes.base import Recipe, StageConfig, scale_stages
+from ltzoo.recipe import Recipe, StageConfig, scale_stages
 from ltzoo.recipes.ce import FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.registry import register_recipes
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-from ltzoo.recipes.base import Recipe, StageConfig
+from ltzoo.recipe import Recipe, StageConfig
 from ltzoo.recipes.ce import FMNIST_EPOCHS, ce_fmnist_stage, fmnist_budget
 from ltzoo.recipes.wb import FMNIST_WEIGHT_DECAY
 from ltzoo.registry import register_recipes

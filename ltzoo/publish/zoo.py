@@ -1,6 +1,6 @@
 """Fill the Hub with the zoo: push every trained zoo entry found in a runs directory (``ltzoo publish-zoo``).
 
-Each run goes to ``NAMESPACE/<zoo name>`` in its own commit (see :func:`ltzoo.hub.push.push_run`), and
+Each run goes to ``NAMESPACE/<zoo name>`` in its own commit (see :func:`ltzoo.publish.push.push_run`), and
 its pin (repo, commit, weights sha256, headline test top-1) is written to the pins file right after its
 push succeeds (:mod:`ltzoo.pins`), so an interrupted publish still records every entry it published
 and ``ltzoo.load(NAME)`` serves it.
@@ -17,8 +17,8 @@ from ltzoo import names
 from ltzoo.errors import CorruptFileError, HubError, LtzooError, UnknownModelError
 from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
-from ltzoo.hub.card import read_metrics
-from ltzoo.hub.push import push_run
+from ltzoo.publish.card import read_metrics
+from ltzoo.publish.push import push_run
 from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
 
 

@@ -22,9 +22,10 @@ from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
 from ltzoo.export.report import ExportReport, read_report
 from ltzoo.fileio import sha256_file
 from ltzoo.hub import layout
-from ltzoo.hub.card import class_groups, read_metrics, render_card
+from ltzoo.publish.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
-from ltzoo.hub.plot import calibration_curves_png, per_class_accuracy_png
+from ltzoo.calibration.plot import calibration_curves_png
+from ltzoo.publish.plot import per_class_accuracy_png
 from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
 from ltzoo.portable import (
     local_paths_in,
@@ -125,7 +126,7 @@ def build_operations(
     ]
     calibration = run.config[names.CONFIG_BLOCK].get("calibration")
     if calibration:  # the val curves the card shows, drawn from the record (the run's own PNG is not trusted)
-        ops.append(CommitOperationAdd(layout.CALIBRATION_PLOT, calibration_curves_png(calibration)))
+        ops.append(CommitOperationAdd(names.CALIBRATION_PLOT, calibration_curves_png(calibration)))
     ops += [CommitOperationAdd(repo_path, str(path)) for repo_path, path in zip(onnx_repo_paths, onnx_paths)]
     refuse_local_paths(ops, run, onnx_dir)
     return ops, [op.path_in_repo for op in ops]

@@ -390,5 +390,5 @@ def _calibration_section(record: dict[str, Any] | None) -> dict[str, Any] | None
                        for row in (record.get("candidates") or {}).values()],
         "not_applicable": [f"{method} does not apply: {reason}" for method, reason in
                            (record.get("not_applicable") or {}).items()],
-        "plot_file": layout.CALIBRATION_PLOT,
+        "plot_file": names.CALIBRATION_PLOT,
     }

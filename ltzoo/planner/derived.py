@@ -1,4 +1,4 @@
-"""Recipe knobs that depend on the dataset's scale, derived for a user's dataset.
+"""Recipe settings that depend on the dataset's scale, derived for a user's dataset (``ltzoo train --data``).
 
 A zoo recipe is tuned for its dataset (CIFAR-100-LT: 10,847 images, ImageNet-LT: 115,846). On other
 data, :func:`derive_recipe` keeps the method (stages, losses, schedules, samplers, method arguments)
@@ -13,7 +13,7 @@ ltzoo's rules, not any paper's:
 - **learning rate** (each stage): scaled linearly with the batch (Goyal et al. 2017); when
   fine-tuning, stages that train the backbone use a tenth of it (the usual fine-tuning practice).
 - **method arguments that scale with the data**: each method declares its own in its recipe module
-  (:class:`MethodKnob`, :func:`declare_method_knob`), e.g. DSCL's queue size in ``ltzoo/recipes/dscl.py``;
+  (:class:`ltzoo.recipe.MethodKnob`, :func:`ltzoo.recipe.declare_method_knob`), e.g. DSCL's queue size in ``ltzoo/recipes/dscl.py``;
   a recipe whose method arguments hold one gets it derived from N, C and the first stage's batch.
 
 Every value can be overridden (:class:`Overrides`, the ``ltzoo train`` options, one per method knob); the
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipes.base import Recipe, scale_stages
+from ltzoo.recipe import DataSize, MethodKnob, Recipe, method_knobs, scale_stages
 
 EPOCHS_REFERENCE_IMAGES = 10_000
 SCRATCH_EPOCHS = (30, 200)  # (floor, ceiling)
@@ -40,54 +40,6 @@ MIN_BATCH = 8
 FINETUNE_LR_FACTOR = 0.1
 # The record's keys that describe the data rather than a knob.
 RECORD_FACTS = ("train_images", "num_classes", "finetune")
-
-
-@dataclass(frozen=True)
-class DataSize:
-    """What a method knob is derived from."""
-
-    train_images: int
-    num_classes: int
-    batch_size: int  # the first stage's batch (derived, or the user's --batch-size)
-
-
-@dataclass(frozen=True)
-class MethodKnob:
-    """A method argument whose value depends on the data's size, declared by the method's recipe module:
-    how to derive it, and the ``ltzoo train`` option that overrides it."""
-
-    arg: str  # the method argument, e.g. "queue_size"
-    option: str  # e.g. "--queue-size"
-    type: type  # int or float: what the option parses
-    methods: str  # whose recipes have the argument, for help and errors, e.g. "DSCL"
-    what: str  # e.g. "momentum-queue length"
-    rule: str  # how it is derived: printed at start and stored with the value
-    derive: Callable[[DataSize], Any]
-    valid: Callable[[Any], bool]
-    valid_range: str  # what ``valid`` accepts, for the error: "must be >= 1"
-
-    @property
-    def help(self) -> str:
-        return f"{self.methods} recipes: {self.what} (default: derived)"
-
-
-_METHOD_KNOBS: dict[str, MethodKnob] = {}
-
-
-def declare_method_knob(knob: MethodKnob) -> MethodKnob:
-    """Declare a method argument that :func:`derive_recipe` derives from the data's size (once per argument)."""
-    if knob.arg in _METHOD_KNOBS:
-        raise ValueError(f"method knob {knob.arg!r} is already declared ({_METHOD_KNOBS[knob.arg].option})")
-    _METHOD_KNOBS[knob.arg] = knob
-    return knob
-
-
-def method_knobs() -> dict[str, MethodKnob]:
-    """Every declared method knob by argument name (the recipe modules that declare them are imported first)."""
-    from ltzoo.submodules import import_submodules
-
-    import_submodules("ltzoo.recipes")
-    return dict(_METHOD_KNOBS)
 
 
 @dataclass

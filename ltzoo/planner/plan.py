@@ -1,6 +1,6 @@
 """What ``ltzoo train`` hands the trainer: a recipe, an :class:`~ltzoo.data.LTDataset` and optionally an
 initial model. One path for a zoo dataset and for the user's own data (``--data``), with or without
-``--init``; only the user's data gets recipe knobs derived from its size (:mod:`ltzoo.recipes.derived`).
+``--init``; only the user's data gets recipe knobs derived from its size (:mod:`ltzoo.planner.derived`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from typing import Any
 
 from ltzoo.data import LTDataset, build_dataset
 from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
-from ltzoo.engine.finetune import Parent, init_from_parent, load_parent
+from ltzoo.planner.finetune import Parent, init_from_parent, load_parent
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.models import LTClassifier
-from ltzoo.recipes.base import Recipe
-from ltzoo.recipes.derived import Overrides, derive_recipe, format_derived, method_knobs
+from ltzoo.recipe import Recipe
+from ltzoo.recipe import method_knobs
+from ltzoo.planner.derived import Overrides, derive_recipe, format_derived
 from ltzoo.registry import get_entry
 
 # The network input side per architecture on user data: the CIFAR ResNet-32 at CIFAR's 32 px, the

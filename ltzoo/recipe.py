@@ -1,5 +1,8 @@
-"""Recipe and stage configuration: plain dataclasses that are stored verbatim in ``config.json``, and
-:func:`scale_stages`, which spreads another epoch budget over a recipe's stages.
+"""What a zoo entry trains (the registry's schema, as timm keeps ``_pretrained.py`` beside ``_registry.py``):
+recipe and stage configuration, plain dataclasses stored verbatim in ``config.json``; :func:`scale_stages`,
+which spreads another epoch budget over a recipe's stages; and the method arguments that scale with the data
+(:class:`MethodKnob`), which a method's recipe module declares and ``ltzoo train --data`` derives
+(:mod:`ltzoo.planner.derived`). Imports no torch: ``ltzoo list`` and ``ltzoo info`` read it.
 
 A recipe is what a zoo entry trains: the method, architecture, dataset, and a list of stages. Each
 stage has its own optimiser, schedule, sampler and epoch budget; the method's objective (see
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,3 +148,52 @@ def same_recipe(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
     run recorded before a field with a default existed still matches."""
     canonical = canonical_recipe(recorded)
     return canonical is not None and canonical == canonical_recipe(wanted)
+
+
+# ----- method arguments that scale with the data -----------------------------------------------------
+@dataclass(frozen=True)
+class DataSize:
+    """What a method knob is derived from."""
+
+    train_images: int
+    num_classes: int
+    batch_size: int  # the first stage's batch (derived, or the user's --batch-size)
+
+
+@dataclass(frozen=True)
+class MethodKnob:
+    """A method argument whose value depends on the data's size, declared by the method's recipe module:
+    how to derive it, and the ``ltzoo train`` option that overrides it."""
+
+    arg: str  # the method argument, e.g. "queue_size"
+    option: str  # e.g. "--queue-size"
+    type: type  # int or float: what the option parses
+    methods: str  # whose recipes have the argument, for help and errors, e.g. "DSCL"
+    what: str  # e.g. "momentum-queue length"
+    rule: str  # how it is derived: printed at start and stored with the value
+    derive: Callable[[DataSize], Any]
+    valid: Callable[[Any], bool]
+    valid_range: str  # what ``valid`` accepts, for the error: "must be >= 1"
+
+    @property
+    def help(self) -> str:
+        return f"{self.methods} recipes: {self.what} (default: derived)"
+
+
+_METHOD_KNOBS: dict[str, MethodKnob] = {}
+
+
+def declare_method_knob(knob: MethodKnob) -> MethodKnob:
+    """Declare a method argument that :func:`derive_recipe` derives from the data's size (once per argument)."""
+    if knob.arg in _METHOD_KNOBS:
+        raise ValueError(f"method knob {knob.arg!r} is already declared ({_METHOD_KNOBS[knob.arg].option})")
+    _METHOD_KNOBS[knob.arg] = knob
+    return knob
+
+
+def method_knobs() -> dict[str, MethodKnob]:
+    """Every declared method knob by argument name (the recipe modules that declare them are imported first)."""
+    from ltzoo.submodules import import_submodules
+
+    import_submodules("ltzoo.recipes")
+    return dict(_METHOD_KNOBS)
