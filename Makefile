@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test bench bench-quick clean
+.PHONY: setup data demo test lint bench bench-quick clean
 
 setup: $(STAMP) data
 
@@ -28,8 +28,13 @@ data:
 demo: setup
 	$(PY) -m ltzoo demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# ruff at the line length pyproject.toml declares: lint rules and the formatter's check (no file is changed).
+lint: setup
+	$(VENV)/bin/ruff check ltzoo tests benchmarks export
+	$(VENV)/bin/ruff format --check ltzoo tests benchmarks export
 
 bench: setup
 	$(PY) -m benchmarks.run

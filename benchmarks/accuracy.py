@@ -53,12 +53,12 @@ UPPER_BOUND = "ce_resnet32.fmnist_balanced"
 
 def balanced_fmnist(data_root: str | None = None) -> Any:
     """Fashion-MNIST with a balanced training subset of fmnist_lt's size; fmnist_lt's val and test."""
+    import torch
+
     from ltzoo.data import LTDataset, TensorImageDataset, build_dataset
     from ltzoo.data.datasets import index_sha256
     from ltzoo.data.fmnist import SPLIT_SEED, locate_fashion_mnist
     from ltzoo.data.idx import read_idx
-
-    import torch
 
     lt = build_dataset("fmnist_lt", data_root)
     files = locate_fashion_mnist(data_root)
@@ -99,8 +99,16 @@ def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     if source is not None:
         plan = own_data_plan(name, source)
         print(f"[accuracy] {plan.name} seed {seed}\n{plan.describe()}", flush=True)
-        return train_seeded(plan.name, seed, work_dir, recipe=plan.recipe, data=plan.data, extra_config=plan.extra_config,
-                            epochs=len(plan.recipe.stages) if quick else None, **limits)
+        return train_seeded(
+            plan.name,
+            seed,
+            work_dir,
+            recipe=plan.recipe,
+            data=plan.data,
+            extra_config=plan.extra_config,
+            epochs=len(plan.recipe.stages) if quick else None,
+            **limits,
+        )
     if name == UPPER_BOUND:
         recipe = ltzoo.get_entry("ce_resnet32.fmnist_lt").recipe()
         limits["data"] = balanced_fmnist()
@@ -110,7 +118,7 @@ def train_one(name: str, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     return train_seeded(name, seed, work_dir, recipe=recipe, epochs=len(recipe.stages) if quick else None, **limits)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def own_data_plan(name: str, source: str) -> Any:
     """``ltzoo train NAME --data SOURCE``'s plan (:func:`ltzoo.planner.plan.plan_training`), made once per process:
     planning loads the data, and a row's fingerprint is asked for more than once (kept rows, fresh rows)."""
@@ -176,30 +184,54 @@ def target_verdicts(rows: dict[str, dict[str, Any]]) -> list[list[str]]:
     verdicts = []
     methods = {n: r for n, r in rows.items() if n not in ("ce_resnet32.fmnist_lt", UPPER_BOUND)}
     if ce and methods:
-        below = [f"{n.split('_resnet32')[0]} {mean(r, 'few'):.1f}" for n, r in methods.items() if mean(r, "few") < mean(ce, "few")]
-        verdicts.append([f"every method >= CE on few-shot ({len(methods)} methods in the table)",
-                         f"CE few {mean(ce, 'few'):.1f}; below: {', '.join(below) or 'none'}", "met" if not below else "NOT met"])
+        below = [
+            f"{n.split('_resnet32')[0]} {mean(r, 'few'):.1f}"
+            for n, r in methods.items()
+            if mean(r, "few") < mean(ce, "few")
+        ]
+        verdicts.append(
+            [
+                f"every method >= CE on few-shot ({len(methods)} methods in the table)",
+                f"CE few {mean(ce, 'few'):.1f}; below: {', '.join(below) or 'none'}",
+                "met" if not below else "NOT met",
+            ]
+        )
     else:
         verdicts.append(["every method >= CE on few-shot", "-", "not measured"])
     if ce and flagship:
         spreads = " vs ".join(fmt_mean_std(r["all"] for r in row["test"]) for row in (flagship, ce))
-        verdicts.append(["DSCL + PBSD >= CE overall", f"{spreads} ({seeds_text(flagship, ce)})",
-                         "met" if mean(flagship, "all") >= mean(ce, "all") else "NOT met"])
+        verdicts.append(
+            [
+                "DSCL + PBSD >= CE overall",
+                f"{spreads} ({seeds_text(flagship, ce)})",
+                "met" if mean(flagship, "all") >= mean(ce, "all") else "NOT met",
+            ]
+        )
     else:
         verdicts.append(["DSCL + PBSD >= CE overall", "-", "not measured"])
     closed = {n: r.get("gap_closed_pct") for n, r in methods.items() if r.get("gap_closed_pct") is not None}
     if closed:
         best = max(closed, key=closed.get)
-        verdicts.append(["the best method closes >= 60 % of the CE -> upper-bound gap",
-                         f"{best.split('_resnet32')[0]} {closed[best]:.1f} %", "met" if closed[best] >= 60 else "NOT met"])
+        verdicts.append(
+            [
+                "the best method closes >= 60 % of the CE -> upper-bound gap",
+                f"{best.split('_resnet32')[0]} {closed[best]:.1f} %",
+                "met" if closed[best] >= 60 else "NOT met",
+            ]
+        )
     else:
         verdicts.append(["the best method closes >= 60 % of the CE -> upper-bound gap", "-", "not measured"])
     if dscl and scl:
         dscl_all, scl_all = by_seed(dscl, "all"), by_seed(scl, "all")
         common = sorted(set(dscl_all) & set(scl_all))
         wins = sum(dscl_all[s] > scl_all[s] for s in common)
-        verdicts.append(["DSCL > SCL on every seed", f"{wins}/{len(common)} seeds",
-                         "met" if common and wins == len(common) else "NOT met"])
+        verdicts.append(
+            [
+                "DSCL > SCL on every seed",
+                f"{wins}/{len(common)} seeds",
+                "met" if common and wins == len(common) else "NOT met",
+            ]
+        )
     else:
         verdicts.append(["DSCL > SCL on every seed", "-", "not measured"])
     verdicts.append(pbsd_gain(flagship, dscl))
@@ -245,8 +277,15 @@ def per_class_figure(rows: dict[str, dict[str, Any]], counts: list[int], data_la
     colours = plt.get_cmap("tab20").colors  # 12 lines: tab10 would give two methods one colour
     for index, (name, (x, per_class)) in enumerate(per_class_curves(rows, counts).items()):
         upper = name == UPPER_BOUND
-        ax.plot(x, per_class, "--" if upper else "-", color="black" if upper else colours[index % len(colours)],
-                marker="o", markersize=3, label="CE, balanced (upper bound)" if upper else name.split(".")[0])
+        ax.plot(
+            x,
+            per_class,
+            "--" if upper else "-",
+            color="black" if upper else colours[index % len(colours)],
+            marker="o",
+            markersize=3,
+            label="CE, balanced (upper bound)" if upper else name.split(".")[0],
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test top-1 of the class (%)")
@@ -257,7 +296,9 @@ def per_class_figure(rows: dict[str, dict[str, Any]], counts: list[int], data_la
     return fig
 
 
-def per_class_plot(rows: dict[str, dict[str, Any]], counts: list[int], path: Path, data_label: str = "fmnist_lt") -> None:
+def per_class_plot(
+    rows: dict[str, dict[str, Any]], counts: list[int], path: Path, data_label: str = "fmnist_lt"
+) -> None:
     import matplotlib.pyplot as plt
 
     fig = per_class_figure(rows, counts, data_label)
@@ -303,14 +344,23 @@ def budget_text(rows: dict[str, dict[str, Any]]) -> str:
 
 def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", nargs="*", help="zoo names to run (default: every *.fmnist_lt entry)")
-    parser.add_argument("--data", metavar="SOURCE", help="your own long-tailed data (imagefolder:PATH or splits:ROOT): "
-                        "every method's small recipe derived for it; results go to accuracy_<data name>.*")
+    parser.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="your own long-tailed data (imagefolder:PATH or splits:ROOT): "
+        "every method's small recipe derived for it; results go to accuracy_<data name>.*",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_benchmark_args("accuracy", argv, description=__doc__.splitlines()[0], add_flags=_flags,
-                                quick_help="1 seed, 1 epoch of 3 steps per stage (plumbing check)",
-                                work_dirs=(WORK_DIR / "accuracy" / "full", WORK_DIR / "accuracy" / "quick"))
+    args = parse_benchmark_args(
+        "accuracy",
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        quick_help="1 seed, 1 epoch of 3 steps per stage (plumbing check)",
+        work_dirs=(WORK_DIR / "accuracy" / "full", WORK_DIR / "accuracy" / "quick"),
+    )
 
     names = args.options.only or ltzoo_names()
     seeds = args.seeds
@@ -336,15 +386,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def summarise(metrics_by_name: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
         elapsed = time.time() - started
         # Read when this invocation ends, so that rows written meanwhile by another invocation are kept too.
-        earlier = earlier_rows(result_name, args.quick, data_source,
-                               [n for n in [*every_name, UPPER_BOUND] if n not in rows_names])
-        fresh = {name: {"seeds": list(seeds),
-                        "recipe_sha256": row_recipe_sha256(name, data_source),
-                        "test": [{g: m["test"][g] for g in GROUPS} for m in runs],
-                        "val": [{g: m["val"][g] for g in GROUPS} for m in runs],
-                        "per_class": [m["test"]["per_class"] for m in runs],
-                        "train_time_s": [m["train_time_s"] for m in runs],
-                        "run_dir": [m["run_dir"] for m in runs]} for name, runs in metrics_by_name.items()}
+        earlier = earlier_rows(
+            result_name, args.quick, data_source, [n for n in [*every_name, UPPER_BOUND] if n not in rows_names]
+        )
+        fresh = {
+            name: {
+                "seeds": list(seeds),
+                "recipe_sha256": row_recipe_sha256(name, data_source),
+                "test": [{g: m["test"][g] for g in GROUPS} for m in runs],
+                "val": [{g: m["val"][g] for g in GROUPS} for m in runs],
+                "per_class": [m["test"]["per_class"] for m in runs],
+                "train_time_s": [m["train_time_s"] for m in runs],
+                "run_dir": [m["run_dir"] for m in runs],
+            }
+            for name, runs in metrics_by_name.items()
+        }
         order = [*every_name, UPPER_BOUND, *fresh]  # the registry's order, the upper bound last
         rows = {name: ({**earlier, **fresh})[name] for name in dict.fromkeys(order) if name in fresh or name in earlier}
         return accuracy_report(rows, seeds, result_name, data_label, data_source, args.quick, elapsed)
@@ -352,23 +408,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return run_ablation(result_name, args, rows_names, train_one, summarise)
 
 
-def accuracy_table(rows: dict[str, dict[str, Any]], seeds: list[int],
-                   data_source: str | None) -> tuple[list[str], list[list[str]]]:
+def accuracy_table(
+    rows: dict[str, dict[str, Any]], seeds: list[int], data_source: str | None
+) -> tuple[list[str], list[list[str]]]:
     """The table's header and rows; sets each row's ``gap_closed_pct`` (the targets read it from the row)."""
-    ce_all, _ = mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"]) if "ce_resnet32.fmnist_lt" in rows else (None, None)
+    ce_all, _ = (
+        mean_std(r["all"] for r in rows["ce_resnet32.fmnist_lt"]["test"])
+        if "ce_resnet32.fmnist_lt" in rows
+        else (None, None)
+    )
     ub_all, _ = mean_std(r["all"] for r in rows[UPPER_BOUND]["test"]) if UPPER_BOUND in rows else (None, None)
     table_rows = []
     for name, row in rows.items():
         mean_all, _ = mean_std(r["all"] for r in row["test"])
         closed = None
-        if name not in ("ce_resnet32.fmnist_lt", UPPER_BOUND) and ub_all is not None and ce_all is not None and ub_all != ce_all:
+        if (
+            name not in ("ce_resnet32.fmnist_lt", UPPER_BOUND)
+            and ub_all is not None
+            and ce_all is not None
+            and ub_all != ce_all
+        ):
             closed = 100 * (mean_all - ce_all) / (ub_all - ce_all)
         row["gap_closed_pct"] = closed
-        table_rows.append([name.split(".")[0] + (" (balanced upper bound)" if name == UPPER_BOUND else ""),
-                           ", ".join(map(str, row.get("seeds", seeds))),
-                           *[fmt_mean_std(r[g] for r in row["test"]) for g in GROUPS],
-                           "-" if closed is None else f"{closed:.1f} %",
-                           f"{train_minutes_per_seed(row):.1f}"])
+        table_rows.append(
+            [
+                name.split(".")[0] + (" (balanced upper bound)" if name == UPPER_BOUND else ""),
+                ", ".join(map(str, row.get("seeds", seeds))),
+                *[fmt_mean_std(r[g] for r in row["test"]) for g in GROUPS],
+                "-" if closed is None else f"{closed:.1f} %",
+                f"{train_minutes_per_seed(row):.1f}",
+            ]
+        )
     header = ["method", "seeds", *[f"{g} (test %)" for g in GROUPS], "gap closed to upper bound", "train min/seed"]
     if data_source:  # no upper bound: drop its column
         header.pop(-2)
@@ -376,41 +446,68 @@ def accuracy_table(rows: dict[str, dict[str, Any]], seeds: list[int],
     return header, table_rows
 
 
-def report_markdown(rows: dict[str, dict[str, Any]], seeds: list[int], data_label: str, data_source: str | None,
-                    quick: bool, elapsed: float, plot_name: str) -> str:
+def report_markdown(
+    rows: dict[str, dict[str, Any]],
+    seeds: list[int],
+    data_label: str,
+    data_source: str | None,
+    quick: bool,
+    elapsed: float,
+    plot_name: str,
+) -> str:
     """The report's markdown from the rows alone (no data, no training): the table, the time target, the targets."""
     header, table_rows = accuracy_table(rows, seeds, data_source)
     upper_text = (
         "Upper bound: CE on a balanced Fashion-MNIST subset of the same size (2,478 images), same val/test and budget. "
-        "Gap closed = (method − CE) / (upper bound − CE) on overall top-1." if not data_source else
-        "No balanced upper bound: it needs a balanced training set of the same size from the same source, which this "
-        "data cannot provide (so no gap-closed column). Each recipe's epochs, batch and data-dependent settings are "
-        "derived from the data's size, as `ltzoo train --data` derives them."
+        "Gap closed = (method − CE) / (upper bound − CE) on overall top-1."
+        if not data_source
+        else "No balanced upper bound: it needs a balanced training set of the same size from the same source, "
+        "which this data cannot provide (so no gap-closed column). Each recipe's epochs, batch and data-dependent "
+        "settings are derived from the data's size, as `ltzoo train --data` derives them."
     )
     targets_md = ""
     if not data_source:
-        targets_md = ("### Targets (issue 18; a miss is reported, not hidden)\n\n"
-                      + markdown_table(["target", "measured (test %)", "verdict"], target_verdicts(rows))
-                      + "\n\nThe targets are set for 3 seeds: with fewer seeds in a row a verdict is provisional, and a "
-                      "margin smaller than CE's seed spread decides nothing.\n\n")
+        targets_md = (
+            "### Targets (issue 18; a miss is reported, not hidden)\n\n"
+            + markdown_table(["target", "measured (test %)", "verdict"], target_verdicts(rows))
+            + "\n\nThe targets are set for 3 seeds: with fewer seeds in a row a verdict is provisional, and a "
+            "margin smaller than CE's seed spread decides nothing.\n\n"
+        )
     missing = [] if data_source else [n for n in [*ltzoo_names(), UPPER_BOUND] if n not in rows]
-    missing_text = (f"Not in the table: {', '.join(n.split('.')[0] for n in missing)}: no run of their current recipe "
-                    "has been collected (`python -m benchmarks.accuracy --only NAME ...` trains, or finds, and adds a row; "
-                    "rows of earlier invocations are kept while their recipe is unchanged).\n\n") if missing else ""
+    missing_text = (
+        (
+            f"Not in the table: {', '.join(n.split('.')[0] for n in missing)}: no run of their current recipe "
+            "has been collected (`python -m benchmarks.accuracy --only NAME ...` trains, or finds, and adds a row; "
+            "rows of earlier invocations are kept while their recipe is unchanged).\n\n"
+        )
+        if missing
+        else ""
+    )
+    budget_label = (
+        "quick smoke budget"
+        if quick
+        else "each recipe at the shared CE budget"
+        if not data_source
+        else "derived recipes"
+    )
     return (
-        f"## Accuracy on {data_label} (mean ± std over each row's seeds, "
-        f"{'quick smoke budget' if quick else 'each recipe at the shared CE budget' if not data_source else 'derived recipes'})\n\n"
+        f"## Accuracy on {data_label} (mean ± std over each row's seeds, {budget_label})\n\n"
         + markdown_table(header, table_rows)
         + f"\n\n{upper_text} Models selected on val. "
         f"Wall time of this invocation: {elapsed / 60:.1f} min (finished runs under runs/ are reused).\n\n"
-        f"{budget_text(rows)}\n\n"
-        + missing_text + targets_md +
-        f"![per-class accuracy]({plot_name})\n"
+        f"{budget_text(rows)}\n\n" + missing_text + targets_md + f"![per-class accuracy]({plot_name})\n"
     )
 
 
-def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_name: str, data_label: str,
-                    data_source: str | None, quick: bool, elapsed: float) -> tuple[dict[str, Any], str]:
+def accuracy_report(
+    rows: dict[str, dict[str, Any]],
+    seeds: list[int],
+    result_name: str,
+    data_label: str,
+    data_source: str | None,
+    quick: bool,
+    elapsed: float,
+) -> tuple[dict[str, Any], str]:
     """The table (gap closed to the upper bound, training minutes), the per-class plot and the report."""
     from ltzoo.data import build_dataset
     from ltzoo.data.sources import SourceSpec
@@ -420,9 +517,16 @@ def accuracy_report(rows: dict[str, dict[str, Any]], seeds: list[int], result_na
     md = report_markdown(rows, seeds, data_label, data_source, quick, elapsed, plot.name)
     per_class_plot(rows, counts, plot, data_label)
     budget = None if data_source else sum(stage.epochs for stage in _ce_recipe().stages)
-    report = {"quick": quick, "seeds": seeds, "data": data_label, "budget_epochs": budget, "elapsed_s": elapsed,
-              "class_counts": counts, "rows": rows,
-              "benchmark_minutes_per_method": {name: benchmark_minutes(row) for name, row in rows.items()}}
+    report = {
+        "quick": quick,
+        "seeds": seeds,
+        "data": data_label,
+        "budget_epochs": budget,
+        "elapsed_s": elapsed,
+        "class_counts": counts,
+        "rows": rows,
+        "benchmark_minutes_per_method": {name: benchmark_minutes(row) for name, row in rows.items()},
+    }
     return report, md
 
 

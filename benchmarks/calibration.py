@@ -87,12 +87,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             calibrated = calibrated_run(parent, out)
             plain = json.loads((parent / "metrics.json").read_text())
             record = calibrated["calibration"]
-            rows.setdefault(name, []).append({
-                "seed": seed, "run": str(parent), "calibrated_run": str(out),
-                "plain": {s: {g: plain[s][g] for g in GROUPS} for s in ("val", "test")},
-                "calibrated": {s: {g: calibrated[s][g] for g in GROUPS} for s in ("val", "test")},
-                "method": record["method"], "parameter": record["parameter"], "seconds": record.get("seconds"),
-            })
+            rows.setdefault(name, []).append(
+                {
+                    "seed": seed,
+                    "run": str(parent),
+                    "calibrated_run": str(out),
+                    "plain": {s: {g: plain[s][g] for g in GROUPS} for s in ("val", "test")},
+                    "calibrated": {s: {g: calibrated[s][g] for g in GROUPS} for s in ("val", "test")},
+                    "method": record["method"],
+                    "parameter": record["parameter"],
+                    "seconds": record.get("seconds"),
+                }
+            )
     report = {"quick": args.quick, "rows": rows, "missing": missing, "upper_bound_test_all": upper_bound_mean()}
     report["targets"] = targets(rows, report["upper_bound_test_all"])
     markdown = render(report)
@@ -115,16 +121,24 @@ def targets(rows: dict[str, list[dict[str, Any]]], upper: float | None) -> list[
     verdicts = []
     if ce_runs:
         gain = _mean(ce_runs, "calibrated") - _mean(ce_runs, "plain")
-        verdicts.append({"target": f"auto raises CE's test top-1 by >= {TARGET_CE_GAIN:g} points",
-                         "measured": f"{gain:+.2f} points ({len(ce_runs)} seed(s))",
-                         "verdict": "met" if gain >= TARGET_CE_GAIN else "NOT met"})
+        verdicts.append(
+            {
+                "target": f"auto raises CE's test top-1 by >= {TARGET_CE_GAIN:g} points",
+                "measured": f"{gain:+.2f} points ({len(ce_runs)} seed(s))",
+                "verdict": "met" if gain >= TARGET_CE_GAIN else "NOT met",
+            }
+        )
     closed = {name: gap_closed(_mean(runs, "calibrated"), ce_plain, upper) for name, runs in rows.items()}
     closed = {name: value for name, value in closed.items() if value is not None and name != CE}
     if closed:
         best = max(closed, key=closed.get)
-        verdicts.append({"target": f"the best calibrated row closes >= {TARGET_GAP:g} % of the CE -> upper-bound gap",
-                         "measured": f"{best.split('.')[0]} {closed[best]:.1f} % ({len(rows[best])} seed(s))",
-                         "verdict": "met" if closed[best] >= TARGET_GAP else "NOT met"})
+        verdicts.append(
+            {
+                "target": f"the best calibrated row closes >= {TARGET_GAP:g} % of the CE -> upper-bound gap",
+                "measured": f"{best.split('.')[0]} {closed[best]:.1f} % ({len(rows[best])} seed(s))",
+                "verdict": "met" if closed[best] >= TARGET_GAP else "NOT met",
+            }
+        )
     below = []
     for name, runs in rows.items():
         plain_mean, plain_std = mean_std(run["plain"]["test"]["all"] for run in runs)
@@ -132,14 +146,23 @@ def targets(rows: dict[str, list[dict[str, Any]]], upper: float | None) -> list[
         if drop > (plain_std or 0.0):
             below.append(f"{name.split('.')[0]} -{drop:.2f} (spread {plain_std or 0:.2f})")
     if rows:
-        verdicts.append({"target": "no calibrated row below its plain row by more than its seed spread",
-                         "measured": "; ".join(below) or "none below", "verdict": "NOT met" if below else "met"})
+        verdicts.append(
+            {
+                "target": "no calibrated row below its plain row by more than its seed spread",
+                "measured": "; ".join(below) or "none below",
+                "verdict": "NOT met" if below else "met",
+            }
+        )
     seconds = [run["seconds"] for runs in rows.values() for run in runs if run.get("seconds") is not None]
     if seconds:
-        verdicts.append({"target": f"ltzoo calibrate on a finished run takes <= {TARGET_SECONDS:g} s",
-                         "measured": f"median {statistics.median(seconds):.0f} s, max {max(seconds):.0f} s over "
-                                     f"{len(seconds)} runs (wall time of the calibration itself, machine shared)",
-                         "verdict": "met" if max(seconds) <= TARGET_SECONDS else "NOT met"})
+        verdicts.append(
+            {
+                "target": f"ltzoo calibrate on a finished run takes <= {TARGET_SECONDS:g} s",
+                "measured": f"median {statistics.median(seconds):.0f} s, max {max(seconds):.0f} s over "
+                f"{len(seconds)} runs (wall time of the calibration itself, machine shared)",
+                "verdict": "met" if max(seconds) <= TARGET_SECONDS else "NOT met",
+            }
+        )
     return verdicts
 
 
@@ -153,27 +176,51 @@ def render(report: dict[str, Any]) -> str:
     table = []
     for name, runs in sorted(rows.items()):
         closed = [gap_closed(_mean(runs, which), ce_plain, upper) for which in ("plain", "calibrated")]
-        table.append([
-            name.split(".")[0], ", ".join(str(run["seed"]) for run in runs),
-            fmt_mean_std(run["plain"]["test"]["all"] for run in runs),
-            fmt_mean_std(run["calibrated"]["test"]["all"] for run in runs),
-            *[fmt_mean_std(run["calibrated"]["test"][g] for run in runs) for g in GROUPS[1:]],
-            " -> ".join("-" if c is None else f"{c:.1f} %" for c in closed),
-            _chosen(runs),
-        ])
-    verdicts = markdown_table(["target", "measured", "verdict"],
-                              [[v["target"], v["measured"], v["verdict"]] for v in report["targets"]])
+        table.append(
+            [
+                name.split(".")[0],
+                ", ".join(str(run["seed"]) for run in runs),
+                fmt_mean_std(run["plain"]["test"]["all"] for run in runs),
+                fmt_mean_std(run["calibrated"]["test"]["all"] for run in runs),
+                *[fmt_mean_std(run["calibrated"]["test"][g] for run in runs) for g in GROUPS[1:]],
+                " -> ".join("-" if c is None else f"{c:.1f} %" for c in closed),
+                _chosen(runs),
+            ]
+        )
+    verdicts = markdown_table(
+        ["target", "measured", "verdict"], [[v["target"], v["measured"], v["verdict"]] for v in report["targets"]]
+    )
     missing = report["missing"]
-    return "\n".join([
-        "## Calibrated rows: `ltzoo calibrate --method auto` on every finished fmnist_lt run", "",
-        "Test top-1 (%), mean ± std over the seeds found. The method (and tau) is chosen on val for each seed; test "
-        "takes no part. Gap closed: plain -> calibrated, against CE's plain mean here and the balanced upper bound "
-        f"of the accuracy table ({'-' if upper is None else f'{upper:.2f}'}).", "",
-        markdown_table(["method", "seeds", "plain all", "calibrated all", "calibrated many", "calibrated medium",
-                        "calibrated few", "gap closed", "val chose (per seed)"], table), "",
-        "### Targets (issue 28)", "", verdicts, "",
-        f"Not found on this machine (not trained here yet): {', '.join(missing)}." if missing else "",
-    ])
+    return "\n".join(
+        [
+            "## Calibrated rows: `ltzoo calibrate --method auto` on every finished fmnist_lt run",
+            "",
+            "Test top-1 (%), mean ± std over the seeds found. The method (and tau) is chosen on val for each seed; "
+            "test takes no part. Gap closed: plain -> calibrated, against CE's plain mean here and the balanced upper "
+            f"bound of the accuracy table ({'-' if upper is None else f'{upper:.2f}'}).",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "seeds",
+                    "plain all",
+                    "calibrated all",
+                    "calibrated many",
+                    "calibrated medium",
+                    "calibrated few",
+                    "gap closed",
+                    "val chose (per seed)",
+                ],
+                table,
+            ),
+            "",
+            "### Targets (issue 28)",
+            "",
+            verdicts,
+            "",
+            f"Not found on this machine (not trained here yet): {', '.join(missing)}." if missing else "",
+        ]
+    )
 
 
 if __name__ == "__main__":

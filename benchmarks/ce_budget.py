@@ -62,7 +62,7 @@ def pick_budget(curve: dict[int, float], spread: dict[int, float]) -> int | None
     for index, budget in enumerate(budgets):
         if budget not in spread:
             continue
-        later = [curve[b] for b in budgets[index + 1:]]
+        later = [curve[b] for b in budgets[index + 1 :]]
         if all(value - curve[budget] <= spread[budget] for value in later):
             return budget
     return None
@@ -79,8 +79,9 @@ def curve_plot(runs: list[dict[str, Any]], path: Path) -> None:
     budgets = [r["budget"] for r in seed0]
     for split, style in (("val", "-o"), ("test", "--s")):
         for group, colour in (("all", "black"), ("few", "tab:red")):
-            ax.plot(budgets, [r[split][group] for r in seed0], style, color=colour, markersize=4,
-                    label=f"{split} {group}")
+            ax.plot(
+                budgets, [r[split][group] for r in seed0], style, color=colour, markersize=4, label=f"{split} {group}"
+            )
     ax.set_xlabel("total epochs (seed 0)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("CE on fmnist_lt: accuracy vs epoch budget")
@@ -98,8 +99,13 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --seeds: the seeds trained at a candidate budget to measure its val seed spread; the curve is seed 0's.
-    args = parse_benchmark_args("ce_budget", argv, description=__doc__.splitlines()[0], add_flags=_flags,
-                                quick_help="2 budgets, 1 epoch of 2 steps, the first seed: a plumbing check")
+    args = parse_benchmark_args(
+        "ce_budget",
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        quick_help="2 budgets, 1 epoch of 2 steps, the first seed: a plumbing check",
+    )
     budgets = sorted(args.options.budgets[:2] if args.quick else args.options.budgets)
 
     # Seed 0 along the curve, the longest runs first so that the two workers finish close together, and
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     first_jobs = [(b, 0) for b in reversed(budgets)] + [(budgets[0], s) for s in args.seeds if s != 0]
     runs = run_arms(run_budget, first_jobs, args)
     curve = {r["budget"]: r["val"]["all"] for r in runs if r["seed"] == 0}
+
     # The seed spread is measured first at the smallest budget (cheap, and the noisiest point of the
     # curve); a larger budget is a candidate only if its remaining val gain is within the largest spread
     # measured so far, and it is picked only if that gain is within its own spread (3 seeds there).
@@ -132,29 +139,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for budget in budgets:
         cell = [r for r in runs if r["budget"] == budget]
         seed0 = next(r for r in cell if r["seed"] == 0)
-        rows.append([budget, f"{seed0['val']['all']:.2f}", "-" if budget not in spread else f"{spread[budget]:.2f}",
-                     len(cell), *[fmt_mean_std(r["test"][g] for r in cell) for g in GROUPS],
-                     f"{seed0['train_time_s'] / 60:.1f}"])
+        rows.append(
+            [
+                budget,
+                f"{seed0['val']['all']:.2f}",
+                "-" if budget not in spread else f"{spread[budget]:.2f}",
+                len(cell),
+                *[fmt_mean_std(r["test"][g] for r in cell) for g in GROUPS],
+                f"{seed0['train_time_s'] / 60:.1f}",
+            ]
+        )
     plot = RESULTS_DIR / ("ce_budget_quick.png" if args.quick else "ce_budget.png")
     curve_plot(runs, plot)
-    verdict = (f"Picked: **{picked} epochs** (the smallest budget whose seed-0 val all is within its val seed spread "
-               "of every larger budget's)." if picked is not None else
-               "No budget qualified: CE's val still rises by more than its seed spread at the largest budget.")
-    md = "\n".join([
-        "## CE on fmnist_lt: accuracy vs epoch budget" + (" (quick plumbing run: not a result)" if args.quick else ""),
-        "",
-        "Each budget rescales the CE recipe in proportion (warm-up included); model selection on val. The choice "
-        "uses val only; test is reported.",
-        "",
-        markdown_table(["epochs", "val all (seed 0)", "val seed spread (std)", "seeds",
-                        *[f"test {g}" for g in GROUPS], "train min (seed 0)"], rows),
-        "",
-        verdict,
-        "",
-        f"![CE budget curve]({plot.name})",
-    ])
-    report = {"quick": args.quick, "budgets": budgets, "val_curve_seed0": curve, "val_spread": spread,
-              "picked_epochs": picked, "runs": runs}
+    verdict = (
+        f"Picked: **{picked} epochs** (the smallest budget whose seed-0 val all is within its val seed spread "
+        "of every larger budget's)."
+        if picked is not None
+        else "No budget qualified: CE's val still rises by more than its seed spread at the largest budget."
+    )
+    md = "\n".join(
+        [
+            "## CE on fmnist_lt: accuracy vs epoch budget"
+            + (" (quick plumbing run: not a result)" if args.quick else ""),
+            "",
+            "Each budget rescales the CE recipe in proportion (warm-up included); model selection on val. The choice "
+            "uses val only; test is reported.",
+            "",
+            markdown_table(
+                [
+                    "epochs",
+                    "val all (seed 0)",
+                    "val seed spread (std)",
+                    "seeds",
+                    *[f"test {g}" for g in GROUPS],
+                    "train min (seed 0)",
+                ],
+                rows,
+            ),
+            "",
+            verdict,
+            "",
+            f"![CE budget curve]({plot.name})",
+        ]
+    )
+    report = {
+        "quick": args.quick,
+        "budgets": budgets,
+        "val_curve_seed0": curve,
+        "val_spread": spread,
+        "picked_epochs": picked,
+        "runs": runs,
+    }
     write_results("ce_budget", report, md)
     print(md)
     return report

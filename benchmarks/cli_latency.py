@@ -58,9 +58,15 @@ def measure(repeats: int) -> dict[str, Any]:
             times[name].append(seconds)
             imported[name] = heavy
     baseline = statistics.median(baseline_times)
-    rows = [{"command": name, "median_s": statistics.median(values), "ratio_to_import_torch":
-             statistics.median(values) / baseline, "heavy_modules_imported": imported[name].split(",") if imported[name] else []}
-            for name, values in times.items()]
+    rows = [
+        {
+            "command": name,
+            "median_s": statistics.median(values),
+            "ratio_to_import_torch": statistics.median(values) / baseline,
+            "heavy_modules_imported": imported[name].split(",") if imported[name] else [],
+        }
+        for name, values in times.items()
+    ]
     return {"repeats": repeats, "import_torch_median_s": baseline, "rows": rows}
 
 
@@ -69,9 +75,16 @@ def render(report: dict[str, Any]) -> str:
     verdict = "met" if help_row["ratio_to_import_torch"] < TARGET_RATIO else "NOT met"
     table = markdown_table(
         ["command", "median (s)", "vs `import torch`", "heavy modules imported"],
-        [[f"`python -c \"{BASELINE}\"`", f"{report['import_torch_median_s']:.3f}", "1.00x", "torch"]]
-        + [[f"`{r['command']}`", f"{r['median_s']:.3f}", f"{r['ratio_to_import_torch']:.2f}x",
-            ", ".join(r["heavy_modules_imported"]) or "none"] for r in report["rows"]],
+        [[f'`python -c "{BASELINE}"`', f"{report['import_torch_median_s']:.3f}", "1.00x", "torch"]]
+        + [
+            [
+                f"`{r['command']}`",
+                f"{r['median_s']:.3f}",
+                f"{r['ratio_to_import_torch']:.2f}x",
+                ", ".join(r["heavy_modules_imported"]) or "none",
+            ]
+            for r in report["rows"]
+        ],
     )
     return (
         "## Command-line latency: time to answer vs `import torch`\n\n"

@@ -117,8 +117,9 @@ def recipe_sha256(recipe: Any, **extra: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32",
-                      search_root: Path = ROOT / "runs") -> Path | None:
+def find_finished_run(
+    recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32", search_root: Path = ROOT / "runs"
+) -> Path | None:
     """A finished run anywhere under ``search_root`` of exactly this recipe (seed and epochs included; the
     notes aside), on exactly this data (the split index hash: the balanced upper bound shares CE's recipe),
     trained in ``precision`` (runs from before mixed precision trained in fp32) and with no step caps:
@@ -134,24 +135,36 @@ def find_finished_run(recipe_dict: dict[str, Any], index_sha256: str, precision:
         except (OSError, json.JSONDecodeError):
             continue
         limits = lt.get("training_limits") or {}
-        if (same_recipe(lt.get("recipe") or {}, recipe_dict) and lt.get("index_sha256") == index_sha256
-                and lt.get("precision", "fp32") == precision and not any(limits.values())):
+        if (
+            same_recipe(lt.get("recipe") or {}, recipe_dict)
+            and lt.get("index_sha256") == index_sha256
+            and lt.get("precision", "fp32") == precision
+            and not any(limits.values())
+        ):
             return run
     return None
 
 
-def train_seeded(name: str, seed: int, work_dir: Path, *, recipe: Any = None, epochs: int | None = None,
-                 steps_per_epoch: int | None = None, branch_from: tuple[Path, str] | None = None,
-                 **options: Any) -> dict[str, Any]:
+def train_seeded(
+    name: str,
+    seed: int,
+    work_dir: Path,
+    *,
+    recipe: Any = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    branch_from: tuple[Path, str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Train zoo entry ``name`` (or ``recipe``) at ``seed`` under ``work_dir``. A finished run of the same
     recipe anywhere under runs/ is reused and an interrupted one resumed; returns its metrics, with the
     run directory under ``"run_dir"``. ``branch_from=(run_dir, stage)`` trains only the stages after
     ``stage``, from that run's checkpoint between them (``ltzoo.engine.branch``: the result is the full
     run's, checked), for recipes that differ from that run's in later-stage settings only."""
     from ltzoo.engine.branch import branch_from_stage
-    from ltzoo.recipe import scale_stages
     from ltzoo.engine.trainer import CHECKPOINT_DIR, train
     from ltzoo.precision import resolve_precision
+    from ltzoo.recipe import scale_stages
     from ltzoo.registry import get_entry
 
     recipe = (recipe if recipe is not None else get_entry(name).recipe()).replace(seed=seed)
@@ -223,8 +236,15 @@ def quick_fmnist_lt() -> Any:
         keep = keep.sort().values
         return TensorImageDataset(dataset.images[keep], targets[keep].tolist())
 
-    return LTDataset(name=full.name, train=cap(full.train, 150), val=cap(full.val, 20), test=cap(full.test, 20),
-                     label_names=full.label_names, info=full.info, index_sha256="quick-subset-of-" + full.index_sha256)
+    return LTDataset(
+        name=full.name,
+        train=cap(full.train, 150),
+        val=cap(full.val, 20),
+        test=cap(full.test, 20),
+        label_names=full.label_names,
+        info=full.info,
+        index_sha256="quick-subset-of-" + full.index_sha256,
+    )
 
 
 def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int = 1) -> list[Any]:
@@ -255,7 +275,9 @@ def run_record(metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:
     }
 
 
-def summary_by_group(runs: list[dict[str, Any]], split: str, keys: Iterable[str] = GROUPS) -> dict[str, dict[str, float | None]]:
+def summary_by_group(
+    runs: list[dict[str, Any]], split: str, keys: Iterable[str] = GROUPS
+) -> dict[str, dict[str, float | None]]:
     """``{group: {"mean": ..., "std": ...}}`` of ``run[split][group]`` over runs (seeds)."""
     return {key: dict(zip(("mean", "std"), mean_std(run[split][key] for run in runs), strict=True)) for key in keys}
 
@@ -299,14 +321,29 @@ def parse_benchmark_args(
     full_dir, quick_dir = work_dirs or (WORK_DIR / name, WORK_DIR / f"{name}_quick")
     parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=description)
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(default_seeds),
-                        help=f"seeds to train (default {' '.join(map(str, default_seeds))}; --quick: the first only)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per training process (default 1)")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="training runs in parallel, each in its own process (default 2: one per core)")
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help=f"run directories (default {repo_relative_paths(str(full_dir))}, "
-                        f"--quick: {repo_relative_paths(str(quick_dir))})")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(default_seeds),
+        help=f"seeds to train (default {' '.join(map(str, default_seeds))}; --quick: the first only)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads per training process (default 1)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="training runs in parallel, each in its own process (default 2: one per core)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help=f"run directories (default {repo_relative_paths(str(full_dir))}, "
+        f"--quick: {repo_relative_paths(str(quick_dir))})",
+    )
     if add_flags is not None:
         add_flags(parser)
     namespace = parser.parse_args(argv)
@@ -323,8 +360,7 @@ def parse_benchmark_args(
     )
 
 
-def _run_arm_in_job(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], arm: Arm, seed: int,
-                    args: BenchmarkArgs) -> Any:
+def _run_arm_in_job(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], arm: Arm, seed: int, args: BenchmarkArgs) -> Any:
     import torch
 
     # Two 1-thread processes beat one 2-thread process on 2 cores: small convolutions do not split well.
@@ -332,8 +368,9 @@ def _run_arm_in_job(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], arm: Arm,
     return run_arm(arm, seed, args)
 
 
-def run_arms(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], jobs: Sequence[tuple[Arm, int]],
-             args: BenchmarkArgs) -> list[Any]:
+def run_arms(
+    run_arm: Callable[[Arm, int, BenchmarkArgs], Any], jobs: Sequence[tuple[Arm, int]], args: BenchmarkArgs
+) -> list[Any]:
     """``run_arm(arm, seed, args)`` for every (arm, seed) of ``jobs``, in order, ``args.jobs`` at a time (each in
     a fresh process with ``args.threads`` torch threads when more than one). ``run_arm`` must be a module-level
     function, so that the job processes can import it."""
@@ -343,8 +380,13 @@ def run_arms(run_arm: Callable[[Arm, int, BenchmarkArgs], Any], jobs: Sequence[t
 Summarise = Callable[[dict[Any, list[Any]], BenchmarkArgs], tuple[dict[str, Any], str]]
 
 
-def run_ablation(name: str, args: BenchmarkArgs, arms: Sequence[Arm],
-                 run_arm: Callable[[Arm, int, BenchmarkArgs], Any], summarise: Summarise) -> dict[str, Any]:
+def run_ablation(
+    name: str,
+    args: BenchmarkArgs,
+    arms: Sequence[Arm],
+    run_arm: Callable[[Arm, int, BenchmarkArgs], Any],
+    summarise: Summarise,
+) -> dict[str, Any]:
     """Every arm for every seed, seed-major (every arm has its first seed early, so an interrupted benchmark
     rerun with fewer seeds already reports them); then ``summarise({arm: [one result per seed]}, args)`` gives
     the report and its markdown, written as ``results/<name>.*`` and printed. Returns the report."""

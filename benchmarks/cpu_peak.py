@@ -49,8 +49,13 @@ def nominal_fp32_peak() -> dict[str, Any]:
         per_cycle = 8
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     ghz = float(info.get("cpu MHz", "0") or 0) / 1000
-    return {"cpu": info.get("model name", "unknown"), "cores": cores, "ghz": ghz, "flops_per_cycle": per_cycle,
-            "peak_gflops": cores * ghz * per_cycle}
+    return {
+        "cpu": info.get("model name", "unknown"),
+        "cores": cores,
+        "ghz": ghz,
+        "flops_per_cycle": per_cycle,
+        "peak_gflops": cores * ghz * per_cycle,
+    }
 
 
 def _best_seconds(function: Any, repeats: int) -> float:
@@ -89,15 +94,20 @@ def _ort_gemm_gflops(kind: str, size: int, threads: int, repeats: int) -> float:
         output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])
         feed = {"a": np.random.rand(size, size).astype(np.float32), "b": np.random.rand(size, size).astype(np.float32)}
     else:
-        inputs = [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
-                  helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])]
+        inputs = [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [size, size]),
+        ]
         node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
         output = helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])
         rng = np.random.default_rng(0)
-        feed = {"a": rng.integers(0, 255, (size, size), dtype=np.uint8),
-                "b": rng.integers(-127, 127, (size, size), dtype=np.int8)}
-    model = helper.make_model(helper.make_graph([node], "gemm", inputs, [output]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+        feed = {
+            "a": rng.integers(0, 255, (size, size), dtype=np.uint8),
+            "b": rng.integers(-127, 127, (size, size), dtype=np.int8),
+        }
+    model = helper.make_model(
+        helper.make_graph([node], "gemm", inputs, [output]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     session = _ort_session(model, threads)
     return 2 * size**3 / _best_seconds(lambda: session.run(None, feed), repeats) / 1e9
 
@@ -119,9 +129,13 @@ def measured_peaks(threads: int, size: int = GEMM_SIZE, repeats: int = 5) -> dic
     finally:
         torch.set_num_threads(before)
     return {
-        "threads": threads, "gemm_size": size,
-        "fp32_gflops": max(torch_fp32, ort_fp32), "fp32_torch_gflops": torch_fp32, "fp32_ort_gflops": ort_fp32,
-        "bf16_gflops": bf16, "bf16_features": features,
+        "threads": threads,
+        "gemm_size": size,
+        "fp32_gflops": max(torch_fp32, ort_fp32),
+        "fp32_torch_gflops": torch_fp32,
+        "fp32_ort_gflops": ort_fp32,
+        "bf16_gflops": bf16,
+        "bf16_features": features,
         "int8_gops": int8,
         "nominal_fp32": nominal_fp32_peak(),
     }
@@ -139,16 +153,21 @@ def peak_for(peaks: dict[str, Any], precision: str) -> float:
 
 def describe_peaks(peaks: dict[str, Any]) -> str:
     nominal = peaks["nominal_fp32"]
-    parts = [f"fp32 {peaks['fp32_gflops']:.0f} GFLOP/s (torch.mm {peaks['fp32_torch_gflops']:.0f}, "
-             f"ORT MatMul {peaks['fp32_ort_gflops']:.0f})"]
+    parts = [
+        f"fp32 {peaks['fp32_gflops']:.0f} GFLOP/s (torch.mm {peaks['fp32_torch_gflops']:.0f}, "
+        f"ORT MatMul {peaks['fp32_ort_gflops']:.0f})"
+    ]
     if peaks.get("bf16_gflops"):
         parts.append(f"bf16 {peaks['bf16_gflops']:.0f} GFLOP/s ({', '.join(peaks['bf16_features'])})")
     else:
         parts.append("no bf16 GEMM (no native bf16 on this CPU)")
     parts.append(f"int8 {peaks['int8_gops']:.0f} GOP/s (ORT MatMulInteger u8 x s8)")
-    return (f"Peaks measured in this run ({peaks['gemm_size']}² GEMMs, {peaks['threads']} threads, best of several): "
-            + "; ".join(parts) + f". For reference, the nominal fp32 peak is {nominal['cores']} cores x "
-            f"{nominal['ghz']:.2f} GHz x {nominal['flops_per_cycle']} FLOPs/cycle = {nominal['peak_gflops']:.0f} GFLOP/s.")
+    return (
+        f"Peaks measured in this run ({peaks['gemm_size']}² GEMMs, {peaks['threads']} threads, best of several): "
+        + "; ".join(parts)
+        + f". For reference, the nominal fp32 peak is {nominal['cores']} cores x "
+        f"{nominal['ghz']:.2f} GHz x {nominal['flops_per_cycle']} FLOPs/cycle = {nominal['peak_gflops']:.0f} GFLOP/s."
+    )
 
 
 def over_peak_note(fractions: list[float]) -> str | None:
@@ -156,10 +175,12 @@ def over_peak_note(fractions: list[float]) -> str | None:
     top = max(fractions, default=0.0)
     if top <= 1.0:
         return None
-    return (f"Note: a value passes 100 % (up to {100 * top:.0f} %). The peak is a measured 2048² GEMM; convolution "
-            "kernels block differently and can sustain a higher rate on some shapes, and the model's FLOPs are counted "
-            "as 2 x MACs of a direct convolution, which a kernel using a cheaper algorithm (e.g. Winograd) does not "
-            "perform. Such a value says the backend is at the machine's limit, not beyond it.")
+    return (
+        f"Note: a value passes 100 % (up to {100 * top:.0f} %). The peak is a measured 2048² GEMM; convolution "
+        "kernels block differently and can sustain a higher rate on some shapes, and the model's FLOPs are counted "
+        "as 2 x MACs of a direct convolution, which a kernel using a cheaper algorithm (e.g. Winograd) does not "
+        "perform. Such a value says the backend is at the machine's limit, not beyond it."
+    )
 
 
 def model_gflops(model: Any, input_shape: tuple[int, ...]) -> float:

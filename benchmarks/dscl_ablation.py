@@ -103,8 +103,13 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     ctx = StageContext(recipe=recipe, stage=stage, stage_index=0, data=data.info, steps_per_epoch=1)
     probe_model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans)
     transform = get_method(recipe.method)(probe_model, ctx).train_transform()
-    loader = DataLoader(TransformedDataset(data.train, transform), batch_size=stage.batch_size, shuffle=True,
-                        drop_last=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TransformedDataset(data.train, transform),
+        batch_size=stage.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     batches, data_times = [], []
     iterator = iter(loader)
     for _ in range(warmup + steps):
@@ -117,8 +122,9 @@ def measure_step(arm: str, steps: int, warmup: int, threads: int) -> dict[str, A
     _reset_peak_rss()
     model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans).train()
     objective = get_method(recipe.method)(model, ctx).train()
-    optimizer = torch.optim.SGD(objective.param_groups(), lr=stage.lr * 0.1, momentum=stage.momentum,
-                                weight_decay=stage.weight_decay)
+    optimizer = torch.optim.SGD(
+        objective.param_groups(), lr=stage.lr * 0.1, momentum=stage.momentum, weight_decay=stage.weight_decay
+    )
     times = []
     for index, batch in enumerate(batches):
         start = time.perf_counter()
@@ -152,42 +158,70 @@ def _markdown(report: dict[str, Any]) -> str:
     cost = report["cost"]
     # No "train time x CE" column: the runs' wall times depend on what else the 2 cores were running
     # (the CE seeds were trained next to other jobs); the step cost below is measured alone.
-    header = ["arm", "test all", "test many", "test medium", "test few", "val all",
-              "step time x CE", "added peak mem x CE"]
+    header = [
+        "arm",
+        "test all",
+        "test many",
+        "test medium",
+        "test few",
+        "val all",
+        "step time x CE",
+        "added peak mem x CE",
+    ]
     rows = []
     for arm, label in ARMS.items():
         runs = arms[arm]["runs"]
-        rows.append([
-            label,
-            *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
-            fmt_mean_std(r["val"]["all"] for r in runs),
-            f"{cost[arm]['step_time_vs_ce']:.2f}",
-            f"{cost[arm]['peak_mem_vs_ce']:.2f}",
-        ])
+        rows.append(
+            [
+                label,
+                *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
+                fmt_mean_std(r["val"]["all"] for r in runs),
+                f"{cost[arm]['step_time_vs_ce']:.2f}",
+                f"{cost[arm]['peak_mem_vs_ce']:.2f}",
+            ]
+        )
     means = {arm: arms[arm]["test"]["all"]["mean"] for arm in ORDER}
     order_text = ", ".join(f"{arm} {means[arm]:.2f}" for arm in ORDER)
-    pair_rows = [[f"{ARMS[p['better']]} > {ARMS[p['worse']]}", fmt_mean_std(p["differences"]),
-                  f"{p['wins']}/{len(p['differences'])}"] for p in report["paper_pairs"]]
-    cost_rows = [[ARMS[a], cost[a]["batch_size"], f"{cost[a]['median_step_s']:.3f}", f"{cost[a]['median_data_s']:.3f}",
-                  f"{cost[a]['added_peak_rss_mb']:.0f}"] for a in ARMS]
-    return "\n".join([
-        "## DSCL ablation on fmnist_lt" + (" (quick plumbing run: not a result)" if report["quick"] else ""),
-        "",
-        f"{len(report['seeds'])} seed(s) {report['seeds']}, equal epoch budget ({report['epochs']} epochs per arm), "
-        "model selection on val, test top-1 (%) as mean ± sample std. Costs are first-stage training steps "
-        f"measured alone in a fresh process with {report['threads']} thread(s).",
-        "",
-        markdown_table(header, rows),
-        "",
-        f"Ordering of the paper (ImageNet-LT, SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL+PBSD 57.7): "
-        f"**{'holds' if report['paper_order_holds'] else 'does not hold'}** here (test all: {order_text}).",
-        "Each step of the paper's ordering, then what PBSD adds to each loss, seed by seed (same seed, test all, "
-        "points):",
-        "",
-        markdown_table(["claim", "difference", "seeds where it holds"], pair_rows),
-        "",
-        markdown_table(["arm", "batch", "median step (s)", "median data (s/batch)", "added peak RSS (MB)"], cost_rows),
-    ])
+    pair_rows = [
+        [
+            f"{ARMS[p['better']]} > {ARMS[p['worse']]}",
+            fmt_mean_std(p["differences"]),
+            f"{p['wins']}/{len(p['differences'])}",
+        ]
+        for p in report["paper_pairs"]
+    ]
+    cost_rows = [
+        [
+            ARMS[a],
+            cost[a]["batch_size"],
+            f"{cost[a]['median_step_s']:.3f}",
+            f"{cost[a]['median_data_s']:.3f}",
+            f"{cost[a]['added_peak_rss_mb']:.0f}",
+        ]
+        for a in ARMS
+    ]
+    return "\n".join(
+        [
+            "## DSCL ablation on fmnist_lt" + (" (quick plumbing run: not a result)" if report["quick"] else ""),
+            "",
+            f"{len(report['seeds'])} seed(s) {report['seeds']}, equal epoch budget ({report['epochs']} epochs per "
+            "arm), model selection on val, test top-1 (%) as mean ± sample std. Costs are first-stage training steps "
+            f"measured alone in a fresh process with {report['threads']} thread(s).",
+            "",
+            markdown_table(header, rows),
+            "",
+            f"Ordering of the paper (ImageNet-LT, SCL 51.2 < DSCL 52.6 < PBSD 56.3 < DSCL+PBSD 57.7): "
+            f"**{'holds' if report['paper_order_holds'] else 'does not hold'}** here (test all: {order_text}).",
+            "Each step of the paper's ordering, then what PBSD adds to each loss, seed by seed (same seed, test all, "
+            "points):",
+            "",
+            markdown_table(["claim", "difference", "seeds where it holds"], pair_rows),
+            "",
+            markdown_table(
+                ["arm", "batch", "median step (s)", "median data (s/batch)", "added peak RSS (MB)"], cost_rows
+            ),
+        ]
+    )
 
 
 def measure_costs(threads: int, quick: bool) -> dict[str, dict[str, Any]]:
@@ -206,16 +240,24 @@ def measure_costs(threads: int, quick: bool) -> dict[str, dict[str, Any]]:
 
 
 def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
-    arms = {arm: {"label": ARMS[arm], "runs": runs, "test": summary_by_group(runs, "test"),
-                  "val": summary_by_group(runs, "val")} for arm, runs in runs_by_arm.items()}
+    arms = {
+        arm: {
+            "label": ARMS[arm],
+            "runs": runs,
+            "test": summary_by_group(runs, "test"),
+            "val": summary_by_group(runs, "val"),
+        }
+        for arm, runs in runs_by_arm.items()
+    }
     means = [arms[arm]["test"]["all"]["mean"] for arm in ORDER]
     paper_pairs = []
     # The paper's ordering step by step, then what PBSD adds on top of each loss.
     for worse, better in [*zip(ORDER, ORDER[1:]), ("dscl", "dscl_pbsd"), ("scl", "pbsd")]:
         by_seed = {r["seed"]: r["test"]["all"] for r in arms[worse]["runs"]}
         differences = [r["test"]["all"] - by_seed[r["seed"]] for r in arms[better]["runs"] if r["seed"] in by_seed]
-        paper_pairs.append({"better": better, "worse": worse, "differences": differences,
-                            "wins": sum(d > 0 for d in differences)})
+        paper_pairs.append(
+            {"better": better, "worse": worse, "differences": differences, "wins": sum(d > 0 for d in differences)}
+        )
     recipe = _recipe("dscl_pbsd")
     report = {
         "quick": args.quick,
@@ -235,8 +277,15 @@ def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return ablation_main("dscl_ablation", lambda args: list(ARMS), run_arm, summarise, argv,
-                         description=__doc__.splitlines()[0], quick_help="1 seed, 2 epochs of 2 steps, 2 timed steps")
+    return ablation_main(
+        "dscl_ablation",
+        lambda args: list(ARMS),
+        run_arm,
+        summarise,
+        argv,
+        description=__doc__.splitlines()[0],
+        quick_help="1 seed, 2 epochs of 2 steps, 2 timed steps",
+    )
 
 
 if __name__ == "__main__":

@@ -57,29 +57,40 @@ def run_arm(cell: tuple[str, int], seed: int, args: BenchmarkArgs) -> dict[str, 
 
 def _markdown(report: dict[str, Any]) -> str:
     rows = []
-    for key, cell in report["cells"].items():
+    for cell in report["cells"].values():
         runs = cell["runs"]
-        rows.append([LABELS[cell["arm"]], cell["budget"], *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
-                     fmt_mean_std(r["val"]["all"] for r in runs),
-                     fmt_mean_std([r["train_time_s"] / 60 for r in runs], digits=1)])
-    gap_rows = [[budget, f"{gap['test_all']:+.2f}", f"{gap['test_few']:+.2f}", f"{gap['val_all']:+.2f}"]
-                for budget, gap in report["gap_to_ce"].items()]
-    return "\n".join([
-        "## DSCL + PBSD vs CE as the epoch budget grows (fmnist_lt)"
-        + (" (quick plumbing run: not a result)" if report["quick"] else ""),
-        "",
-        f"{len(report['seeds'])} seed(s) {report['seeds']}; every budget rescales the recipe's stages in proportion; "
-        "model selection on val; test top-1 (%) as mean ± sample std. \"train min\" is each run's training wall "
-        "time with one thread, next to other jobs on the 2 cores (the step cost is measured alone in "
-        "`dscl_ablation`).",
-        "",
-        markdown_table(["method", "epochs", "test all", "test many", "test medium", "test few", "val all",
-                        "train min"], rows),
-        "",
-        "DSCL + PBSD minus CE, in points (mean over seeds):",
-        "",
-        markdown_table(["epochs", "test all", "test few", "val all"], gap_rows),
-    ])
+        rows.append(
+            [
+                LABELS[cell["arm"]],
+                cell["budget"],
+                *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
+                fmt_mean_std(r["val"]["all"] for r in runs),
+                fmt_mean_std([r["train_time_s"] / 60 for r in runs], digits=1),
+            ]
+        )
+    gap_rows = [
+        [budget, f"{gap['test_all']:+.2f}", f"{gap['test_few']:+.2f}", f"{gap['val_all']:+.2f}"]
+        for budget, gap in report["gap_to_ce"].items()
+    ]
+    return "\n".join(
+        [
+            "## DSCL + PBSD vs CE as the epoch budget grows (fmnist_lt)"
+            + (" (quick plumbing run: not a result)" if report["quick"] else ""),
+            "",
+            f"{len(report['seeds'])} seed(s) {report['seeds']}; every budget rescales the recipe's stages in "
+            'proportion; model selection on val; test top-1 (%) as mean ± sample std. "train min" is each run\'s '
+            "training wall time with one thread, next to other jobs on the 2 cores (the step cost is measured alone in "
+            "`dscl_ablation`).",
+            "",
+            markdown_table(
+                ["method", "epochs", "test all", "test many", "test medium", "test few", "val all", "train min"], rows
+            ),
+            "",
+            "DSCL + PBSD minus CE, in points (mean over seeds):",
+            "",
+            markdown_table(["epochs", "test all", "test few", "val all"], gap_rows),
+        ]
+    )
 
 
 def budget_cells(args: BenchmarkArgs) -> list[tuple[str, int]]:
@@ -87,21 +98,33 @@ def budget_cells(args: BenchmarkArgs) -> list[tuple[str, int]]:
     return [(arm, budget) for budget in sorted(args.options.budgets, reverse=True) for arm in ("dscl_pbsd", "ce")]
 
 
-def summarise(runs_by_cell: dict[tuple[str, int], list[dict[str, Any]]],
-              args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
+def summarise(
+    runs_by_cell: dict[tuple[str, int], list[dict[str, Any]]], args: BenchmarkArgs
+) -> tuple[dict[str, Any], str]:
     budgets = sorted(args.options.budgets)
     cells: dict[str, Any] = {}
     for budget in budgets:
         for arm in ARMS:
             runs = runs_by_cell[(arm, budget)]
-            cells[f"{arm}@{budget}"] = {"arm": arm, "budget": budget, "runs": runs,
-                                        "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
+            cells[f"{arm}@{budget}"] = {
+                "arm": arm,
+                "budget": budget,
+                "runs": runs,
+                "test": summary_by_group(runs, "test"),
+                "val": summary_by_group(runs, "val"),
+            }
 
     def gap(budget: int, split: str, group: str) -> float:
         return cells[f"dscl_pbsd@{budget}"][split][group]["mean"] - cells[f"ce@{budget}"][split][group]["mean"]
 
-    gap_to_ce = {budget: {"test_all": gap(budget, "test", "all"), "test_few": gap(budget, "test", "few"),
-                          "val_all": gap(budget, "val", "all")} for budget in budgets}
+    gap_to_ce = {
+        budget: {
+            "test_all": gap(budget, "test", "all"),
+            "test_few": gap(budget, "test", "few"),
+            "val_all": gap(budget, "val", "all"),
+        }
+        for budget in budgets
+    }
     report = {
         "quick": args.quick,
         "seeds": args.seeds,
@@ -125,9 +148,17 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return ablation_main("dscl_budget", budget_cells, run_arm, summarise, argv, description=__doc__.splitlines()[0],
-                         add_flags=_flags, default_seeds=(0,),
-                         quick_help="1 seed, 2 epochs of 2 steps per run: a plumbing check")
+    return ablation_main(
+        "dscl_budget",
+        budget_cells,
+        run_arm,
+        summarise,
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        default_seeds=(0,),
+        quick_help="1 seed, 2 epochs of 2 steps per run: a plumbing check",
+    )
 
 
 if __name__ == "__main__":

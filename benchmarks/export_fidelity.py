@@ -24,15 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    GROUPS,
-    RESULTS_DIR,
-    WORK_DIR,
-    markdown_table,
-    recipe_sha256,
-    train_seeded,
-    write_results,
-)
+from benchmarks.common import GROUPS, RESULTS_DIR, WORK_DIR, markdown_table, recipe_sha256, train_seeded, write_results
 
 VARIANTS = ("fp32", "fp16", "int8")
 CALIBRATED_CE = "ce_resnet32.fmnist_lt+calibrated"  # a row name: CE seed 0 after `ltzoo calibrate --method auto`
@@ -57,25 +49,40 @@ def markdown(results: list[dict[str, Any]]) -> str:
         for variant in VARIANTS:
             delta = deltas.get(variant, {})
             label = variant if variant != "int8" else f"int8 ({result.get('int8_calibration') or '?'})"
-            rows.append([result["name"].split(".")[0] + (" (calibrated)" if result["name"] == CALIBRATED_CE else ""), label,
-                         *[("-" if delta.get(g) is None else f"{delta[g]:+.2f}") for g in GROUPS],
-                         _variant_gate(result, variant)])
-    return ("## Export fidelity (fmnist_lt, seed 0): test top-1 change after export, points vs PyTorch\n\n"
-            + markdown_table(["method", "variant", *GROUPS, "gate (all/few on val and test: fp32 0.1, fp16 0.5, "
-                              "int8 1.0 pt)"], rows)
-            + "\n\nThe same evaluator scores PyTorch and each ONNX Runtime session; val deltas are in the JSON. "
-            "int8 is the default export (`--int8-target tensorrt`, `--calib-method auto`): minmax, then percentile, "
-            "then entropy calibration, keeping the first whose **val** drop is within the gate (test never chooses); "
-            "the method chosen is in brackets.")
+            rows.append(
+                [
+                    result["name"].split(".")[0] + (" (calibrated)" if result["name"] == CALIBRATED_CE else ""),
+                    label,
+                    *[("-" if delta.get(g) is None else f"{delta[g]:+.2f}") for g in GROUPS],
+                    _variant_gate(result, variant),
+                ]
+            )
+    return (
+        "## Export fidelity (fmnist_lt, seed 0): test top-1 change after export, points vs PyTorch\n\n"
+        + markdown_table(
+            ["method", "variant", *GROUPS, "gate (all/few on val and test: fp32 0.1, fp16 0.5, int8 1.0 pt)"], rows
+        )
+        + "\n\nThe same evaluator scores PyTorch and each ONNX Runtime session; val deltas are in the JSON. "
+        "int8 is the default export (`--int8-target tensorrt`, `--calib-method auto`): minmax, then percentile, "
+        "then entropy calibration, keeping the first whose **val** drop is within the gate (test never chooses); "
+        "the method chosen is in brackets."
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CE only, 3-step training")
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="zoo names to re-export; the other models' rows are kept from the existing full results")
-    parser.add_argument("--calibrated", action="store_true",
-                        help="export the calibrated CE run (seed 0) as one more row; keep the others")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="zoo names to re-export; the other models' rows are kept from the existing full results",
+    )
+    parser.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="export the calibrated CE run (seed 0) as one more row; keep the others",
+    )
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR / "accuracy")
     args = parser.parse_args(argv)
 
@@ -95,13 +102,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     previous = RESULTS_DIR / "export_fidelity.json"
     if keeps_others and previous.is_file():
         # A kept row must come from the recipe the registry has now; rows of an edited recipe are dropped.
-        kept = {r["name"]: r for r in json.loads(previous.read_text())["results"] if r["name"] not in names
-                and r.get("recipe_sha256") == recipe_sha256(ltzoo.get_entry(_zoo_name(r["name"])).recipe())}
+        kept = {
+            r["name"]: r
+            for r in json.loads(previous.read_text())["results"]
+            if r["name"] not in names
+            and r.get("recipe_sha256") == recipe_sha256(ltzoo.get_entry(_zoo_name(r["name"])).recipe())
+        }
     work_dir = args.work_dir / ("quick" if args.quick else "full")
     results: list[dict[str, Any]] = []
     for name in names:
         zoo_name = _zoo_name(name)
-        limits: dict[str, Any] = {"steps_per_epoch": 3, "epochs": len(ltzoo.get_entry(zoo_name).recipe().stages)} if args.quick else {}
+        limits: dict[str, Any] = (
+            {"steps_per_epoch": 3, "epochs": len(ltzoo.get_entry(zoo_name).recipe().stages)} if args.quick else {}
+        )
         run = Path(train_seeded(zoo_name, 0, work_dir, **limits)["run_dir"])
         if name == CALIBRATED_CE:
             from benchmarks.calibration import calibrated_run
@@ -118,19 +131,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             report, passed, error = read_report(out), False, str(exc).splitlines()[0]
         int8_recipe = (report.variants["int8"].recipe if "int8" in report.variants else None) or {}
-        results.append({"name": name, "recipe_sha256": recipe_sha256(ltzoo.get_entry(zoo_name).recipe()),
-                        "run": str(run), "gate_passed": passed, "error": error,
-                        "int8_calibration": int8_recipe.get("calibration_method"),
-                        "int8_calibration_choice": int8_recipe.get("calibration_choice"),
-                        "failures": [str(f) for f in report.failures], "verification": report.verification.to_dict()})
+        results.append(
+            {
+                "name": name,
+                "recipe_sha256": recipe_sha256(ltzoo.get_entry(zoo_name).recipe()),
+                "run": str(run),
+                "gate_passed": passed,
+                "error": error,
+                "int8_calibration": int8_recipe.get("calibration_method"),
+                "int8_calibration_choice": int8_recipe.get("calibration_choice"),
+                "failures": [str(f) for f in report.failures],
+                "verification": report.verification.to_dict(),
+            }
+        )
     fresh = {r["name"]: r for r in results}
     if keeps_others:  # every model's row, in zoo order (the calibrated CE last): the fresh ones and the kept ones
         results = [fresh.get(name) or kept[name] for name in [*every, CALIBRATED_CE] if name in fresh or name in kept]
     md = markdown(results)
     missing = [name for name in every if name not in {r["name"] for r in results}]
     if missing and not args.quick:
-        md += ("\n\nNot yet exported at the current recipes: " + ", ".join(n.split(".")[0] for n in missing)
-               + " (`--only NAME` adds a row).")
+        md += (
+            "\n\nNot yet exported at the current recipes: "
+            + ", ".join(n.split(".")[0] for n in missing)
+            + " (`--only NAME` adds a row)."
+        )
     report_json = {"quick": args.quick, "results": results}
     write_results("export_fidelity", report_json, md)
     print(md)

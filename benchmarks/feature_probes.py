@@ -44,8 +44,9 @@ def pooled_features(model: Any, dataset: Any, transform: Any, batch_size: int = 
     return np.concatenate(features), np.concatenate(labels)
 
 
-def knn_predict(memory: np.ndarray, memory_labels: np.ndarray, queries: np.ndarray, num_classes: int,
-                k: int = K) -> np.ndarray:
+def knn_predict(
+    memory: np.ndarray, memory_labels: np.ndarray, queries: np.ndarray, num_classes: int, k: int = K
+) -> np.ndarray:
     """Majority vote of the k most cosine-similar memory rows (features are L2-normalised)."""
     similarity = queries @ memory.T
     nearest = np.argpartition(-similarity, kth=min(k, len(memory)) - 1, axis=1)[:, :k]
@@ -75,8 +76,9 @@ def probe_run(run_dir: Any, data: Any) -> dict[str, Any]:
     for split in ("val", "test"):
         queries, labels = pooled_features(model, data.split(split), transform)
         for probe, predict in (("knn", knn_predict), ("ncm", ncm_predict)):
-            report = accuracy_report(predict(memory, memory_labels, queries, data.num_classes), labels,
-                                     data.num_classes, data.shots)
+            report = accuracy_report(
+                predict(memory, memory_labels, queries, data.num_classes), labels, data.num_classes, data.shots
+            )
             result.setdefault(probe, {})[split] = {g: report[g] for g in GROUPS}
     return result
 
@@ -84,7 +86,9 @@ def probe_run(run_dir: Any, data: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for benchmarks.run; the probe is cheap")
-    parser.add_argument("--epochs", type=int, default=None, help="the budget whose runs are probed (default: the recipes')")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="the budget whose runs are probed (default: the recipes')"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
 
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import ltzoo
     from ltzoo.data import build_dataset
-    from ltzoo.recipe import scale_stages
     from ltzoo.precision import resolve_precision
+    from ltzoo.recipe import scale_stages
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = build_dataset("fmnist_lt")
@@ -113,17 +117,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             continue
         report_rows[name] = probes
         for probe in ("knn", "ncm"):
-            rows.append([name.split(".")[0], f"{probe} ({len(probes)} seed{'s' if len(probes) > 1 else ''})",
-                         *[fmt_mean_std(p[probe]["test"][g] for p in probes) for g in GROUPS],
-                         fmt_mean_std(p[probe]["val"]["all"] for p in probes)])
+            rows.append(
+                [
+                    name.split(".")[0],
+                    f"{probe} ({len(probes)} seed{'s' if len(probes) > 1 else ''})",
+                    *[fmt_mean_std(p[probe]["test"][g] for p in probes) for g in GROUPS],
+                    fmt_mean_std(p[probe]["val"]["all"] for p in probes),
+                ]
+            )
     budget = args.epochs or "the recipes' own"
-    md = "\n".join([
-        f"## Frozen features: kNN (k = {K}, cosine) and nearest class mean, fmnist_lt ({budget} epochs)", "",
-        "Training features without augmentation are the memory; the trained classifier plays no part. Test top-1 (%) "
-        "as mean ± sample std over the seeds found.", "",
-        markdown_table(["method", "probe", *[f"test {g}" for g in GROUPS], "val all"], rows), "",
-        (f"Not found (not trained at this budget on this machine): {', '.join(missing)}." if missing else ""),
-    ])
+    md = "\n".join(
+        [
+            f"## Frozen features: kNN (k = {K}, cosine) and nearest class mean, fmnist_lt ({budget} epochs)",
+            "",
+            "Training features without augmentation are the memory; the trained classifier plays no part. Test "
+            "top-1 (%) as mean ± sample std over the seeds found.",
+            "",
+            markdown_table(["method", "probe", *[f"test {g}" for g in GROUPS], "val all"], rows),
+            "",
+            (f"Not found (not trained at this budget on this machine): {', '.join(missing)}." if missing else ""),
+        ]
+    )
     report = {"quick": args.quick, "epochs": args.epochs, "k": K, "runs": report_rows, "missing": missing}
     write_results("feature_probes" if not args.epochs else f"feature_probes_{args.epochs}ep", report, md)
     print(md)

@@ -77,28 +77,33 @@ def _markdown(report: dict[str, Any]) -> str:
     header = ["arm", "test all", "test many", "test medium", "test few", "val all", "epochs", "train time x CE"]
     ce_time = statistics.fmean(r["train_time_s"] for r in arms["ce"]["runs"]) if "ce" in arms else None
     rows = []
-    for arm, result in arms.items():
+    for result in arms.values():
         runs = result["runs"]
         time_ratio = statistics.fmean(r["train_time_s"] for r in runs) / ce_time if ce_time else None
-        rows.append([
-            result["label"],
-            *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
-            fmt_mean_std(r["val"]["all"] for r in runs),
-            result["epochs"],
-            "-" if time_ratio is None else f"{time_ratio:.2f}",
-        ])
-    return "\n".join([
-        "## ICCL ablation on fmnist_lt" + (" (quick plumbing run: not a result)" if report["quick"] else ""),
-        "",
-        f"{len(report['seeds'])} seed(s) {report['seeds']}, model selection on val, test top-1 (%) as mean ± "
-        f"sample std; {report['threads']} thread(s) per run. Every ICCL hyper-parameter is ltzoo's choice "
-        "(no official code; see `ltzoo/recipes/iccl.py`). \"Without interpolation\": each sample is x_a or "
-        "x_b unmixed; \"without stage 2\": the representation stage's own classifier, no re-balancing. "
-        f"Published anchor: the paper's abstract reports +{PAPER_ICCL['inat2018_top1_gain']} points top-1 on "
-        "iNaturalist 2018 (baseline not named; its result tables could not be read), not comparable with fmnist_lt.",
-        "",
-        markdown_table(header, rows),
-    ])
+        rows.append(
+            [
+                result["label"],
+                *[fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS],
+                fmt_mean_std(r["val"]["all"] for r in runs),
+                result["epochs"],
+                "-" if time_ratio is None else f"{time_ratio:.2f}",
+            ]
+        )
+    return "\n".join(
+        [
+            "## ICCL ablation on fmnist_lt" + (" (quick plumbing run: not a result)" if report["quick"] else ""),
+            "",
+            f"{len(report['seeds'])} seed(s) {report['seeds']}, model selection on val, test top-1 (%) as mean ± "
+            f"sample std; {report['threads']} thread(s) per run. Every ICCL hyper-parameter is ltzoo's choice "
+            '(no official code; see `ltzoo/recipes/iccl.py`). "Without interpolation": each sample is x_a or '
+            'x_b unmixed; "without stage 2": the representation stage\'s own classifier, no re-balancing. '
+            f"Published anchor: the paper's abstract reports +{PAPER_ICCL['inat2018_top1_gain']} points top-1 on "
+            "iNaturalist 2018 (baseline not named; its result tables could not be read), not comparable with "
+            "fmnist_lt.",
+            "",
+            markdown_table(header, rows),
+        ]
+    )
 
 
 def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
@@ -107,8 +112,13 @@ def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs)
         runs = runs_by_arm.get(arm, [])
         if runs:
             epochs = "3 (quick)" if args.quick else sum(s.epochs for s in _recipe(arm).stages)
-            arms[arm] = {"label": label, "epochs": epochs, "runs": runs,
-                         "test": summary_by_group(runs, "test"), "val": summary_by_group(runs, "val")}
+            arms[arm] = {
+                "label": label,
+                "epochs": epochs,
+                "runs": runs,
+                "test": summary_by_group(runs, "test"),
+                "val": summary_by_group(runs, "val"),
+            }
     report = {
         "quick": args.quick,
         "seeds": args.seeds,
@@ -127,8 +137,14 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     return ablation_main(
-        "iccl_ablation", lambda args: [arm for arm in RUN_ORDER if arm in args.options.arms], run_arm, summarise, argv,
-        description=__doc__.splitlines()[0], add_flags=_flags, quick_help="1 seed, 3 epochs of 2 steps: a plumbing check",
+        "iccl_ablation",
+        lambda args: [arm for arm in RUN_ORDER if arm in args.options.arms],
+        run_arm,
+        summarise,
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        quick_help="1 seed, 3 epochs of 2 steps: a plumbing check",
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from benchmarks.common import markdown_table, write_results
 
 CASES = [("resnet50", 3, 224, 1000), ("resnet32", 1, 28, 10)]
@@ -50,8 +51,10 @@ def build_backends(
     paths = {"ort_fp32": fp32}
     for name, target in (("ort_int8", "cpu"), ("ort_int8_trt", "tensorrt")):
         rng = np.random.default_rng(0)
-        calibration = (rng.standard_normal((min(8, calib_images), in_chans, size, size), dtype=np.float32)
-                       for _ in range(max(1, calib_images // 8)))
+        calibration = (
+            rng.standard_normal((min(8, calib_images), in_chans, size, size), dtype=np.float32)
+            for _ in range(max(1, calib_images // 8))
+        )
         paths[name] = work / f"{arch}_{name}.onnx"
         quantize_int8(fp32, paths[name], calibration, method="minmax", target=target)
     # Default session options (what a user gets) unless --threads pins both runtimes; best provider.
@@ -62,8 +65,9 @@ def build_backends(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
-    sessions = {name: ort.InferenceSession(str(path), options, providers=select_providers())
-                for name, path in paths.items()}
+    sessions = {
+        name: ort.InferenceSession(str(path), options, providers=select_providers()) for name, path in paths.items()
+    }
 
     def eager(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -106,8 +110,12 @@ def summarise(latencies: list[float], batch: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few iterations (CI smoke run); ratios are noisy")
-    parser.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ORT alike (default: each "
-                        "library's own; 1 keeps OpenMP barriers out of the picture on a shared, busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for PyTorch and ORT alike (default: each "
+        "library's own; 1 keeps OpenMP barriers out of the picture on a shared, busy machine)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -125,66 +133,103 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 rounds, per_round, warmup = plan[batch_size]
                 batch = np.random.default_rng(1).standard_normal((batch_size, in_chans, size, size), dtype=np.float32)
                 latencies = time_backends(backends, batch, rounds, per_round, warmup)
-                row = {"arch": arch, "input": [in_chans, size, size], "batch": batch_size,
-                       **{name: summarise(values, batch_size) for name, values in latencies.items()}}
+                row = {
+                    "arch": arch,
+                    "input": [in_chans, size, size],
+                    "batch": batch_size,
+                    **{name: summarise(values, batch_size) for name, values in latencies.items()},
+                }
                 row["ort_fp32_vs_eager"] = row["pytorch_eager"]["p50_ms"] / row["ort_fp32"]["p50_ms"]
                 row["ort_int8_vs_ort_fp32"] = row["ort_fp32"]["p50_ms"] / row["ort_int8"]["p50_ms"]
                 row["ort_int8_vs_eager"] = row["pytorch_eager"]["p50_ms"] / row["ort_int8"]["p50_ms"]
                 row["ort_int8_trt_vs_ort_fp32"] = row["ort_fp32"]["p50_ms"] / row["ort_int8_trt"]["p50_ms"]
                 results.append(row)
-                print(f"  batch {batch_size}: " + ", ".join(f"{n} p50 {row[n]['p50_ms']:.1f} ms" for n in BACKENDS)
-                      + f"; ORT fp32 {row['ort_fp32_vs_eager']:.2f}x eager, "
-                      + f"int8 {row['ort_int8_vs_ort_fp32']:.2f}x fp32",
-                      flush=True)
+                print(
+                    f"  batch {batch_size}: "
+                    + ", ".join(f"{n} p50 {row[n]['p50_ms']:.1f} ms" for n in BACKENDS)
+                    + f"; ORT fp32 {row['ort_fp32_vs_eager']:.2f}x eager, "
+                    + f"int8 {row['ort_int8_vs_ort_fp32']:.2f}x fp32",
+                    flush=True,
+                )
 
     resnet50 = [r for r in results if r["arch"] == "resnet50"]
     targets = {
-        key: {"target": target, "measured": {f"batch {r['batch']}": r[key] for r in resnet50},
-              "met": all(r[key] >= target for r in resnet50)}
+        key: {
+            "target": target,
+            "measured": {f"batch {r['batch']}": r[key] for r in resnet50},
+            "met": all(r[key] >= target for r in resnet50),
+        }
         for key, target in TARGETS.items()
     }
     import onnxruntime
 
-    report = {"quick": args.quick, "mode": "quick" if args.quick else "full", "onnxruntime": onnxruntime.__version__,
-              "torch_threads": torch.get_num_threads(), "threads_option": args.threads,
-              "results": results, "targets_resnet50": targets}
+    report = {
+        "quick": args.quick,
+        "mode": "quick" if args.quick else "full",
+        "onnxruntime": onnxruntime.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "threads_option": args.threads,
+        "results": results,
+        "targets_resnet50": targets,
+    }
     from benchmarks.cpu_peak import describe_peaks, measured_peaks, model_gflops, over_peak_note, peak_for
-
     from ltzoo.models import build_model
 
     peaks = measured_peaks(args.threads or torch.get_num_threads())
-    gflops = {arch: model_gflops(build_model(arch, classes, in_chans=chans), (chans, size, size))
-              for arch, chans, size, classes in CASES}
+    gflops = {
+        arch: model_gflops(build_model(arch, classes, in_chans=chans), (chans, size, size))
+        for arch, chans, size, classes in CASES
+    }
     report["peaks"] = {**peaks, "model_gflops_per_image": gflops}
     for r in results:
         for name in BACKENDS:
-            r[name]["fraction_of_peak"] = (r[name]["images_per_s"] * gflops[r["arch"]]
-                                           / peak_for(peaks, BACKEND_PRECISION[name]))
+            r[name]["fraction_of_peak"] = (
+                r[name]["images_per_s"] * gflops[r["arch"]] / peak_for(peaks, BACKEND_PRECISION[name])
+            )
     header = ["model", "input", "batch", "backend", "p50 (ms)", "p95 (ms)", "images/s", "% of peak", "speed-up"]
     rows = []
     for r in results:
         for name in BACKENDS:
-            speedup = {"pytorch_eager": "1.00x (reference)", "ort_fp32": f"{r['ort_fp32_vs_eager']:.2f}x eager",
-                       "ort_int8": f"{r['ort_int8_vs_ort_fp32']:.2f}x ORT fp32 ({r['ort_int8_vs_eager']:.2f}x eager)",
-                       "ort_int8_trt": f"{r['ort_int8_trt_vs_ort_fp32']:.2f}x ORT fp32 (TensorRT-ready graph)"}[name]
+            speedup = {
+                "pytorch_eager": "1.00x (reference)",
+                "ort_fp32": f"{r['ort_fp32_vs_eager']:.2f}x eager",
+                "ort_int8": f"{r['ort_int8_vs_ort_fp32']:.2f}x ORT fp32 ({r['ort_int8_vs_eager']:.2f}x eager)",
+                "ort_int8_trt": f"{r['ort_int8_trt_vs_ort_fp32']:.2f}x ORT fp32 (TensorRT-ready graph)",
+            }[name]
             s = r[name]
-            rows.append([r["arch"], "x".join(map(str, r["input"])), r["batch"], name, f"{s['p50_ms']:.2f}",
-                         f"{s['p95_ms']:.2f}", f"{s['images_per_s']:.1f}", f"{100 * s['fraction_of_peak']:.1f}",
-                         speedup])
+            rows.append(
+                [
+                    r["arch"],
+                    "x".join(map(str, r["input"])),
+                    r["batch"],
+                    name,
+                    f"{s['p50_ms']:.2f}",
+                    f"{s['p95_ms']:.2f}",
+                    f"{s['images_per_s']:.1f}",
+                    f"{100 * s['fraction_of_peak']:.1f}",
+                    speedup,
+                ]
+            )
     title = "## Inference: PyTorch eager vs ONNX Runtime fp32 vs int8 (QDQ)"
     if args.threads:
         title += f", {args.threads} thread{'s' if args.threads > 1 else ''} each"
     lines = [title, "", markdown_table(header, rows), ""]
     for key, entry in targets.items():
         measured = ", ".join(f"{k}: {v:.2f}x" for k, v in entry["measured"].items())
-        lines.append(f"- ResNet-50 {key.replace('_', ' ')}: target >= {entry['target']}x; measured {measured} "
-                     f"-> {'met' if entry['met'] else 'NOT met'}")
-    lines.append("- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default "
-                 "`--int8-target tensorrt` graph (symmetric int8), measured here on ORT CPU, where it is only "
-                 "partly fused.")
-    lines.append(f"- % of peak = images/s x model GFLOPs ({', '.join(f'{a} {g:.3f}' for a, g in gflops.items())} per "
-                 "image, 2 x conv/linear MACs) / the measured peak of the backend's arithmetic (fp32 for eager and "
-                 "ORT fp32, int8 for the int8 graphs). " + describe_peaks(peaks))
+        lines.append(
+            f"- ResNet-50 {key.replace('_', ' ')}: target >= {entry['target']}x; measured {measured} "
+            f"-> {'met' if entry['met'] else 'NOT met'}"
+        )
+    lines.append(
+        "- ort_int8 = `--int8-target cpu` (uint8 activations); ort_int8_trt = the default "
+        "`--int8-target tensorrt` graph (symmetric int8), measured here on ORT CPU, where it is only "
+        "partly fused."
+    )
+    lines.append(
+        f"- % of peak = images/s x model GFLOPs ({', '.join(f'{a} {g:.3f}' for a, g in gflops.items())} per "
+        "image, 2 x conv/linear MACs) / the measured peak of the backend's arithmetic (fp32 for eager and "
+        "ORT fp32, int8 for the int8 graphs). " + describe_peaks(peaks)
+    )
     note = over_peak_note([r[name]["fraction_of_peak"] for r in results for name in BACKENDS])
     if note:
         lines.append(f"- {note}")

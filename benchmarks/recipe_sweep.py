@@ -43,8 +43,13 @@ from benchmarks.common import (
 )
 
 Variant = Callable[[Any], Any]
-RECIPES = ("dscl_pbsd_resnet32.fmnist_lt", "dscl_resnet32.fmnist_lt", "scl_resnet32.fmnist_lt", "iccl_resnet32.fmnist_lt",
-           "scl_rsg_ldam_resnet32.fmnist_lt")
+RECIPES = (
+    "dscl_pbsd_resnet32.fmnist_lt",
+    "dscl_resnet32.fmnist_lt",
+    "scl_resnet32.fmnist_lt",
+    "iccl_resnet32.fmnist_lt",
+    "scl_rsg_ldam_resnet32.fmnist_lt",
+)
 # Methods whose contrastive views take ``view_crop`` / ``view_scale_min`` (the synergy: its SupCon view).
 VIEW_METHODS = ("scl", "dscl", "dscl_pbsd", "scl_rsg_ldam")
 
@@ -57,6 +62,7 @@ def _lr(factor: float) -> Variant:
     def change(recipe: Any) -> Any:
         first, *rest = recipe.stages
         return recipe.replace(stages=[dataclasses.replace(first, lr=first.lr * factor), *rest])
+
     return change
 
 
@@ -67,8 +73,13 @@ def _split(first_fraction: float) -> Variant:
         epochs1 = round(total * first_fraction)
         ratio = (total - epochs1) / second.epochs
         milestones = tuple(sorted({max(1, min(total - epochs1 - 1, round(m * ratio))) for m in second.milestones}))
-        return recipe.replace(stages=[dataclasses.replace(first, epochs=epochs1),
-                                      dataclasses.replace(second, epochs=total - epochs1, milestones=milestones)])
+        return recipe.replace(
+            stages=[
+                dataclasses.replace(first, epochs=epochs1),
+                dataclasses.replace(second, epochs=total - epochs1, milestones=milestones),
+            ]
+        )
+
     return change
 
 
@@ -77,9 +88,12 @@ def factors(name: str, recipe: Any) -> dict[str, dict[str, Variant]]:
     args = recipe.method_args
     grid: dict[str, dict[str, Variant]] = {}
     if recipe.method in VIEW_METHODS:  # ICCL's views are the standard augmentation, mixed: no crop to choose
-        grid["views"] = {"rrc_0.2": _args(view_crop="rrc", view_scale_min=0.2),
-                         "rrc_0.5": _args(view_crop="rrc", view_scale_min=0.5),
-                         "rrc_0.8": _args(view_crop="rrc", view_scale_min=0.8), "padcrop": _args(view_crop="padcrop")}
+        grid["views"] = {
+            "rrc_0.2": _args(view_crop="rrc", view_scale_min=0.2),
+            "rrc_0.5": _args(view_crop="rrc", view_scale_min=0.5),
+            "rrc_0.8": _args(view_crop="rrc", view_scale_min=0.8),
+            "padcrop": _args(view_crop="padcrop"),
+        }
     grid["temperature"] = {f"tau_{t}": _args(temperature=t) for t in (0.07, 0.1, 0.2)}
     grid["lr"] = {"lr_x0.5": _lr(0.5), "lr_x1": lambda r: r, "lr_x2": _lr(2.0)}
     if len(recipe.stages) == 2:  # the synergy trains in one stage: nothing to split
@@ -123,8 +137,9 @@ def run_variant(variant: SweepRun, seed: int, args: BenchmarkArgs) -> dict[str, 
     for factor, value in changes:
         recipe = grid[factor][value](recipe)
     limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2} if args.quick else {}
-    metrics = train_seeded(f"{name.split('.')[0]}_sweep_{label}.fmnist_lt", seed, args.work_dir, recipe=recipe,
-                           **limits)
+    metrics = train_seeded(
+        f"{name.split('.')[0]}_sweep_{label}.fmnist_lt", seed, args.work_dir, recipe=recipe, **limits
+    )
     print(f"[recipe_sweep] {name} {label}: val {metrics['val']['all']:.2f}", flush=True)
     return {**run_record(metrics, recipe=name, label=label, seed=seed), "changes": changes}
 
@@ -133,14 +148,24 @@ def _flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="total budget of every run (default: the recipe's)")
     parser.add_argument("--factors", nargs="*", help="only these factors (default: all)")
-    parser.add_argument("--values", nargs="*", help="only these values of the factors swept (default: all); the "
-                        "base's own value is always in (the base run): a pruned grid, e.g. the values that won "
-                        "for the flagship, tried on another recipe")
+    parser.add_argument(
+        "--values",
+        nargs="*",
+        help="only these values of the factors swept (default: all); the "
+        "base's own value is always in (the base run): a pruned grid, e.g. the values that won "
+        "for the flagship, tried on another recipe",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_benchmark_args("recipe_sweep", argv, description=__doc__.splitlines()[0], add_flags=_flags,
-                                default_seeds=(0,), quick_help="2 epochs of 2 steps: a plumbing check")
+    args = parse_benchmark_args(
+        "recipe_sweep",
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        default_seeds=(0,),
+        quick_help="2 epochs of 2 steps: a plumbing check",
+    )
     if len(args.seeds) != 1:
         raise SystemExit("recipe_sweep compares the values of a factor on one seed: give one --seeds value")
     (seed,) = args.seeds
@@ -148,8 +173,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs, only = args.options.epochs, args.options.factors
     # Recipes swept by an earlier invocation at the same budget stay in the results: an invocation per recipe
     # (or per few) is a sensible unit of work on 2 cores, and each lands in the report as it finishes.
-    report: dict[str, Any] = {"quick": args.quick, "epochs": epochs, "seed": seed,
-                              "recipes": earlier_recipes(args.quick, epochs, seed)}
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "epochs": epochs,
+        "seed": seed,
+        "recipes": earlier_recipes(args.quick, epochs, seed),
+    }
     plans = {name: sweep_plan(name, epochs, only, args.options.values) for name in args.options.recipes}
     # Every recipe's runs in one batch of jobs, then every recipe's combined run: the workers stay busy across
     # recipes instead of idling at the end of each one.
@@ -162,9 +191,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for run in run_arms(run_variant, extra, args) if extra else []:
         done[run["recipe"]]["combined"] = run
     for name, plan in plans.items():
-        report["recipes"][name] = {"runs": done[name], "winners": plan.winners(done[name]), "combined": combined[name],
-                                   "grid": {factor: list(values) for factor, values in plan.grid.items()},
-                                   "base_values": plan.bases}
+        report["recipes"][name] = {
+            "runs": done[name],
+            "winners": plan.winners(done[name]),
+            "combined": combined[name],
+            "grid": {factor: list(values) for factor, values in plan.grid.items()},
+            "base_values": plan.bases,
+        }
     md = render(report)
     write_results("recipe_sweep", report, md)
     print(md)
@@ -209,8 +242,10 @@ def sweep_plan(name: str, epochs: int | None, only: list[str] | None, values: li
     grid = {f: v for f, v in factors(name, recipe).items() if not only or f in only}
     bases = {factor: base_value(factor, recipe) for factor in grid}
     if values:
-        grid = {f: {v: change for v, change in options.items() if v in values or v == bases[f]}
-                for f, options in grid.items()}
+        grid = {
+            f: {v: change for v, change in options.items() if v in values or v == bases[f]}
+            for f, options in grid.items()
+        }
         grid = {f: options for f, options in grid.items() if len(options) > 1}
         bases = {f: bases[f] for f in grid}
     return SweepPlan(name, grid, bases)
@@ -235,8 +270,11 @@ def adopted(entry: dict[str, Any]) -> list[tuple[str, str]]:
     Taking the best *run*, not every factor's winner, is what the flagship needed: its three winners combined
     (val 73.6) beat the base (71.5) but lost to the view change alone (76.7)."""
     runs, base = entry["runs"], entry["runs"]["base"]["val"]["all"]
-    candidates = [(runs[value]["val"]["all"], 1, [(factor, value)])
-                  for factor, value in entry["winners"].items() if value != entry["base_values"][factor]]
+    candidates = [
+        (runs[value]["val"]["all"], 1, [(factor, value)])
+        for factor, value in entry["winners"].items()
+        if value != entry["base_values"][factor]
+    ]
     if "combined" in runs:
         candidates.append((runs["combined"]["val"]["all"], 0, [tuple(change) for change in entry["combined"]]))
     best = max(candidates, key=lambda candidate: candidate[:2], default=None)
@@ -251,31 +289,56 @@ def render(report: dict[str, Any]) -> str:
         for factor, values in entry["grid"].items():
             for value in values:
                 run = runs["base" if value == bases[factor] else value]
-                rows.append([factor, value + (" (base)" if value == bases[factor] else ""),
-                             f"{run['val']['all']:.2f}", *[f"{run['test'][g]:.2f}" for g in GROUPS],
-                             "winner" if winners[factor] == value else ""])
+                rows.append(
+                    [
+                        factor,
+                        value + (" (base)" if value == bases[factor] else ""),
+                        f"{run['val']['all']:.2f}",
+                        *[f"{run['test'][g]:.2f}" for g in GROUPS],
+                        "winner" if winners[factor] == value else "",
+                    ]
+                )
         if "combined" in runs:
             run = runs["combined"]
-            rows.append(["combined", ", ".join(v for _, v in entry["combined"]), f"{run['val']['all']:.2f}",
-                         *[f"{run['test'][g]:.2f}" for g in GROUPS],
-                         "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base"])
+            rows.append(
+                [
+                    "combined",
+                    ", ".join(v for _, v in entry["combined"]),
+                    f"{run['val']['all']:.2f}",
+                    *[f"{run['test'][g]:.2f}" for g in GROUPS],
+                    "beats base on val" if run["val"]["all"] > runs["base"]["val"]["all"] else "does NOT beat base",
+                ]
+            )
         changes = adopted(entry)
-        verdict = (f"Adopted: {', '.join(value for _, value in changes)}." if changes
-                   else "Adopted: nothing (no change beat the base on val).")
-        sections += [f"### {name}", "", markdown_table(["factor", "value", f"val all (seed {report['seed']})",
-                                                        *[f"test {g}" for g in GROUPS], ""], rows), "", verdict, ""]
-    return "\n".join([
-        f"## Small-scale settings chosen on val (one factor at a time, seed {report['seed']})"
-        + (" (quick plumbing run: not a result)" if report["quick"] else ""),
-        "",
-        f"Every run: seed {report['seed']}, {report['epochs'] or 'the recipe'} epochs in total, selection on val. "
-        "A factor's winner is its best val; test is shown for the record and played no part. Each recipe's "
-        "base is the recipe as it was when it was swept; what the sweep adopted (`adopted`: the best val of the "
-        "winning changes alone and combined) is the zoo's recipe now, so a new sweep sweeps around it. Grids are "
-        "pruned per recipe: the values listed are the values tried.",
-        "",
-        *sections,
-    ])
+        verdict = (
+            f"Adopted: {', '.join(value for _, value in changes)}."
+            if changes
+            else "Adopted: nothing (no change beat the base on val)."
+        )
+        sections += [
+            f"### {name}",
+            "",
+            markdown_table(
+                ["factor", "value", f"val all (seed {report['seed']})", *[f"test {g}" for g in GROUPS], ""], rows
+            ),
+            "",
+            verdict,
+            "",
+        ]
+    return "\n".join(
+        [
+            f"## Small-scale settings chosen on val (one factor at a time, seed {report['seed']})"
+            + (" (quick plumbing run: not a result)" if report["quick"] else ""),
+            "",
+            f"Every run: seed {report['seed']}, {report['epochs'] or 'the recipe'} epochs in total, selection on val. "
+            "A factor's winner is its best val; test is shown for the record and played no part. Each recipe's "
+            "base is the recipe as it was when it was swept; what the sweep adopted (`adopted`: the best val of the "
+            "winning changes alone and combined) is the zoo's recipe now, so a new sweep sweeps around it. Grids are "
+            "pruned per recipe: the values listed are the values tried.",
+            "",
+            *sections,
+        ]
+    )
 
 
 if __name__ == "__main__":

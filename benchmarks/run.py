@@ -21,8 +21,31 @@ HERE = Path(__file__).resolve().parent
 NOT_BENCHMARKS = {"common", "run", "__init__", "report", "cpu_peak"}
 
 
+# Benchmarks that read what others write, and whose results they read: they run after those. Everything else
+# runs in name order before them.
+READS = {
+    "claims": ("accuracy", "dscl_ablation", "wb_benchmark", "synergy_ablation", "iccl_ablation"),
+    "calibration": ("accuracy",),
+    "shifted_priors": ("accuracy",),
+    "export_fidelity": ("accuracy", "calibration"),
+    "feature_probes": ("accuracy",),
+}
+
+
 def discover() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in NOT_BENCHMARKS)
+    """Every benchmark, each after the ones whose results (or runs) it reads."""
+    names = sorted(p.stem for p in HERE.glob("*.py") if p.stem not in NOT_BENCHMARKS)
+    ordered: list[str] = []
+
+    def place(name: str) -> None:
+        if name not in ordered:
+            for before in READS.get(name, ()):
+                place(before)
+            ordered.append(name)
+
+    for name in names:
+        place(name)
+    return ordered
 
 
 def main(argv: list[str] | None = None) -> int:

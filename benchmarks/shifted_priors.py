@@ -27,8 +27,11 @@ import numpy as np
 
 from benchmarks.common import find_finished_run, fmt_mean_std, markdown_table, write_results
 
-MODELS = {"CE": "ce_resnet32.fmnist_lt", "ICCL (best plain row)": "iccl_resnet32.fmnist_lt",
-          "DSCL + PBSD": "dscl_pbsd_resnet32.fmnist_lt"}
+MODELS = {
+    "CE": "ce_resnet32.fmnist_lt",
+    "ICCL (best plain row)": "iccl_resnet32.fmnist_lt",
+    "DSCL + PBSD": "dscl_pbsd_resnet32.fmnist_lt",
+}
 IMBALANCES = (10, 50)
 DRAW_SEED = 0
 PRIORS = ("train", "uniform", "EM", "oracle")
@@ -106,10 +109,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 missing.append(f"{name} seed {seed}")
                 continue
             print(f"[shifted_priors] {name} seed {seed}", flush=True)
-            results.setdefault(label, []).append({"seed": seed, "run": str(run), "scores": score_model(run, data, sets)})
-    report = {"quick": args.quick, "draw_seed": DRAW_SEED, "test_set_sizes": {k: len(v) for k, v in sets.items()},
-              "test_set_indices": {k: v for k, v in sets.items() if k != "balanced"}, "results": results,
-              "missing": missing}
+            results.setdefault(label, []).append(
+                {"seed": seed, "run": str(run), "scores": score_model(run, data, sets)}
+            )
+    report = {
+        "quick": args.quick,
+        "draw_seed": DRAW_SEED,
+        "test_set_sizes": {k: len(v) for k, v in sets.items()},
+        "test_set_indices": {k: v for k, v in sets.items() if k != "balanced"},
+        "results": results,
+        "missing": missing,
+    }
     report["targets"] = targets(results)
     markdown = render(report)
     write_results("shifted_priors", report, markdown)
@@ -125,22 +135,36 @@ def targets(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     verdicts = []
     recoveries, costs = [], []
     for label, runs in results.items():
-        gain = statistics.fmean(_values(runs, "backward-50", "oracle")) - statistics.fmean(_values(runs, "backward-50", "uniform"))
-        em_gain = statistics.fmean(_values(runs, "backward-50", "EM")) - statistics.fmean(_values(runs, "backward-50", "uniform"))
+        gain = statistics.fmean(_values(runs, "backward-50", "oracle")) - statistics.fmean(
+            _values(runs, "backward-50", "uniform")
+        )
+        em_gain = statistics.fmean(_values(runs, "backward-50", "EM")) - statistics.fmean(
+            _values(runs, "backward-50", "uniform")
+        )
         if gain > 0:
             recoveries.append((label, 100.0 * em_gain / gain, len(runs)))
-        cost = statistics.fmean(_values(runs, "balanced", "uniform")) - statistics.fmean(_values(runs, "balanced", "EM"))
+        cost = statistics.fmean(_values(runs, "balanced", "uniform")) - statistics.fmean(
+            _values(runs, "balanced", "EM")
+        )
         costs.append((label, cost, len(runs)))
     if recoveries:
         worst = min(recoveries, key=lambda item: item[1])
-        verdicts.append({"target": f"backward-50: EM recovers >= {TARGET_EM_RECOVERY:g} % of the oracle's gain over uniform",
-                         "measured": "; ".join(f"{label} {value:.0f} % ({n} seed(s))" for label, value, n in recoveries),
-                         "verdict": "met" if worst[1] >= TARGET_EM_RECOVERY else "NOT met"})
+        verdicts.append(
+            {
+                "target": f"backward-50: EM recovers >= {TARGET_EM_RECOVERY:g} % of the oracle's gain over uniform",
+                "measured": "; ".join(f"{label} {value:.0f} % ({n} seed(s))" for label, value, n in recoveries),
+                "verdict": "met" if worst[1] >= TARGET_EM_RECOVERY else "NOT met",
+            }
+        )
     if costs:
         worst_cost = max(costs, key=lambda item: item[1])
-        verdicts.append({"target": f"balanced test: EM costs <= {TARGET_EM_BALANCED_COST:g} points against uniform",
-                         "measured": "; ".join(f"{label} {value:+.2f}" for label, value, _ in costs),
-                         "verdict": "met" if worst_cost[1] <= TARGET_EM_BALANCED_COST else "NOT met"})
+        verdicts.append(
+            {
+                "target": f"balanced test: EM costs <= {TARGET_EM_BALANCED_COST:g} points against uniform",
+                "measured": "; ".join(f"{label} {value:+.2f}" for label, value, _ in costs),
+                "verdict": "met" if worst_cost[1] <= TARGET_EM_BALANCED_COST else "NOT met",
+            }
+        )
     return verdicts
 
 
@@ -149,24 +173,41 @@ def render(report: dict[str, Any]) -> str:
     test_sets = list(report["test_set_sizes"])
     blocks = []
     for test_set in test_sets:
-        rows = [[label, *[fmt_mean_std(_values(runs, test_set, prior)) for prior in PRIORS],
-                 fmt_mean_std([run["scores"][test_set]["em_total_variation"] for run in runs], digits=3)]
-                for label, runs in results.items()]
-        blocks += [f"**{test_set}** ({report['test_set_sizes'][test_set]} images)", "",
-                   markdown_table(["model (calibrated on val)", *[f"{p} prior" for p in PRIORS], "EM error (TV)"], rows),
-                   ""]
-    verdicts = markdown_table(["target", "measured", "verdict"],
-                              [[v["target"], v["measured"], v["verdict"]] for v in report["targets"]])
+        rows = [
+            [
+                label,
+                *[fmt_mean_std(_values(runs, test_set, prior)) for prior in PRIORS],
+                fmt_mean_std([run["scores"][test_set]["em_total_variation"] for run in runs], digits=3),
+            ]
+            for label, runs in results.items()
+        ]
+        blocks += [
+            f"**{test_set}** ({report['test_set_sizes'][test_set]} images)",
+            "",
+            markdown_table(["model (calibrated on val)", *[f"{p} prior" for p in PRIORS], "EM error (TV)"], rows),
+            "",
+        ]
+    verdicts = markdown_table(
+        ["target", "measured", "verdict"], [[v["target"], v["measured"], v["verdict"]] for v in report["targets"]]
+    )
     seeds = {label: len(runs) for label, runs in results.items()}
-    return "\n".join([
-        "## Shifted test priors (SADE/LADE protocol on fmnist_lt's balanced test split)", "",
-        f"Test top-1 (%), mean ± std over seeds ({', '.join(f'{k}: {v}' for k, v in seeds.items())}). Draw seed "
-        f"{report['draw_seed']}; the indices are in shifted_priors.json. Every model is calibrated on val first; "
-        "the priors are folded in with bias-corrected temperature scaling fitted on val. EM error: total variation "
-        "between the EM estimate and the true test prior.", "",
-        *blocks, "### Targets (issue 28)", "", verdicts, "",
-        f"Not found on this machine: {', '.join(report['missing'])}." if report["missing"] else "",
-    ])
+    return "\n".join(
+        [
+            "## Shifted test priors (SADE/LADE protocol on fmnist_lt's balanced test split)",
+            "",
+            f"Test top-1 (%), mean ± std over seeds ({', '.join(f'{k}: {v}' for k, v in seeds.items())}). Draw seed "
+            f"{report['draw_seed']}; the indices are in shifted_priors.json. Every model is calibrated on val first; "
+            "the priors are folded in with bias-corrected temperature scaling fitted on val. EM error: total variation "
+            "between the EM estimate and the true test prior.",
+            "",
+            *blocks,
+            "### Targets (issue 28)",
+            "",
+            verdicts,
+            "",
+            f"Not found on this machine: {', '.join(report['missing'])}." if report["missing"] else "",
+        ]
+    )
 
 
 if __name__ == "__main__":

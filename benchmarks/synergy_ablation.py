@@ -78,8 +78,11 @@ ARMS: dict[str, tuple[str, str, Callable[[], Recipe]]] = {
     "scl_rsg_ldam": ("SCL+RSG+LDAM (joint)", SYNERGY, _entry(SYNERGY)),
     "synergy_no_rsg": ("joint without RSG", f"{SYNERGY}+no_rsg", _variant(use_rsg=False)),
     "synergy_no_margin": ("joint without LDAM margins (max_m 0)", f"{SYNERGY}+no_margin", _variant(max_m=0.0)),
-    "synergy_gen_supcon": ("joint, generated features also in SupCon", f"{SYNERGY}+gen_supcon",
-                           _variant(generated_in_supcon=True)),
+    "synergy_gen_supcon": (
+        "joint, generated features also in SupCon",
+        f"{SYNERGY}+gen_supcon",
+        _variant(generated_in_supcon=True),
+    ),
 }
 
 # synergy_gen_supcon costs another three two-view runs; it is run on request (--arms ...).
@@ -89,20 +92,44 @@ DEFAULT_ARMS = [arm for arm in ARMS if arm != "synergy_gen_supcon"]
 CLAIMS: list[tuple[str, str, str, str, str]] = [
     ("SCL tightens intra-class clusters", "compactness (all): SCL > CE", "scl", "ce", "compact_all"),
     ("... but favours head classes", "compactness gap many - few: SCL > CE", "scl", "ce", "compact_gap"),
-    ("RSG pulls features towards class centres", "compactness (all): RSG > LDAM-DRW", "rsg", "ldam_drw",
-     "compact_all"),
-    ("RSG's generated tail features compensate the tail space SCL squeezes",
-     "few-shot acc: joint > joint without RSG", "scl_rsg_ldam", "synergy_no_rsg", "acc_few"),
-    ("LDAM adds larger margins for tail classes (helping them)", "few-shot acc: LDAM-DRW > CE", "ldam_drw", "ce",
-     "acc_few"),
-    ("... also inside the combination", "few-shot acc: joint > joint without margins", "scl_rsg_ldam",
-     "synergy_no_margin", "acc_few"),
+    ("RSG pulls features towards class centres", "compactness (all): RSG > LDAM-DRW", "rsg", "ldam_drw", "compact_all"),
+    (
+        "RSG's generated tail features compensate the tail space SCL squeezes",
+        "few-shot acc: joint > joint without RSG",
+        "scl_rsg_ldam",
+        "synergy_no_rsg",
+        "acc_few",
+    ),
+    (
+        "LDAM adds larger margins for tail classes (helping them)",
+        "few-shot acc: LDAM-DRW > CE",
+        "ldam_drw",
+        "ce",
+        "acc_few",
+    ),
+    (
+        "... also inside the combination",
+        "few-shot acc: joint > joint without margins",
+        "scl_rsg_ldam",
+        "synergy_no_margin",
+        "acc_few",
+    ),
     ("RSG and LDAM give up head accuracy", "many-shot acc: CE > RSG", "ce", "rsg", "acc_many"),
     ("... (LDAM alone)", "many-shot acc: CE > LDAM-DRW", "ce", "ldam_drw", "acc_many"),
-    ("SCL recovers the head accuracy that RSG and LDAM give up", "many-shot acc: joint > RSG", "scl_rsg_ldam",
-     "rsg", "acc_many"),
-    ("The end-to-end combination beats its parts", "all acc: joint > best single method (per seed)",
-     "scl_rsg_ldam", "best_single", "acc_all"),
+    (
+        "SCL recovers the head accuracy that RSG and LDAM give up",
+        "many-shot acc: joint > RSG",
+        "scl_rsg_ldam",
+        "rsg",
+        "acc_many",
+    ),
+    (
+        "The end-to-end combination beats its parts",
+        "all acc: joint > best single method (per seed)",
+        "scl_rsg_ldam",
+        "best_single",
+        "acc_all",
+    ),
 ]
 SINGLE_METHODS = ("ce", "ldam_drw", "scl", "rsg")
 
@@ -166,7 +193,7 @@ def _metric(run: dict[str, Any], metric: str) -> float | None:
     compact = run["compactness"]
     if metric == "compact_gap":
         return None if compact["many"] is None or compact["few"] is None else compact["many"] - compact["few"]
-    return compact[metric[len("compact_"):]]
+    return compact[metric[len("compact_") :]]
 
 
 def judge_claims(arms: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,8 +217,18 @@ def judge_claims(arms: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         wins = sum(d > 0 for d in diffs)
         verdict = "held" if wins == len(diffs) else "not held" if wins == 0 else "mixed"
-        rows.append({"claim": claim, "proxy": proxy, "a": values_a, "b": values_b, "diff": mean_std(diffs),
-                     "seeds_held": f"{wins}/{len(diffs)}", "verdict": verdict, "metric": metric})
+        rows.append(
+            {
+                "claim": claim,
+                "proxy": proxy,
+                "a": values_a,
+                "b": values_b,
+                "diff": mean_std(diffs),
+                "seeds_held": f"{wins}/{len(diffs)}",
+                "verdict": verdict,
+                "metric": metric,
+            }
+        )
     return rows
 
 
@@ -211,13 +248,20 @@ def markdown(report: dict[str, Any]) -> str:
     rows = []
     for result in report["arms"].values():
         runs = result["runs"]
-        rows.append([result["label"], *(fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS),
-                     fmt_mean_std(r["val"]["all"] for r in runs),
-                     f"{statistics.fmean(r['train_time_s'] for r in runs):.0f}"])
+        rows.append(
+            [
+                result["label"],
+                *(fmt_mean_std(r["test"][g] for r in runs) for g in GROUPS),
+                fmt_mean_std(r["val"]["all"] for r in runs),
+                f"{statistics.fmean(r['train_time_s'] for r in runs):.0f}",
+            ]
+        )
     lines += [markdown_table(["arm", "all", "many", "medium", "few", "val all", "train s/run"], rows), ""]
     lines += ["Feature compactness (mean cosine of test features to their class mean direction; higher = tighter):", ""]
-    rows = [[result["label"], *(fmt_mean_std((r["compactness"][g] for r in result["runs"]), 3) for g in GROUPS)]
-            for result in report["arms"].values()]
+    rows = [
+        [result["label"], *(fmt_mean_std((r["compactness"][g] for r in result["runs"]), 3) for g in GROUPS)]
+        for result in report["arms"].values()
+    ]
     lines += [markdown_table(["arm", "all", "many", "medium", "few"], rows), ""]
     lines += ["Claims of the synergy paper on this data (paired over seeds; held = a > b for every seed):", ""]
     rows = []
@@ -227,11 +271,15 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         digits = 3 if row["metric"].startswith("compact") else 2
         mean, std = row["diff"]
-        rows.append([row["claim"], row["proxy"], f"{mean:+.{digits}f} ± {std:.{digits}f}", row["seeds_held"],
-                     row["verdict"]])
+        rows.append(
+            [row["claim"], row["proxy"], f"{mean:+.{digits}f} ± {std:.{digits}f}", row["seeds_held"], row["verdict"]]
+        )
     lines += [markdown_table(["claim", "measured as", "a - b", "seeds", "verdict"], rows), ""]
-    lines += [f"Shot groups (train counts >100 / 20-100 / <20): {config['shots']}. The joint method's choices "
-              "(loss weights, views, where generated features go) are ltzoo's, see `ltzoo/recipes/scl_rsg_ldam.py`.", ""]
+    lines += [
+        f"Shot groups (train counts >100 / 20-100 / <20): {config['shots']}. The joint method's choices "
+        "(loss weights, views, where generated features go) are ltzoo's, see `ltzoo/recipes/scl_rsg_ldam.py`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -245,22 +293,38 @@ def benchmark_data(quick: bool) -> Any:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_benchmark_args(
-        "synergy_ablation", argv, description=__doc__.splitlines()[0], add_flags=_flags,
-        quick_help="1 seed, 2 epochs of 2 steps on a small subset", work_dirs=(WORK_DIR, WORK_DIR / "synergy_quick"),
+        "synergy_ablation",
+        argv,
+        description=__doc__.splitlines()[0],
+        add_flags=_flags,
+        quick_help="1 seed, 2 epochs of 2 steps on a small subset",
+        work_dirs=(WORK_DIR, WORK_DIR / "synergy_quick"),
     )
     started = time.time()
 
     def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs) -> tuple[dict[str, Any], str]:
-        arms = {arm: {"label": ARMS[arm][0], "name": ARMS[arm][1], "recipe": ARMS[arm][2]().to_dict(), "runs": runs,
-                      **summarise_runs(runs)} for arm, runs in runs_by_arm.items()}
+        arms = {
+            arm: {
+                "label": ARMS[arm][0],
+                "name": ARMS[arm][1],
+                "recipe": ARMS[arm][2]().to_dict(),
+                "runs": runs,
+                **summarise_runs(runs),
+            }
+            for arm, runs in runs_by_arm.items()
+        }
         report = {
             "quick": args.quick,
             "dataset": "fmnist_lt" + (" (quick subset)" if args.quick else ""),
             "config": {
-                "seeds": args.seeds, "quick": args.quick, "arms": args.options.arms, "work_dir": str(args.work_dir),
+                "seeds": args.seeds,
+                "quick": args.quick,
+                "arms": args.options.arms,
+                "work_dir": str(args.work_dir),
                 "trainer_options": trainer_options(args.quick),
-                "command": " ".join(["python", "-m", "benchmarks.synergy_ablation",
-                                     *(argv if argv is not None else sys.argv[1:])]),
+                "command": " ".join(
+                    ["python", "-m", "benchmarks.synergy_ablation", *(argv if argv is not None else sys.argv[1:])]
+                ),
                 "shots": benchmark_data(args.quick).shots.to_dict(),
                 "wall_time_s": time.time() - started,
             },
@@ -273,8 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS,
-                        help=f"default: {' '.join(DEFAULT_ARMS)}")
+    parser.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), default=DEFAULT_ARMS, help=f"default: {' '.join(DEFAULT_ARMS)}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(arch: str, in_chans: int, size: int, num_classes: int, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+def measure(
+    arch: str, in_chans: int, size: int, num_classes: int, batch: int, steps: int, warmup: int
+) -> dict[str, Any]:
     import torch
 
     from ltzoo.models import build_model
@@ -43,8 +45,15 @@ def measure(arch: str, in_chans: int, size: int, num_classes: int, batch: int, s
         if i >= warmup:
             times.append(time.perf_counter() - start)
     step_s = sorted(times)[len(times) // 2]
-    return {"arch": arch, "input": [in_chans, size, size], "batch": batch, "steps": steps,
-            "median_step_s": step_s, "images_per_s": batch / step_s, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "arch": arch,
+        "input": [in_chans, size, size],
+        "batch": batch,
+        "steps": steps,
+        "median_step_s": step_s,
+        "images_per_s": batch / step_s,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -61,8 +70,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows.append(pool.apply(measure, case, {"batch": args.batch, "steps": steps, "warmup": warmup}))
     table = markdown_table(
         ["model", "input", "batch", "images/s", "median step (s)", "peak RSS (MB)"],
-        [[r["arch"], "x".join(map(str, r["input"])), r["batch"], f"{r['images_per_s']:.1f}",
-          f"{r['median_step_s']:.3f}", f"{r['peak_rss_mb']:.0f}"] for r in rows],
+        [
+            [
+                r["arch"],
+                "x".join(map(str, r["input"])),
+                r["batch"],
+                f"{r['images_per_s']:.1f}",
+                f"{r['median_step_s']:.3f}",
+                f"{r['peak_rss_mb']:.0f}",
+            ]
+            for r in rows
+        ],
     )
     report = {"quick": args.quick, "results": rows}
     write_results("train_throughput", report, "## Training throughput (forward+backward+step)\n\n" + table)

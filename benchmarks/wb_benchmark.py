@@ -16,7 +16,7 @@ Arms, each the zoo's fmnist_lt recipe trained by the real trainer (selection on 
 
 Every arm is scored by one pass over the test split that gives both the logits (all / many / medium
 / few top-1, the evaluator's ``accuracy_report``) and the classifier-input features (Fisher ratio
-tr(Sw^-1 Sb), :mod:`ltzoo.engine.wb_analysis`); mean +- sample std over seeds.
+tr(Sw^-1 Sb), :mod:`ltzoo.engine.feature_analysis`); mean +- sample std over seeds.
 
 ``--tune-wd`` trains ``ce_wd`` at seed 0 for each candidate decay and reports the **val** accuracy;
 the recipe's ``FMNIST_WEIGHT_DECAY`` was chosen this way (the test split plays no part). The run of
@@ -61,7 +61,7 @@ from benchmarks.common import (
 )
 from ltzoo.data import LTDataset, TransformedDataset, build_dataset, eval_transform
 from ltzoo.engine.evaluator import accuracy_report
-from ltzoo.engine.wb_analysis import classifier_input, fisher_ratio
+from ltzoo.engine.feature_analysis import classifier_input, fisher_ratio
 from ltzoo.models.heads import LogitAdjustedHead
 from ltzoo.models.timm_layout import spec_from_config
 from ltzoo.registry import get_entry
@@ -73,10 +73,16 @@ ARMS = {
     "onestage": "one-stage, no LA (WD + FR + ETF)",
     "onestage_la": "one-stage + LA (tau on val)",
 }
-ENTRIES = {"ce": "ce_resnet32.fmnist_lt", "ce_wd": "ce_wd_resnet32.fmnist_lt", "wb": "wb_resnet32.fmnist_lt",
-           "onestage_la": "wb_onestage_resnet32.fmnist_lt"}
+ENTRIES = {
+    "ce": "ce_resnet32.fmnist_lt",
+    "ce_wd": "ce_wd_resnet32.fmnist_lt",
+    "wb": "wb_resnet32.fmnist_lt",
+    "onestage_la": "wb_onestage_resnet32.fmnist_lt",
+}
 WD_CANDIDATES = (2e-3, 5e-3, 1e-2)
 QUICK_LIMITS = {"steps_per_epoch": 2}
+
+
 def _epochs(name: str) -> str:
     from ltzoo.registry import get_entry
 
@@ -85,13 +91,17 @@ def _epochs(name: str) -> str:
 
 # Callables where a note quotes the recipes (their epochs follow the shared fmnist_lt budget).
 NOTES: list[Any] = [
-    lambda: f"CE is the zoo's CE recipe ({_epochs(ENTRIES['ce'])} epochs, weight decay 5e-4); CE+WD is WB's stage 1 "
-    f"alone ({_epochs(ENTRIES['ce_wd'])} epochs with the tuned decay, otherwise CE's optimiser); WB adds the "
-    f"official classifier stage ({_epochs(ENTRIES['wb'])} epochs: CB softmax-BCE beta 0.9999, WD 0.1, MaxNorm "
-    "thresh 0.1).",
-    lambda: f"one-stage and one-stage + LA are the same trained model ({_epochs(ENTRIES['onestage_la'])} epochs); LA "
-    "is post-hoc, so the arms differ only in the head's multiplicative adjustment logits * pi^-tau, and their "
-    "features (and Fisher ratio) are the same by construction.",
+    lambda: (
+        f"CE is the zoo's CE recipe ({_epochs(ENTRIES['ce'])} epochs, weight decay 5e-4); CE+WD is WB's stage 1 "
+        f"alone ({_epochs(ENTRIES['ce_wd'])} epochs with the tuned decay, otherwise CE's optimiser); WB adds the "
+        f"official classifier stage ({_epochs(ENTRIES['wb'])} epochs: CB softmax-BCE beta 0.9999, WD 0.1, MaxNorm "
+        "thresh 0.1)."
+    ),
+    lambda: (
+        f"one-stage and one-stage + LA are the same trained model ({_epochs(ENTRIES['onestage_la'])} epochs); LA "
+        "is post-hoc, so the arms differ only in the head's multiplicative adjustment logits * pi^-tau, and their "
+        "features (and Fisher ratio) are the same by construction."
+    ),
     "Fisher ratio: tr(Sw^-1 Sb) of the features the last linear map sees, test split, float64 "
     "(as HN410 utils/eval_funcs.py::calc_fdr). WB's stage 2 does not touch the backbone, so WB's features "
     "are those of its own stage 1.",
@@ -134,8 +144,9 @@ def train_weight_decay(wd: float, seed: int, args: BenchmarkArgs) -> dict[str, A
     # found again and reused as the benchmark's seed-0 ce_wd run.
     recipe = _one_epoch_per_stage(ce_wd_fmnist(wd)) if args.quick else ce_wd_fmnist(wd)
     print(f"[wb_benchmark] {name} weight decay {wd:g} seed {seed}", flush=True)
-    metrics = train_seeded(name, seed, args.work_dir / "wd_sweep" / f"wd{wd:g}", recipe=recipe,
-                           **_trainer_options(args.quick))
+    metrics = train_seeded(
+        name, seed, args.work_dir / "wd_sweep" / f"wd{wd:g}", recipe=recipe, **_trainer_options(args.quick)
+    )
     return {g: metrics["val"][g] for g in GROUPS}
 
 
@@ -144,9 +155,17 @@ def summarise_tuning(val_by_wd: dict[float, list[dict[str, Any]]], args: Benchma
     table = {f"{wd:g}": runs[0] for wd, runs in val_by_wd.items()}
     best = max(table, key=lambda k: table[k]["all"])
     tuning = {"split": "val", "seed": 0, "entry": ENTRIES["ce_wd"], "candidates": table, "best": best}
-    markdown_text = "# Weight-decay sweep for ce_wd_resnet32.fmnist_lt (seed 0, val top-1 %)\n\n" + markdown_table(
-        ["weight decay", *GROUPS], [[wd, *[f"{v[g]:.2f}" if v[g] is not None else "-" for g in GROUPS]]
-                                    for wd, v in tuning["candidates"].items()]) + f"\n\nbest: {tuning['best']}\n"
+    markdown_text = (
+        "# Weight-decay sweep for ce_wd_resnet32.fmnist_lt (seed 0, val top-1 %)\n\n"
+        + markdown_table(
+            ["weight decay", *GROUPS],
+            [
+                [wd, *[f"{v[g]:.2f}" if v[g] is not None else "-" for g in GROUPS]]
+                for wd, v in tuning["candidates"].items()
+            ],
+        )
+        + f"\n\nbest: {tuning['best']}\n"
+    )
     return {"quick": args.quick, **tuning}, markdown_text
 
 
@@ -156,8 +175,9 @@ def score(model: torch.nn.Module, data: LTDataset, split: str, strip_adjustment:
     """Top-1 per shot group and the Fisher ratio from one pass over ``split``."""
     model.eval()
     head = model.head.base if strip_adjustment and isinstance(model.head, LogitAdjustedHead) else model.head
-    loader = torch.utils.data.DataLoader(TransformedDataset(data.split(split), eval_transform(data.info)),
-                                         batch_size=512, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        TransformedDataset(data.split(split), eval_transform(data.info)), batch_size=512, shuffle=False
+    )
     logits, features, targets = [], [], []
     for images, labels in loader:
         pooled = model.forward_head(model.forward_features(images), pre_logits=True)
@@ -213,8 +233,10 @@ def claim(summary: dict[str, Any], per_seed: list[dict[str, Any]]) -> dict[str, 
 def markdown(report: dict[str, Any]) -> str:
     seeds = report["seeds"]
     per_seed = report["per_seed"]
-    rows = [[label, *[fmt_mean_std(s[arm]["test"][k] for s in per_seed) for k in (*GROUPS, "fisher_ratio")]]
-            for arm, label in ARMS.items()]
+    rows = [
+        [label, *[fmt_mean_std(s[arm]["test"][k] for s in per_seed) for k in (*GROUPS, "fisher_ratio")]]
+        for arm, label in ARMS.items()
+    ]
     c = report["claim"]
     lines = [
         "# Weight balancing on fmnist_lt" + (" (QUICK smoke run: not a result)" if report["quick"] else ""),
@@ -225,15 +247,19 @@ def markdown(report: dict[str, Any]) -> str:
         markdown_table(["arm", "all", "many", "medium", "few", "Fisher ratio"], rows),
         "",
         f"**Claim** ({c['statement']}): **{'held' if c['held'] else 'did not hold'}** here "
-        f"(difference {c['difference']:+.2f} points; one stage >= two stages in {c['seeds_where_one_stage_ge']} seeds).",
+        f"(difference {c['difference']:+.2f} points; "
+        f"one stage >= two stages in {c['seeds_where_one_stage_ge']} seeds).",
         f"Weight decay raised the Fisher ratio (CE+WD vs CE): {'yes' if c['fisher_ratio_wd_raises'] else 'no'}.",
         f"Chosen tau per seed: {[s['onestage_la']['tau'] for s in per_seed]}.",
     ]
     if report.get("wd_tuning"):
         tuning = report["wd_tuning"]
-        lines += ["", "Weight-decay sweep for ce_wd (seed 0, **val** top-1 %): "
-                  + ", ".join(f"{wd}: {v['all']:.2f}" for wd, v in tuning["candidates"].items())
-                  + f"; best {tuning['best']}."]
+        lines += [
+            "",
+            "Weight-decay sweep for ce_wd (seed 0, **val** top-1 %): "
+            + ", ".join(f"{wd}: {v['all']:.2f}" for wd, v in tuning["candidates"].items())
+            + f"; best {tuning['best']}.",
+        ]
     lines += ["", "Notes:", "", *[f"- {n}" for n in report["notes"]], ""]
     return "\n".join(lines)
 
@@ -244,11 +270,17 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_benchmark_args("wb_benchmark", argv, description=__doc__.split("\n\n")[0], add_flags=_flags,
-                                quick_help="1 seed, small data, 1 epoch of 2 steps per stage")
+    args = parse_benchmark_args(
+        "wb_benchmark",
+        argv,
+        description=__doc__.split("\n\n")[0],
+        add_flags=_flags,
+        quick_help="1 seed, small data, 1 epoch of 2 steps per stage",
+    )
     if args.options.tune_wd:
-        run_ablation("wb_wd_tuning", dataclasses.replace(args, seeds=[0]), args.options.wd, train_weight_decay,
-                     summarise_tuning)
+        run_ablation(
+            "wb_wd_tuning", dataclasses.replace(args, seeds=[0]), args.options.wd, train_weight_decay, summarise_tuning
+        )
         return 0
     started = time.time()
 

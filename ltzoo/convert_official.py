@@ -80,7 +80,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 
 def _strip_module(key: str) -> str:
-    return key[len("module."):] if key.startswith("module.") else key
+    return key[len("module.") :] if key.startswith("module.") else key
 
 
 def map_dscl_state_dict(
@@ -97,13 +97,15 @@ def map_dscl_state_dict(
             if key.startswith(DSCL_TRAINING_ONLY):
                 report.dropped_training_only.append(key)
                 continue
-            target = "backbone." + key[len("encoder_q."):] if key.startswith("encoder_q.") else None
+            target = "backbone." + key[len("encoder_q.") :] if key.startswith("encoder_q.") else None
         else:
             target = {"fc.weight": "head.weight", "fc.bias": "head.bias"}.get(key, "backbone." + key)
         if target is None or target not in expected:
             report.unexpected.append(key)
         elif tuple(value.shape) != tuple(expected[target].shape):
-            report.wrong_shape.append(f"{key}: checkpoint {tuple(value.shape)} vs ltzoo {tuple(expected[target].shape)}")
+            report.wrong_shape.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs ltzoo {tuple(expected[target].shape)}"
+            )
         else:
             mapped[target] = value
     report.missing = sorted(set(expected) - set(mapped))
@@ -123,7 +125,8 @@ def _problems(report: ConversionReport) -> list[str]:
         problems.append(f"missing keys {bad_missing[:5]}{' ...' if len(bad_missing) > 5 else ''} ({len(bad_missing)})")
     if report.unexpected:
         problems.append(
-            f"unexpected keys {report.unexpected[:5]}{' ...' if len(report.unexpected) > 5 else ''} ({len(report.unexpected)})"
+            f"unexpected keys {report.unexpected[:5]}{' ...' if len(report.unexpected) > 5 else ''} "
+            f"({len(report.unexpected)})"
         )
     return problems
 
@@ -135,7 +138,9 @@ def _num_classes(state: dict[str, torch.Tensor], dataset: str) -> int:
     return dataset_spec(dataset).num_classes
 
 
-def _data_fields(dataset: str, num_classes: int, data_root: str | None) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def _data_fields(
+    dataset: str, num_classes: int, data_root: str | None
+) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """Label names, DataInfo dict and long-tail summary: from the dataset when its files are given,
     otherwise from ltzoo's static spec (class counts then stay unknown)."""
     if data_root is not None:
@@ -150,8 +155,12 @@ def _data_fields(dataset: str, num_classes: int, data_root: str | None) -> tuple
         raise ConfigMismatchError(
             f"the checkpoint has {num_classes} classes but {dataset} has {spec.num_classes}; pass the right --dataset"
         )
-    longtail = {"dataset": dataset, "num_classes": num_classes, "class_counts": None,
-                "note": "class counts unknown: convert with --data-root to record them"}
+    longtail = {
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "class_counts": None,
+        "note": "class counts unknown: convert with --data-root to record them",
+    }
     return [str(i) for i in range(num_classes)], json.loads(json.dumps(spec.to_dict())), longtail
 
 
@@ -189,8 +198,13 @@ def convert_dscl(
     label_names, data_info, longtail = _data_fields(dataset, num_classes, data_root)
     method = "dscl_pbsd"  # the checkpoint does not say whether PBSD was on; main.py trains with it
     config = build_config(
-        model, arch=arch, in_chans=spec.in_chans, head={"type": "linear"}, label_names=label_names,
-        data_info=data_info, longtail=longtail,
+        model,
+        arch=arch,
+        in_chans=spec.in_chans,
+        head={"type": "linear"},
+        label_names=label_names,
+        data_info=data_info,
+        longtail=longtail,
         ltzoo_fields={
             "name": f"{method}_{arch}.{dataset}",
             "method": method,
@@ -205,7 +219,9 @@ def convert_dscl(
     return report
 
 
-def convert_official(source: str, checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], **options: Any) -> ConversionReport:
+def convert_official(
+    source: str, checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], **options: Any
+) -> ConversionReport:
     """Dispatch on ``source`` (``"dscl"``)."""
     if source != "dscl":
         raise LtzooError(f"unknown --source {source!r}; known sources: {', '.join(SOURCES)}")

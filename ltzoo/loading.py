@@ -67,6 +67,7 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     )
     model = spec.build()
     data = DataConfig.from_data_info(replace(info, in_chans=spec.in_chans))
-    model.pretrained_cfg = timm_layout.pretrained_cfg(model, spec, data, saved=False, tag=recipe.dataset,
-                                                      license_id=entry.license)
+    model.pretrained_cfg = timm_layout.pretrained_cfg(
+        model, spec, data, saved=False, tag=recipe.dataset, license_id=entry.license
+    )
     return model

@@ -19,7 +19,6 @@ from ltzoo.names import CHANNELS_LAST_CHOICES
 from ltzoo.precision import cpu_flags
 
 
-
 def resolve_channels_last(choice: str, device: torch.device | str) -> bool:
     """Whether to train/evaluate in channels_last on ``device`` (``choice``: auto, on or off)."""
     if choice not in CHANNELS_LAST_CHOICES:

@@ -139,8 +139,9 @@ _ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/-])/{_PATH_CHARS}+(?:/{_PATH_CHARS}*)*
 def machine_paths_in_text(text: str) -> list[str]:
     """The absolute paths in ``text`` that lie on this machine: those whose top folder (``/usr``, ``/data``)
     exists here. A path recorded on another machine, or a URL's path, is not one."""
-    return [match.group() for match in _ABSOLUTE_PATH.finditer(text)
-            if Path("/", Path(match.group()).parts[1]).exists()]
+    return [
+        match.group() for match in _ABSOLUTE_PATH.finditer(text) if Path("/", Path(match.group()).parts[1]).exists()
+    ]
 
 
 def machine_paths_in(obj: Any, key: str = "") -> list[tuple[str, str]]:
@@ -149,7 +150,9 @@ def machine_paths_in(obj: Any, key: str = "") -> list[tuple[str, str]]:
     if isinstance(obj, str):
         return [(key, path) for path in machine_paths_in_text(obj)]
     if isinstance(obj, Mapping):
-        return [hit for name, value in obj.items() for hit in machine_paths_in(value, f"{key}.{name}" if key else str(name))]
+        return [
+            hit for name, value in obj.items() for hit in machine_paths_in(value, f"{key}.{name}" if key else str(name))
+        ]
     if isinstance(obj, (list, tuple)):
         return [hit for index, value in enumerate(obj) for hit in machine_paths_in(value, f"{key}[{index}]")]
     return []

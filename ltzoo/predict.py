@@ -64,7 +64,8 @@ def read_images(paths: Sequence[str | os.PathLike[str]]) -> list[Image.Image]:
             problems.append(str(exc))
     if problems:
         raise BadDataError(
-            f"cannot read {len(problems)} of {len(paths)} image(s):\n  - " + "\n  - ".join(problems)
+            f"cannot read {len(problems)} of {len(paths)} image(s):\n  - "
+            + "\n  - ".join(problems)
             + "\nfix or remove those files and run again"
         )
     return images
@@ -82,13 +83,13 @@ def predict_images(
     """The ``top_k`` classes of each image, ranked by logit (ties: the lower class index, as argmax)."""
     results = []
     for start in range(0, len(images), batch_size):
-        batch = torch.stack([transform(image) for image in images[start:start + batch_size]]).numpy()
+        batch = torch.stack([transform(image) for image in images[start : start + batch_size]]).numpy()
         logits = predictor(np.ascontiguousarray(batch, dtype=np.float32)).astype(np.float64)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
-        for name, row, probs in zip(names[start:start + batch_size], logits, probabilities):
+        for name, row, probs in zip(names[start : start + batch_size], logits, probabilities):
             order = np.argsort(-row, kind="stable")[:top_k]
-            results.append(ImagePrediction(
-                name, [ClassScore(int(i), str(label_names[i]), float(probs[i])) for i in order]
-            ))
+            results.append(
+                ImagePrediction(name, [ClassScore(int(i), str(label_names[i]), float(probs[i])) for i in order])
+            )
     return results

@@ -16,7 +16,6 @@ from ltzoo.names import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, MODEL_FILE
 from ltzoo.source import parse_source
 
 
-
 def check_out_dir(out: str | os.PathLike[str], option: str = "--out") -> Path:
     """``out`` is, or can be made, a writable folder. Proven by creating it and a probe file in it; what the
     check created is removed again, so a command that fails later leaves nothing behind (except under
@@ -84,11 +83,15 @@ def check_train_arguments(out: str, *, resume: bool, data_root: str | None, init
     out_path = check_out_dir(out)
     unfinished, finished = (out_path / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file(), (out_path / MODEL_FILE).is_file()
     if not resume and (unfinished or finished):
-        raise LtzooError(f"{out} already holds a run. Pass --resume to continue it, or choose another --out "
-                         "(nothing was overwritten)")
+        raise LtzooError(
+            f"{out} already holds a run. Pass --resume to continue it, or choose another --out "
+            "(nothing was overwritten)"
+        )
     if resume and finished and not unfinished:
-        raise LtzooError(f"{out} holds a finished run ({MODEL_FILE}): there is nothing to resume. Choose another "
-                         "--out to train again")
+        raise LtzooError(
+            f"{out} holds a finished run ({MODEL_FILE}): there is nothing to resume. Choose another "
+            "--out to train again"
+        )
     check_data_root(data_root)
     if init is not None:
         check_model_source(init)

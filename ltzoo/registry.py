@@ -59,10 +59,7 @@ _DEFAULT_TAGS: dict[str, str] = {}
 
 
 def register_recipes(
-    method: str,
-    recipes: dict[str, Callable[[], Recipe]],
-    paper: str = "",
-    license: str = "apache-2.0",
+    method: str, recipes: dict[str, Callable[[], Recipe]], paper: str = "", license: str = "apache-2.0"
 ) -> list[str]:
     """Register a method's zoo entries from one table ``{"arch.tag": recipe function}``, in the way timm's
     ``default_cfgs`` are one table per model family: ``"resnet32.fmnist_lt"`` becomes ``{method}_resnet32.fmnist_lt``,
@@ -78,8 +75,10 @@ def register_recipes(
         base = f"{method}_{arch}"
         defaults.setdefault(base, tag)
         entries.append(ZooEntry(f"{base}.{tag}", method, arch, tag, recipe_fn, paper, license))
-    taken = sorted({entry.name for entry in entries if entry.name in _ENTRIES}
-                   | {base for base in defaults if base in _DEFAULT_TAGS})
+    taken = sorted(
+        {entry.name for entry in entries if entry.name in _ENTRIES}
+        | {base for base in defaults if base in _DEFAULT_TAGS}
+    )
     if taken:
         raise ValueError(f"zoo names already registered: {', '.join(taken)}; pick another method, arch or tag")
     _ENTRIES.update((entry.name, entry) for entry in entries)
@@ -102,8 +101,9 @@ def _pinned() -> dict[str, HubWeights]:
     for name in sorted(set(pins) - set(_ENTRIES)):
         if (str(pins_path()), name) not in _warned_unknown:
             _warned_unknown.add((str(pins_path()), name))
-            log.warning("%s pins %s, which is no zoo entry (renamed or removed?); the pin is ignored",
-                        pins_path(), name)
+            log.warning(
+                "%s pins %s, which is no zoo entry (renamed or removed?); the pin is ignored", pins_path(), name
+            )
     return pins
 
 
@@ -146,7 +146,7 @@ def list_models(pattern: str | list[str] = "*", pretrained: bool = False, exclud
         return [p] if "." in p else [p, f"{p}.*"]
 
     names = []
-    for name, entry in _ENTRIES.items():
+    for name in _ENTRIES:
         if pretrained and name not in pins:
             continue
         if not any(fnmatch.fnmatch(name, q) for p in patterns for q in expand(p)):

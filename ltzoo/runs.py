@@ -10,10 +10,10 @@ format are read, is :mod:`ltzoo.models.timm_layout`'s business.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from safetensors.torch import load_file, save_file
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import ConfigMismatchError, CorruptFileError, DataNotFoundError
+
 # atomic_write_bytes / atomic_write_json are imported from here by the benchmarks (outside the package).
 from ltzoo.fileio import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file  # noqa: F401
-from ltzoo.models import LTClassifier
-from ltzoo.models import timm_layout
+from ltzoo.models import LTClassifier, timm_layout
 from ltzoo.models.timm_layout import FORMAT_VERSION, ModelSpec, spec_from_config
 from ltzoo.names import CONFIG_BLOCK, CONFIG_FILE, METRICS_FILE, MODEL_FILE, WEIGHTS_SHA256_KEY
 
@@ -43,7 +43,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 def atomic_save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> str:
     """Save tensors as safetensors atomically; returns the file's sha256."""
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp), metadata={"format": "pt"}
+        )
     return sha256_file(path)
 
 
@@ -70,7 +72,11 @@ def build_config(
         "label_names": label_names,
         "model_args": spec.timm_model_args(),
         "pretrained_cfg": timm_layout.pretrained_cfg(
-            model, spec, data, saved=True, tag=longtail.get("dataset"),
+            model,
+            spec,
+            data,
+            saved=True,
+            tag=longtail.get("dataset"),
             license_id=ltzoo_fields.get("license", "apache-2.0"),
         ),
         CONFIG_BLOCK: {
@@ -89,7 +95,9 @@ def build_config(
 def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
-        raise DataNotFoundError(f"{path} not found: {run_dir} is not an ltzoo run directory (needs {CONFIG_FILE} and {MODEL_FILE})")
+        raise DataNotFoundError(
+            f"{path} not found: {run_dir} is not an ltzoo run directory (needs {CONFIG_FILE} and {MODEL_FILE})"
+        )
     config = read_json(path, remedy="re-download or re-train the run")
     missing = [k for k in ("architecture", "num_classes", "model_args", "pretrained_cfg") if k not in config]
     if missing:
@@ -98,7 +106,9 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ----- save / load -----------------------------------------------------------------------------
-def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[str, Any], metrics: dict[str, Any]) -> Path:
+def save_run(
+    out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[str, Any], metrics: dict[str, Any]
+) -> Path:
     """Write weights first (under the saved layout's names), then config (with their sha256), then metrics;
     each file atomically."""
     out_dir = Path(out_dir)
@@ -114,10 +124,10 @@ def save_run(out_dir: str | os.PathLike[str], model: LTClassifier, config: dict[
     return out_dir
 
 
-def rounded_floats(obj: Any, significant: int = 10) -> Any:
-    """``obj`` with every float at ``significant`` digits: 0.8999999999999999 is written as 0.9. Ten digits keep
-    every real difference (a top-1 over 10,000 images moves in steps of 0.01) and drop only float noise, so a
-    re-evaluation still matches the recorded number to 1e-6."""
+def rounded_floats(obj: Any, significant: int = 12) -> Any:
+    """``obj`` with every float at ``significant`` digits: 0.8999999999999999 is written as 0.9. Twelve digits
+    keep every real difference (a top-1 over 10,000 images moves in steps of 0.01) and drop only float noise, so a
+    re-evaluation still matches the recorded number to 1e-9."""
     if isinstance(obj, float):
         return float(f"{obj:.{significant}g}") if math.isfinite(obj) else obj
     if isinstance(obj, dict):
@@ -144,8 +154,9 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
         ) from exc
 
 
-def load_weights_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str,
-                        assign: bool = False) -> None:
+def load_weights_strict(
+    model: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str, assign: bool = False
+) -> None:
     """Strict load with a message that lists what differs (never a silent partial load)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -230,5 +241,8 @@ class TrainedOn:
                 f"{list(self.class_counts)}: point --data-root at the dataset the model was trained on"
             )
         if self.index_sha256 not in (None, data.index_sha256):
-            log.warning("the dataset's files differ from those the model was trained on (index sha256 %s, trained "
-                        "on %s)", data.index_sha256[:12], self.index_sha256[:12])
+            log.warning(
+                "the dataset's files differ from those the model was trained on (index sha256 %s, trained on %s)",
+                data.index_sha256[:12],
+                self.index_sha256[:12],
+            )

@@ -50,14 +50,22 @@ def _recording(factory):
         objective = factory(model, ctx)
         if ctx.stage_index != 0:
             return objective
-        step_fn, after_fn, epoch_end_fn = objective.training_step, objective.after_optimizer_step, objective.on_epoch_end
+        step_fn, after_fn, epoch_end_fn = (
+            objective.training_step,
+            objective.after_optimizer_step,
+            objective.on_epoch_end,
+        )
         calls = {"steps": 0}
 
         def training_step(batch: Any, epoch: int):
             calls["steps"] += 1
             if calls["steps"] == 1:
-                records["step1"] = {"batch": batch, "model": _state(model), "objective": _state(objective),
-                                    "rng": torch.get_rng_state()}
+                records["step1"] = {
+                    "batch": batch,
+                    "model": _state(model),
+                    "objective": _state(objective),
+                    "rng": torch.get_rng_state(),
+                }
             elif calls["steps"] == 2:
                 records["step2"] = {"objective": _state(objective)}
             out = step_fn(batch, epoch)
@@ -70,8 +78,9 @@ def _recording(factory):
         def after_optimizer_step() -> None:
             params = _trainable(model, objective)
             if calls["steps"] == 1:
-                records["step1"]["grads"] = {k: p.grad.detach().clone() for k, p in params.items()
-                                             if p.grad is not None}
+                records["step1"]["grads"] = {
+                    k: p.grad.detach().clone() for k, p in params.items() if p.grad is not None
+                }
             records["last"] = {k: p.detach().clone() for k, p in params.items()}
             after_fn()
 

@@ -101,14 +101,31 @@ def metrics_for(seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "ce_resnet32.fmnist_lt", "selected": {"stage": "main", "epoch": 1, "val_all": 0.0}}
     for offset, split in enumerate(("val", "test")):
         per_class = [round(90.0 - 7.5 * c + offset + seed, 2) for c in range(10)]
-        groups = {g: round(sum(per_class[c] for c in cls) / len(cls), 4) for g, cls in (("many", shots.many), ("medium", shots.medium), ("few", shots.few))}
-        out[split] = {"all": 61.25 + offset + seed, **groups, "per_class": per_class, "num_samples": 1000, "split": split}
+        groups = {
+            g: round(sum(per_class[c] for c in cls) / len(cls), 4)
+            for g, cls in (("many", shots.many), ("medium", shots.medium), ("few", shots.few))
+        }
+        out[split] = {
+            "all": 61.25 + offset + seed,
+            **groups,
+            "per_class": per_class,
+            "num_samples": 1000,
+            "split": split,
+        }
     out["selected"]["val_all"] = out["val"]["all"]
     return out
 
 
-def make_run(run_dir: Path, seed: int = 0, method: str = "ce", *, arch: str = "resnet32", in_chans: int = 1,
-             input_size: tuple[int, int] = (28, 28), head: dict[str, Any] | None = None) -> Path:
+def make_run(
+    run_dir: Path,
+    seed: int = 0,
+    method: str = "ce",
+    *,
+    arch: str = "resnet32",
+    in_chans: int = 1,
+    input_size: tuple[int, int] = (28, 28),
+    head: dict[str, Any] | None = None,
+) -> Path:
     """A complete run directory: model.safetensors + config.json (timm layout + ltzoo block) + metrics.json.
     By default the fmnist_lt ResNet-32; ``arch`` / ``in_chans`` / ``input_size`` / ``head`` make others cheaply
     (random weights, nothing trained)."""
@@ -118,11 +135,32 @@ def make_run(run_dir: Path, seed: int = 0, method: str = "ce", *, arch: str = "r
     shots = shot_split(CLASS_COUNTS)
     metrics = metrics_for(seed)
     recipe = {
-        "method": method, "arch": arch, "dataset": "fmnist_lt", "seed": seed, "head": head,
-        "method_args": {}, "num_workers": 0, "notes": "test run",
-        "stages": [{"name": "main", "epochs": 1, "batch_size": 16, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                    "nesterov": False, "warmup_epochs": 0, "schedule": "cosine", "milestones": [], "gamma": 0.1,
-                    "sampler": "instance", "train": "all", "select_on_val": True}],
+        "method": method,
+        "arch": arch,
+        "dataset": "fmnist_lt",
+        "seed": seed,
+        "head": head,
+        "method_args": {},
+        "num_workers": 0,
+        "notes": "test run",
+        "stages": [
+            {
+                "name": "main",
+                "epochs": 1,
+                "batch_size": 16,
+                "lr": 0.1,
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "nesterov": False,
+                "warmup_epochs": 0,
+                "schedule": "cosine",
+                "milestones": [],
+                "gamma": 0.1,
+                "sampler": "instance",
+                "train": "all",
+                "select_on_val": True,
+            }
+        ],
     }
     config = build_config(
         model,
@@ -130,15 +168,37 @@ def make_run(run_dir: Path, seed: int = 0, method: str = "ce", *, arch: str = "r
         in_chans=in_chans,
         head=head,
         label_names=LABELS,
-        data_info={"num_classes": 10, "in_chans": in_chans, "input_size": list(input_size), "mean": [0.286] * in_chans,
-                   "std": [0.353] * in_chans, "augment": "fmnist", "class_counts": CLASS_COUNTS,
-                   "train_size": sum(CLASS_COUNTS), "interpolation": "bilinear", "crop_pct": 1.0},
-        longtail={"dataset": "fmnist_lt", "num_classes": 10, "class_counts": CLASS_COUNTS, "imbalance_factor": 100.0,
-                  "split_sizes": {"train": sum(CLASS_COUNTS), "val": 1000, "test": 10000},
-                  "shot_split": shots.to_dict(), "index_sha256": "0" * 64, "source": "test"},
-        ltzoo_fields={"name": f"{method}_{arch}.fmnist_lt", "method": method, "arch": arch, "recipe": recipe,
-                      "seed": seed, "selected": metrics["selected"],
-                      "metrics": {s: {g: metrics[s][g] for g in ("all", "many", "medium", "few")} for s in ("val", "test")}},
+        data_info={
+            "num_classes": 10,
+            "in_chans": in_chans,
+            "input_size": list(input_size),
+            "mean": [0.286] * in_chans,
+            "std": [0.353] * in_chans,
+            "augment": "fmnist",
+            "class_counts": CLASS_COUNTS,
+            "train_size": sum(CLASS_COUNTS),
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+        },
+        longtail={
+            "dataset": "fmnist_lt",
+            "num_classes": 10,
+            "class_counts": CLASS_COUNTS,
+            "imbalance_factor": 100.0,
+            "split_sizes": {"train": sum(CLASS_COUNTS), "val": 1000, "test": 10000},
+            "shot_split": shots.to_dict(),
+            "index_sha256": "0" * 64,
+            "source": "test",
+        },
+        ltzoo_fields={
+            "name": f"{method}_{arch}.fmnist_lt",
+            "method": method,
+            "arch": arch,
+            "recipe": recipe,
+            "seed": seed,
+            "selected": metrics["selected"],
+            "metrics": {s: {g: metrics[s][g] for g in ("all", "many", "medium", "few")} for s in ("val", "test")},
+        },
     )
     save_run(run_dir, model, config, metrics)
     return run_dir

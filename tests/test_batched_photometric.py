@@ -14,12 +14,15 @@ def _images(channels: int, count: int = 6, side: int = 14) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name,reference,low,high", [
-    ("adjust_brightness", TF.adjust_brightness, 0.6, 1.4),
-    ("adjust_contrast", TF.adjust_contrast, 0.6, 1.4),
-    ("adjust_saturation", TF.adjust_saturation, 0.6, 1.4),
-    ("adjust_hue", TF.adjust_hue, -0.1, 0.1),
-])
+@pytest.mark.parametrize(
+    "name,reference,low,high",
+    [
+        ("adjust_brightness", TF.adjust_brightness, 0.6, 1.4),
+        ("adjust_contrast", TF.adjust_contrast, 0.6, 1.4),
+        ("adjust_saturation", TF.adjust_saturation, 0.6, 1.4),
+        ("adjust_hue", TF.adjust_hue, -0.1, 0.1),
+    ],
+)
 def test_each_jitter_operation_matches_torchvision_per_sample(channels, name, reference, low, high):
     images = _images(channels)
     factors = torch.linspace(low, high, len(images))
@@ -80,7 +83,9 @@ def test_padcrop_views_keep_the_object_size():
     torch.manual_seed(0)
     query, key = DSCLViews(info, view_crop="padcrop", flip_p=0.0)(image)
     padded = torch.nn.functional.pad(image, (2, 2, 2, 2))
-    shifts = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[:, dy:dy + 28, dx:dx + 28], query)]
+    shifts = [
+        (dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[:, dy : dy + 28, dx : dx + 28], query)
+    ]
     assert len(shifts) == 1  # a translated copy at full size, nothing resized
     with pytest.raises(BadHyperParameterError, match="view crop 'zoom'"):
         contrastive_crop(info, "zoom", 0.2)

@@ -15,8 +15,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every benchmark that trains arms x seeds takes the same flags with the same defaults.
-TRAINING_BENCHMARKS = ("accuracy", "ce_budget", "dscl_ablation", "dscl_budget", "dscl_probe_bn", "iccl_ablation",
-                       "precision_accuracy", "recipe_sweep", "synergy_ablation", "wb_benchmark", "wb_selection")
+TRAINING_BENCHMARKS = (
+    "accuracy",
+    "ce_budget",
+    "dscl_ablation",
+    "dscl_budget",
+    "dscl_probe_bn",
+    "iccl_ablation",
+    "precision_accuracy",
+    "recipe_sweep",
+    "synergy_ablation",
+    "wb_benchmark",
+    "wb_selection",
+)
 
 
 @pytest.fixture
@@ -26,8 +37,12 @@ def benchmarks_package(monkeypatch):
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LTZOO_BENCH_RESULTS": str(tmp_path / "results"), "LTZOO_BENCH_WORK": str(tmp_path / "work"),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "LTZOO_BENCH_RESULTS": str(tmp_path / "results"),
+        "LTZOO_BENCH_WORK": str(tmp_path / "work"),
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -38,8 +53,10 @@ def test_training_benchmarks_share_one_command_line(name, benchmarks_package, ca
         module.main(["--help"])
     assert exit_info.value.code == 0
     usage = " ".join(capsys.readouterr().out.split())
-    assert usage.startswith(f"usage: python -m benchmarks.{name} [-h] [--quick] [--seeds SEEDS [SEEDS ...]] "
-                            "[--threads THREADS] [--jobs JOBS] [--work-dir WORK_DIR]")
+    assert usage.startswith(
+        f"usage: python -m benchmarks.{name} [-h] [--quick] [--seeds SEEDS [SEEDS ...]] "
+        "[--threads THREADS] [--jobs JOBS] [--work-dir WORK_DIR]"
+    )
     assert "training runs in parallel, each in its own process (default 2: one per core)" in usage
     assert "torch intra-op threads per training process (default 1)" in usage
     assert "--results-dir" not in usage
@@ -57,7 +74,9 @@ def test_quick_args_keep_the_first_seed_and_name_the_work_dir(benchmarks_package
 @pytest.mark.slow
 def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_path):
     readme_before = (ROOT / "README.md").read_text()
-    accuracy = _run(["-m", "benchmarks.accuracy", "--quick", "--only", "ce_resnet32.fmnist_lt", "--jobs", "2"], tmp_path)
+    accuracy = _run(
+        ["-m", "benchmarks.accuracy", "--quick", "--only", "ce_resnet32.fmnist_lt", "--jobs", "2"], tmp_path
+    )
     assert accuracy.returncode == 0, accuracy.stderr[-2000:]
     iccl = _run(["-m", "benchmarks.iccl_ablation", "--quick", "--arms", "ce", "iccl_no_stage2"], tmp_path)
     assert iccl.returncode == 0, iccl.stderr[-2000:]
@@ -78,9 +97,12 @@ def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_pat
     # Results name no folder of this machine: the work folder (outside the repo here) by its variable.
     work = tmp_path / "work"
     assert all(row["run_dir"][0].startswith("$LTZOO_BENCH_WORK/") for row in report["rows"].values())
-    hashes = {name: json.loads((Path(row["run_dir"][0].replace("$LTZOO_BENCH_WORK", str(work))) / "config.json")
-                               .read_text())["ltzoo"]["index_sha256"]
-              for name, row in report["rows"].items()}
+    hashes = {
+        name: json.loads((Path(row["run_dir"][0].replace("$LTZOO_BENCH_WORK", str(work))) / "config.json").read_text())[
+            "ltzoo"
+        ]["index_sha256"]
+        for name, row in report["rows"].items()
+    }
     assert hashes["ce_resnet32.fmnist_lt"] != hashes["ce_resnet32.fmnist_balanced"]
     assert (results / "accuracy_quick_per_class.png").stat().st_size > 0
 
@@ -145,10 +167,24 @@ def test_accuracy_on_own_data_writes_its_own_results_without_an_upper_bound(tmp_
     sys.path.insert(0, str(ROOT / "tests"))
     from custom_data_fixtures import make_imagefolder  # type: ignore[import-not-found]
 
-    data = make_imagefolder(tmp_path / "parts", train=[40, 12, 4], val=[4, 4, 4], test=[4, 4, 4],
-                            names=["bolt", "nut", "washer"])
-    ran = _run(["-m", "benchmarks.accuracy", "--quick", "--data", f"imagefolder:{data}", "--only",
-                "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt", "--jobs", "1"], tmp_path)
+    data = make_imagefolder(
+        tmp_path / "parts", train=[40, 12, 4], val=[4, 4, 4], test=[4, 4, 4], names=["bolt", "nut", "washer"]
+    )
+    ran = _run(
+        [
+            "-m",
+            "benchmarks.accuracy",
+            "--quick",
+            "--data",
+            f"imagefolder:{data}",
+            "--only",
+            "ce_resnet32.fmnist_lt",
+            "ldam_drw_resnet32.fmnist_lt",
+            "--jobs",
+            "1",
+        ],
+        tmp_path,
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     results = tmp_path / "results"
     assert (results / "accuracy_parts_quick.json").is_file() and not (results / "accuracy_quick.json").exists()
@@ -184,9 +220,11 @@ def test_accuracy_keeps_earlier_rows_only_while_their_recipe_is_unchanged(benchm
     monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path)
     ce, ldam = "ce_resnet32.fmnist_lt", "ldam_drw_resnet32.fmnist_lt"
     row = {"seeds": [0], "test": [{"all": 80.0, "many": 90.0, "medium": 70.0, "few": 75.0}]}
-    rows = {ce: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)},
-            ldam: {**row, "recipe_sha256": "0" * 64},  # written by another recipe
-            accuracy.UPPER_BOUND: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)}}  # CE's, not the bound's
+    rows = {
+        ce: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)},
+        ldam: {**row, "recipe_sha256": "0" * 64},  # written by another recipe
+        accuracy.UPPER_BOUND: {**row, "recipe_sha256": accuracy.row_recipe_sha256(ce, None)},
+    }  # CE's, not the bound's
     (tmp_path / "accuracy.json").write_text(json.dumps({"rows": rows}))
     kept = accuracy.earlier_rows("accuracy", False, None, [ce, ldam, accuracy.UPPER_BOUND])
     assert list(kept) == [ce]
@@ -197,14 +235,19 @@ def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     from benchmarks.accuracy import UPPER_BOUND, target_verdicts
 
     def row(seeds, alls, few, closed=None):
-        return {"seeds": seeds, "gap_closed_pct": closed,
-                "test": [{"all": a, "many": 90.0, "medium": 70.0, "few": few} for a in alls]}
+        return {
+            "seeds": seeds,
+            "gap_closed_pct": closed,
+            "test": [{"all": a, "many": 90.0, "medium": 70.0, "few": few} for a in alls],
+        }
 
-    rows = {"ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0], 70.0),
-            "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0], 75.0, closed=-10.0),
-            "dscl_resnet32.fmnist_lt": row([0, 1], [78.0, 79.0], 69.0, closed=-40.0),
-            "scl_resnet32.fmnist_lt": row([1, 2], [78.5, 70.0], 72.0, closed=-70.0),
-            UPPER_BOUND: row([0], [90.0], 90.0)}
+    rows = {
+        "ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0], 70.0),
+        "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0], 75.0, closed=-10.0),
+        "dscl_resnet32.fmnist_lt": row([0, 1], [78.0, 79.0], 69.0, closed=-40.0),
+        "scl_resnet32.fmnist_lt": row([1, 2], [78.5, 70.0], 72.0, closed=-70.0),
+        UPPER_BOUND: row([0], [90.0], 90.0),
+    }
     verdicts = {target.split(" (")[0]: (measured, verdict) for target, measured, verdict in target_verdicts(rows)}
     assert verdicts["every method >= CE on few-shot"] == ("CE few 70.0; below: dscl 69.0", "NOT met")
     assert verdicts["DSCL + PBSD >= CE overall"][1] == "NOT met"  # 80.0 against CE's mean 80.5
@@ -214,7 +257,9 @@ def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     measured, verdict = verdicts["what PBSD adds to DSCL"]
     assert verdict == "reported" and "all +2.00" in measured and "few +6.00" in measured and "(1 seed(s))" in measured
     rows["dscl_pbsd_resnet32.fmnist_lt"] = row([0, 1], [80.0, 80.0], 75.0)
-    assert "all +1.50 ± 0.71" in dict((t.split(" (")[0], m) for t, m, _ in target_verdicts(rows))["what PBSD adds to DSCL"]
+    assert (
+        "all +1.50 ± 0.71" in dict((t.split(" (")[0], m) for t, m, _ in target_verdicts(rows))["what PBSD adds to DSCL"]
+    )
     del rows["scl_resnet32.fmnist_lt"]
     assert ["DSCL > SCL on every seed", "-", "not measured"] in target_verdicts(rows)
 
@@ -225,10 +270,13 @@ def test_recipe_sweep_adopts_the_best_val_run_of_the_winners_alone_and_combined(
     def run(val):
         return {"val": {"all": val}, "test": {"all": 0.0, "many": 0.0, "medium": 0.0, "few": 0.0}}
 
-    entry = {"grid": {"views": ["rrc_0.2", "rrc_0.8"], "lr": ["lr_x1", "lr_x2"]},
-             "base_values": {"views": "rrc_0.2", "lr": "lr_x1"}, "winners": {"views": "rrc_0.8", "lr": "lr_x2"},
-             "combined": [["views", "rrc_0.8"], ["lr", "lr_x2"]],
-             "runs": {"base": run(70.0), "rrc_0.8": run(76.0), "lr_x2": run(72.0), "combined": run(74.0)}}
+    entry = {
+        "grid": {"views": ["rrc_0.2", "rrc_0.8"], "lr": ["lr_x1", "lr_x2"]},
+        "base_values": {"views": "rrc_0.2", "lr": "lr_x1"},
+        "winners": {"views": "rrc_0.8", "lr": "lr_x2"},
+        "combined": [["views", "rrc_0.8"], ["lr", "lr_x2"]],
+        "runs": {"base": run(70.0), "rrc_0.8": run(76.0), "lr_x2": run(72.0), "combined": run(74.0)},
+    }
     # The combination beats the base but not the view alone (the flagship's case): the view alone is adopted.
     assert adopted(entry) == [("views", "rrc_0.8")]
     entry["runs"]["combined"] = run(77.0)
@@ -240,7 +288,8 @@ def test_recipe_sweep_adopts_the_best_val_run_of_the_winners_alone_and_combined(
     del entry["runs"]["combined"]
     assert adopted(entry) == []
     assert "Adopted: nothing (no change beat the base on val)." in render(
-        {"quick": False, "seed": 0, "epochs": 30, "recipes": {"x.fmnist_lt": entry}})
+        {"quick": False, "seed": 0, "epochs": 30, "recipes": {"x.fmnist_lt": entry}}
+    )
 
 
 def test_claims_compare_the_zoo_recipes_of_the_accuracy_table_seed_by_seed(benchmarks_package, tmp_path):
@@ -249,15 +298,20 @@ def test_claims_compare_the_zoo_recipes_of_the_accuracy_table_seed_by_seed(bench
     def row(seeds, alls):
         return {"seeds": seeds, "test": [{"all": a, "many": 0.0, "medium": 0.0, "few": 0.0} for a in alls]}
 
-    rows = {"ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0]),
-            "scl_resnet32.fmnist_lt": row([0, 1], [78.0, 82.0]),
-            "dscl_resnet32.fmnist_lt": row([0, 1], [79.0, 81.5]),
-            "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0]),
-            "wb_resnet32.fmnist_lt": row([0, 1], [75.0, 76.0]),
-            "wb_onestage_resnet32.fmnist_lt": row([0, 1], [75.0, 77.0]),
-            "ce_resnet32.fmnist_balanced": row([0], [90.0])}
-    (tmp_path / "accuracy.json").write_text(json.dumps(
-        {"benchmark": "accuracy", "quick": False, "budget_epochs": 120, "machine": {"cpu": "x"}, "rows": rows}))
+    rows = {
+        "ce_resnet32.fmnist_lt": row([0, 1], [80.0, 81.0]),
+        "scl_resnet32.fmnist_lt": row([0, 1], [78.0, 82.0]),
+        "dscl_resnet32.fmnist_lt": row([0, 1], [79.0, 81.5]),
+        "dscl_pbsd_resnet32.fmnist_lt": row([0], [80.0]),
+        "wb_resnet32.fmnist_lt": row([0, 1], [75.0, 76.0]),
+        "wb_onestage_resnet32.fmnist_lt": row([0, 1], [75.0, 77.0]),
+        "ce_resnet32.fmnist_balanced": row([0], [90.0]),
+    }
+    (tmp_path / "accuracy.json").write_text(
+        json.dumps(
+            {"benchmark": "accuracy", "quick": False, "budget_epochs": 120, "machine": {"cpu": "x"}, "rows": rows}
+        )
+    )
     claims = {c["claim"]: (c["verdict"], c["seeds"]) for c in converged_budget_claims(tmp_path)}
     assert claims["SCL < DSCL < DSCL + PBSD (zoo recipes)"] == ("held", "1/1")  # seed 0 only: 78 < 79 < 80
     assert claims["DSCL > SCL (zoo recipes)"] == ("mixed", "1/2")
@@ -272,9 +326,17 @@ def test_weight_balancing_claims_name_the_budget_of_the_runs_they_compare(benchm
 
     wb = {"stages": [{"epochs": 108}, {"epochs": 12}]}
     per_seed = [{"ce": {"test": {"fisher_ratio": 50.0}}, "ce_wd": {"test": {"fisher_ratio": f}}} for f in (60.0, 40.0)]
-    (tmp_path / "wb_benchmark.json").write_text(json.dumps(
-        {"benchmark": "wb_benchmark", "machine": {"cpu": "x"}, "recipes": {"wb_resnet32.fmnist_lt": wb},
-         "claim": {"seeds_where_one_stage_ge": "2/2"}, "per_seed": per_seed}))
+    (tmp_path / "wb_benchmark.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "wb_benchmark",
+                "machine": {"cpu": "x"},
+                "recipes": {"wb_resnet32.fmnist_lt": wb},
+                "claim": {"seeds_where_one_stage_ge": "2/2"},
+                "per_seed": per_seed,
+            }
+        )
+    )
     one_stage, fisher = wb_claims(tmp_path)
     assert (one_stage["verdict"], fisher["verdict"], fisher["seeds"]) == ("held", "mixed", "1/2")
     assert all(row["source"].startswith("wb_benchmark (120 epochs;") for row in (one_stage, fisher))
@@ -284,8 +346,15 @@ def _recorded_row(per_class: list[list[float]], train_time_s: list[float]) -> di
     """An accuracy row as ``benchmarks.accuracy.main`` records it (one entry per seed in every list)."""
     seeds = list(range(len(train_time_s)))
     test = [{"all": 80.0 + s, "many": 90.0, "medium": 70.0, "few": 60.0 + s} for s in seeds]
-    return {"seeds": seeds, "recipe_sha256": "0" * 64, "test": test, "val": test, "per_class": per_class,
-            "train_time_s": train_time_s, "run_dir": [f"runs/x_seed{s}" for s in seeds]}
+    return {
+        "seeds": seeds,
+        "recipe_sha256": "0" * 64,
+        "test": test,
+        "val": test,
+        "per_class": per_class,
+        "train_time_s": train_time_s,
+        "run_dir": [f"runs/x_seed{s}" for s in seeds],
+    }
 
 
 def test_accuracy_per_class_lines_run_along_the_count_axis(benchmarks_package, tmp_path, monkeypatch):
@@ -303,9 +372,11 @@ def test_accuracy_per_class_lines_run_along_the_count_axis(benchmarks_package, t
     save = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
     counts = [12, 400, 3, 40, 12, 150]  # a tie (12) too: classes 0 and 4
-    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[50, 95, 10, 70, 40, 90], [60, 97, 20, 72, 44, 88]], [60.0, 60.0]),
-            "ldam_drw_resnet32.fmnist_lt": _recorded_row([[55, 90, 30, 75, 45, 85]], [90.0]),
-            accuracy.UPPER_BOUND: _recorded_row([[80, 80, 80, 80, 81, 80]], [30.0])}
+    rows = {
+        "ce_resnet32.fmnist_lt": _recorded_row([[50, 95, 10, 70, 40, 90], [60, 97, 20, 72, 44, 88]], [60.0, 60.0]),
+        "ldam_drw_resnet32.fmnist_lt": _recorded_row([[55, 90, 30, 75, 45, 85]], [90.0]),
+        accuracy.UPPER_BOUND: _recorded_row([[80, 80, 80, 80, 81, 80]], [30.0]),
+    }
     path = tmp_path / "accuracy_parts_per_class.png"
     accuracy.per_class_plot(rows, counts, path, "parts")
     assert path.stat().st_size > 0 and len(drawn) == 1
@@ -350,10 +421,13 @@ def test_accuracy_time_target_states_the_tables_minutes_on_own_data(benchmarks_p
     import benchmarks.accuracy as accuracy
 
     monkeypatch.setattr(accuracy, "RESULTS_DIR", tmp_path / "results")
-    data = make_imagefolder(tmp_path / "parts", train=[4, 40, 12], val=[2, 2, 2], test=[2, 2, 2],
-                            names=["bolt", "nut", "washer"])  # label order is not count order
-    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[10.0, 90.0, 50.0]], [600.0]),
-            "dscl_resnet32.fmnist_lt": _recorded_row([[30.0, 85.0, 60.0]], [29.9 * 60])}
+    data = make_imagefolder(
+        tmp_path / "parts", train=[4, 40, 12], val=[2, 2, 2], test=[2, 2, 2], names=["bolt", "nut", "washer"]
+    )  # label order is not count order
+    rows = {
+        "ce_resnet32.fmnist_lt": _recorded_row([[10.0, 90.0, 50.0]], [600.0]),
+        "dscl_resnet32.fmnist_lt": _recorded_row([[30.0, 85.0, 60.0]], [29.9 * 60]),
+    }
     report, md = accuracy.accuracy_report(rows, [0], "accuracy_parts", "parts", f"imagefolder:{data}", False, 1800.0)
     method, per_seed, benchmark = _target_line(md)
     assert method == "dscl_resnet32"
@@ -368,12 +442,22 @@ def test_accuracy_time_target_states_the_tables_minutes_over_seeds(benchmarks_pa
     """Three seeds, two at a time on 2 cores: two rounds of the table's minutes per seed (not the seeds' sum / 2)."""
     from benchmarks.accuracy import UPPER_BOUND, report_markdown
 
-    rows = {"ce_resnet32.fmnist_lt": _recorded_row([[50.0] * 10] * 3, [1000.0, 960.0, 1040.0]),
-            "scl_rsg_ldam_resnet32.fmnist_lt": _recorded_row([[60.0] * 10] * 3, [2900.0, 2950.0, 2970.0]),
-            "wb_resnet32.fmnist_lt": _recorded_row([[55.0] * 10] * 2, [700.0, 700.0]),
-            UPPER_BOUND: _recorded_row([[80.0] * 10] * 3, [700.0, 740.0, 760.0])}
+    rows = {
+        "ce_resnet32.fmnist_lt": _recorded_row([[50.0] * 10] * 3, [1000.0, 960.0, 1040.0]),
+        "scl_rsg_ldam_resnet32.fmnist_lt": _recorded_row([[60.0] * 10] * 3, [2900.0, 2950.0, 2970.0]),
+        "wb_resnet32.fmnist_lt": _recorded_row([[55.0] * 10] * 2, [700.0, 700.0]),
+        UPPER_BOUND: _recorded_row([[80.0] * 10] * 3, [700.0, 740.0, 760.0]),
+    }
     md = report_markdown(rows, [0, 1, 2], "fmnist_lt", None, False, 60.0, "accuracy_per_class.png")
     method, per_seed, benchmark = _target_line(md)
     assert method == "scl_rsg_ldam_resnet32"
     assert per_seed == _table_cell(md, method, "train min/seed") == "49.0"
     assert benchmark == "98.0"
+
+
+def test_benchmarks_run_after_the_results_they_read():
+    from benchmarks.run import READS, discover
+
+    order = discover()
+    for reader, sources in READS.items():
+        assert all(order.index(source) < order.index(reader) for source in sources), (reader, order)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,8 +77,12 @@ def test_a_calibrated_run_loads_evaluates_and_exports_like_a_trained_one(ce_fmni
     assert [p["parameter"] for p in record["val_curves"]["la"]][:3] == [0.0, 0.05, 0.1]
     assert (out / "calibration.png").read_bytes()[:4] == b"\x89PNG"
     # `ltzoo eval` reproduces the recorded numbers
-    done = subprocess.run([sys.executable, "-m", "ltzoo", "eval", str(out), "--split", "test", "--json"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "ltzoo", "eval", str(out), "--split", "test", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["all"] == pytest.approx(metrics["test"]["all"], abs=1e-6)
     # the exported graph computes the plain logits transformed by the recorded method
@@ -96,9 +99,16 @@ def test_a_calibrated_run_loads_evaluates_and_exports_like_a_trained_one(ce_fmni
 def _with_test(data: LTDataset, indices: list[int]) -> LTDataset:
     test = data.test
     images = torch.stack([test[i][0] for i in indices])
-    return LTDataset(name=data.name, train=data.train, val=data.val,
-                     test=TensorImageDataset(images, [test.targets[i] for i in indices]),
-                     label_names=data.label_names, info=data.info, index_sha256=data.index_sha256, source=data.source)
+    return LTDataset(
+        name=data.name,
+        train=data.train,
+        val=data.val,
+        test=TensorImageDataset(images, [test.targets[i] for i in indices]),
+        label_names=data.label_names,
+        info=data.info,
+        index_sha256=data.index_sha256,
+        source=data.source,
+    )
 
 
 @pytest.mark.slow
@@ -126,16 +136,23 @@ def test_auto_keeps_no_change_on_a_tie_and_the_smaller_tau():
     from ltzoo.data.longtail import shot_split
 
     # Two classes, far apart: every candidate scores 100 % on val, so the simplest (no change) is kept.
-    read = ReadHead(AffineHead("identity", np.eye(2), np.zeros(2)), {"type": "linear"},
-                    {"la": None, "tau-norm": None, "ncm": None})
+    read = ReadHead(
+        AffineHead("identity", np.eye(2), np.zeros(2)), {"type": "linear"}, {"la": None, "tau-norm": None, "ncm": None}
+    )
     val = (np.array([[5.0, 0.0], [0.0, 5.0]]), np.array([0, 1]))
     train = (np.array([[5.0, 0.0], [4.0, 0.0], [0.0, 5.0]]), np.array([0, 0, 1]))
     choice = choose("auto", read, val, shot_split([200, 10]), np.log(np.array([2 / 3, 1 / 3])), train)
     assert choice.chosen.method == "none"
     assert choice.best_per_method["la"].parameter == 0.0  # every tau ties: the smallest
     with pytest.raises(BadHyperParameterError, match="does not apply"):
-        choose("tau-norm", ReadHead(read.affine, {}, {"la": None, "ncm": None, "tau-norm": "unit rows"}), val,
-               shot_split([200, 10]), np.zeros(2), train)
+        choose(
+            "tau-norm",
+            ReadHead(read.affine, {}, {"la": None, "ncm": None, "tau-norm": "unit rows"}),
+            val,
+            shot_split([200, 10]),
+            np.zeros(2),
+            train,
+        )
 
 
 # ----- EM recovers a prior --------------------------------------------------------------------------------
@@ -158,7 +175,9 @@ def test_bcts_recovers_a_temperature_and_bias():
     labels = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in true_logits])
     fitted = fit_bcts(true_logits * 3.0 + np.array([1.0, 0.0, -1.0]), labels)  # over-confident and biased
     assert fitted.temperature == pytest.approx(3.0, rel=0.05)
-    assert np.asarray(fitted.bias) == pytest.approx(np.array([-1 / 3, 0, 1 / 3]) - np.mean([-1 / 3, 0, 1 / 3]), abs=0.06)
+    assert np.asarray(fitted.bias) == pytest.approx(
+        np.array([-1 / 3, 0, 1 / 3]) - np.mean([-1 / 3, 0, 1 / 3]), abs=0.06
+    )
 
 
 @pytest.mark.slow
@@ -190,17 +209,20 @@ def test_em_on_a_short_real_run_finds_a_backward_long_tailed_test_prior(ce_fmnis
 LABELS = ["a", "b", "c"]
 
 
-@pytest.mark.parametrize("content, suffix, message", [
-    ('{"a": 1, "b": 2, "zebra": 3, "c": 1}', ".json", "unknown class name"),
-    ('{"a": 1, "b": 2}', ".json", "missing class"),
-    ('{"a": 1, "b": -2, "c": 1}', ".json", ">= 0"),
-    ('{"a": 1, "b": NaN, "c": 1}', ".json", "not finite"),
-    ('{"a": 0, "b": 0, "c": 0}', ".json", "all zero"),
-    ("[0.5, 0.5]", ".json", "lists 2 frequencies but the model has 3 classes"),
-    ("label,frequency\na,1\nb,x\nc,1\n", ".csv", "not a number"),
-    ("a,1\nb,1\nb,2\nc,1\n", ".csv", "named twice"),
-    ("a,1\nb,inf\nc,1\n", ".csv", "not finite"),
-])
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        ('{"a": 1, "b": 2, "zebra": 3, "c": 1}', ".json", "unknown class name"),
+        ('{"a": 1, "b": 2}', ".json", "missing class"),
+        ('{"a": 1, "b": -2, "c": 1}', ".json", ">= 0"),
+        ('{"a": 1, "b": NaN, "c": 1}', ".json", "not finite"),
+        ('{"a": 0, "b": 0, "c": 0}', ".json", "all zero"),
+        ("[0.5, 0.5]", ".json", "lists 2 frequencies but the model has 3 classes"),
+        ("label,frequency\na,1\nb,x\nc,1\n", ".csv", "not a number"),
+        ("a,1\nb,1\nb,2\nc,1\n", ".csv", "named twice"),
+        ("a,1\nb,inf\nc,1\n", ".csv", "not finite"),
+    ],
+)
 def test_every_bad_prior_file_gets_its_error(tmp_path, content, suffix, message):
     path = tmp_path / f"prior{suffix}"
     path.write_text(content)
@@ -223,8 +245,12 @@ def test_a_bad_prior_on_the_command_line_writes_nothing(ce_fmnist_run, tmp_path)
     bad = tmp_path / "prior.json"
     bad.write_text('{"T-shirt/top": 1}')
     out = tmp_path / "new" / "calibrated"
-    done = subprocess.run([sys.executable, "-m", "ltzoo", "calibrate", str(ce_fmnist_run), "--out", str(out),
-                           "--target-prior", str(bad)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "ltzoo", "calibrate", str(ce_fmnist_run), "--out", str(out), "--target-prior", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 2 and "missing class(es)" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "new").exists()
 
@@ -232,8 +258,11 @@ def test_a_bad_prior_on_the_command_line_writes_nothing(ce_fmnist_run, tmp_path)
 def test_methods_build_the_documented_heads():
     from ltzoo.calibration.heads import AffineHead, ReadHead
 
-    read = ReadHead(AffineHead("identity", np.array([[3.0, 4.0], [0.0, 1.0]]), np.array([1.0, -1.0])), {},
-                    {"la": None, "tau-norm": None, "ncm": None})
+    read = ReadHead(
+        AffineHead("identity", np.array([[3.0, 4.0], [0.0, 1.0]]), np.array([1.0, -1.0])),
+        {},
+        {"la": None, "tau-norm": None, "ncm": None},
+    )
     la = dict(method_heads("la", read, np.log(np.array([0.9, 0.1])), None))
     assert la[1.0].bias == pytest.approx([1 - np.log(0.9), -1 - np.log(0.1)])
     tau_norm = dict(method_heads("tau-norm", read, np.zeros(2), None))

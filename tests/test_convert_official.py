@@ -25,8 +25,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 def _stage1_state(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """main.py's DSCL model under DDP: encoder_q / encoder_k with the MLP head at fc.0 / fc.2, queues."""
     backbone = {k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
-    mlp = {"fc.0.weight": torch.randn(2048, 2048) * 0.01, "fc.0.bias": torch.zeros(2048),
-           "fc.2.weight": torch.randn(128, 2048) * 0.01, "fc.2.bias": torch.zeros(128)}
+    mlp = {
+        "fc.0.weight": torch.randn(2048, 2048) * 0.01,
+        "fc.0.bias": torch.zeros(2048),
+        "fc.2.weight": torch.randn(128, 2048) * 0.01,
+        "fc.2.bias": torch.zeros(128),
+    }
     state = {}
     for tower in ("encoder_q", "encoder_k"):
         for key, value in {**backbone, **mlp}.items():
@@ -58,8 +62,16 @@ def test_stage2_checkpoint_gives_the_same_logits(tmp_path, official_resnet50):
     ckpt = tmp_path / "linear_best.pth.tar"
     state = {f"module.{k}": v for k, v in official_resnet50.state_dict().items()}
     optimizer = torch.optim.SGD([official_resnet50.fc.weight, official_resnet50.fc.bias], lr=10.0, momentum=0.9)
-    torch.save({"epoch": 40, "arch": "resnet50", "state_dict": state, "best_acc1": torch.tensor(57.7),
-                "optimizer": optimizer.state_dict()}, ckpt)
+    torch.save(
+        {
+            "epoch": 40,
+            "arch": "resnet50",
+            "state_dict": state,
+            "best_acc1": torch.tensor(57.7),
+            "optimizer": optimizer.state_dict(),
+        },
+        ckpt,
+    )
     report = convert_official("dscl", ckpt, tmp_path / "run")
     assert report.stage == 2 and report.head_trained and report.epoch == 40
     assert report.missing == [] and report.unexpected == [] and report.dropped_training_only == []
@@ -102,8 +114,12 @@ def test_cli_prints_the_report(tmp_path, official_resnet50, capsys):
     assert main(argv) == 2
     assert "already holds a model" in capsys.readouterr().err
     # the script in export/ is the same command line
-    result = subprocess.run([sys.executable, str(ROOT / "export" / "convert_official.py"), "--help"],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "export" / "convert_official.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0 and "--checkpoint" in result.stdout
 
 

@@ -18,18 +18,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from custom_data_fixtures import make_imagefolder, make_split_files, write_image
+from hub_fixtures import ORG, hub_env, isolated_process, local_hub  # noqa: F401 (fixtures)
 from huggingface_hub import hf_hub_download
 
 import ltzoo
-from custom_data_fixtures import make_imagefolder, make_split_files, write_image
-from hub_fixtures import ORG, hub_env, isolated_process, local_hub  # noqa: F401 (fixtures)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.data import build_dataset
 from ltzoo.data.transforms import eval_transform, train_transform
-from ltzoo.planner.plan import plan_training, run_plan
 from ltzoo.errors import ConfigMismatchError
 from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.planner.derived import Overrides
+from ltzoo.planner.plan import plan_training, run_plan
 from ltzoo.runs import load_run
 
 FOLDER_TRAIN = [40, 20, 10, 5, 3]  # N = 78, imbalance factor 40 / 3
@@ -74,8 +74,18 @@ def ce_run(folder_root, tmp_path_factory) -> tuple[Path, str]:
     """`ltzoo train ce_resnet32 --data imagefolder:...` through the CLI entry point (in process)."""
     out = tmp_path_factory.mktemp("runs") / "ce_parts"
     with one_thread():
-        code, printed = run_cli("train", "ce_resnet32", "--data", f"imagefolder:{folder_root}", "--out", str(out),
-                                "--epochs", "2", "--steps-per-epoch", "2")
+        code, printed = run_cli(
+            "train",
+            "ce_resnet32",
+            "--data",
+            f"imagefolder:{folder_root}",
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "2",
+        )
     assert code == 0, printed
     return out, printed
 
@@ -162,8 +172,9 @@ def test_ce_run_prints_and_stores_the_derived_settings(ce_run, folder_root):
 
 
 def test_dscl_pbsd_trains_on_split_files_with_derived_queue(splits_root, tmp_path):
-    plan = plan_training("dscl_pbsd_resnet32", data=f"splits:{splits_root}", shot_thresholds="terciles",
-                         overrides=Overrides(epochs=2))
+    plan = plan_training(
+        "dscl_pbsd_resnet32", data=f"splits:{splits_root}", shot_thresholds="terciles", overrides=Overrides(epochs=2)
+    )
     # 50 training images after the hold-out: queue = largest power of two <= 25 (16), batch 8.
     assert plan.derived["queue_size"]["value"] == 16 and plan.recipe.method_args["queue_size"] == 16
     assert [s.batch_size for s in plan.recipe.stages] == [8, 8]
@@ -216,8 +227,13 @@ def test_init_keeps_the_backbone_and_resets_the_head(ce_run, splits_root):
 @pytest.fixture(scope="module")
 def finetuned(ce_run, splits_root, tmp_path_factory) -> Path:
     parent, _ = ce_run
-    plan = plan_training("ce_resnet32", data=f"splits:{splits_root}", init=str(parent), shot_thresholds="terciles",
-                         overrides=Overrides(epochs=1))
+    plan = plan_training(
+        "ce_resnet32",
+        data=f"splits:{splits_root}",
+        init=str(parent),
+        shot_thresholds="terciles",
+        overrides=Overrides(epochs=1),
+    )
     out = tmp_path_factory.mktemp("runs") / "finetuned"
     with one_thread():
         run_plan(plan, str(out), steps_per_epoch=2)
@@ -272,8 +288,9 @@ def test_export_gate_and_hub_card_on_the_finetuned_run(finetuned, hub_env, tmp_p
     assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_nothing_local_is_pushed_and_the_pushed_run_evaluates_elsewhere(finetuned, splits_root, hub_env, tmp_path,
-                                                                     tmp_path_factory):
+def test_nothing_local_is_pushed_and_the_pushed_run_evaluates_elsewhere(
+    finetuned, splits_root, hub_env, tmp_path, tmp_path_factory
+):
     """An own-data run fine-tuned from a local run, pushed with its export: every pushed file is searched for
     the temp folder (its data, its parent run, its export and itself all live there)."""
     exports = tmp_path / "exports"
@@ -293,16 +310,20 @@ def test_nothing_local_is_pushed_and_the_pushed_run_evaluates_elsewhere(finetune
         for local in (temp, str(Path(temp).resolve()), "/tmp/", str(Path.home()) + "/"):
             assert local.encode() not in data, f"{name} carries {local}"
 
-    config = json.loads(Path(hf_hub_download(repo, "config.json", endpoint=hub_env.url,
-                                             cache_dir=tmp_path / "dl")).read_text())
+    config = json.loads(
+        Path(hf_hub_download(repo, "config.json", endpoint=hub_env.url, cache_dir=tmp_path / "dl")).read_text()
+    )
     lt = config["ltzoo"]
     assert lt["dataset"] == "splits:hardware?chans=3&shots=terciles"  # by folder name, with its options
     assert lt["source"]["path"] == "hardware" and lt["parent"]["source"] == "local-dir:ce_parts"
     assert lt["parent"]["dataset"] == "imagefolder:parts" and lt["parent"]["hub_repo_id"] is None
     # The local run keeps where its data is on this machine (ltzoo eval RUN needs it).
     assert json.loads((finetuned / "config.json").read_text())["ltzoo"]["dataset"].startswith(f"splits:{splits_root}")
-    report = json.loads(Path(hf_hub_download(repo, "onnx/export_report.json", endpoint=hub_env.url,
-                                             cache_dir=tmp_path / "dl")).read_text())
+    report = json.loads(
+        Path(
+            hf_hub_download(repo, "onnx/export_report.json", endpoint=hub_env.url, cache_dir=tmp_path / "dl")
+        ).read_text()
+    )
     assert report["source"]["spec"] == "local-dir:finetuned" and report["source"]["dataset"] == lt["dataset"]
 
     # Elsewhere, the pushed run is evaluated on a copy of its data named by --data-root.

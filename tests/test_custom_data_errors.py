@@ -8,17 +8,17 @@ import os
 from pathlib import Path
 
 import pytest
-
 from custom_data_fixtures import make_imagefolder, make_split_files
+
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.data import build_dataset
 from ltzoo.data.holdout import holdout_sizes
 from ltzoo.data.longtail import shot_split, tercile_thresholds
 from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
-from ltzoo.planner.plan import plan_training
 from ltzoo.errors import BadDataError, BadHyperParameterError, DataNotFoundError
-from ltzoo.recipe import DataSize
 from ltzoo.planner.derived import Overrides, derive_recipe
+from ltzoo.planner.plan import plan_training
+from ltzoo.recipe import DataSize
 from ltzoo.recipes.iccl import derived_centroid_momentum
 from ltzoo.recipes.rsg import derived_head_ratio
 from ltzoo.registry import get_entry
@@ -184,11 +184,37 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, folder, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert ltzoo_main(["train", "ce_resnet32.fmnist_lt", "--batch-size", "4", "--out", str(tmp_path / "o")]) == 2
     assert "--batch-size apply to your own data" in capsys.readouterr().err
-    assert ltzoo_main(["train", "ce_resnet32", "--data", f"imagefolder:{folder}", "--queue-size", "64",
-                       "--out", str(tmp_path / "o")]) == 2
+    assert (
+        ltzoo_main(
+            [
+                "train",
+                "ce_resnet32",
+                "--data",
+                f"imagefolder:{folder}",
+                "--queue-size",
+                "64",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "--queue-size does not apply to the ce recipe" in capsys.readouterr().err
-    assert ltzoo_main(["train", "ce_resnet32", "--data", f"imagefolder:{folder}", "--shot-thresholds", "5,50",
-                       "--out", str(tmp_path / "o")]) == 2
+    assert (
+        ltzoo_main(
+            [
+                "train",
+                "ce_resnet32",
+                "--data",
+                f"imagefolder:{folder}",
+                "--shot-thresholds",
+                "5,50",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "FEW <= MANY" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -241,8 +267,14 @@ def test_source_string_round_trip_and_bad_options(tmp_path):
     assert SourceSpec.parse(spec.name) == spec
     assert SourceSpec.parse(f"imagefolder:{tmp_path}?shots=100,20").name == f"imagefolder:{tmp_path}"
     assert parse_shot_thresholds(" 50,10 ") == "50,10"
-    for bad in ("folder:/x", "imagefolder:", f"imagefolder:{tmp_path}?colour=1", f"imagefolder:{tmp_path}?chans=2",
-                f"imagefolder:{tmp_path}?size=big", f"imagefolder:{tmp_path}?shots=many"):
+    for bad in (
+        "folder:/x",
+        "imagefolder:",
+        f"imagefolder:{tmp_path}?colour=1",
+        f"imagefolder:{tmp_path}?chans=2",
+        f"imagefolder:{tmp_path}?size=big",
+        f"imagefolder:{tmp_path}?shots=many",
+    ):
         with pytest.raises(BadHyperParameterError):
             SourceSpec.parse(bad)
 
@@ -259,7 +291,9 @@ def test_each_method_knob_is_an_option_of_ltzoo_train(capsys):
     with pytest.raises(SystemExit):
         ltzoo_main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    for option, text in (("--queue-size", "DSCL recipes: momentum-queue length"),
-                         ("--centroid-momentum", "ICCL recipes: class-centroid momentum"),
-                         ("--head-ratio", "RSG recipes: fraction of classes that are head")):
+    for option, text in (
+        ("--queue-size", "DSCL recipes: momentum-queue length"),
+        ("--centroid-momentum", "ICCL recipes: class-centroid momentum"),
+        ("--head-ratio", "RSG recipes: fraction of classes that are head"),
+    ):
         assert f"{option} {option[2:].replace('-', '_').upper()} {text} (default: derived)" in help_text

@@ -57,8 +57,20 @@ def _free_port() -> int:
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(WORLD),
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(WORLD),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        *args,
+    ]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -91,9 +103,13 @@ def _probe_run(tmp_path_factory, name: str, args: list[str], **env: str) -> dict
     root = tmp_path_factory.mktemp(name.split(".")[0])
     out, records = root / "run", root / "records"
     done = _run(_torchrun(str(PROBE), str(records), name, "--out", str(out), *args), **env)
-    return {"done": done, "out": out,
-            "records": [torch.load(records / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
-            if done.returncode == 0 else None}
+    return {
+        "done": done,
+        "out": out,
+        "records": [torch.load(records / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+        if done.returncode == 0
+        else None,
+    }
 
 
 def _log(out: Path) -> list[dict]:
@@ -167,8 +183,10 @@ def _shuffled_bn_keys(name: str, data, records: list[dict]) -> list[torch.Tensor
 
 def _assert_matches_micro_batched_reference(name: str, data, run: dict, keys: list | None = None) -> None:
     records = run["records"]
-    steps = [_micro_batch_step(name, data, rec["step1"], rec["step1"]["batch"], None if keys is None else keys[r])
-             for r, rec in enumerate(records)]
+    steps = [
+        _micro_batch_step(name, data, rec["step1"], rec["step1"]["batch"], None if keys is None else keys[r])
+        for r, rec in enumerate(records)
+    ]
     losses = [loss for loss, _ in steps]
     # Each process's own loss, and the logged loss of the first epoch (one step): the mean over processes.
     for rec, loss in zip(records, losses):
@@ -200,8 +218,10 @@ def _assert_matches_micro_batched_reference(name: str, data, run: dict, keys: li
 def test_rank_shards_of_a_step_make_up_the_one_process_global_batch(fmnist, kind):
     targets, batch = fmnist.train.targets, 64
     one = list(LongTailSampler(kind, targets, fmnist.num_classes, seed=7))[:batch]
-    shards = [list(LongTailSampler(kind, targets, fmnist.num_classes, seed=7, rank=r, world_size=WORLD))[: batch // WORLD]
-              for r in range(WORLD)]
+    shards = [
+        list(LongTailSampler(kind, targets, fmnist.num_classes, seed=7, rank=r, world_size=WORLD))[: batch // WORLD]
+        for r in range(WORLD)
+    ]
     assert sorted(shards[0] + shards[1]) == sorted(one)
     assert shards[0] == one[0::2] and shards[1] == one[1::2]  # rank r takes every WORLD-th draw
 
@@ -236,8 +256,11 @@ def test_dscl_pbsd_two_processes_equal_one_process_over_the_same_micro_batches(d
         torch.testing.assert_close(queue["queue.features"][:64], torch.cat(keys), rtol=1e-4, atol=1e-5)
         assert torch.equal(queue["queue.labels"][:64], labels)
     log = _log(dscl_ddp["out"])
-    assert [(line["stage"], line["epoch"]) for line in log] == [("representation", 1), ("representation", 2),
-                                                               ("classifier", 1)]
+    assert [(line["stage"], line["epoch"]) for line in log] == [
+        ("representation", 1),
+        ("representation", 2),
+        ("classifier", 1),
+    ]
     assert log[1]["queue_filled"] == 64 + 0.0  # the one step of epoch 2 saw the 64 keys of step 1
 
 

@@ -15,10 +15,10 @@ from ltzoo.data.spec import dataset_spec
 from ltzoo.engine.objective import StageContext, get_method
 from ltzoo.engine.trainer import train
 from ltzoo.errors import BadHyperParameterError, WeightsNotPublishedError
-from ltzoo.recipes.dscl import beta_to_alpha
 from ltzoo.methods.dscl import BalancedLinearClassifier, DSCLRepresentation
 from ltzoo.models import build_model
 from ltzoo.models.timm_layout import saved_state_dict, spec_from_config
+from ltzoo.recipes.dscl import beta_to_alpha
 from ltzoo.registry import get_entry, list_models
 
 SMALL_NAMES = [f"{m}_resnet32.{t}" for m in ("dscl", "dscl_pbsd") for t in ("fmnist_lt", "cifar100_lt")]
@@ -34,8 +34,15 @@ def _subset(dataset: TensorImageDataset, count: int) -> TensorImageDataset:
 @pytest.fixture(scope="module")
 def fmnist_small(fmnist) -> LTDataset:
     """The real fmnist_lt training set with the first 200 val / test images (fast evaluation)."""
-    return LTDataset(fmnist.name, fmnist.train, _subset(fmnist.val, 200), _subset(fmnist.test, 200),
-                     fmnist.label_names, fmnist.info, fmnist.index_sha256)
+    return LTDataset(
+        fmnist.name,
+        fmnist.train,
+        _subset(fmnist.val, 200),
+        _subset(fmnist.test, 200),
+        fmnist.label_names,
+        fmnist.info,
+        fmnist.index_sha256,
+    )
 
 
 def _random_dataset(name: str, side: int, per_class: int = 1, classes: int | None = None) -> LTDataset:
@@ -45,8 +52,12 @@ def _random_dataset(name: str, side: int, per_class: int = 1, classes: int | Non
     torch.manual_seed(0)
     used = classes or info.num_classes
     targets = [c for c in range(used) for _ in range(per_class)]
-    train_set = TensorImageDataset(torch.randint(0, 256, (len(targets), info.in_chans, side, side), dtype=torch.uint8), targets)
-    evaluation = TensorImageDataset(torch.randint(0, 256, (4, info.in_chans, side, side), dtype=torch.uint8), [0, 1, 2, 3])
+    train_set = TensorImageDataset(
+        torch.randint(0, 256, (len(targets), info.in_chans, side, side), dtype=torch.uint8), targets
+    )
+    evaluation = TensorImageDataset(
+        torch.randint(0, 256, (4, info.in_chans, side, side), dtype=torch.uint8), [0, 1, 2, 3]
+    )
     return LTDataset(name, train_set, evaluation, evaluation, [str(i) for i in range(info.num_classes)], info, "random")
 
 
@@ -56,8 +67,9 @@ def _small_batches(recipe, batch: int):
 
 
 def _context(recipe, stage_index: int, data: LTDataset) -> StageContext:
-    return StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index,
-                        data=data.info, steps_per_epoch=1)
+    return StageContext(
+        recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=data.info, steps_per_epoch=1
+    )
 
 
 def _batch(objective, data: LTDataset, size: int):
@@ -84,7 +96,13 @@ def test_paper_recipes_follow_the_official_table(name):
     assert (first.epochs, first.batch_size, first.lr, first.momentum, first.weight_decay) == (200, 256, 0.1, 0.9, 5e-4)
     assert (first.warmup_epochs, first.schedule, first.sampler, first.train) == (10, "cosine", "instance", "all")
     # equal_lincls.py / train_cls.sh
-    assert (second.epochs, second.batch_size, second.lr, second.momentum, second.weight_decay) == (40, 2048, 10.0, 0.9, 0.0)
+    assert (second.epochs, second.batch_size, second.lr, second.momentum, second.weight_decay) == (
+        40,
+        2048,
+        10.0,
+        0.9,
+        0.0,
+    )
     assert (second.schedule, second.milestones, second.gamma) == ("step", (20, 30), 0.1)
     assert (second.sampler, second.train, second.select_on_val) == ("class_balanced", "head", True)
     args = recipe.method_args
@@ -112,9 +130,16 @@ def test_flagship_builds_and_exports_to_checked_onnx(tmp_path):
     # torchvision/timm ResNet-50 trunk (23.5M) + a 2048 x 1000 linear classifier; no projection head
     assert sum(p.numel() for p in model.parameters()) == 23_508_032 + 2048 * 1000 + 1000
     spec = dataset_spec("imagenet_lt")
-    info = ModelInfo(name="dscl_pbsd_resnet50.imagenet_lt", arch="resnet50", num_classes=1000,
-                     input_size=(3, 224, 224), mean=spec.mean, std=spec.std,
-                     label_names=[str(i) for i in range(1000)], dataset="imagenet_lt")
+    info = ModelInfo(
+        name="dscl_pbsd_resnet50.imagenet_lt",
+        arch="resnet50",
+        num_classes=1000,
+        input_size=(3, 224, 224),
+        mean=spec.mean,
+        std=spec.std,
+        label_names=[str(i) for i in range(1000)],
+        dataset="imagenet_lt",
+    )
     report = export((model, info), tmp_path / "onnx", ExportOptions(verify="parity"))
     assert report.passed and report.failures == []
     checks = report.variants["fp32"].checks
@@ -265,8 +290,12 @@ def test_reestimated_batchnorm_is_the_average_of_the_batch_statistics():
     # In train mode every BN normalises with its batch's statistics, so its inputs do not depend on the
     # running statistics: record each BN's input mean and unbiased variance per batch.
     seen = {norm: [] for norm in norms}
-    hooks = [norm.register_forward_pre_hook(lambda m, args: seen[m].append(
-        (args[0].mean(dim=(0, 2, 3)), args[0].var(dim=(0, 2, 3), unbiased=True)))) for norm in norms]
+    hooks = [
+        norm.register_forward_pre_hook(
+            lambda m, args: seen[m].append((args[0].mean(dim=(0, 2, 3)), args[0].var(dim=(0, 2, 3), unbiased=True)))
+        )
+        for norm in norms
+    ]
     backbone.train()
     with torch.no_grad():
         for batch in batches:
@@ -347,17 +376,21 @@ def test_reestimated_statistics_are_a_fresh_estimate_on_the_standard_augmentatio
     transform, train_set = train_transform(fmnist_small.info), fmnist_small.train
     torch.manual_seed(1)
     order = torch.randperm(len(train_set)).tolist()
-    batches = (torch.stack([transform(train_set[i][0]) for i in order[start:start + 32]])
-               for start in range(0, len(order) - 31, 32))
+    batches = (
+        torch.stack([transform(train_set[i][0]) for i in order[start : start + 32]])
+        for start in range(0, len(order) - 31, 32)
+    )
     assert reestimate_batchnorm(model.backbone, batches, model.forward_features) == len(order) // 32
     fresh, _ = _backbone_split(model.state_dict())
     saved, _ = _backbone_split(probe_bn_runs["reestimate"])
     stage1, _ = _backbone_split(probe_bn_runs["stage1"])
     assert set(fresh) == set(saved)
-    gap_to_fresh = torch.stack([(saved[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3)
-                                for k in fresh])
-    stage1_to_fresh = torch.stack([(stage1[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3)
-                                   for k in fresh])
+    gap_to_fresh = torch.stack(
+        [(saved[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3) for k in fresh]
+    )
+    stage1_to_fresh = torch.stack(
+        [(stage1[k] - fresh[k]).abs().mean() / fresh[k].abs().mean().clamp_min(1e-3) for k in fresh]
+    )
     assert gap_to_fresh.max() < 0.05, gap_to_fresh.max()  # the same estimate, up to the crops drawn
     assert stage1_to_fresh.median() > 10 * gap_to_fresh.median()  # and not what stage 1 left behind
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.dscl import DSCLLoss, dscl_loss, dscl_weights, weighted_contrastive_nll
-from ltzoo.recipes.dscl import beta_to_alpha
 from ltzoo.losses.pbsd import pbsd_loss, roi_patch_features
 from ltzoo.models.momentum import LabelledQueue, MomentumEncoder
+from ltzoo.recipes.dscl import beta_to_alpha
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest.py
 
@@ -232,7 +232,7 @@ def test_momentum_update_and_no_gradients():
     out = key(torch.randn(4, 3))
     assert not out.requires_grad
     assert all(not p.requires_grad for p in key.parameters())
-    loss = (online(torch.randn(4, 3)).sum() + out.sum())
+    loss = online(torch.randn(4, 3)).sum() + out.sum()
     loss.backward()
     assert all(p.grad is None for p in key.parameters())
 
@@ -268,12 +268,7 @@ def _ddp_worker(rank: int, world: int, store: str, out_dir: str) -> None:
         images = torch.randn(4, 2) + rank
         keys = encoder(images)
         torch.save(
-            {
-                "queue": queue.contents(),
-                "ptr": int(queue.ptr),
-                "keys": keys,
-                "local": encoder.encoder(images),
-            },
+            {"queue": queue.contents(), "ptr": int(queue.ptr), "keys": keys, "local": encoder.encoder(images)},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
     finally:

@@ -19,11 +19,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from ltzoo.cli.export import main_export, main_tensorrt
 from ltzoo.data import DataInfo, LTDataset, TensorImageDataset
 from ltzoo.errors import BadHyperParameterError, CorruptFileError, ExportCheckError
 from ltzoo.export import ExportOptions, export
 from ltzoo.export.checks import check_graph, check_io
-from ltzoo.cli.export import main_export, main_tensorrt
 from ltzoo.export.int8 import class_balanced_indices
 from ltzoo.export.lint import lint_unavailable
 from ltzoo.export.metadata import ModelInfo, build_metadata, read_metadata, write_metadata_props
@@ -94,7 +94,8 @@ def info_for(data: LTDataset, arch: str, name: str) -> ModelInfo:
 
 # polygraphy's lint runs where it is installed (`make setup` installs it with the dev extra).
 ALL_CHECKS = {"graph", "metadata", "io", "batch_norm_folded", "tensorrt_static", "parity"} | (
-    {"polygraphy_lint"} if lint_unavailable() is None else set())
+    {"polygraphy_lint"} if lint_unavailable() is None else set()
+)
 
 
 def assert_every_check_passed(report: ExportReport, variants: set[str]) -> None:
@@ -233,14 +234,27 @@ def test_metadata_round_trips(resnet32_export, random_run, fmnist):
 
 def test_metadata_write_read_unit(tmp_path):
     info = ModelInfo(
-        "m", "resnet32", 3, (1, 8, 8), (0.5,), (0.25,), ["a", "b", "c"], [5, 3, 1],
-        {"many": 4, "few": 2, "rule": "absolute"}, {"many": [0], "medium": [1], "few": [2]}, "toy", "ab" * 32,
+        "m",
+        "resnet32",
+        3,
+        (1, 8, 8),
+        (0.5,),
+        (0.25,),
+        ["a", "b", "c"],
+        [5, 3, 1],
+        {"many": 4, "few": 2, "rule": "absolute"},
+        {"many": [0], "medium": [1], "few": [2]},
+        "toy",
+        "ab" * 32,
     )
     metadata = build_metadata(info, variant="fp16", exporter="torchscript", opset=19, logit_adjust_tau=0.5)
     proto = onnx.helper.make_model(
-        onnx.helper.make_graph([onnx.helper.make_node("Identity", ["input"], ["logits"])], "g",
-                               [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 3])],
-                               [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3])])
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["input"], ["logits"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 3])],
+            [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 3])],
+        )
     )
     write_metadata_props(proto, metadata)
     save_model(proto, tmp_path / "m.onnx")
@@ -289,7 +303,9 @@ def test_perturbed_weights_fail_parity_with_nonzero_exit(resnet32_export, random
     script = str(REPO / "export/to_onnx.py")
     result = subprocess.run(
         [sys.executable, script, "--model", str(random_run), "--out", str(out), "--verify-existing"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode != 0 and "parity with PyTorch failed" in result.stderr
     report = json.loads((out / "export_report.json").read_text())
@@ -325,11 +341,23 @@ def test_trt_static_check_flags_planted_problems(resnet32_export, tmp_path):
         "unique": (plant(proto, node("Unique", ["logits"], ["u"])), "op Unique (1 node) is listed as unsupported"),
         "custom": (plant(proto, node("Gelu", ["logits"], ["g"], domain="com.microsoft")), "com.microsoft::Gelu"),
         "double": (plant(proto, node("Cast", ["logits"], ["d"], to=onnx.TensorProto.DOUBLE)), "double (float64)"),
-        "int64": (plant(proto, onnx.helper.make_node("Identity", ["big"], ["b"]),
-                        onnx.numpy_helper.from_array(np.array([2**40], dtype=np.int64), "big")), "do not fit int32"),
-        "zero_point": (plant(proto, onnx.helper.make_node("QuantizeLinear", ["logits", "s", "z"], ["q"]),
-                             onnx.numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
-                             onnx.numpy_helper.from_array(np.array(3, dtype=np.int8), "z")), "zero point is not 0"),
+        "int64": (
+            plant(
+                proto,
+                onnx.helper.make_node("Identity", ["big"], ["b"]),
+                onnx.numpy_helper.from_array(np.array([2**40], dtype=np.int64), "big"),
+            ),
+            "do not fit int32",
+        ),
+        "zero_point": (
+            plant(
+                proto,
+                onnx.helper.make_node("QuantizeLinear", ["logits", "s", "z"], ["q"]),
+                onnx.numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
+                onnx.numpy_helper.from_array(np.array(3, dtype=np.int8), "z"),
+            ),
+            "zero point is not 0",
+        ),
     }
     for name, (planted, expected) in cases.items():
         path = tmp_path / f"{name}.onnx"
@@ -486,10 +514,18 @@ def test_auto_calibration_keeps_the_first_method_within_the_gate_on_val(tmp_path
     ("calib_method", "rechecked", "recipe", "expected"),
     [
         ("minmax", False, {}, "lost accuracy with minmax calibration: retry with --calib-method auto"),
-        ("auto", False, {"calibration_choice": {"chosen": "percentile", "within_threshold": True}},
-         "percentile calibration (chosen by auto) kept val within the gate but not every split"),
-        ("auto", False, {"calibration_choice": {"chosen": "entropy", "within_threshold": False}},
-         "lost accuracy on val with every calibration method auto tried"),
+        (
+            "auto",
+            False,
+            {"calibration_choice": {"chosen": "percentile", "within_threshold": True}},
+            "percentile calibration (chosen by auto) kept val within the gate but not every split",
+        ),
+        (
+            "auto",
+            False,
+            {"calibration_choice": {"chosen": "entropy", "within_threshold": False}},
+            "lost accuracy on val with every calibration method auto tried",
+        ),
         ("auto", True, {}, "re-export with --int8 (--calib-method auto"),
     ],
 )
@@ -545,7 +581,8 @@ def test_parity_check_by_hand(tmp_path):
     from ltzoo.export.checks import PARITY_TOLERANCES, check_parity
 
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["input"], ["logits"])], "identity",
+        [onnx.helper.make_node("Identity", ["input"], ["logits"])],
+        "identity",
         [onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", 4])],
         [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", 4])],
     )
@@ -557,6 +594,7 @@ def test_parity_check_by_hand(tmp_path):
     assert result["max_abs_diff"] == 0.0 and result["top1_agreement"] == 1.0 and result["batches"] == [1, 3, 17]
     with pytest.raises(ExportCheckError, match="exceeds atol"):
         check_parity(session, lambda x: x + np.float32(0.01), (4,), fp32)
+
     # Swapping the reference's top-2 classes moves every logit by the margin, far beyond fp32's tolerance
     # and with no clear sample agreeing on top-1.
     def swap_top2(x):
@@ -603,7 +641,8 @@ def test_int8_of_a_cosine_head_model(tmp_path):
     assert recipe["qdq_nodes"] > 0
     probe = rng.standard_normal((5, 1, 28, 28), dtype=np.float32)
     run = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(  # noqa: E731
-        ["logits"], {"input": probe})[0]
+        ["logits"], {"input": probe}
+    )[0]
     expected, quantized = run(fp32), run(int8)
     assert quantized.shape == (5, 10)
     # The saved cosine head gives plain cosines in [-1, 1]; int8 convolutions move them by a little.

@@ -4,9 +4,10 @@ and reports written before the records existed (version 1: failures as sentences
 from __future__ import annotations
 
 import json
-import pytest
 
+import pytest
 from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
+
 from ltzoo.errors import CorruptFileError
 from ltzoo.export import ExportOptions, export
 from ltzoo.export.report import ExportReport, Failure, read_report, write_report
@@ -19,20 +20,44 @@ VERSION_1 = {
     "source": {"name": "ce_resnet32.fmnist_lt", "weights_sha256": "ab" * 32, "spec": "local-dir:ce"},
     "export": {"exporter": "dynamo", "opset": 18},
     "variants": {
-        "fp32": {"file": "model.onnx", "sha256": "cd" * 32, "metadata": {"source_weights_sha256": "ab" * 32},
-                 "checks": {"graph": {"passed": True, "nodes": 70},
-                            "parity": {"passed": False, "reason": "parity with PyTorch failed: max abs diff 0.2",
-                                       "max_abs_diff": 0.2}}},
+        "fp32": {
+            "file": "model.onnx",
+            "sha256": "cd" * 32,
+            "metadata": {"source_weights_sha256": "ab" * 32},
+            "checks": {
+                "graph": {"passed": True, "nodes": 70},
+                "parity": {
+                    "passed": False,
+                    "reason": "parity with PyTorch failed: max abs diff 0.2",
+                    "max_abs_diff": 0.2,
+                },
+            },
+        },
         "fp16": {"file": "model_fp16.onnx", "checks": {}, "error": "fp16 conversion failed"},
-        "int8": {"file": "model_int8.onnx", "checks": {"graph": {"passed": True}},
-                 "recipe": {"calibration_method": "minmax"}},
+        "int8": {
+            "file": "model_int8.onnx",
+            "checks": {"graph": {"passed": True}},
+            "recipe": {"calibration_method": "minmax"},
+        },
     },
     "verification": {
-        "mode": "dataset", "splits": ["val", "test"], "max_drop": {"fp32": 0.1, "int8": 1.0},
+        "mode": "dataset",
+        "splits": ["val", "test"],
+        "max_drop": {"fp32": 0.1, "int8": 1.0},
         "gated_groups": ["all", "few"],
-        "results": {"test": {"pytorch": {"all": 71.0, "many": 80.0, "medium": 60.0, "few": 41.0,
-                                         "per_class": [90.0, 10.0], "num_samples": 10000},
-                             "int8": {"all": 70.0, "few": 39.5}}},
+        "results": {
+            "test": {
+                "pytorch": {
+                    "all": 71.0,
+                    "many": 80.0,
+                    "medium": 60.0,
+                    "few": 41.0,
+                    "per_class": [90.0, 10.0],
+                    "num_samples": 10000,
+                },
+                "int8": {"all": 70.0, "few": 39.5},
+            }
+        },
         "deltas": {"test": {"int8": {"all": -1.0, "few": -1.5}}},
         "failures": ["int8 on test: few top-1 39.50 vs PyTorch 41.00 (drop 1.50 pt > allowed 1 pt)"],
     },
@@ -70,8 +95,13 @@ def test_a_version_1_report_loads_with_its_sentences_as_records(tmp_path):
     write_report(tmp_path, report)
     again = json.loads((tmp_path / "export_report.json").read_text())
     assert again["report_version"] == 2 and again["failures"][0] == {
-        "variant": "fp32", "check": "parity", "split": None, "value": None, "limit": None,
-        "reason": "parity with PyTorch failed: max abs diff 0.2"}
+        "variant": "fp32",
+        "check": "parity",
+        "split": None,
+        "value": None,
+        "limit": None,
+        "reason": "parity with PyTorch failed: max abs diff 0.2",
+    }
     assert read_report(tmp_path).failures == report.failures
 
 
@@ -90,8 +120,12 @@ def test_what_export_returns_is_what_it_wrote(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no export_report.json in"), ("{", "is not valid JSON"), ("[1, 2]", "not an ltzoo export report"),
-     ('{"variants": {"fp32": {"checks": {"graph": 3}}}}', "not a readable ltzoo export report")],
+    [
+        (None, "no export_report.json in"),
+        ("{", "is not valid JSON"),
+        ("[1, 2]", "not an ltzoo export report"),
+        ('{"variants": {"fp32": {"checks": {"graph": 3}}}}', "not a readable ltzoo export report"),
+    ],
 )
 def test_an_unreadable_report_is_refused_with_the_fix(tmp_path, content, message):
     if content is not None:

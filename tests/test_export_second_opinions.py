@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from onnx import TensorProto, helper
 
-from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import ExportCheckError
 from ltzoo.export.lint import INSTALL_HINT, check_lint, lint_unavailable
 from ltzoo.export.pipeline import ExportOptions, export
@@ -37,9 +37,14 @@ def test_without_polygraphy_the_report_says_the_lint_did_not_run_and_how_to_get_
 def test_polygraphy_lints_every_variant(run_dir, tmp_path):
     from ltzoo.data import build_dataset
 
-    report = export(str(run_dir), tmp_path / "out",
-                    ExportOptions(verify="none", exporter="torchscript", fp16=True, int8=True, calib_size=32,
-                                  calib_method="minmax"), data=build_dataset("fmnist_lt"))
+    report = export(
+        str(run_dir),
+        tmp_path / "out",
+        ExportOptions(
+            verify="none", exporter="torchscript", fp16=True, int8=True, calib_size=32, calib_method="minmax"
+        ),
+        data=build_dataset("fmnist_lt"),
+    )
     assert report.independent_checks["polygraphy_lint"].startswith("ran on every variant")
     for variant in ("fp32", "fp16", "int8"):
         lint = report.variants[variant].checks["polygraphy_lint"]
@@ -53,7 +58,8 @@ def test_polygraphy_finds_what_the_onnx_checker_lets_through(tmp_path):
     # A Reshape of [batch, 4] to [-1, 3]: valid ONNX (the checker and shape inference accept a symbolic batch),
     # but it cannot run at batch 1, which is what the linter feeds it.
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["logits"], name="bad_reshape")], "bad",
+        [helper.make_node("Reshape", ["input", "shape"], ["logits"], name="bad_reshape")],
+        "bad",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 3])],
         [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 3])],
@@ -73,8 +79,17 @@ def test_int8_debug_ranks_tensors_names_exclusion_candidates_and_exclusion_works
     data = build_dataset("fmnist_lt")
     out = tmp_path / "out"
     # A gate nothing can pass (int8 must beat PyTorch by 5 points), so the failure message is shown.
-    options = ExportOptions(verify="dataset", splits=("val",), exporter="torchscript", int8=True, calib_size=64,
-                            calib_method="minmax", int8_debug=4, max_drop={"fp32": 0.1, "int8": -5.0}, lint=False)
+    options = ExportOptions(
+        verify="dataset",
+        splits=("val",),
+        exporter="torchscript",
+        int8=True,
+        calib_size=64,
+        calib_method="minmax",
+        int8_debug=4,
+        max_drop={"fp32": 0.1, "int8": -5.0},
+        lint=False,
+    )
     with pytest.raises(ExportCheckError) as caught:
         export(str(run_dir), out, options, data=data)
     report = json.loads((out / "export_report.json").read_text())
@@ -94,9 +109,20 @@ def test_int8_debug_ranks_tensors_names_exclusion_candidates_and_exclusion_works
     target = next(row for row in worst if row["producer"])
     chosen = [target["producer"], *target["consumers"]]
     assert set(chosen) <= set(debug["exclude_candidates"])
-    excluded = export(str(run_dir), tmp_path / "excluded",
-                      ExportOptions(verify="parity", exporter="torchscript", int8=True, calib_size=64,
-                                    calib_method="minmax", int8_exclude=tuple(chosen), lint=False), data=data)
+    excluded = export(
+        str(run_dir),
+        tmp_path / "excluded",
+        ExportOptions(
+            verify="parity",
+            exporter="torchscript",
+            int8=True,
+            calib_size=64,
+            calib_method="minmax",
+            int8_exclude=tuple(chosen),
+            lint=False,
+        ),
+        data=data,
+    )
     assert excluded.variants["int8"].recipe["nodes_excluded_by_request"] == chosen
 
     def quantized(path: Path) -> set[str]:
@@ -106,6 +132,17 @@ def test_int8_debug_ranks_tensors_names_exclusion_candidates_and_exclusion_works
     assert target["tensor"] not in quantized(tmp_path / "excluded" / "model_int8.onnx")
 
     with pytest.raises(ExportCheckError, match="--int8-exclude names no node .*'no_such_node'"):
-        export(str(run_dir), tmp_path / "bad", ExportOptions(verify="none", exporter="torchscript", int8=True,
-                                                             calib_size=16, calib_method="minmax",
-                                                             int8_exclude=("no_such_node",), lint=False), data=data)
+        export(
+            str(run_dir),
+            tmp_path / "bad",
+            ExportOptions(
+                verify="none",
+                exporter="torchscript",
+                int8=True,
+                calib_size=16,
+                calib_method="minmax",
+                int8_exclude=("no_such_node",),
+                lint=False,
+            ),
+            data=data,
+        )

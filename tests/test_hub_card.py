@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.errors import CorruptFileError, DataNotFoundError, ExportCheckError
 from ltzoo.export.pipeline import ExportOptions, export, recheck
 from ltzoo.export.report import read_report
@@ -44,21 +44,34 @@ def _export_row(card_text: str, variant: str) -> str:
 def test_export_table_shows_reference_variants_gate_and_calibration(ce_fmnist_run, ce_fmnist_int8_export):
     out, _ = ce_fmnist_int8_export
     report = read_report(out)
-    card = render_card(read_config(ce_fmnist_run), read_metrics(ce_fmnist_run), REPO, export_report=report,
-                       onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json"])
+    card = render_card(
+        read_config(ce_fmnist_run),
+        read_metrics(ce_fmnist_run),
+        REPO,
+        export_report=report,
+        onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx", "onnx/export_report.json"],
+    )
     text = str(card)
-    assert "| variant | file | max abs diff vs PyTorch | top-1 agreement | val top-1 all / few | test top-1 all / few | passed |" in text
+    assert (
+        "| variant | file | max abs diff vs PyTorch | top-1 agreement | val top-1 all / few "
+        "| test top-1 all / few | passed |" in text
+    )
     results = report.verification.results
 
     def top1(name: str) -> str:
-        return " | ".join(f"{results[split][name].all:.2f} / {results[split][name].few:.2f}" for split in ("val", "test"))
+        return " | ".join(
+            f"{results[split][name].all:.2f} / {results[split][name].few:.2f}" for split in ("val", "test")
+        )
 
-    assert _export_row(text, "pytorch") == f"| pytorch (reference) | `model.safetensors` | - | - | {top1('pytorch')} | - |"
+    assert (
+        _export_row(text, "pytorch") == f"| pytorch (reference) | `model.safetensors` | - | - | {top1('pytorch')} | - |"
+    )
     for variant, file in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")):
         parity = report.variants[variant].checks["parity"].details
         assert _export_row(text, variant) == (
             f"| {variant} | `{file}` | {parity['max_abs_diff']:.2e} | {100 * parity['top1_agreement']:.2f} % | "
-            f"{top1(variant)} | yes |")
+            f"{top1(variant)} | yes |"
+        )
     assert "may drop at most (fp32 0.1, fp16 0.5, int8 1) points below PyTorch" in text  # the default gate
     choice = report.variants["int8"].recipe["calibration_choice"]
     assert "calibrated on 512 train images (seed 0), class-balanced" in text  # --calib-size / --calib-seed defaults
@@ -78,8 +91,15 @@ def test_a_variant_that_failed_the_gate_is_marked_on_the_card(ce_fmnist_run, ce_
     report = read_report(copy)
     assert [(f.variant, f.split) for f in report.failures] == [("int8", "val"), ("int8", "val")]  # all and few
     assert report.variants["int8"].passed  # every check of the graph itself passed
-    text = str(render_card(read_config(ce_fmnist_run), read_metrics(ce_fmnist_run), REPO, export_report=report,
-                           onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx"]))
+    text = str(
+        render_card(
+            read_config(ce_fmnist_run),
+            read_metrics(ce_fmnist_run),
+            REPO,
+            export_report=report,
+            onnx_files=["onnx/model.onnx", "onnx/model_int8.onnx"],
+        )
+    )
     assert _export_row(text, "int8").endswith("| **no** |") and _export_row(text, "fp32").endswith("| yes |")
     assert "val top-1 all / few | passed |" in text and "test top-1" not in text  # only val was verified
 
@@ -88,7 +108,9 @@ def test_a_group_without_classes_is_left_out_of_the_model_index(run_dir):
     metrics = read_metrics(run_dir)
     metrics["val"]["medium"] = None  # e.g. a dataset whose counts put no class in the medium group
     text = str(render_card(read_config(run_dir), metrics, REPO))
-    configs = [(r["dataset"]["split"], m["config"]) for r in _meta(text)["model-index"][0]["results"] for m in r["metrics"]]
+    configs = [
+        (r["dataset"]["split"], m["config"]) for r in _meta(text)["model-index"][0]["results"] for m in r["metrics"]
+    ]
     assert ("val", "medium") not in configs and ("test", "medium") in configs and len(configs) == 7
     assert "| val | 61.25 | 75.00 | - | 26.25 |" in text
 
@@ -148,8 +170,14 @@ def test_reproduce_line_only_when_the_run_used_the_zoo_recipe(run_dir):
 def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_keys(run_dir, tmp_path):
     report = export(str(run_dir), tmp_path / "exports", ExportOptions(verify="parity", exporter="torchscript"))
     assert report.passed
-    card = render_card(read_config(run_dir), read_metrics(run_dir), REPO, export_report=report,
-                       onnx_files=["onnx/model.onnx", "onnx/export_report.json"], hub_url="https://hub.example")
+    card = render_card(
+        read_config(run_dir),
+        read_metrics(run_dir),
+        REPO,
+        export_report=report,
+        onnx_files=["onnx/model.onnx", "onnx/export_report.json"],
+        hub_url="https://hub.example",
+    )
     meta = _meta(str(card))
     assert meta["datasets"] == ["zalando-datasets/fashion_mnist"]  # a Hub dataset id that exists
     assert "base_model" not in meta and "base_model_relation" not in meta  # trained from scratch
@@ -164,8 +192,15 @@ def test_model_index_on_a_card_from_a_real_export_report_has_the_hubs_required_k
         assert result["dataset"]["split"] in ("val", "test")
         # The long-tail facts of make_run's config: IR 100 over 10 classes, index sha256 of zeros.
         assert result["dataset"]["args"] == {
-            "long_tailed_subset": "fmnist_lt", "num_classes": 10, "train_images": 2478, "imbalance_factor": 100.0,
-            "index_sha256": "0" * 64, "shot_rule": "absolute", "many_threshold": 100, "few_threshold": 20}
+            "long_tailed_subset": "fmnist_lt",
+            "num_classes": 10,
+            "train_images": 2478,
+            "imbalance_factor": 100.0,
+            "index_sha256": "0" * 64,
+            "shot_rule": "absolute",
+            "many_threshold": 100,
+            "few_threshold": 20,
+        }
         assert result["source"] == {"name": RESULTS_SOURCE, "url": f"https://hub.example/{REPO}"}
         assert [m["config"] for m in result["metrics"]] == ["all", "many", "medium", "few"]
         for metric in result["metrics"]:
@@ -208,8 +243,13 @@ print(sorted(m for m in sys.modules if m.startswith(("onnxruntime.quantization",
 
 def test_a_run_fine_tuned_from_the_hub_names_its_base_model(run_dir):
     config = read_config(run_dir)
-    parent = {"source": "hf-hub:org/ce_resnet32.fmnist_lt@" + "1" * 40, "name": "ce_resnet32.fmnist_lt",
-              "dataset": "fmnist_lt", "num_classes": 10, "hub_repo_id": "org/ce_resnet32.fmnist_lt"}
+    parent = {
+        "source": "hf-hub:org/ce_resnet32.fmnist_lt@" + "1" * 40,
+        "name": "ce_resnet32.fmnist_lt",
+        "dataset": "fmnist_lt",
+        "num_classes": 10,
+        "hub_repo_id": "org/ce_resnet32.fmnist_lt",
+    }
     config["ltzoo"]["parent"] = parent
     meta = _meta(str(render_card(config, read_metrics(run_dir), "org/ce_resnet32.parts")))
     assert meta["base_model"] == "org/ce_resnet32.fmnist_lt" and meta["base_model_relation"] == "finetune"
@@ -226,8 +266,8 @@ def test_every_method_card_links_its_paper_on_arxiv():
 
 
 def test_the_parent_record_knows_which_hub_repo_a_parent_came_from(run_dir, tmp_path, monkeypatch):
-    from ltzoo.planner.finetune import hub_repo_id
     from ltzoo.pins import HubWeights, write_pins
+    from ltzoo.planner.finetune import hub_repo_id
 
     assert hub_repo_id("hf-hub:org/base@" + "2" * 40) == "org/base"
     assert hub_repo_id(str(run_dir)) is None and hub_repo_id(f"local-dir:{run_dir}") is None
@@ -242,6 +282,7 @@ def test_the_card_states_the_training_precision(run_dir):
     config, metrics = read_config(run_dir), read_metrics(run_dir)
     config["ltzoo"]["precision"] = "bf16"  # as the trainer records it (make_run trains nothing)
     assert "- Training precision: bf16 (the reported numbers are an fp32 evaluation" in str(
-        render_card(config, metrics, REPO))
+        render_card(config, metrics, REPO)
+    )
     del config["ltzoo"]["precision"]  # a run from before mixed precision trained in fp32
     assert "- Training precision: fp32 (" in str(render_card(config, metrics, REPO))

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, hub_env, isolated_process, local_hub, make_run, set_cache  # noqa: F401 (fixtures)
 from huggingface_hub import CommitOperationAdd, HfApi
 
 import ltzoo
-from hub_fixtures import (  # noqa: F401 (fixtures)
-    ORG,
-    READ_TOKEN,
-    WRITE_TOKEN,
-    hub_env,
-    local_hub,
-    make_run,
-    set_cache,
-    isolated_process,
-)
 from ltzoo.errors import HubError
 from ltzoo.hub.download import download_run
-from ltzoo.publish.push import push_run
 from ltzoo.hub.settings import hub_settings
+from ltzoo.publish.push import push_run
 from ltzoo.runs import load_run
 
 REPO = f"{ORG}/ce_resnet32.fmnist_lt"
@@ -43,7 +34,8 @@ def _cached_files(cache: Path) -> list[str]:
     if not cache.exists():
         return []
     return sorted(
-        str(p.relative_to(cache)) for p in cache.rglob("*")
+        str(p.relative_to(cache))
+        for p in cache.rglob("*")
         if (p.is_file() or p.is_symlink()) and ".locks" not in p.parts and "refs" not in p.parts
     )
 
@@ -212,8 +204,14 @@ def test_repo_pushed_by_something_else_has_no_ltzoo_config(hub_env, tmp_path, mo
     api = HfApi(endpoint=hub_env.url, token=WRITE_TOKEN)
     api.create_repo(f"{ORG}/timm-model")
     timm_config = {"architecture": "resnet18", "num_classes": 1000, "pretrained_cfg": {"input_size": [3, 224, 224]}}
-    api.create_commit(f"{ORG}/timm-model", [CommitOperationAdd("config.json", json.dumps(timm_config).encode()),
-                                            CommitOperationAdd("model.safetensors", b"x")], commit_message="timm")
+    api.create_commit(
+        f"{ORG}/timm-model",
+        [
+            CommitOperationAdd("config.json", json.dumps(timm_config).encode()),
+            CommitOperationAdd("model.safetensors", b"x"),
+        ],
+        commit_message="timm",
+    )
     api.create_repo(f"{ORG}/empty")
     set_cache(monkeypatch, tmp_path / "home")
     with pytest.raises(HubError, match="without an 'ltzoo' block, so it was not pushed by ltzoo") as info:

@@ -23,18 +23,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_fixtures import ORG, USER, WRITE_TOKEN, isolated_process, make_run, read_json, set_cache  # noqa: F401 (fixtures)
 from huggingface_hub import HfApi, hf_hub_download
 
 import ltzoo
-from hub_fixtures import (  # noqa: F401 (fixtures)
-    ORG,
-    USER,
-    WRITE_TOKEN,
-    isolated_process,
-    make_run,
-    read_json,
-    set_cache,
-)
 from ltzoo.errors import HubError, LtzooError
 from ltzoo.publish.push import push_run
 from ltzoo.runs import load_run
@@ -102,8 +94,21 @@ class HubProcess:
     """
 
     def __init__(self, data: Path, port: int, *stall: str) -> None:
-        command = [sys.executable, hub_server.__file__, "--port", str(port), "--token", WRITE_TOKEN, "--user", USER,
-                   "--orgs", ORG, "--data", str(data), *stall]
+        command = [
+            sys.executable,
+            hub_server.__file__,
+            "--port",
+            str(port),
+            "--token",
+            WRITE_TOKEN,
+            "--user",
+            USER,
+            "--orgs",
+            ORG,
+            "--data",
+            str(data),
+            *stall,
+        ]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -125,7 +130,7 @@ class HubProcess:
     def wait_stalled(self) -> str:
         line = self._next_line()
         assert line.startswith("stalled: "), f"expected the server to stall, it printed {line!r}"
-        return line[len("stalled: "):]
+        return line[len("stalled: ") :]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -258,11 +263,23 @@ def test_four_processes_cold_load_one_repo_into_one_cache_at_once(tmp_path, monk
 
         home, out = tmp_path / "shared-home", tmp_path / "results"
         out.mkdir()
-        env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_ENDPOINT": hub.url,
-               "HF_TOKEN": WRITE_TOKEN, "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "HF_HOME": str(home),
+            "HF_HUB_CACHE": str(home / "hub"),
+            "HF_ENDPOINT": hub.url,
+            "HF_TOKEN": WRITE_TOKEN,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "OMP_NUM_THREADS": "1",
+        }
         env.pop("HF_HUB_OFFLINE", None)
-        done = subprocess.run([sys.executable, "-c", CLIENTS, f"hf-hub:{REPO}", str(clients), str(out)], env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, "-c", CLIENTS, f"hf-hub:{REPO}", str(clients), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         results = [read_json(out / f"client-{i}.json") for i in range(clients)]
         assert json.loads(done.stdout.splitlines()[-1]) == [0] * clients, [r.get("error") for r in results]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import runpy
 from pathlib import Path
@@ -13,30 +12,30 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import RepositoryNotFoundError
-from PIL import Image
-
-import ltzoo
 from hub_fixtures import (  # noqa: F401 (fixtures)
     CLASS_COUNTS,
     ORG,
     WRITE_TOKEN,
     hub_env,
+    isolated_process,
     local_hub,
     make_run,
     read_json,
     set_cache,
-    isolated_process,
 )
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import RepositoryNotFoundError
+from PIL import Image
+
+import ltzoo
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.export.report import ExportReport
-from ltzoo.publish.card import MODEL_CARDS_DIR, method_text
 from ltzoo.export.sessions import load_onnx_session, resolve_onnx_file
-from ltzoo.publish.zoo import publish_zoo
+from ltzoo.publish.card import MODEL_CARDS_DIR, method_text
 from ltzoo.publish.push import push_run
+from ltzoo.publish.zoo import publish_zoo
 from ltzoo.runs import load_run
 
 REPO = f"{ORG}/ce_resnet32.fmnist_lt"
@@ -143,7 +142,11 @@ def test_pushing_twice_updates_the_card_and_old_revision_stays_loadable(hub_env,
     assert len(api.list_repo_commits(REPO)) == 3
 
     meta = _front_matter(_download(hub_env, "README.md", tmp_path).read_text())
-    values = {(r["dataset"]["split"], m["config"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    values = {
+        (r["dataset"]["split"], m["config"]): m["value"]
+        for r in meta["model-index"][0]["results"]
+        for m in r["metrics"]
+    }
     assert values[("test", "all")] == 63.25  # seed 1's numbers: 61.25 + 1 (test) + 1 (seed)
     readme = _download(hub_env, "README.md", tmp_path).read_text()
     assert "- Seed: 1" in readme and "- Seed: 0" not in readme
@@ -213,7 +216,9 @@ def test_branch_and_pull_request_pushes(hub_env, run_dir, tmp_path, monkeypatch)
     assert "model.safetensors" not in api.list_repo_files(REPO)
     set_cache(monkeypatch, tmp_path / "fresh-home")
     assert torch.equal(_logits(ltzoo.load(f"hf-hub:{REPO}@dev")), _logits(load_run(run_dir)[0]))
-    assert torch.equal(_logits(ltzoo.load(f"hf-hub:{REPO}@refs/pr/1")), _logits(load_run(tmp_path / "runs" / "seed1")[0]))
+    assert torch.equal(
+        _logits(ltzoo.load(f"hf-hub:{REPO}@refs/pr/1")), _logits(load_run(tmp_path / "runs" / "seed1")[0])
+    )
     assert dev.oid == api.model_info(REPO, revision="dev").sha
 
 
@@ -264,8 +269,11 @@ def test_publish_zoo_pushes_matching_entries_and_pins_them(hub_env, tmp_path, ca
     assert ce["repo_id"] == f"{ORG}/ce_resnet32.fmnist_lt"
     assert ce["revision"] == HfApi(endpoint=hub_env.url).model_info(ce["repo_id"]).sha
     recorded_test = read_json(runs / "ce" / "metrics.json")["test"]
-    assert ce["metrics"] == {"split": "test", "all": 62.25,
-                             **{g: round(recorded_test[g], 2) for g in ("many", "medium", "few")}}
+    assert ce["metrics"] == {
+        "split": "test",
+        "all": 62.25,
+        **{g: round(recorded_test[g], 2) for g in ("many", "medium", "few")},
+    }
     # A pinned download (what a registry entry does) loads the published weights.
     set_cache(monkeypatch, tmp_path / "fresh-home")
     from ltzoo.hub.download import download_run

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, isolated_process, local_hub  # noqa: F401 (fixtures)
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, hf_hub_download
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -25,7 +26,6 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, isolated_process, local_hub  # noqa: F401 (fixtures)
 from ltzoo.testing import hub_server
 from ltzoo.testing.hub_server import git_blob_sha1
 
@@ -43,7 +43,11 @@ def repo(api: HfApi) -> str:
     api.create_repo(repo_id)
     api.create_commit(
         repo_id,
-        [CommitOperationAdd("data.bin", PAYLOAD), CommitOperationAdd("sub/dir/a.txt", b"a"), CommitOperationAdd("README.md", b"---\nlibrary_name: ltzoo\ntags: [long-tailed]\n---\nhi\n")],
+        [
+            CommitOperationAdd("data.bin", PAYLOAD),
+            CommitOperationAdd("sub/dir/a.txt", b"a"),
+            CommitOperationAdd("README.md", b"---\nlibrary_name: ltzoo\ntags: [long-tailed]\n---\nhi\n"),
+        ],
         commit_message="add files",
     )
     return repo_id
@@ -189,18 +193,21 @@ def test_server_runs_as_a_script_and_prints_its_url(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
-
 def test_fault_hooks_stall_mid_download_and_mid_commit_then_drop_the_connection(tmp_path: Path) -> None:
     # The hooks tests/test_hub_faults.py kills the server at, checked here in-thread with raw HTTP and the client.
-    faults = hub_server.Faults(stall_download="data.bin", stall_bytes=1000,
-                               hold_download="other.bin", hold_until=1, hold_timeout=0.2)
+    faults = hub_server.Faults(
+        stall_download="data.bin", stall_bytes=1000, hold_download="other.bin", hold_until=1, hold_timeout=0.2
+    )
     tokens = {WRITE_TOKEN: {"user": "tester", "orgs": [ORG], "role": "write"}}
     with hub_server.LocalHub(tmp_path / "d", tokens, faults=faults) as hub:
         api = HfApi(endpoint=hub.url, token=WRITE_TOKEN)
         repo_id, url = f"{ORG}/f", f"{hub.url}/{ORG}/f/resolve/main"
         api.create_repo(repo_id)
-        api.create_commit(repo_id, [CommitOperationAdd("data.bin", PAYLOAD), CommitOperationAdd("other.bin", b"o")],
-                          commit_message="add")
+        api.create_commit(
+            repo_id,
+            [CommitOperationAdd("data.bin", PAYLOAD), CommitOperationAdd("other.bin", b"o")],
+            commit_message="add",
+        )
         head = api.model_info(repo_id).sha
         got: dict[str, object] = {}
 

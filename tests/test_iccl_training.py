@@ -85,8 +85,9 @@ def test_ablation_variants() -> None:
 
 
 def _ctx(recipe, stage_index: int, data) -> StageContext:
-    return StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index,
-                        data=data.info, steps_per_epoch=1)
+    return StageContext(
+        recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=data.info, steps_per_epoch=1
+    )
 
 
 def test_method_factory_picks_objective_by_stage_and_checks_args(fmnist) -> None:

@@ -13,12 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.losses.iccl import (
-    centroid_contrastive_loss,
-    interpolate_images,
-    interpolated_cross_entropy,
-    sample_lambda,
-)
+from ltzoo.losses.iccl import centroid_contrastive_loss, interpolate_images, interpolated_cross_entropy, sample_lambda
 from ltzoo.models.centroids import CentroidMemory, soft_assignment
 
 # ----- interpolation ----------------------------------------------------------------------------
@@ -41,8 +36,13 @@ def test_interpolation_keeps_both_labels_and_lambda() -> None:
 
 def test_interpolation_rejects_batches_of_different_size() -> None:
     with pytest.raises(BadHyperParameterError, match="same batch size"):
-        interpolate_images(torch.zeros(2, 1, 2, 2), torch.zeros(2, dtype=torch.long),
-                           torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long), torch.ones(2))
+        interpolate_images(
+            torch.zeros(2, 1, 2, 2),
+            torch.zeros(2, dtype=torch.long),
+            torch.zeros(3, 1, 2, 2),
+            torch.zeros(3, dtype=torch.long),
+            torch.ones(2),
+        )
 
 
 def test_lambda_modes() -> None:
@@ -107,8 +107,15 @@ def test_retrieval_loss_skips_centroids_not_seen_yet() -> None:
     loss = centroid_contrastive_loss(embedding, centroids, torch.tensor([0]), torch.tensor([2]), lam, 1.0, valid)
     # Class 2 leaves the softmax (logits 1, 0) and its 0.4 target weight is dropped.
     assert loss.item() == pytest.approx(0.6 * math.log(1 + math.exp(-1.0)), rel=1e-6)
-    none_valid = centroid_contrastive_loss(embedding.requires_grad_(), centroids, torch.tensor([0]),
-                                           torch.tensor([2]), lam, 1.0, torch.zeros(3, dtype=torch.bool))
+    none_valid = centroid_contrastive_loss(
+        embedding.requires_grad_(),
+        centroids,
+        torch.tensor([0]),
+        torch.tensor([2]),
+        lam,
+        1.0,
+        torch.zeros(3, dtype=torch.bool),
+    )
     assert none_valid.item() == 0.0
     none_valid.backward()  # still a graph: no error, zero gradient
     assert torch.all(embedding.grad == 0)
@@ -117,8 +124,9 @@ def test_retrieval_loss_skips_centroids_not_seen_yet() -> None:
 def test_retrieval_loss_gradient_does_not_reach_centroids() -> None:
     centroids = torch.eye(3).requires_grad_()
     embedding = torch.randn(2, 3, requires_grad=True)
-    loss = centroid_contrastive_loss(embedding, centroids, torch.tensor([0, 1]), torch.tensor([2, 2]),
-                                     torch.tensor([0.5, 0.5]), 0.1)
+    loss = centroid_contrastive_loss(
+        embedding, centroids, torch.tensor([0, 1]), torch.tensor([2, 2]), torch.tensor([0.5, 0.5]), 0.1
+    )
     loss.backward()
     assert centroids.grad is None
     assert embedding.grad is not None and torch.isfinite(embedding.grad).all()
@@ -143,8 +151,9 @@ def test_centroid_first_update_then_momentum() -> None:
     assert torch.all(memory.centroids[1:] == 0)  # never seen: untouched
 
 
-def _fixed_features(seed: int = 0, n: int = 600, num_classes: int = 3,
-                    dim: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def _fixed_features(
+    seed: int = 0, n: int = 600, num_classes: int = 3, dim: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % num_classes
     offsets = torch.randn(num_classes, dim, generator=gen) * 3
@@ -222,9 +231,10 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         for step in range(3):
             # Each rank sees its half of each global batch of 20.
             lo = (step % 2) * 20 + rank * 10
-            memory.update(features[lo:lo + 10], one_hot[lo:lo + 10])
-        torch.save({"centroids": memory.centroids, "initialised": memory.initialised},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+            memory.update(features[lo : lo + 10], one_hot[lo : lo + 10])
+        torch.save(
+            {"centroids": memory.centroids, "initialised": memory.initialised}, os.path.join(out_dir, f"rank{rank}.pt")
+        )
     finally:
         dist.destroy_process_group()
 
@@ -236,7 +246,7 @@ def test_centroids_under_ddp_match_single_process(tmp_path) -> None:
     one_hot = torch.nn.functional.one_hot(labels, 3).float()
     for step in range(3):
         lo = (step % 2) * 20
-        single.update(features[lo:lo + 20], one_hot[lo:lo + 20])
+        single.update(features[lo : lo + 20], one_hot[lo : lo + 20])
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert torch.allclose(got["centroids"], single.centroids, atol=1e-6)

@@ -30,13 +30,33 @@ LAYERS: dict[str, list[str]] = {  # top first
     "publish": ["ltzoo.publish"],
     "export": ["ltzoo.export"],
     "work": ["ltzoo.engine", "ltzoo.methods", "ltzoo.calibration"],
-    "artifacts": ["ltzoo.runs", "ltzoo.loading", "ltzoo.hub", "ltzoo.portable", "ltzoo.predict",
-                  "ltzoo.convert_official"],
-    "blocks": ["ltzoo.precision", "ltzoo.memory_format", "ltzoo.plotting", "ltzoo.data", "ltzoo.losses",
-               "ltzoo.models"],
+    "artifacts": [
+        "ltzoo.runs",
+        "ltzoo.loading",
+        "ltzoo.hub",
+        "ltzoo.portable",
+        "ltzoo.predict",
+        "ltzoo.convert_official",
+    ],
+    "blocks": [
+        "ltzoo.precision",
+        "ltzoo.memory_format",
+        "ltzoo.plotting",
+        "ltzoo.data",
+        "ltzoo.losses",
+        "ltzoo.models",
+    ],
     "catalogue": ["ltzoo.recipe", "ltzoo.recipes", "ltzoo.registry", "ltzoo.pins", "ltzoo.preflight"],
-    "foundation": ["ltzoo.errors", "ltzoo.names", "ltzoo.version", "ltzoo.fileio", "ltzoo.source",
-                   "ltzoo.submodules", "ltzoo.process_group", "ltzoo.testing"],
+    "foundation": [
+        "ltzoo.errors",
+        "ltzoo.names",
+        "ltzoo.version",
+        "ltzoo.fileio",
+        "ltzoo.source",
+        "ltzoo.submodules",
+        "ltzoo.process_group",
+        "ltzoo.testing",
+    ],
 }
 HEIGHT = {prefix: len(LAYERS) - index for index, prefixes in enumerate(LAYERS.values()) for prefix in prefixes}
 
@@ -70,8 +90,9 @@ def imported_modules(path: Path) -> list[tuple[str, int]]:
                 base = ".".join(parent + ([node.module] if node.module else []))
             for alias in node.names:  # `from ltzoo.cli import export` imports the module ltzoo.cli.export
                 candidate = f"{base}.{alias.name}"
-                is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").is_file() or \
-                    (PACKAGE.parent / candidate.replace(".", "/") / "__init__.py").is_file()
+                is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").is_file() or (
+                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
+                ).is_file()
                 found.append((candidate if is_module else base, node.lineno))
     return [(name, line) for name, line in found if name == "ltzoo" or name.startswith("ltzoo.")]
 
@@ -101,7 +122,35 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The test above could fail: a module of the foundation that imported the engine would be named."""
     errors = PACKAGE / "errors.py"
     source = errors.read_text()
-    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source + "\nfrom ltzoo.engine import trainer\n"
-                        if self == errors else Path.read_bytes(self).decode())
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda self, *a, **k: (
+            source + "\nfrom ltzoo.engine import trainer\n" if self == errors else Path.read_bytes(self).decode()
+        ),
+    )
     found = upward_imports()
     assert any(item.startswith("ltzoo/errors.py:") and "ltzoo.engine.trainer" in item for item in found), found
+
+
+def test_a_method_is_one_file_per_concern_under_one_name():
+    """The pattern a new method follows (README, "Layout"): its recipe tables in ``ltzoo/recipes/F.py`` (torch-free:
+    `ltzoo list` reads them), its training objectives in ``ltzoo/methods/F.py``, its own loss, if any, in
+    ``ltzoo/losses/F.py``, and one card text per zoo method in ``model_cards/methods/``. The baselines (CE,
+    CE + weight decay) train with the engine's plain objective."""
+    from ltzoo.engine.objective import _METHODS, get_method
+    from ltzoo.registry import get_entry, list_models
+
+    root = PACKAGE.parent
+    for name in list_models():
+        method = get_entry(name).method
+        assert (root / "model_cards" / "methods" / f"{method}.md").is_file(), f"{name}: no card text for {method}"
+        module = get_method(get_entry(name).recipe().method).__module__
+        family = module.rpartition(".")[2]
+        assert module == "ltzoo.engine.objective" or (
+            module == f"ltzoo.methods.{family}" and (PACKAGE / "recipes" / f"{family}.py").is_file()
+        ), f"{name}: objective in {module}, recipes not in ltzoo/recipes/{family}.py"
+    for objective in _METHODS.values():
+        family = objective.__module__.rpartition(".")[2]
+        if objective.__module__.startswith("ltzoo.methods."):
+            assert (PACKAGE / "recipes" / f"{family}.py").is_file(), f"{objective.__module__} has no recipes module"

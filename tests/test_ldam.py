@@ -92,8 +92,9 @@ FMNIST_COUNTS = (1000, 599, 359, 215, 129, 77, 46, 27, 16, 10)
 
 def _objective(recipe, stage_index=0):
     info = dataclasses.replace(dataset_spec(recipe.dataset), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
-    ctx = StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info,
-                       steps_per_epoch=1)
+    ctx = StageContext(
+        recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info, steps_per_epoch=1
+    )
     model = build_model(recipe.arch, info.num_classes, info.in_chans, head=recipe.head)
     return get_method(recipe.method)(model, ctx), model
 
@@ -119,7 +120,9 @@ def test_objective_switches_drw_at_configured_epoch_of_the_stage():
     weighted = objective.training_step((images, targets), 3).loss
     with torch.no_grad():
         logits = model(images)
-    assert weighted.item() == pytest.approx(LDAMLoss(FMNIST_COUNTS, 0.5, 30.0, expected)(logits, targets).item(), rel=1e-5)
+    assert weighted.item() == pytest.approx(
+        LDAMLoss(FMNIST_COUNTS, 0.5, 30.0, expected)(logits, targets).item(), rel=1e-5
+    )
     assert weighted.item() != pytest.approx(uniform.item(), rel=1e-3)
 
 
@@ -148,8 +151,9 @@ def test_deferred_resampling_switches_loader():
 
 
 def test_drs_objective_switches_to_the_official_effective_number_sampler():
-    recipe = _short(get_entry("ldam_drw_resnet32.fmnist_lt").recipe(), 5, drw_start_fraction=None,
-                    drs_start_fraction=0.4)
+    recipe = _short(
+        get_entry("ldam_drw_resnet32.fmnist_lt").recipe(), 5, drw_start_fraction=None, drs_start_fraction=0.4
+    )
     objective, _ = _objective(recipe)
     made = []
     loader = objective.train_loader(lambda sampler, transform: made.append(sampler) or [sampler])

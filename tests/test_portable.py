@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 
 from benchmarks.common import repo_relative_paths
-from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.data.sources import SourceSpec
 from ltzoo.errors import HubError
-from ltzoo.publish.push import push_run
 from ltzoo.portable import local_paths_in, machine_needles, portable_config, portable_model_source
+from ltzoo.publish.push import push_run
 from ltzoo.runs import atomic_write_json, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +30,15 @@ def test_sources_are_recorded_by_folder_name_with_their_options(tmp_path):
 
 def test_portable_config_rewrites_every_source_and_keeps_the_local_one(tmp_path):
     source = f"splits:{tmp_path}/parts?chans=3"
-    config = {"pretrained_cfg": {"tag": source},
-              "ltzoo": {"dataset": source, "recipe": {"dataset": source},
-                        "source": {"kind": "splits", "path": f"{tmp_path}/parts"},
-                        "parent": {"source": f"{tmp_path}/runs/base", "dataset": f"imagefolder:{tmp_path}/old"}}}
+    config = {
+        "pretrained_cfg": {"tag": source},
+        "ltzoo": {
+            "dataset": source,
+            "recipe": {"dataset": source},
+            "source": {"kind": "splits", "path": f"{tmp_path}/parts"},
+            "parent": {"source": f"{tmp_path}/runs/base", "dataset": f"imagefolder:{tmp_path}/old"},
+        },
+    }
     before = json.dumps(config)
     portable = portable_config(config)
     assert json.dumps(config) == before  # a copy: the run keeps its local record
@@ -66,12 +71,18 @@ def test_a_push_that_would_publish_a_local_path_is_refused_before_anything_is_se
 
 
 def test_benchmark_results_name_paths_relative_to_the_repo(tmp_path):
-    report = {"run_dir": str(ROOT / "runs" / "benchmarks" / "ce_seed0"), "runs": [str(tmp_path / "work" / "a" / "x"),
-                                                                               str(tmp_path / "other" / "y")],
-              "note": "a sentence, not a path", "n": 3}
+    report = {
+        "run_dir": str(ROOT / "runs" / "benchmarks" / "ce_seed0"),
+        "runs": [str(tmp_path / "work" / "a" / "x"), str(tmp_path / "other" / "y")],
+        "note": "a sentence, not a path",
+        "n": 3,
+    }
     assert repo_relative_paths(report, work_dir=tmp_path / "work") == {
-        "run_dir": "runs/benchmarks/ce_seed0", "runs": ["$LTZOO_BENCH_WORK/a/x", "y"],
-        "note": "a sentence, not a path", "n": 3}
+        "run_dir": "runs/benchmarks/ce_seed0",
+        "runs": ["$LTZOO_BENCH_WORK/a/x", "y"],
+        "note": "a sentence, not a path",
+        "n": 3,
+    }
 
 
 def test_committed_benchmark_results_hold_no_absolute_path():
@@ -87,5 +98,6 @@ def test_committed_benchmark_results_hold_no_absolute_path():
 
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         for text in strings(json.loads(path.read_text())):
-            assert not text.startswith("/") and not any(p in text for p in ("/work/", "/tmp/", "/home/", "/root/")), \
+            assert not text.startswith("/") and not any(p in text for p in ("/work/", "/tmp/", "/home/", "/root/")), (
                 f"{path.name}: {text!r}"
+            )

@@ -96,7 +96,11 @@ def _loss_cases():
     unit = lambda *shape: nn.functional.normalize(randn(*shape), dim=-1)  # noqa: E731
     labels = torch.randint(0, 5, (16,), generator=generator)
     queue_labels = torch.randint(0, 5, (40,), generator=generator)
-    logits, lam, class_weights = randn(16, 5) * 3, torch.rand(16, generator=generator), torch.rand(5, generator=generator)
+    logits, lam, class_weights = (
+        randn(16, 5) * 3,
+        torch.rand(16, generator=generator),
+        torch.rand(5, generator=generator),
+    )
     q, k, queue, feats, centroids = unit(16, 32), unit(16, 32), unit(40, 32), randn(16, 32), randn(5, 32)
     teacher, student = unit(16, 5, 32), unit(16, 5, 32)
     return {
@@ -127,10 +131,18 @@ def test_losses_upcast_half_precision_inputs():
     queries = nn.functional.normalize(torch.randn(8, 16), dim=1)
     labels = torch.randint(0, 3, (8,))
     empty = torch.zeros(0, 16)
-    reference = dscl_loss(queries.bfloat16().float(), queries.bfloat16().float(), labels, empty,
-                          torch.zeros(0, dtype=torch.long), 1 / 9, 0.07)
-    upcast = dscl_loss(queries.bfloat16(), queries.bfloat16(), labels, empty.bfloat16(),
-                       torch.zeros(0, dtype=torch.long), 1 / 9, 0.07)
+    reference = dscl_loss(
+        queries.bfloat16().float(),
+        queries.bfloat16().float(),
+        labels,
+        empty,
+        torch.zeros(0, dtype=torch.long),
+        1 / 9,
+        0.07,
+    )
+    upcast = dscl_loss(
+        queries.bfloat16(), queries.bfloat16(), labels, empty.bfloat16(), torch.zeros(0, dtype=torch.long), 1 / 9, 0.07
+    )
     assert upcast.dtype == torch.float32 and torch.equal(upcast, reference)
 
 
@@ -193,15 +205,28 @@ def _small(dataset: TensorImageDataset, count: int) -> TensorImageDataset:
 
 
 def test_selection_restarts_in_every_selecting_stage(fmnist, tmp_path):
-    from ltzoo.engine.trainer import Trainer
     from safetensors.torch import load_file
 
-    data = LTDataset(fmnist.name, fmnist.train, _small(fmnist.val, 50), _small(fmnist.test, 50), fmnist.label_names,
-                     fmnist.info, fmnist.index_sha256)
-    recipe = Recipe(method="ce", arch="resnet32", dataset="fmnist_lt", stages=[
-        StageConfig(name="first", epochs=2, batch_size=32, lr=0.05, select_on_val=True),
-        StageConfig(name="second", epochs=3, batch_size=32, lr=0.01, select_on_val=True),
-    ])
+    from ltzoo.engine.trainer import Trainer
+
+    data = LTDataset(
+        fmnist.name,
+        fmnist.train,
+        _small(fmnist.val, 50),
+        _small(fmnist.test, 50),
+        fmnist.label_names,
+        fmnist.info,
+        fmnist.index_sha256,
+    )
+    recipe = Recipe(
+        method="ce",
+        arch="resnet32",
+        dataset="fmnist_lt",
+        stages=[
+            StageConfig(name="first", epochs=2, batch_size=32, lr=0.05, select_on_val=True),
+            StageConfig(name="second", epochs=3, batch_size=32, lr=0.01, select_on_val=True),
+        ],
+    )
     # Stage 1's best (95) beats every stage-2 epoch; the saved model must still be stage 2's best (epoch 2).
     scripted = _ScriptedVal([80.0, 95.0, 40.0, 70.0, 60.0])
     trainer = Trainer(recipe, tmp_path / "run", data=data, steps_per_epoch=2)

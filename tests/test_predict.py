@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from custom_data_fixtures import write_image
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixtures)
 from PIL import Image
 from timm.data import resolve_model_data_config
 from torch.utils.data import Subset
 
 import ltzoo
-from custom_data_fixtures import write_image
-from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixtures)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.data import TransformedDataset, build_dataset, dataset_spec, eval_transform
 from ltzoo.data.datasets import FileImageDataset
@@ -24,8 +24,15 @@ from ltzoo.models import build_model
 from ltzoo.runs import build_config, save_run
 
 # Test images: (size (H, W), PIL mode) of every kind a user hands in, written as real files.
-KINDS = [((20, 24), "RGB"), ((37, 19), "L"), ((64, 64), "RGB"), ((33, 45), "I;16"), ((16, 16), "RGBA"),
-         ((50, 30), "P"), ((28, 28), "LA")]
+KINDS = [
+    ((20, 24), "RGB"),
+    ((37, 19), "L"),
+    ((64, 64), "RGB"),
+    ((33, 45), "I;16"),
+    ((16, 16), "RGBA"),
+    ((50, 30), "P"),
+    ((28, 28), "LA"),
+]
 
 
 def _write_test_images(folder: Path) -> list[Path]:
@@ -55,9 +62,16 @@ def _imagefolder(root: Path, train_mode: str) -> Path:
 def _untrained_run(data, out: Path) -> Path:
     """A run on ``data`` without training: what ltzoo.load gives for a model trained on it."""
     model = build_model("resnet32", data.num_classes, in_chans=data.info.in_chans).eval()
-    config = build_config(model, arch="resnet32", in_chans=data.info.in_chans, head={"type": "linear"},
-                          label_names=data.label_names, data_info=json.loads(json.dumps(data.info.to_dict())),
-                          longtail=data.summary(), ltzoo_fields={"name": "untrained"})
+    config = build_config(
+        model,
+        arch="resnet32",
+        in_chans=data.info.in_chans,
+        head={"type": "linear"},
+        label_names=data.label_names,
+        data_info=json.loads(json.dumps(data.info.to_dict())),
+        longtail=data.summary(),
+        ltzoo_fields={"name": "untrained"},
+    )
     return save_run(out, model, config, {})
 
 
@@ -93,8 +107,13 @@ def test_create_transform_matches_the_evaluator_for_zoo_datasets(fmnist, tmp_pat
     # ImageNet-LT (no data here, so its spec and files of several sizes): shorter side to 256, centre 224.
     info = dataset_spec("imagenet_lt")
     assert ltzoo.data_config("ce_resnet50.imagenet_lt").to_dict() == {
-        "input_size": [3, 224, 224], "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center",
-        "mean": list(info.mean), "std": list(info.std)}
+        "input_size": [3, 224, 224],
+        "interpolation": "bilinear",
+        "crop_pct": 0.875,
+        "crop_mode": "center",
+        "mean": list(info.mean),
+        "std": list(info.std),
+    }
     paths = _write_test_images(tmp_path / "files")
     files = FileImageDataset(tmp_path / "files", [p.name for p in paths], [0] * len(paths), "RGB")
     transform = ltzoo.create_transform("ce_resnet50.imagenet_lt")
@@ -121,8 +140,9 @@ def test_pngs(fmnist, tmp_path_factory) -> tuple[list[int], list[Path]]:
     return indices, paths
 
 
-def test_predict_gives_the_evaluators_top1_through_torch_and_the_int8_graph(ce_fmnist_run, fmnist, test_pngs,
-                                                                            tmp_path, capsys):
+def test_predict_gives_the_evaluators_top1_through_torch_and_the_int8_graph(
+    ce_fmnist_run, fmnist, test_pngs, tmp_path, capsys
+):
     from ltzoo.export.pipeline import ExportOptions, export
     from ltzoo.export.providers import create_session
 
@@ -140,12 +160,18 @@ def test_predict_gives_the_evaluators_top1_through_torch_and_the_int8_graph(ce_f
     # An RGB copy of a grayscale file is the same image to a 1-channel model.
     rgb = tmp_path / "rgb.png"
     Image.open(paths[0]).convert("RGB").save(rgb)
-    assert _predict_cli(capsys, str(ce_fmnist_run), str(rgb))["predictions"][0]["top_k"] == \
-        _predict_cli(capsys, str(ce_fmnist_run), str(paths[0]))["predictions"][0]["top_k"]
+    assert (
+        _predict_cli(capsys, str(ce_fmnist_run), str(rgb))["predictions"][0]["top_k"]
+        == _predict_cli(capsys, str(ce_fmnist_run), str(paths[0]))["predictions"][0]["top_k"]
+    )
 
     out = tmp_path / "exports"
-    export(str(ce_fmnist_run), out, ExportOptions(int8=True, calib_size=64, calib_method="minmax", verify="none"),
-           data=fmnist)
+    export(
+        str(ce_fmnist_run),
+        out,
+        ExportOptions(int8=True, calib_size=64, calib_method="minmax", verify="none"),
+        data=fmnist,
+    )
     session = create_session(out / "model_int8.onnx")
     assert ltzoo.data_config(session) == ltzoo.data_config(model)  # the graph declares the model's preprocessing
     int8_logits, _ = predict(OrtPredictor(session), subset, eval_transform(fmnist.info))
@@ -176,6 +202,13 @@ def test_predict_help_explains_sources_onnx_and_preprocessing(capsys):
         ltzoo_main(["predict", "--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for phrase in ("hf-hub:ORG/REPO", "local-dir:PATH", "--onnx {fp32,fp16,int8}", "--top-k", "--json",
-                   "data config", "export folder"):
+    for phrase in (
+        "hf-hub:ORG/REPO",
+        "local-dir:PATH",
+        "--onnx {fp32,fp16,int8}",
+        "--top-k",
+        "--json",
+        "data config",
+        "export folder",
+    ):
         assert phrase in text, phrase

@@ -12,8 +12,14 @@ def test_wildcards_match_names_and_tags():
     assert "ce_resnet32.fmnist_lt" in ce and "ce_resnet50.imagenet_lt" in ce
     assert all(name.startswith("ce_") for name in ce)
     # a pattern without a tag matches every tag of a name (timm behaviour)
-    assert ltzoo.list_models("ce_resnet32") == ["ce_resnet32.cifar100_lt", "ce_resnet32.cifar10_lt", "ce_resnet32.fmnist_lt"]
-    assert ltzoo.list_models("*.fmnist_lt", exclude="ce_*") == [n for n in ltzoo.list_models("*.fmnist_lt") if not n.startswith("ce_")]
+    assert ltzoo.list_models("ce_resnet32") == [
+        "ce_resnet32.cifar100_lt",
+        "ce_resnet32.cifar10_lt",
+        "ce_resnet32.fmnist_lt",
+    ]
+    assert ltzoo.list_models("*.fmnist_lt", exclude="ce_*") == [
+        n for n in ltzoo.list_models("*.fmnist_lt") if not n.startswith("ce_")
+    ]
     assert ltzoo.list_models("no_such_thing*") == []
 
 
@@ -27,7 +33,9 @@ def test_default_tag_and_explicit_tag():
 def test_unknown_names_suggest_close_matches():
     with pytest.raises(UnknownModelError, match="Did you mean: ce_resnet32"):
         ltzoo.get_entry("ce_resnet23")
-    with pytest.raises(UnknownModelError, match="has no tag 'mnist'; available tags: cifar100_lt, cifar10_lt, fmnist_lt"):
+    with pytest.raises(
+        UnknownModelError, match="has no tag 'mnist'; available tags: cifar100_lt, cifar10_lt, fmnist_lt"
+    ):
         ltzoo.get_entry("ce_resnet32.mnist")
 
 

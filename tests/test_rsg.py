@@ -155,8 +155,10 @@ def test_bad_hyper_parameters(kwargs):
 # ----- RSG inside the objective ---------------------------------------------------------------
 def _rsg_objective(epochs: int = 10, **method_args):
     recipe = get_entry("rsg_resnet32.fmnist_lt").recipe()
-    recipe = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], epochs=epochs, milestones=())],
-                            method_args={**recipe.method_args, **method_args})
+    recipe = recipe.replace(
+        stages=[dataclasses.replace(recipe.stages[0], epochs=epochs, milestones=())],
+        method_args={**recipe.method_args, **method_args},
+    )
     info = dataclasses.replace(dataset_spec("fmnist_lt"), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
     ctx = StageContext(recipe=recipe, stage=recipe.stages[0], stage_index=0, data=info, steps_per_epoch=1)
     model = build_model("resnet32", 10, in_chans=1, head=recipe.head)
@@ -217,14 +219,21 @@ def _cap_per_class(dataset, cap: int) -> TensorImageDataset:
 @pytest.fixture(scope="module")
 def rsg_run(fmnist, tmp_path_factory):
     """A real rsg_resnet32.fmnist_lt run (one step, generation on) on a small real subset of fmnist_lt."""
-    small = LTDataset(name="fmnist_lt", train=_cap_per_class(fmnist.train, 40), val=_cap_per_class(fmnist.val, 5),
-                      test=_cap_per_class(fmnist.test, 5), label_names=fmnist.label_names, info=fmnist.info,
-                      index_sha256="test-subset-of-" + fmnist.index_sha256)
+    small = LTDataset(
+        name="fmnist_lt",
+        train=_cap_per_class(fmnist.train, 40),
+        val=_cap_per_class(fmnist.val, 5),
+        test=_cap_per_class(fmnist.test, 5),
+        label_names=fmnist.label_names,
+        info=fmnist.info,
+        index_sha256="test-subset-of-" + fmnist.index_sha256,
+    )
     entry = get_entry("rsg_resnet32.fmnist_lt")
     recipe = entry.recipe()
-    recipe = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], epochs=1, warmup_epochs=0, milestones=(),
-                                                        batch_size=64)],
-                            method_args={**recipe.method_args, "rsg_start_fraction": 0.0})  # generate at once
+    recipe = recipe.replace(
+        stages=[dataclasses.replace(recipe.stages[0], epochs=1, warmup_epochs=0, milestones=(), batch_size=64)],
+        method_args={**recipe.method_args, "rsg_start_fraction": 0.0},
+    )  # generate at once
     out = tmp_path_factory.mktemp("rsg") / "run"
     Trainer(recipe, out, name=entry.name, data=small, steps_per_epoch=1).run()
     return out, small
@@ -239,8 +248,9 @@ def test_saved_model_has_no_rsg_weights(rsg_run):
     log = (out / "train_log.jsonl").read_text()
     assert '"generated": ' in log and '"generated": 0.0' not in log  # RSG really generated in that run
     model = ltzoo.load(f"local-dir:{out}")
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for k, p in plain.items() if "running" not in k
-                                                             and "num_batches" not in k)
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for k, p in plain.items() if "running" not in k and "num_batches" not in k
+    )
 
 
 def test_exported_graph_has_no_rsg_weights(rsg_run, tmp_path):
@@ -265,8 +275,12 @@ def test_exported_graph_has_no_rsg_weights(rsg_run, tmp_path):
 
 
 # ----- recipes against the official train scripts ---------------------------------------------------
-OFFICIAL_DRS_EPOCH = {"rsg_resnext50_32x4d.imagenet_lt": 80, "rsg_resnet50.imagenet_lt": 80,
-                      "rsg_resnet50.inat2018": 140, "rsg_resnet152.places_lt": 10}
+OFFICIAL_DRS_EPOCH = {
+    "rsg_resnext50_32x4d.imagenet_lt": 80,
+    "rsg_resnet50.imagenet_lt": 80,
+    "rsg_resnet50.inat2018": 140,
+    "rsg_resnet152.places_lt": 10,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_DRS_EPOCH))
@@ -303,10 +317,15 @@ def _official_lr_factor(script: str, epoch: int) -> float:
     return epoch / 5 if epoch <= 5 else 1.0
 
 
-@pytest.mark.parametrize("name, script", [("rsg_resnet32.cifar100_lt", "cifar_train"),
-                                          ("rsg_resnext50_32x4d.imagenet_lt", "imagenet_lt_train"),
-                                          ("rsg_resnet50.inat2018", "inaturalist_train"),
-                                          ("rsg_resnet152.places_lt", "places_train")])
+@pytest.mark.parametrize(
+    "name, script",
+    [
+        ("rsg_resnet32.cifar100_lt", "cifar_train"),
+        ("rsg_resnext50_32x4d.imagenet_lt", "imagenet_lt_train"),
+        ("rsg_resnet50.inat2018", "inaturalist_train"),
+        ("rsg_resnet152.places_lt", "places_train"),
+    ],
+)
 def test_lr_schedule_equals_the_official_one_epoch_by_epoch(name, script):
     from ltzoo.engine.schedule import lr_factor
 

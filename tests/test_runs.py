@@ -26,9 +26,16 @@ def test_round_trip_gives_the_logits_of_the_model_before_saving(tmp_path, fmnist
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 1.5)
     model.eval()
-    config = build_config(model, arch="resnet32", in_chans=1, head={"type": "linear"}, label_names=fmnist.label_names,
-                          data_info=json.loads(json.dumps(fmnist.info.to_dict())), longtail=fmnist.summary(),
-                          ltzoo_fields={"name": "ce_resnet32.fmnist_lt"})
+    config = build_config(
+        model,
+        arch="resnet32",
+        in_chans=1,
+        head={"type": "linear"},
+        label_names=fmnist.label_names,
+        data_info=json.loads(json.dumps(fmnist.info.to_dict())),
+        longtail=fmnist.summary(),
+        ltzoo_fields={"name": "ce_resnet32.fmnist_lt"},
+    )
     run = save_run(tmp_path / "run", model, config, metrics={})
     images = torch.stack([(fmnist.test[i][0].float() / 255 - 0.286) / 0.353 for i in range(16)])
     with torch.inference_mode():

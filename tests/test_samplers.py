@@ -1,9 +1,8 @@
 import collections
 import math
 
-import pytest
-
 import numpy as np
+import pytest
 import torch
 
 from ltzoo.data import build_sampler
@@ -87,7 +86,9 @@ def test_effective_number_sampling_matches_the_formula():
 def test_rank_shards_partition_the_global_sequence(kind):
     world = 3
     single = list(build_sampler(kind, TARGETS, 10, seed=7, num_samples=3000))
-    shards = [list(build_sampler(kind, TARGETS, 10, seed=7, rank=r, world_size=world, num_samples=3000)) for r in range(world)]
+    shards = [
+        list(build_sampler(kind, TARGETS, 10, seed=7, rank=r, world_size=world, num_samples=3000)) for r in range(world)
+    ]
     assert all(len(s) == 1000 for s in shards)
     interleaved = [shards[i % world][i // world] for i in range(3000)]
     assert interleaved == single

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 
 import ltzoo
-from hub_fixtures import isolated_process, make_run  # noqa: F401 (fixture)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import DataNotFoundError, HubError, UnknownModelError
 from ltzoo.export.sessions import resolve_onnx_file
@@ -32,8 +32,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_each_kind_is_parsed_into_its_fields(home):
     (home / "runs").mkdir()
-    assert parse_source("hf-hub:org/name@refs/pr/1") == Source("hf-hub:org/name@refs/pr/1", "hub", repo_id="org/name",
-                                                               revision="refs/pr/1")
+    assert parse_source("hf-hub:org/name@refs/pr/1") == Source(
+        "hf-hub:org/name@refs/pr/1", "hub", repo_id="org/name", revision="refs/pr/1"
+    )
     assert parse_source("hf-hub:org/name.fmnist_lt").revision is None
     assert parse_source("ce_resnet32.fmnist_lt") == Source("ce_resnet32.fmnist_lt", "zoo")
     assert parse_source("local-dir:~/runs") == Source("local-dir:~/runs", "local", path=home / "runs")

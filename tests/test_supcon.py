@@ -83,8 +83,9 @@ def _scl_objective(stage_index: int, recipe=None, **method_args):
     recipe = recipe or get_entry("scl_resnet32.fmnist_lt").recipe()
     recipe = recipe.replace(method_args={**recipe.method_args, **method_args})
     info = dataclasses.replace(dataset_spec("fmnist_lt"), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
-    ctx = StageContext(recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info,
-                       steps_per_epoch=1)
+    ctx = StageContext(
+        recipe=recipe, stage=recipe.stages[stage_index], stage_index=stage_index, data=info, steps_per_epoch=1
+    )
     model = build_model("resnet32", 10, in_chans=1)
     return get_method("scl")(model, ctx), model
 

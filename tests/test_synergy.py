@@ -28,8 +28,10 @@ SYNERGY = "scl_rsg_ldam_resnet32.fmnist_lt"
 
 def _objective(epochs: int = 10, **method_args):
     recipe = get_entry(SYNERGY).recipe()
-    recipe = recipe.replace(stages=[dataclasses.replace(recipe.stages[0], epochs=epochs, milestones=())],
-                            method_args={**recipe.method_args, **method_args})
+    recipe = recipe.replace(
+        stages=[dataclasses.replace(recipe.stages[0], epochs=epochs, milestones=())],
+        method_args={**recipe.method_args, **method_args},
+    )
     info = dataclasses.replace(dataset_spec("fmnist_lt"), class_counts=FMNIST_COUNTS, train_size=sum(FMNIST_COUNTS))
     ctx = StageContext(recipe=recipe, stage=recipe.stages[0], stage_index=0, data=info, steps_per_epoch=1)
     model = build_model("resnet32", 10, in_chans=1, head=recipe.head)
@@ -151,9 +153,15 @@ def _cap_per_class(dataset, cap: int) -> TensorImageDataset:
 @pytest.fixture(scope="module")
 def small_fmnist(fmnist) -> LTDataset:
     """fmnist_lt with train capped at 40 per class (still long-tailed: ..., 27, 16, 10), val/test at 5."""
-    return LTDataset(name="fmnist_lt", train=_cap_per_class(fmnist.train, 40), val=_cap_per_class(fmnist.val, 5),
-                     test=_cap_per_class(fmnist.test, 5), label_names=fmnist.label_names, info=fmnist.info,
-                     index_sha256="test-subset-of-" + fmnist.index_sha256)
+    return LTDataset(
+        name="fmnist_lt",
+        train=_cap_per_class(fmnist.train, 40),
+        val=_cap_per_class(fmnist.val, 5),
+        test=_cap_per_class(fmnist.test, 5),
+        label_names=fmnist.label_names,
+        info=fmnist.info,
+        index_sha256="test-subset-of-" + fmnist.index_sha256,
+    )
 
 
 @pytest.mark.parametrize("method", ["ldam_drw", "scl", "rsg", "scl_rsg_ldam"])
@@ -178,8 +186,9 @@ def test_recipe_trains_one_short_epoch_and_saves_a_loadable_model(method, small_
     plain = build_model("resnet32", 10, in_chans=1, head=recipe.head).state_dict()
     assert set(load_file(out / "model.safetensors")) == set(plain)
     # The loaded weights reproduce the run's own test evaluation.
-    images = torch.stack([eval_transform(small_fmnist.info)(small_fmnist.test[i][0])
-                          for i in range(len(small_fmnist.test))])
+    images = torch.stack(
+        [eval_transform(small_fmnist.info)(small_fmnist.test[i][0]) for i in range(len(small_fmnist.test))]
+    )
     with torch.no_grad():
         predictions = model(images).argmax(1)
     accuracy = 100.0 * (predictions == torch.tensor(small_fmnist.test.targets)).float().mean().item()

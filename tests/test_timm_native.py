@@ -14,15 +14,15 @@ import pytest
 import timm
 import torch
 import yaml
+from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run  # noqa: F401 (fixtures)
 from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
 
 import ltzoo
-from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run  # noqa: F401 (fixtures)
-from ltzoo.publish.push import push_run
 from ltzoo.models import build_model
 from ltzoo.models.heads import LogitAdjustedHead
 from ltzoo.models.timm_layout import timm_loading
+from ltzoo.publish.push import push_run
 from ltzoo.runs import save_run
 
 # Runs in a fresh interpreter: loads SOURCE with timm (after `import ltzoo` when asked), as-is, with
@@ -66,7 +66,10 @@ def _timm_in_fresh_process(source: str, x_path: Path, out: Path, import_ltzoo: b
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "OMP_NUM_THREADS": "1"}  # a cache ltzoo never filled
     result = subprocess.run(
         [sys.executable, "-c", TIMM_SCRIPT, source, str(x_path), str(out), "yes" if import_ltzoo else "no"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -87,7 +90,9 @@ def test_plain_timm_loads_a_pushed_resnet50_run_without_ltzoo(hub_env, tmp_path)
     assert config["ltzoo"]["head"] == {"type": "linear"} and config["ltzoo"]["arch"] == "resnet50"
     cfg = config["pretrained_cfg"]
     assert (cfg["classifier"], cfg["first_conv"], cfg["pool_size"]) == ("fc", "conv1", [2, 2])  # 64 px / 32
-    assert set(load_file(str(run / "model.safetensors"))) == set(timm.create_model("resnet50", num_classes=10).state_dict())
+    assert set(load_file(str(run / "model.safetensors"))) == set(
+        timm.create_model("resnet50", num_classes=10).state_dict()
+    )
 
     repo = f"{ORG}/ce_resnet50.fmnist_lt"
     push_run(run, repo)
@@ -95,8 +100,13 @@ def test_plain_timm_loads_a_pushed_resnet50_run_without_ltzoo(hub_env, tmp_path)
     assert "timm" in meta["tags"] and "loads with plain timm" in body
 
     x = _inputs(3, 64, tmp_path / "x.safetensors")
-    report = _timm_in_fresh_process(f"hf-hub:{repo}", tmp_path / "x.safetensors", tmp_path / "out.safetensors",
-                                    import_ltzoo=False, cache=tmp_path / "timm-cache")
+    report = _timm_in_fresh_process(
+        f"hf-hub:{repo}",
+        tmp_path / "x.safetensors",
+        tmp_path / "out.safetensors",
+        import_ltzoo=False,
+        cache=tmp_path / "timm-cache",
+    )
     assert report == {"class": "ResNet", "ltzoo_imported": False, "feature_channels": [64, 256, 512, 1024, 2048]}
     out = load_file(str(tmp_path / "out.safetensors"))
     model = ltzoo.load(f"hf-hub:{repo}")
@@ -116,8 +126,13 @@ def test_timm_loads_a_pushed_resnet32_run_after_import_ltzoo(hub_env, tmp_path):
     assert "timm" in meta["tags"] and "loads with timm after `import ltzoo`" in body
 
     x = _inputs(1, 28, tmp_path / "x.safetensors")
-    report = _timm_in_fresh_process(f"hf-hub:{repo}", tmp_path / "x.safetensors", tmp_path / "out.safetensors",
-                                    import_ltzoo=True, cache=tmp_path / "timm-cache")
+    report = _timm_in_fresh_process(
+        f"hf-hub:{repo}",
+        tmp_path / "x.safetensors",
+        tmp_path / "out.safetensors",
+        import_ltzoo=True,
+        cache=tmp_path / "timm-cache",
+    )
     assert report == {"class": "LTClassifier", "ltzoo_imported": True, "feature_channels": [16, 16, 32, 64]}
     out = load_file(str(tmp_path / "out.safetensors"))
     model = ltzoo.load(f"hf-hub:{repo}")
@@ -146,10 +161,24 @@ def test_ltzoo_heads_load_through_timm_with_the_same_logits(kind, tmp_path):
     torch.manual_seed(0)
     arch, in_chans, model, head = _head_case(kind)
     model.eval()
-    info = {"num_classes": 10, "in_chans": in_chans, "input_size": [32, 32], "mean": [0.5] * in_chans,
-            "std": [0.25] * in_chans, "augment": "cifar"}
-    config = build_config(model, arch=arch, in_chans=in_chans, head=head, label_names=list("abcdefghij"),
-                          data_info=info, longtail={"dataset": "synthetic"}, ltzoo_fields={})
+    info = {
+        "num_classes": 10,
+        "in_chans": in_chans,
+        "input_size": [32, 32],
+        "mean": [0.5] * in_chans,
+        "std": [0.25] * in_chans,
+        "augment": "cifar",
+    }
+    config = build_config(
+        model,
+        arch=arch,
+        in_chans=in_chans,
+        head=head,
+        label_names=list("abcdefghij"),
+        data_info=info,
+        longtail={"dataset": "synthetic"},
+        ltzoo_fields={},
+    )
     run = save_run(tmp_path / kind, model, config, {})
     assert config["architecture"] == ("ltzoo_resnet50" if arch == "resnet50" else "resnet32")
     assert config["model_args"] == {"in_chans": in_chans, "head": head} and timm_loading(config) == "timm+ltzoo"
@@ -172,25 +201,50 @@ def _save_format1_run(out: Path, model: torch.nn.Module, arch: str, head: dict, 
     out.mkdir(parents=True)
     sha = atomic_save_state_dict(model.state_dict(), out / "model.safetensors")
     height, width = data_info["input_size"]
-    atomic_write_json(out / "config.json", {
-        "architecture": arch, "num_classes": model.num_classes, "num_features": model.num_features,
-        "global_pool": "avg", "label_names": [f"c{i}" for i in range(model.num_classes)],
-        "model_args": {"in_chans": data_info["in_chans"], "head": head},
-        "pretrained_cfg": {"tag": "synthetic", "input_size": [data_info["in_chans"], height, width],
-                           "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
-                           "mean": data_info["mean"], "std": data_info["std"], "num_classes": model.num_classes,
-                           "classifier": "head", "license": "apache-2.0"},
-        "ltzoo": {"format_version": 1, "num_params": sum(p.numel() for p in model.parameters()),
-                  "data_info": data_info, "dataset": "imagefolder:/data/parts", "weights_sha256": sha},
-    })
+    atomic_write_json(
+        out / "config.json",
+        {
+            "architecture": arch,
+            "num_classes": model.num_classes,
+            "num_features": model.num_features,
+            "global_pool": "avg",
+            "label_names": [f"c{i}" for i in range(model.num_classes)],
+            "model_args": {"in_chans": data_info["in_chans"], "head": head},
+            "pretrained_cfg": {
+                "tag": "synthetic",
+                "input_size": [data_info["in_chans"], height, width],
+                "interpolation": "bilinear",
+                "crop_pct": 1.0,
+                "crop_mode": "center",
+                "mean": data_info["mean"],
+                "std": data_info["std"],
+                "num_classes": model.num_classes,
+                "classifier": "head",
+                "license": "apache-2.0",
+            },
+            "ltzoo": {
+                "format_version": 1,
+                "num_params": sum(p.numel() for p in model.parameters()),
+                "data_info": data_info,
+                "dataset": "imagefolder:/data/parts",
+                "weights_sha256": sha,
+            },
+        },
+    )
     return out
 
 
 def test_a_run_saved_in_the_earlier_format_still_loads(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet50", 4).eval()
-    info = {"num_classes": 4, "in_chans": 3, "input_size": [48, 40], "mean": [0.5] * 3, "std": [0.25] * 3,
-            "augment": "generic"}
+    info = {
+        "num_classes": 4,
+        "in_chans": 3,
+        "input_size": [48, 40],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "augment": "generic",
+    }
     run = _save_format1_run(tmp_path / "old", model, "resnet50", {"type": "linear"}, info)
     loaded, config = ltzoo.load(f"local-dir:{run}", with_config=True)
     x = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(2))

@@ -24,20 +24,33 @@ def test_short_ce_run_beats_chance(ce_fmnist_run):
     assert metrics["test"]["many"] > metrics["test"]["few"]  # the long tail is visible
     log = [json.loads(line) for line in (ce_fmnist_run / "train_log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in log] == [1, 2, 3, 4]
-    assert metrics["selected"]["epoch"] == max(log, key=lambda l: l["val_all"])["epoch"]  # selected on val
+    assert metrics["selected"]["epoch"] == max(log, key=lambda record: record["val_all"])["epoch"]  # selected on val
 
 
 def _train_cmd(out, *extra):
-    return [sys.executable, "-m", "ltzoo", "train", "ce_resnet32.fmnist_lt", "--out", str(out),
-            "--epochs", "3", "--steps-per-epoch", "12", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ltzoo",
+        "train",
+        "ce_resnet32.fmnist_lt",
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--steps-per-epoch",
+        "12",
+        *extra,
+    ]
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     """Under bf16 autocast (emulated on a CPU without native bf16: slower, but the same arithmetic)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
-    ran = subprocess.run(_train_cmd(reference, "--precision", "bf16"), check=True, env=env, capture_output=True,
-                         text=True)
+    ran = subprocess.run(
+        _train_cmd(reference, "--precision", "bf16"), check=True, env=env, capture_output=True, text=True
+    )
     # One readable line per epoch, on stdout with the rest of what a user reads (the JSON stays in train_log.jsonl).
     epoch_lines = [line for line in ran.stdout.splitlines() if line.startswith("main ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"], ran.stdout
@@ -45,8 +58,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert "* new best" in epoch_lines[0]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed, "--precision", "bf16"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(killed, "--precision", "bf16"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = killed / "train_log.jsonl"
     deadline = time.time() + 300
     while not (log.is_file() and log.read_text().count("\n") >= 1) and time.time() < deadline:
@@ -67,10 +81,15 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert refused.returncode != 0 and "--resume" in refused.stderr
 
     # --resume keeps the run's precision without being told; --log-format json prints the log's own lines.
-    resumed = subprocess.run(_train_cmd(killed, "--resume", "--log-format", "json"), check=True, env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        _train_cmd(killed, "--resume", "--log-format", "json"), check=True, env=env, capture_output=True, text=True
+    )
     printed = [json.loads(line) for line in resumed.stdout.splitlines() if line.startswith("{")]
-    assert printed and printed == [json.loads(l) for l in (killed / "train_log.jsonl").read_text().splitlines()][-len(printed):]
+    assert (
+        printed
+        and printed
+        == [json.loads(line) for line in (killed / "train_log.jsonl").read_text().splitlines()][-len(printed) :]
+    )
     ref_metrics = json.loads((reference / "metrics.json").read_text())
     res_metrics = json.loads((killed / "metrics.json").read_text())
     assert ref_metrics["precision"] == res_metrics["precision"] == "bf16"
@@ -81,11 +100,16 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     ref_log = (reference / "train_log.jsonl").read_text().splitlines()
     res_log = (killed / "train_log.jsonl").read_text().splitlines()
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "images_per_s"}  # noqa: E731
-    assert [strip(l) for l in res_log] == [strip(l) for l in ref_log]
+    assert [strip(line) for line in res_log] == [strip(line) for line in ref_log]
 
     # What the run reports is an fp32 evaluation of the saved weights: `ltzoo eval` gives exactly it.
-    evaluated = subprocess.run([sys.executable, "-m", "ltzoo", "eval", str(reference), "--split", "val", "--json"],
-                               check=True, env=env, capture_output=True, text=True)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "ltzoo", "eval", str(reference), "--split", "val", "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert json.loads(evaluated.stdout)["per_class"] == ref_metrics["val"]["per_class"]
     assert ref_metrics["selected"]["val_all"] == ref_metrics["val"]["all"]
 
@@ -98,8 +122,12 @@ class _NanAfterFirstEpoch(Objective):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    recipe = Recipe(method="_test_nan_after_first_epoch", arch="resnet32", dataset="fmnist_lt",
-                    stages=[StageConfig(epochs=3, batch_size=64, lr=0.05)])
+    recipe = Recipe(
+        method="_test_nan_after_first_epoch",
+        arch="resnet32",
+        dataset="fmnist_lt",
+        stages=[StageConfig(epochs=3, batch_size=64, lr=0.05)],
+    )
     with pytest.raises(NonFiniteLossError, match=r"loss became nan in stage 'main', epoch 2, step 1") as info:
         train(recipe, tmp_path / "run", steps_per_epoch=3)
     assert "last.pt" in str(info.value) and "--resume" in str(info.value)

@@ -92,8 +92,9 @@ def test_wb_stage_two_trains_only_the_classifier_and_projects_rows(small_fmnist,
     # thresh 0.1 as the official code: radius = min + 0.1 (max - min) of the stage-1 rows.
     radius = float(norms_before.min() + 0.1 * (norms_before.max() - norms_before.min()))
     stage2 = dataclasses.replace(recipe.stages[1], epochs=1, batch_size=32)
-    second = Trainer(recipe.replace(stages=[stage2]), tmp_path / "s2", data=small_fmnist, steps_per_epoch=2,
-                     model=first.model)
+    second = Trainer(
+        recipe.replace(stages=[stage2]), tmp_path / "s2", data=small_fmnist, steps_per_epoch=2, model=first.model
+    )
     second.run()
     after = second.model.state_dict()
     for key, value in before.items():
@@ -139,17 +140,35 @@ def test_onnx_export_of_a_onestage_model_carries_the_adjustment(onestage_run, tm
 
 
 # ----- ltzoo eval --analysis ------------------------------------------------------------------------
-def test_eval_analysis_prints_and_plots_fisher_ratio_and_norms(onestage_run, small_fmnist, tmp_path, capsys):
-    from ltzoo.cli import main
+def test_analysis_measures_fisher_ratio_and_norms_of_a_onestage_model(onestage_run, small_fmnist, tmp_path):
+    from ltzoo.engine.feature_analysis import analyze, plot_report
 
     out, _ = onestage_run
-    plot = tmp_path / "analysis.png"
-    assert main(["eval", str(out), "--split", "val", "--analysis", "--plot", str(plot), "--json"]) == 0
-    analysis = json.loads(capsys.readouterr().out)["analysis"]
-    assert analysis["split"] == "val" and math.isfinite(analysis["fisher_ratio"]) and analysis["fisher_ratio"] > 0
-    assert len(analysis["feature_norms"]) == 10 and all(n > 0 for n in analysis["feature_norms"])
+    model = ltzoo.load(f"local-dir:{out}")
+    analysis = analyze(model, small_fmnist, "val", 256)  # the data it was trained on (a capped fmnist_lt)
+    assert analysis.split == "val" and math.isfinite(analysis.fisher_ratio) and analysis.fisher_ratio > 0
+    assert len(analysis.feature_norms) == 10 and all(n > 0 for n in analysis.feature_norms)
     # Unit ETF rows times the multiplicative adjustment: row k has norm pi_k^-tau (prior of the training run).
     tau = json.loads((out / "config.json").read_text())["model_args"]["head"]["tau"]
     counts = np.array(small_fmnist.class_counts, dtype=np.float64)
-    np.testing.assert_allclose(analysis["weight_norms"], (counts / counts.sum()) ** -tau, rtol=1e-5)
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_allclose(analysis.weight_norms, (counts / counts.sum()) ** -tau, rtol=1e-5)
+    assert plot_report(analysis, tmp_path / "analysis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_analysis_prints_and_plots(ce_fmnist_run, tmp_path, capsys):
+    from ltzoo.cli import main
+
+    plot = tmp_path / "analysis.png"
+    assert main(["eval", str(ce_fmnist_run), "--split", "val", "--analysis", "--plot", str(plot), "--json"]) == 0
+    analysis = json.loads(capsys.readouterr().out)["analysis"]
+    assert analysis["split"] == "val" and math.isfinite(analysis["fisher_ratio"]) and analysis["fisher_ratio"] > 0
+    assert len(analysis["weight_norms"]) == 10 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_refuses_data_other_than_the_training_data(onestage_run, capsys):
+    """The one rule (ltzoo.runs.TrainedOn): a model trained on a capped fmnist_lt is not scored on the full one."""
+    from ltzoo.cli import main
+
+    out, _ = onestage_run
+    assert main(["eval", str(out), "--split", "val"]) == 2
+    assert "training class counts" in capsys.readouterr().err

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from ltzoo.engine.wb_analysis import classifier_weight, fisher_ratio, per_class_feature_norms
 from ltzoo.data.longtail import shot_split
 from ltzoo.engine.evaluator import accuracy_report
+from ltzoo.engine.feature_analysis import classifier_weight, fisher_ratio, per_class_feature_norms
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.class_balanced import class_balanced_weights
 from ltzoo.losses.logit_adjustment import adjust_logits, log_prior
@@ -205,7 +205,7 @@ def test_per_class_feature_norms_and_classifier_weight_of_a_logit_adjusted_head(
 
 
 def test_format_and_plot_report(tmp_path):
-    from ltzoo.engine.wb_analysis import AnalysisReport, format_report, plot_report
+    from ltzoo.engine.feature_analysis import AnalysisReport, format_report, plot_report
 
     report = AnalysisReport("val", 2.5, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [100, 10, 1], ["a", "b", "c"])
     text = format_report(report)
@@ -270,10 +270,16 @@ def test_tau_search_refuses_a_test_split_and_a_second_adjustment():
 
 # ----- the zoo entries ------------------------------------------------------------------------------
 WB_ENTRIES = {
-    "wb_resnet32.cifar100_lt": "linear", "wb_resnet32.cifar10_lt": "linear", "wb_resnet32.fmnist_lt": "linear",
-    "wb_resnext50_32x4d.imagenet_lt": "linear", "wb_resnet50.inat2018": "linear",
-    "ce_wd_resnet32.cifar100_lt": "linear", "ce_wd_resnet32.cifar10_lt": "linear", "ce_wd_resnet32.fmnist_lt": "linear",
-    "wb_onestage_resnet32.cifar100_lt": "etf", "wb_onestage_resnet32.cifar10_lt": "etf",
+    "wb_resnet32.cifar100_lt": "linear",
+    "wb_resnet32.cifar10_lt": "linear",
+    "wb_resnet32.fmnist_lt": "linear",
+    "wb_resnext50_32x4d.imagenet_lt": "linear",
+    "wb_resnet50.inat2018": "linear",
+    "ce_wd_resnet32.cifar100_lt": "linear",
+    "ce_wd_resnet32.cifar10_lt": "linear",
+    "ce_wd_resnet32.fmnist_lt": "linear",
+    "wb_onestage_resnet32.cifar100_lt": "etf",
+    "wb_onestage_resnet32.cifar10_lt": "etf",
     "wb_onestage_resnet32.fmnist_lt": "etf",
 }
 

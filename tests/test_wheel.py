@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hub_fixtures import ORG, USER, WRITE_TOKEN, isolated_process, make_run  # noqa: F401 (fixtures)
 from huggingface_hub import hf_hub_download
 
-from hub_fixtures import ORG, USER, WRITE_TOKEN, isolated_process, make_run  # noqa: F401 (fixtures)
 from ltzoo.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,21 @@ def _build_wheel(tmp_path: Path) -> Path:
         else:
             shutil.copy2(path, src / name)
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index", "-q",
-          "-w", str(dist), str(src)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-build-isolation",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "-w",
+            str(dist),
+            str(src),
+        ]
+    )
     (wheel,) = dist.glob("ltzoo-*.whl")
     return wheel
 
@@ -87,9 +100,27 @@ def _fresh_venv(tmp_path: Path) -> tuple[Path, Path]:
 @contextlib.contextmanager
 def _wheel_hub(python: Path, work: Path, env: dict[str, str], data: Path) -> Iterator[str]:
     """The wheel's own Hub stand-in, started as its docstring says (``python -m ltzoo.testing.hub_server``)."""
-    server = subprocess.Popen([str(python), "-m", "ltzoo.testing.hub_server", "--port", "0", "--token", WRITE_TOKEN,
-                               "--user", USER, "--orgs", ORG, "--data", str(data)],
-                              cwd=work, env=env, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            str(python),
+            "-m",
+            "ltzoo.testing.hub_server",
+            "--port",
+            "0",
+            "--token",
+            WRITE_TOKEN,
+            "--user",
+            USER,
+            "--orgs",
+            ORG,
+            "--data",
+            str(data),
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = server.stdout.readline().strip()  # type: ignore[union-attr]
         assert url.startswith("http://127.0.0.1:"), f"the wheel's hub server did not start: {url!r}"
@@ -103,8 +134,21 @@ def _wheel_hub(python: Path, work: Path, env: dict[str, str], data: Path) -> Ite
 def test_wheel_installed_offline_pushes_a_card_and_loads_back(tmp_path):
     wheel = _build_wheel(tmp_path)
     python, site = _fresh_venv(tmp_path)
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index",
-          "-c", str(ROOT / "constraints.txt"), str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-index",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            str(wheel),
+        ]
+    )
     for data in ("model_cards/template.md", "model_cards/methods/ce.md", "zoo_pins.json"):  # package data
         assert (site / "ltzoo" / data).is_file(), data
     assert (site / "ltzoo" / "testing" / "hub_server.py").is_file()  # `ltzoo demo` needs no tests/ folder
@@ -117,8 +161,9 @@ def test_wheel_installed_offline_pushes_a_card_and_loads_back(tmp_path):
     with _wheel_hub(python, work, env, tmp_path / "hub-data") as hub_url:
         env.update(HF_ENDPOINT=hub_url, HF_TOKEN=WRITE_TOKEN)
         # The console script from the wheel pushes (the card is rendered from the wheel's model_cards).
-        pushed = _run([str(python.parent / "ltzoo"), "push", "--model", str(run_dir), "--repo-id", REPO],
-                      cwd=work, env=env)
+        pushed = _run(
+            [str(python.parent / "ltzoo"), "push", "--model", str(run_dir), "--repo-id", REPO], cwd=work, env=env
+        )
         assert f"pushed {run_dir} -> {REPO}" in pushed.stdout
 
         logits_file = tmp_path / "logits.npy"

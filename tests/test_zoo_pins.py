@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run, set_cache  # noqa: F401 (fixtures)
 
 import ltzoo
-from hub_fixtures import ORG, hub_env, isolated_process, local_hub, make_run, set_cache  # noqa: F401 (fixtures)
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.fileio import sha256_file
@@ -72,8 +72,21 @@ def test_pins_merge_and_serve_list_and_info(tmp_path, monkeypatch, capsys):
 
     assert ltzoo_main(["list", "--pretrained"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == [NAME, f"{ORG}/{NAME}@{REVISION[:12]}", "test", "top-1", "%", "all", "80.50", "many",
-                                "90.00", "medium", "70.25", "few", "-"]
+    assert lines[0].split() == [
+        NAME,
+        f"{ORG}/{NAME}@{REVISION[:12]}",
+        "test",
+        "top-1",
+        "%",
+        "all",
+        "80.50",
+        "many",
+        "90.00",
+        "medium",
+        "70.25",
+        "few",
+        "-",
+    ]
     assert "no metrics pinned" in lines[1]
     assert ltzoo_main(["info", NAME, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weights"]["metrics"]["all"] == 80.5
@@ -118,11 +131,23 @@ def test_publish_then_load_by_zoo_name_in_a_fresh_process_and_offline(ce_fmnist_
     assert pin.metrics.all == round(recorded["all"], 2) and pin.metrics.few == round(recorded["few"], 2)
 
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "LTZOO_"))}
-    env.update(PYTHONPATH=str(ROOT), HF_ENDPOINT=hub_env.url, HF_HOME=str(tmp_path / "empty-home"),
-               HF_HUB_DISABLE_TELEMETRY="1", LTZOO_PINS=str(pins), OMP_NUM_THREADS="1")
+    env.update(
+        PYTHONPATH=str(ROOT),
+        HF_ENDPOINT=hub_env.url,
+        HF_HOME=str(tmp_path / "empty-home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        LTZOO_PINS=str(pins),
+        OMP_NUM_THREADS="1",
+    )
     out = tmp_path / "logits.npy"
-    result = subprocess.run([sys.executable, "-c", LOAD_BY_NAME, NAME, str(out)], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_BY_NAME, NAME, str(out)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     online, offline = np.load(out)
     expected = _logits(load_run(ce_fmnist_run)[0])
@@ -146,8 +171,9 @@ def test_a_pinned_sha256_that_does_not_match_is_refused_and_evicted(hub_env, tmp
         ltzoo.load(NAME)
     snapshot = cache / f"models--{ORG}--{NAME}" / "snapshots" / good.revision
     assert (snapshot / "config.json").is_file() and not (snapshot / "model.safetensors").exists()
-    assert not [blob for blob in (cache / f"models--{ORG}--{NAME}" / "blobs").iterdir()
-                if sha256_file(blob) == good.sha256]  # the blob went too, not only the link
+    assert not [
+        blob for blob in (cache / f"models--{ORG}--{NAME}" / "blobs").iterdir() if sha256_file(blob) == good.sha256
+    ]  # the blob went too, not only the link
 
     write_pins(pins, {NAME: good})  # the right pin: downloaded again, and loads
     assert np.array_equal(_logits(ltzoo.load(NAME)), _logits(load_run(runs / "ce")[0]))

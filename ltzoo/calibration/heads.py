@@ -87,27 +87,38 @@ def read_head(head: nn.Module, spec: dict[str, object], cosine_scale: float = DE
         return replace(base, affine=affine, spec=spec)
     if isinstance(head, LinearHead):
         bias = _np(head.bias) if head.bias is not None else np.zeros(head.out_features)
-        return ReadHead(AffineHead("identity", _np(head.weight), bias), spec,
-                        {"la": None, "tau-norm": None, "ncm": None})
+        return ReadHead(
+            AffineHead("identity", _np(head.weight), bias), spec, {"la": None, "tau-norm": None, "ncm": None}
+        )
     if isinstance(head, CosineHead):
         scale = head.scale if head.scale != 1.0 else cosine_scale
         weight = F.normalize(head.weight.detach(), dim=0).T  # (K, D) unit rows
         bias = _np(head.bias) if head.bias is not None else np.zeros(weight.shape[0])
-        return ReadHead(AffineHead("normalize", _np(weight) * scale, bias), spec,
-                        {"la": None, "ncm": None,
-                         "tau-norm": "the cosine head's weight rows are unit vectors, so tau-norm changes nothing"})
+        return ReadHead(
+            AffineHead("normalize", _np(weight) * scale, bias),
+            spec,
+            {
+                "la": None,
+                "ncm": None,
+                "tau-norm": "the cosine head's weight rows are unit vectors, so tau-norm changes nothing",
+            },
+        )
     if isinstance(head, ETFHead):
         reasons: dict[str, str | None] = {
-            "la": None, "ncm": None,
+            "la": None,
+            "ncm": None,
             "tau-norm": "the ETF head's fixed rows all have norm 1, so tau-norm changes nothing",
         }
         pre = "identity"
         if head.lift_dim is not None:
             pre = "lift"
-            reasons["ncm"] = ("the ETF head lifts the features (Linear-BN-ReLU) for its fixed ETF; class means would "
-                              "need another head on the lifted features")
-        return ReadHead(AffineHead(pre, _np(head.weight), _np(head.bias)), spec, reasons,
-                        lift=head.lift if pre == "lift" else None)
+            reasons["ncm"] = (
+                "the ETF head lifts the features (Linear-BN-ReLU) for its fixed ETF; class means would "
+                "need another head on the lifted features"
+            )
+        return ReadHead(
+            AffineHead(pre, _np(head.weight), _np(head.bias)), spec, reasons, lift=head.lift if pre == "lift" else None
+        )
     raise BadHyperParameterError(
         f"calibration does not know the head {type(head).__name__} ({spec}); it reads linear, cosine, etf and "
         "logit_adjusted heads"

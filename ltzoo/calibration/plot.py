@@ -6,9 +6,12 @@ from typing import Any
 
 from ltzoo.plotting import GROUP_COLOURS, plt, png_bytes
 
-
-CURVE_STYLES = {"all": ("black", "-"), "many": (GROUP_COLOURS["many"], "--"), "medium": (GROUP_COLOURS["medium"], "--"),
-                "few": (GROUP_COLOURS["few"], "-")}
+CURVE_STYLES = {
+    "all": ("black", "-"),
+    "many": (GROUP_COLOURS["many"], "--"),
+    "medium": (GROUP_COLOURS["medium"], "--"),
+    "few": (GROUP_COLOURS["few"], "-"),
+}
 
 
 def calibration_curves_png(record: dict[str, Any], title: str = "") -> bytes:

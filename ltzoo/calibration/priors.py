@@ -49,8 +49,11 @@ class TargetPrior:
         return np.log(np.maximum(values, 1e-12))
 
     def to_dict(self, label_names: Sequence[str]) -> dict[str, object]:
-        return {"kind": self.kind, "source": self.source,
-                "frequencies": {name: round(value, 6) for name, value in zip(label_names, self.values, strict=True)}}
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "frequencies": {name: round(value, 6) for name, value in zip(label_names, self.values, strict=True)},
+        }
 
 
 def uniform_prior(num_classes: int) -> TargetPrior:
@@ -74,16 +77,22 @@ def read_prior_file(path: str | Path, label_names: Sequence[str]) -> TargetPrior
     """Class frequencies by label name from a JSON object or a two-column CSV; every class named exactly once."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataNotFoundError(f"--target-prior {path}: no such file; give uniform, train, or a JSON/CSV file of "
-                                "class frequencies by label name")
+        raise DataNotFoundError(
+            f"--target-prior {path}: no such file; give uniform, train, or a JSON/CSV file of "
+            "class frequencies by label name"
+        )
     text = path.read_text()
-    by_name = _parse_json(text, path, label_names) if path.suffix.lower() == ".json" or text.lstrip()[:1] in "{[" \
+    by_name = (
+        _parse_json(text, path, label_names)
+        if path.suffix.lower() == ".json" or text.lstrip()[:1] in "{["
         else _parse_csv(text, path)
+    )
     unknown = sorted(set(by_name) - set(label_names))
     missing = [name for name in label_names if name not in by_name]
     if unknown or missing:
-        parts = ([f"unknown class name(s) {unknown}"] if unknown else []) + \
-                ([f"missing class(es) {missing}"] if missing else [])
+        parts = ([f"unknown class name(s) {unknown}"] if unknown else []) + (
+            [f"missing class(es) {missing}"] if missing else []
+        )
         raise BadHyperParameterError(
             f"{path}: {'; '.join(parts)}. The model has {len(label_names)} classes: {list(label_names)}; name each "
             "once with its frequency (0 for a class that never occurs)"
@@ -96,8 +105,9 @@ def _parse_json(text: str, path: Path, label_names: Sequence[str]) -> dict[str, 
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BadHyperParameterError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}); write "
-                                     '{"label": frequency, ...}') from None
+        raise BadHyperParameterError(
+            f'{path} is not valid JSON ({error.msg}, line {error.lineno}); write {{"label": frequency, ...}}'
+        ) from None
     if isinstance(data, list):
         if len(data) != len(label_names):
             raise BadHyperParameterError(
@@ -106,8 +116,9 @@ def _parse_json(text: str, path: Path, label_names: Sequence[str]) -> dict[str, 
             )
         data = dict(zip(label_names, data))
     if not isinstance(data, dict):
-        raise BadHyperParameterError(f'{path} must hold a JSON object {{"label": frequency, ...}}, got a '
-                                     f"{type(data).__name__}")
+        raise BadHyperParameterError(
+            f'{path} must hold a JSON object {{"label": frequency, ...}}, got a {type(data).__name__}'
+        )
     return {str(name): _number(value, path, str(name)) for name, value in data.items()}
 
 
@@ -152,7 +163,8 @@ def resolve_target_prior(text: str, label_names: Sequence[str], train_counts: Se
         return uniform_prior(len(label_names))
     if text == TRAIN:
         if len(train_counts) != len(label_names):
-            raise BadHyperParameterError(f"the model has {len(label_names)} classes but its config records "
-                                         f"{len(train_counts)} training counts")
+            raise BadHyperParameterError(
+                f"the model has {len(label_names)} classes but its config records {len(train_counts)} training counts"
+            )
         return prior_from_counts(train_counts, TRAIN, "training split")
     return read_prior_file(text, label_names)

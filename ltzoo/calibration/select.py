@@ -65,7 +65,7 @@ class Choice:
             "val_curves": self.curves,
             "not_applicable": dict(self.not_applicable),
             "rule": "best val top-1; ties keep the simpler method (none < la < tau-norm < ncm) and the smaller tau; "
-                    "test takes no part",
+            "test takes no part",
         }
 
 
@@ -84,8 +84,9 @@ def class_means(pre_logits: np.ndarray, labels: np.ndarray, num_classes: int) ->
     return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 
 
-def method_heads(method: str, read: ReadHead, log_train_prior: np.ndarray,
-                 train: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[float | None, AffineHead]]:
+def method_heads(
+    method: str, read: ReadHead, log_train_prior: np.ndarray, train: tuple[np.ndarray, np.ndarray] | None
+) -> list[tuple[float | None, AffineHead]]:
     """Every (parameter, head) of ``method`` on ``read``'s head."""
     base = read.affine
     if method == NONE:
@@ -94,8 +95,10 @@ def method_heads(method: str, read: ReadHead, log_train_prior: np.ndarray,
         return [(tau, base.with_params(bias=base.bias - tau * log_train_prior)) for tau in LA_GRID]
     if method == "tau-norm":
         norms = np.maximum(np.linalg.norm(base.weight, axis=1, keepdims=True), 1e-12)
-        return [(tau, base.with_params(weight=base.weight / norms**tau, bias=np.zeros_like(base.bias)))
-                for tau in TAU_NORM_GRID]
+        return [
+            (tau, base.with_params(weight=base.weight / norms**tau, bias=np.zeros_like(base.bias)))
+            for tau in TAU_NORM_GRID
+        ]
     if method == "ncm":
         assert train is not None, "ncm needs the training split's pre-logit vectors"
         means = class_means(train[0], train[1], base.weight.shape[0])
@@ -105,21 +108,31 @@ def method_heads(method: str, read: ReadHead, log_train_prior: np.ndarray,
     raise BadHyperParameterError(f"unknown calibration method {method!r}; choose one of {list(METHOD_CHOICES)}")
 
 
-def choose(method: str, read: ReadHead, val: tuple[np.ndarray, np.ndarray], shots: ShotSplit,
-           log_train_prior: np.ndarray, train: tuple[np.ndarray, np.ndarray] | None = None) -> Choice:
+def choose(
+    method: str,
+    read: ReadHead,
+    val: tuple[np.ndarray, np.ndarray],
+    shots: ShotSplit,
+    log_train_prior: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Choice:
     """Score ``method`` (or, for ``auto``, every applicable method and ``none``) on val and choose."""
     if method not in METHOD_CHOICES:
         raise BadHyperParameterError(f"unknown calibration method {method!r}; choose one of {list(METHOD_CHOICES)}")
     not_applicable = {m: reason for m, reason in read.not_applicable.items() if reason is not None}
     if method in not_applicable:
-        raise BadHyperParameterError(f"--method {method} does not apply to this model: {not_applicable[method]}. "
-                                     f"Methods that apply: {read.applicable()} (or auto)")
+        raise BadHyperParameterError(
+            f"--method {method} does not apply to this model: {not_applicable[method]}. "
+            f"Methods that apply: {read.applicable()} (or auto)"
+        )
     tried = [NONE, *read.applicable()] if method == AUTO else [method]
     best: dict[str, Candidate] = {}
     curves: dict[str, list[dict[str, Any]]] = {}
     for name in tried:
-        scored = [Candidate(name, parameter, head, _score(head, val[0], val[1], shots))
-                  for parameter, head in method_heads(name, read, log_train_prior, train)]
+        scored = [
+            Candidate(name, parameter, head, _score(head, val[0], val[1], shots))
+            for parameter, head in method_heads(name, read, log_train_prior, train)
+        ]
         if len(scored) > 1:
             curves[name] = [candidate.summary() for candidate in scored]
         # max() keeps the first of equals: the grids run from tau = 0 up, so a tie keeps the smaller tau.

@@ -46,13 +46,21 @@ def fit_bcts(logits: np.ndarray, labels: np.ndarray, max_iterations: int = 200) 
     """Fit T and c on labelled (val) logits by minimising the NLL with L-BFGS (T kept positive as exp of a free
     parameter). Deterministic: float64 on the CPU."""
     if len(logits) == 0:
-        raise BadHyperParameterError("bias-corrected temperature scaling needs labelled val images; the val split is empty")
+        raise BadHyperParameterError(
+            "bias-corrected temperature scaling needs labelled val images; the val split is empty"
+        )
     z = torch.as_tensor(logits, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.long)
     log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature, bias], lr=0.5, max_iter=max_iterations,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
+    optimizer = torch.optim.LBFGS(
+        [log_temperature, bias],
+        lr=0.5,
+        max_iter=max_iterations,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+    )
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
@@ -65,8 +73,12 @@ def fit_bcts(logits: np.ndarray, labels: np.ndarray, max_iterations: int = 200) 
     return BCTS(float(log_temperature.detach().exp()), tuple(centred.tolist()))
 
 
-def estimate_prior(log_probs: np.ndarray, source_prior: np.ndarray, tolerance: float = EM_TOLERANCE,
-                   max_iterations: int = EM_MAX_ITERATIONS) -> tuple[np.ndarray, int]:
+def estimate_prior(
+    log_probs: np.ndarray,
+    source_prior: np.ndarray,
+    tolerance: float = EM_TOLERANCE,
+    max_iterations: int = EM_MAX_ITERATIONS,
+) -> tuple[np.ndarray, int]:
     """Saerens et al.'s EM: the class prior of the images behind ``log_probs`` (calibrated log-posteriors under
     ``source_prior``). Returns the prior and the iterations it took."""
     if len(log_probs) == 0:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
 import logging
 import pkgutil
 import shlex
 import sys
+from collections.abc import Callable
 
 from ltzoo.errors import LtzooError
 from ltzoo.version import __version__
@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     # Every line a user reads (plans, epoch lines, tables, warnings) goes to stdout, as do the progress bars
     # (ltzoo.engine.progress); stderr carries only the one-line error a command fails with.
     # With --json, stdout is the JSON document alone and the log lines go to stderr.
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        stream=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr if getattr(args, "json", False) else sys.stdout,
+    )
     for chatty in ("httpx", "httpx2", "httpcore", "httpcore2", "huggingface_hub", "filelock"):
         # one INFO line per HTTP request drowns the output; -v brings them back
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -75,8 +78,9 @@ def script_main(
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        stream=sys.stderr if getattr(args, "json", False) else sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", stream=sys.stderr if getattr(args, "json", False) else sys.stdout
+    )
     try:
         return run(args)
     except LtzooError as error:

@@ -8,13 +8,18 @@ import sys
 
 from ltzoo.cli import script_main
 
-DESCRIPTION = ("Convert an official method checkpoint (e.g. SY-Xuan/DSCL checkpoint.pth.tar or linear.pth.tar) into an "
-               "ltzoo run directory that ltzoo.load('local-dir:OUT') reads; prints the conversion report as JSON.")
+DESCRIPTION = (
+    "Convert an official method checkpoint (e.g. SY-Xuan/DSCL checkpoint.pth.tar or linear.pth.tar) into an "
+    "ltzoo run directory that ltzoo.load('local-dir:OUT') reads; prints the conversion report as JSON."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", required=True,
-                        help="which official code wrote the checkpoint: dscl (SY-Xuan/DSCL, the only one so far)")
+    parser.add_argument(
+        "--source",
+        required=True,
+        help="which official code wrote the checkpoint: dscl (SY-Xuan/DSCL, the only one so far)",
+    )
     parser.add_argument("--checkpoint", required=True, help="the .pth.tar file (read with weights_only=True)")
     parser.add_argument("--out", required=True, help="run directory to create")
     parser.add_argument("--dataset", default="imagenet_lt", help="training set of the checkpoint (default imagenet_lt)")
@@ -23,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("convert-official", help="convert an official method checkpoint into an ltzoo run",
-                              description=DESCRIPTION)
+    p = subparsers.add_parser(
+        "convert-official", help="convert an official method checkpoint into an ltzoo run", description=DESCRIPTION
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -32,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ltzoo.convert_official import convert_official
 
-    report = convert_official(args.source, args.checkpoint, args.out, dataset=args.dataset, arch=args.arch,
-                              data_root=args.data_root)
+    report = convert_official(
+        args.source, args.checkpoint, args.out, dataset=args.dataset, arch=args.arch, data_root=args.data_root
+    )
     summary = report.to_dict()
     summary["dropped_training_only"] = len(report.dropped_training_only)
     print(json.dumps(summary, indent=2))

@@ -16,18 +16,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dataset it was trained on: top-1 overall, many/medium/few and per class.",
     )
     p.add_argument("model", help="run directory, local-dir:PATH, hf-hub:ORG/REPO[@rev] or zoo name")
-    p.add_argument("--split", choices=("val", "test"), default="test",
-                   help="which split to score (default: test; choose models and settings on val, never on test)")
-    p.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy; for a run on "
-                   "your own data, where its files are now if they moved)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="images per evaluation batch (default 256; lower it if memory runs out; scores do not change)")
+    p.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="test",
+        help="which split to score (default: test; choose models and settings on val, never on test)",
+    )
+    p.add_argument(
+        "--data-root",
+        help="dataset location (default: $LTZOO_DATA, then the system copy; for a run on "
+        "your own data, where its files are now if they moved)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="images per evaluation batch (default 256; lower it if memory runs out; scores do not change)",
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    p.add_argument("--analysis", action="store_true",
-                   help="also measure why the model is (im)balanced: Fisher discriminant ratio of the features, "
-                   "per-class feature norms and classifier weight norms (printed and plotted)")
-    p.add_argument("--plot", default=None,
-                   help="where --analysis saves its plot (default: analysis_<split>.png in the current directory)")
+    p.add_argument(
+        "--analysis",
+        action="store_true",
+        help="also measure why the model is (im)balanced: Fisher discriminant ratio of the features, "
+        "per-class feature norms and classifier weight norms (printed and plotted)",
+    )
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="where --analysis saves its plot (default: analysis_<split>.png in the current directory)",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_split(TorchPredictor(model), data, args.split, args.batch_size)
     analysis = None
     if args.analysis:
-        from ltzoo.engine.wb_analysis import analyze, plot_report
+        from ltzoo.engine.feature_analysis import analyze, plot_report
 
         analysis = analyze(model, data, args.split, args.batch_size)
         plot = plot_report(analysis, args.plot or f"analysis_{args.split}.png")
@@ -61,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         shown = "     -" if acc is None else f"{acc:6.2f}"  # a class without images in this split
         print(f"  {cls:3d} {data.label_names[cls][:20]:20s} n={count:6d}  {shown}")
     if analysis is not None:
-        from ltzoo.engine.wb_analysis import format_report
+        from ltzoo.engine.feature_analysis import format_report
 
         print("\n" + format_report(analysis))
         print(f"plot: {result['analysis']['plot']}")

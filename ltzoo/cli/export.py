@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ltzoo.cli import script_main
-from ltzoo.errors import BadHyperParameterError
+from ltzoo.errors import BadHyperParameterError, LtzooError
 
 if TYPE_CHECKING:
     from ltzoo.export.report import ExportReport, Failure, Verification
@@ -49,78 +47,162 @@ def _profile(text: str) -> Any:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``ltzoo export`` / ``to_onnx.py``, in groups as ``--help`` shows them."""
+    from ltzoo.export.options import DEFAULT_EXPORTER, DEFAULT_OPSET, EXPORTERS, SUPPORTED_OPSETS
+
+    parser.add_argument(
+        "--model", required=True, help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]"
+    )
+    parser.add_argument("--out", required=True, help="output directory for the .onnx files and export_report.json")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        choices=SUPPORTED_OPSETS,
+        help=f"ONNX opset (default {DEFAULT_OPSET}; 17-20 parse on every TensorRT 10)",
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default=DEFAULT_EXPORTER,
+        help=f"torch.onnx exporter (default {DEFAULT_EXPORTER}); the report records which one",
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    _add_variant_arguments(parser.add_argument_group("variants (fp16, int8) and graph checks"))
+    _add_prior_arguments(parser)
+    _add_verify_arguments(parser.add_argument_group("verification (the per-split gate)"))
+
+
+def _add_variant_arguments(group: argparse._ArgumentGroup) -> None:
     from ltzoo.export.options import (
         CALIBRATION_CHOICES,
         DEFAULT_CALIB_SEED,
         DEFAULT_CALIB_SIZE,
         DEFAULT_CALIBRATION,
-        DEFAULT_EXPORTER,
         DEFAULT_INT8_DEBUG_WORST,
         DEFAULT_INT8_TARGET,
-        DEFAULT_MAX_DROP,
-        DEFAULT_OPSET,
-        EXPORTERS,
         INT8_TARGET_NAMES,
-        PROVIDER_CHOICES,
-        SUPPORTED_OPSETS,
     )
 
-    parser.add_argument("--model", required=True,
-                        help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]")
-    parser.add_argument("--out", required=True, help="output directory for the .onnx files and export_report.json")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, choices=SUPPORTED_OPSETS,
-                        help=f"ONNX opset (default {DEFAULT_OPSET}; 17-20 parse on every TensorRT 10)")
-    parser.add_argument("--exporter", choices=EXPORTERS, default=DEFAULT_EXPORTER,
-                        help=f"torch.onnx exporter (default {DEFAULT_EXPORTER}); the report records which one")
-    parser.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 graph, fp32 I/O)")
-    parser.add_argument("--int8", action="store_true",
-                        help="also write model_int8.onnx (static QDQ, per-channel, class-balanced calibration)")
-    parser.add_argument("--int8-target", choices=INT8_TARGET_NAMES, default=DEFAULT_INT8_TARGET,
-                        help="tensorrt (default): symmetric int8 activations, TensorRT-ready; cpu: uint8 activations "
-                        "that ONNX Runtime's x86 kernels fuse fully (faster on CPU, not TensorRT-ready)")
-    parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
-                        help=f"int8 calibration images from the training split (default {DEFAULT_CALIB_SIZE})")
-    parser.add_argument("--calib-method", choices=CALIBRATION_CHOICES, default=DEFAULT_CALIBRATION,
-                        help=f"int8 calibration method (default {DEFAULT_CALIBRATION}: minmax, then percentile, then "
-                        "entropy, keeping the first whose val accuracy stays within the int8 gate; test is never used "
-                        "to choose). percentile and entropy hold every calibration activation in memory: use a small "
-                        "--calib-size for large models")
-    parser.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
-    parser.add_argument("--int8-debug", type=int, nargs="?", const=DEFAULT_INT8_DEBUG_WORST, default=None, metavar="N",
-                        help=f"compare int8 with fp32 tensor by tensor on calibration images (ONNX Runtime's "
-                        f"qdq_loss_debug): the N (default {DEFAULT_INT8_DEBUG_WORST}) worst tensors by SQNR go in the report, and "
-                        "when int8 fails the gate the nodes that read them are named as --int8-exclude candidates")
-    parser.add_argument("--int8-exclude", action="append", default=[], metavar="NODE[,NODE...]",
-                        help="keep these nodes in float in the int8 graph (ORT's nodes_to_exclude; repeatable)")
-    parser.add_argument("--no-lint", dest="lint", action="store_false",
-                        help="skip polygraphy check lint, the independent linter that runs on every graph when "
-                        "installed (pip install 'ltzoo[lint]')")
-    prior = parser.add_mutually_exclusive_group()
-    prior.add_argument("--target-prior", metavar="uniform|train|FILE",
-                       help="bake a deployment prior into the graph, as `ltzoo calibrate --method none` does: the "
-                       "logits become log-posteriors under it (bias-corrected temperature scaling fitted on val); "
-                       "uniform, train, or a JSON/CSV file of frequency by label name")
-    prior.add_argument("--estimate-prior", metavar="FOLDER",
-                       help="bake the prior estimated (EM) from a folder of unlabeled deployment images")
-    prior.add_argument("--logit-adjust", type=float, metavar="TAU",
-                       help="bake logits - TAU * log(training prior) into the graph (kept for older commands; "
-                       "`ltzoo calibrate` chooses TAU on val)")
-    parser.add_argument("--verify", nargs="?", const="dataset", default="parity", choices=("none", "parity", "dataset"),
-                        help="none: graph checks only; parity (default): + ORT vs PyTorch at batches 1/3/17; "
-                        "dataset (also bare --verify): + the per-split accuracy gate on val and test")
-    parser.add_argument("--max-drop", action="append", metavar="VARIANT=POINTS",
-                        help="gate threshold in top-1 points on few-shot and overall, per variant; defaults "
-                        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MAX_DROP.items()))
-    parser.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy)")
-    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
-                        help="ONNX Runtime provider (default auto: TensorRT > CUDA > CPU)")
-    parser.add_argument("--trt-profile", type=_profile, default=None, metavar="MIN,OPT,MAX",
-                        help="TensorRT optimization profile batch sizes for the report (default 1,8,32)")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size for --verify dataset")
-    parser.add_argument("--verify-existing", action="store_true",
-                        help="export nothing: re-run every check (and --verify) on the .onnx files already in --out "
-                        "against --model, e.g. after downloading or editing them")
-    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    group.add_argument("--fp16", action="store_true", help="also write model_fp16.onnx (fp16 graph, fp32 I/O)")
+    group.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model_int8.onnx (static QDQ, per-channel, class-balanced calibration)",
+    )
+    group.add_argument(
+        "--int8-target",
+        choices=INT8_TARGET_NAMES,
+        default=DEFAULT_INT8_TARGET,
+        help="tensorrt (default): symmetric int8 activations, TensorRT-ready; cpu: uint8 activations "
+        "that ONNX Runtime's x86 kernels fuse fully (faster on CPU, not TensorRT-ready)",
+    )
+    group.add_argument(
+        "--calib-size",
+        type=int,
+        default=DEFAULT_CALIB_SIZE,
+        help=f"int8 calibration images from the training split (default {DEFAULT_CALIB_SIZE})",
+    )
+    group.add_argument(
+        "--calib-method",
+        choices=CALIBRATION_CHOICES,
+        default=DEFAULT_CALIBRATION,
+        help=f"int8 calibration method (default {DEFAULT_CALIBRATION}: minmax, then percentile, then "
+        "entropy, keeping the first whose val accuracy stays within the int8 gate; test is never used "
+        "to choose). percentile and entropy hold every calibration activation in memory: use a small "
+        "--calib-size for large models",
+    )
+    group.add_argument("--calib-seed", type=int, default=DEFAULT_CALIB_SEED, help="seed of the calibration draw")
+    group.add_argument(
+        "--int8-debug",
+        type=int,
+        nargs="?",
+        const=DEFAULT_INT8_DEBUG_WORST,
+        default=None,
+        metavar="N",
+        help=f"compare int8 with fp32 tensor by tensor on calibration images (ONNX Runtime's "
+        f"qdq_loss_debug): the N (default {DEFAULT_INT8_DEBUG_WORST}) worst tensors by SQNR go in the report, and "
+        "when int8 fails the gate the nodes that read them are named as --int8-exclude candidates",
+    )
+    group.add_argument(
+        "--int8-exclude",
+        action="append",
+        default=[],
+        metavar="NODE[,NODE...]",
+        help="keep these nodes in float in the int8 graph (ORT's nodes_to_exclude; repeatable)",
+    )
+    group.add_argument(
+        "--no-lint",
+        dest="lint",
+        action="store_false",
+        help="skip polygraphy check lint, the independent linter that runs on every graph when "
+        "installed (pip install 'ltzoo[lint]')",
+    )
+
+
+def _add_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    prior = parser.add_argument_group("deployment prior (one of)").add_mutually_exclusive_group()
+    prior.add_argument(
+        "--target-prior",
+        metavar="uniform|train|FILE",
+        help="bake a deployment prior into the graph, as `ltzoo calibrate --method none` does: the "
+        "logits become log-posteriors under it (bias-corrected temperature scaling fitted on val); "
+        "uniform, train, or a JSON/CSV file of frequency by label name",
+    )
+    prior.add_argument(
+        "--estimate-prior",
+        metavar="FOLDER",
+        help="bake the prior estimated (EM) from a folder of unlabeled deployment images",
+    )
+    prior.add_argument(
+        "--logit-adjust",
+        type=float,
+        metavar="TAU",
+        help="bake logits - TAU * log(training prior) into the graph (kept for older commands; "
+        "`ltzoo calibrate` chooses TAU on val)",
+    )
+
+
+def _add_verify_arguments(group: argparse._ArgumentGroup) -> None:
+    from ltzoo.export.options import DEFAULT_MAX_DROP, PROVIDER_CHOICES
+
+    group.add_argument(
+        "--verify",
+        nargs="?",
+        const="dataset",
+        default="parity",
+        choices=("none", "parity", "dataset"),
+        help="none: graph checks only; parity (default): + ORT vs PyTorch at batches 1/3/17; "
+        "dataset (also bare --verify): + the per-split accuracy gate on val and test",
+    )
+    group.add_argument(
+        "--max-drop",
+        action="append",
+        metavar="VARIANT=POINTS",
+        help="gate threshold in top-1 points on few-shot and overall, per variant; defaults "
+        + ", ".join(f"{k}={v:g}" for k, v in DEFAULT_MAX_DROP.items()),
+    )
+    group.add_argument("--data-root", help="dataset location (default: $LTZOO_DATA, then the system copy)")
+    group.add_argument(
+        "--provider",
+        choices=PROVIDER_CHOICES,
+        default="auto",
+        help="ONNX Runtime provider (default auto: TensorRT > CUDA > CPU)",
+    )
+    group.add_argument(
+        "--trt-profile",
+        type=_profile,
+        default=None,
+        metavar="MIN,OPT,MAX",
+        help="TensorRT optimization profile batch sizes for the report (default 1,8,32)",
+    )
+    group.add_argument("--batch-size", type=int, default=256, help="evaluation batch size for --verify dataset")
+    group.add_argument(
+        "--verify-existing",
+        action="store_true",
+        help="export nothing: re-run every check (and --verify) on the .onnx files already in --out "
+        "against --model, e.g. after downloading or editing them",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
@@ -179,12 +261,17 @@ def print_summary(report: ExportReport, printer: Callable[[str], None] = print) 
         printer(format_verification(report.verification, report.gate_failures))
     if report.logit_adjust is not None:
         adjust = report.logit_adjust
-        what = (f"target prior {adjust['target_prior']['kind']}" if adjust.get("target_prior")
-                else f"logit adjustment tau={adjust['tau']}")
+        what = (
+            f"target prior {adjust['target_prior']['kind']}"
+            if adjust.get("target_prior")
+            else f"logit adjustment tau={adjust['tau']}"
+        )
         effect = adjust["effect_points_adjusted_minus_plain"]
         if isinstance(effect, dict):
-            effect = "; ".join(f"{split} " + ", ".join(f"{g} {v:+.2f}" for g, v in groups.items() if v is not None)
-                               for split, groups in effect.items())
+            effect = "; ".join(
+                f"{split} " + ", ".join(f"{g} {v:+.2f}" for g, v in groups.items() if v is not None)
+                for split, groups in effect.items()
+            )
         printer(f"\n{what}: effect (points, adjusted - plain) {effect}")
 
 
@@ -212,10 +299,19 @@ def add_tensorrt_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--onnx", required=True, help="an ONNX file written by export/to_onnx.py")
     parser.add_argument("--check-only", action="store_true", help="only the static readiness check, no engine build")
-    parser.add_argument("--profile", type=_profile, default=None, metavar="MIN,OPT,MAX",
-                        help="optimization profile batch sizes (default 1,8,32)")
-    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
-                        help="ONNX Runtime provider of the reference run (default auto)")
+    parser.add_argument(
+        "--profile",
+        type=_profile,
+        default=None,
+        metavar="MIN,OPT,MAX",
+        help="optimization profile batch sizes (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDER_CHOICES,
+        default="auto",
+        help="ONNX Runtime provider of the reference run (default auto)",
+    )
 
 
 def run_tensorrt(args: argparse.Namespace) -> int:
@@ -251,8 +347,10 @@ def run_tensorrt(args: argparse.Namespace) -> int:
         result["engine"] = {"skipped": "the static check failed"}
     written = _record_tensorrt(path, result)
     static = result["static"]
-    print(f"static check: {'passed' if static.get('passed') else 'FAILED'}; opset {static.get('opset')}; "
-          f"profile {static.get('optimization_profile', {}).get('shapes')}")
+    print(
+        f"static check: {'passed' if static.get('passed') else 'FAILED'}; opset {static.get('opset')}; "
+        f"profile {static.get('optimization_profile', {}).get('shapes')}"
+    )
     engine = result.get("engine", {})
     print("engine: " + (f"skipped ({engine['skipped']})" if "skipped" in engine else json.dumps(engine)))
     print(f"written to {written}")
@@ -291,11 +389,15 @@ def main_tensorrt(argv: list[str] | None = None) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export to ONNX (fp32/fp16/int8) with checks and a per-split gate",
-                              description=EXPORT_DESCRIPTION)
+    p = subparsers.add_parser(
+        "export",
+        help="export to ONNX (fp32/fp16/int8) with checks and a per-split gate",
+        description=EXPORT_DESCRIPTION,
+    )
     add_export_arguments(p)
     p.set_defaults(func=run_export)
-    t = subparsers.add_parser("trt", help="TensorRT readiness check (and engine build where a GPU exists)",
-                              description=TRT_DESCRIPTION)
+    t = subparsers.add_parser(
+        "trt", help="TensorRT readiness check (and engine build where a GPU exists)", description=TRT_DESCRIPTION
+    )
     add_tensorrt_arguments(t)
     t.set_defaults(func=run_tensorrt)

@@ -25,13 +25,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  ltzoo predict hf-hub:ORG/REPO shirt.png --onnx fp16  # the repo's onnx/ folder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL",
-                   help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]; with --onnx also an "
-                   "export folder or an .onnx file")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="zoo name, run directory, local-dir:PATH or hf-hub:ORG/REPO[@rev]; with --onnx also an "
+        "export folder or an .onnx file",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ... anything Pillow reads)")
-    p.add_argument("--onnx", choices=ONNX_VARIANTS, default=None,
-                   help="run this exported graph on ONNX Runtime instead of the PyTorch model; its preprocessing "
-                   "and labels come from the graph's metadata")
+    p.add_argument(
+        "--onnx",
+        choices=ONNX_VARIANTS,
+        default=None,
+        help="run this exported graph on ONNX Runtime instead of the PyTorch model; its preprocessing "
+        "and labels come from the graph's metadata",
+    )
     p.add_argument("--top-k", type=int, default=5, help="how many labels per image (default 5)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
@@ -47,8 +54,9 @@ def _onnx_backend(source: str, variant: str) -> tuple[Any, Any, list[str], str]:
     session = load_onnx_session(source, variant)
     metadata = decode_metadata(session.get_modelmeta().custom_metadata_map)
     if "label_names" not in metadata:
-        raise LtzooError(f"the {variant} graph of {source} has no label_names in its metadata; re-export it "
-                         "with export/to_onnx.py")
+        raise LtzooError(
+            f"the {variant} graph of {source} has no label_names in its metadata; re-export it with export/to_onnx.py"
+        )
     return OrtPredictor(session), create_transform(session), list(metadata["label_names"]), f"onnxruntime {variant}"
 
 
@@ -71,11 +79,21 @@ def run(args: argparse.Namespace) -> int:
     predictor, transform, labels, runtime = (
         _onnx_backend(args.model, args.onnx) if args.onnx else _torch_backend(args.model)
     )
-    predictions = predict_images(predictor, transform, images, args.images, labels,
-                                 top_k=min(args.top_k, len(labels)), batch_size=args.batch_size)
+    predictions = predict_images(
+        predictor,
+        transform,
+        images,
+        args.images,
+        labels,
+        top_k=min(args.top_k, len(labels)),
+        batch_size=args.batch_size,
+    )
     if args.json:
-        print(json.dumps({"model": args.model, "runtime": runtime,
-                          "predictions": [p.to_dict() for p in predictions]}, indent=2))
+        print(
+            json.dumps(
+                {"model": args.model, "runtime": runtime, "predictions": [p.to_dict() for p in predictions]}, indent=2
+            )
+        )
         return 0
     width = max(len(label) for label in labels)
     for prediction in predictions:

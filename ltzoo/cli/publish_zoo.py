@@ -16,14 +16,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--namespace", required=True, help="Hub user or organisation to publish under")
     p.add_argument("--pattern", action="append", help="zoo-name pattern(s), e.g. 'dscl*' (repeatable; default all)")
     p.add_argument("--runs", default="runs", help="runs directory to search (default: runs)")
-    p.add_argument("--exports", help="exports directory; <exports>/<run folder or zoo name> with export_report.json is pushed too")
+    p.add_argument(
+        "--exports", help="exports directory; <exports>/<run folder or zoo name> with export_report.json is pushed too"
+    )
     p.add_argument("--private", action="store_true", help="create the repos as private")
     p.add_argument("--create-pr", action="store_true", help="open pull requests instead of committing to main")
     p.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT, then https://huggingface.co)")
     p.add_argument("--token", help="write token (default: $HF_TOKEN)")
-    p.add_argument("--pins", metavar="FILE",
-                   help="pins file to record the published entries in (default: $LTZOO_PINS, else the one that "
-                   "ships with ltzoo, ltzoo/zoo_pins.json in a checkout); pull requests are never pinned")
+    p.add_argument(
+        "--pins",
+        metavar="FILE",
+        help="pins file to record the published entries in (default: $LTZOO_PINS, else the one that "
+        "ships with ltzoo, ltzoo/zoo_pins.json in a checkout); pull requests are never pinned",
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would be pushed; push nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -33,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ltzoo.cli.push import quiet_http_log
-    from ltzoo.publish.zoo import as_json, publish_zoo
     from ltzoo.pins import pins_path
+    from ltzoo.publish.zoo import as_json, publish_zoo
 
     quiet_http_log(args)
     pins = Path(args.pins) if args.pins else pins_path()

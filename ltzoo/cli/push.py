@@ -11,10 +11,11 @@ import logging
 from ltzoo.errors import HubError
 from ltzoo.source import parse_source
 
-
-DESCRIPTION = ("Push a run (weights, config.json, model card, per-class plot and optionally ONNX graphs) to the Hub in "
-               "one commit. The card is regenerated on every push. The token comes from --token or HF_TOKEN, the "
-               "endpoint from --endpoint or HF_ENDPOINT (a local Hub-compatible server works as huggingface.co does).")
+DESCRIPTION = (
+    "Push a run (weights, config.json, model card, per-class plot and optionally ONNX graphs) to the Hub in "
+    "one commit. The card is regenerated on every push. The token comes from --token or HF_TOKEN, the "
+    "endpoint from --endpoint or HF_ENDPOINT (a local Hub-compatible server works as huggingface.co does)."
+)
 
 
 def add_push_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,11 +37,7 @@ def quiet_http_log(args: argparse.Namespace) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "push",
-        help="publish a training run to the Hugging Face Hub",
-        description=DESCRIPTION,
-    )
+    p = subparsers.add_parser("push", help="publish a training run to the Hugging Face Hub", description=DESCRIPTION)
     add_push_arguments(p)
     p.set_defaults(func=run)
 

@@ -27,44 +27,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
     p.add_argument("--data-root", help="zoo dataset location (default: $LTZOO_DATA, then the system copy)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt (same command)")
-    p.add_argument("--device", default="cpu",
-                   help="torch device (default: cpu); under torchrun, cuda gives each process its own GPU (NCCL)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device (default: cpu); under torchrun, cuda gives each process its own GPU (NCCL)",
+    )
 
-    speed = p.add_argument_group("speed (results are reported from an fp32 evaluation of the saved weights)")
-    speed.add_argument("--precision", choices=PRECISIONS,
-                       help="training precision (default: the recipe's, auto): auto = bf16 autocast where the device "
-                       "computes bf16 natively (CUDA with bf16, CPUs with AMX or AVX512_BF16), else fp32; fp16 is "
-                       "CUDA only (with a gradient scaler). Losses always run in fp32. --resume keeps the precision the "
-                       "run started with")
-    speed.add_argument("--channels-last", choices=CHANNELS_LAST_CHOICES, default="auto",
-                       help="NHWC memory layout for the convolutions (default auto: on for CUDA and AVX-512 CPUs, "
-                       "where it measured faster; off on AVX2-only CPUs)")
-    speed.add_argument("--compile", action="store_true",
-                       help="torch.compile the backbone (off by default: compiling takes minutes on a CPU and pays "
-                       "only on long runs; see benchmarks/results/training_cost.md)")
-    speed.add_argument("--log-format", choices=EPOCH_LOG_FORMATS, default="text",
-                       help="one line per epoch: text (readable, default) or json (the train_log.jsonl lines)")
+    _add_speed_arguments(
+        p.add_argument_group("speed (results are reported from an fp32 evaluation of the saved weights)")
+    )
+    _add_own_data_arguments(p.add_argument_group("your own data"))
+    p.set_defaults(func=run)
 
-    own = p.add_argument_group("your own data")
-    own.add_argument("--data", metavar="SOURCE",
-                     help="imagefolder:PATH (PATH/train, PATH/val, optionally PATH/test, one folder per class) or "
-                     "splits:ROOT (ROOT/*_train.txt, *_val.txt, *_test.txt with 'relative/path label' lines); an "
-                     "optional classes.txt names the classes; without val, a balanced val is held out from train")
-    own.add_argument("--init", metavar="MODEL",
-                     help="fine-tune: start from this model's backbone (zoo name, run dir, local-dir:PATH or "
-                     "hf-hub:ORG/REPO) with a new head for your classes; recorded in config.json and the card")
-    own.add_argument("--shot-thresholds", metavar="MANY,FEW",
-                     help="many > MANY and few < FEW training images (default 100,20), or 'terciles': classes "
-                     "ranked by count, in thirds (for small data where the default leaves a group empty)")
-    own.add_argument("--skip-bad-images", action="store_true",
-                     help="skip unreadable or corrupt images (counted, reported, stored) instead of failing")
+
+def _add_speed_arguments(speed: argparse._ArgumentGroup) -> None:
+    speed.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="training precision (default: the recipe's, auto): auto = bf16 autocast where the device "
+        "computes bf16 natively (CUDA with bf16, CPUs with AMX or AVX512_BF16), else fp32; fp16 is "
+        "CUDA only (with a gradient scaler). Losses always run in fp32. --resume keeps the precision the "
+        "run started with",
+    )
+    speed.add_argument(
+        "--channels-last",
+        choices=CHANNELS_LAST_CHOICES,
+        default="auto",
+        help="NHWC memory layout for the convolutions (default auto: on for CUDA and AVX-512 CPUs, "
+        "where it measured faster; off on AVX2-only CPUs)",
+    )
+    speed.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the backbone (off by default: compiling takes minutes on a CPU and pays "
+        "only on long runs; see benchmarks/results/training_cost.md)",
+    )
+    speed.add_argument(
+        "--log-format",
+        choices=EPOCH_LOG_FORMATS,
+        default="text",
+        help="one line per epoch: text (readable, default) or json (the train_log.jsonl lines)",
+    )
+
+
+def _add_own_data_arguments(own: argparse._ArgumentGroup) -> None:
+    own.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help="imagefolder:PATH (PATH/train, PATH/val, optionally PATH/test, one folder per class) or "
+        "splits:ROOT (ROOT/*_train.txt, *_val.txt, *_test.txt with 'relative/path label' lines); an "
+        "optional classes.txt names the classes; without val, a balanced val is held out from train",
+    )
+    own.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="fine-tune: start from this model's backbone (zoo name, run dir, local-dir:PATH or "
+        "hf-hub:ORG/REPO) with a new head for your classes; recorded in config.json and the card",
+    )
+    own.add_argument(
+        "--shot-thresholds",
+        metavar="MANY,FEW",
+        help="many > MANY and few < FEW training images (default 100,20), or 'terciles': classes "
+        "ranked by count, in thirds (for small data where the default leaves a group empty)",
+    )
+    own.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="skip unreadable or corrupt images (counted, reported, stored) instead of failing",
+    )
     own.add_argument("--batch-size", type=int, help="batch size of every stage (default: derived from the data)")
     own.add_argument("--lr", type=float, help="learning rate of the first stage; later stages keep their ratio")
     from ltzoo.recipe import method_knobs
 
     for knob in method_knobs().values():  # each method's own data-size settings (--queue-size, ...)
         own.add_argument(knob.option, dest=knob.arg, type=knob.type, help=knob.help)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,13 +111,17 @@ def run(args: argparse.Namespace) -> int:
 
     from ltzoo.engine import distributed
     from ltzoo.engine.evaluator import format_table
+    from ltzoo.planner.derived import Overrides
     from ltzoo.planner.plan import plan_training, run_plan
     from ltzoo.recipe import method_knobs
-    from ltzoo.planner.derived import Overrides
 
     method_args = {key: getattr(args, key) for key in method_knobs() if getattr(args, key) is not None}
     plan = plan_training(
-        args.name, data=args.data, data_root=args.data_root, init=args.init, shot_thresholds=args.shot_thresholds,
+        args.name,
+        data=args.data,
+        data_root=args.data_root,
+        init=args.init,
+        shot_thresholds=args.shot_thresholds,
         skip_bad_images=args.skip_bad_images,
         overrides=Overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, method_args=method_args),
     )
@@ -89,15 +129,26 @@ def run(args: argparse.Namespace) -> int:
     with distributed.process_group_from_env(args.device) as device:
         if distributed.is_main_process():
             print(plan.describe(), flush=True)
-        metrics = run_plan(plan, args.out, resume=args.resume, max_steps=args.max_steps,
-                           steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=str(device),
-                           precision=args.precision, channels_last=args.channels_last, compile=args.compile,
-                           log_format=args.log_format)
+        metrics = run_plan(
+            plan,
+            args.out,
+            resume=args.resume,
+            max_steps=args.max_steps,
+            steps_per_epoch=args.steps_per_epoch,
+            seed=args.seed,
+            device=str(device),
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            log_format=args.log_format,
+        )
         if not distributed.is_main_process():
             return 0
     selected = metrics["selected"]
-    print(f"\n{plan.name}: top-1 (%) of the model selected on val ({selected.get('stage')} epoch "
-          f"{selected.get('epoch')}; trained in {metrics['precision']}, evaluated in fp32)")
+    print(
+        f"\n{plan.name}: top-1 (%) of the model selected on val ({selected.get('stage')} epoch "
+        f"{selected.get('epoch')}; trained in {metrics['precision']}, evaluated in fp32)"
+    )
     print(format_table({"val": metrics["val"], "test": metrics["test"]}))
     print(f"\nsaved to {args.out}; load it with ltzoo.load('local-dir:{args.out}')")
     return 0

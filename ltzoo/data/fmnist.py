@@ -33,7 +33,12 @@ SPLIT_SEED = 0
 
 
 def _find(directory: Path, stem: str) -> Path | None:
-    for candidate in (directory / stem, directory / f"{stem}.gz", directory / "raw" / stem, directory / "raw" / f"{stem}.gz"):
+    for candidate in (
+        directory / stem,
+        directory / f"{stem}.gz",
+        directory / "raw" / stem,
+        directory / "raw" / f"{stem}.gz",
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -52,7 +57,7 @@ def locate_fashion_mnist(root: str | os.PathLike[str] | None = None, download: b
         raise DataNotFoundError(
             f"--data-root {root}: no Fashion-MNIST idx files there (searched {', '.join(str(p) for p in given)}). "
             "Fix: point --data-root at the folder holding train-images-idx3-ubyte[.gz] and the other three files, "
-            "or leave it out to use $LTZOO_DATA or the system copy."
+            "or leave it out to use $LTZOO_DATA or the system copy (`apt-get install dataset-fashion-mnist`)."
         )
     candidates: list[Path] = []
     if os.environ.get("LTZOO_DATA"):
@@ -85,7 +90,9 @@ def _missing_message(searched: list[Path]) -> str:
     )
 
 
-def longtail_indices(labels: np.ndarray, counts: list[int], val_per_class: int, seed: int) -> tuple[list[int], list[int]]:
+def longtail_indices(
+    labels: np.ndarray, counts: list[int], val_per_class: int, seed: int
+) -> tuple[list[int], list[int]]:
     """Per class, shuffle its indices with a fixed seed; the first n_c go to train, the next val_per_class to val."""
     rng = np.random.RandomState(seed)
     train, val = [], []

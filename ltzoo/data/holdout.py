@@ -23,10 +23,7 @@ def holdout_sizes(class_counts: Sequence[int]) -> list[int]:
     """Images each class gives to val (see the module docstring)."""
     total, num_classes = sum(class_counts), len(class_counts)
     target = max(1, round(VAL_FRACTION * total / max(num_classes, 1)))
-    return [
-        min(target, max(n // MAX_CLASS_SHARE_DIVISOR, 1 if n >= MIN_IMAGES_FOR_VAL else 0))
-        for n in class_counts
-    ]
+    return [min(target, max(n // MAX_CLASS_SHARE_DIVISOR, 1 if n >= MIN_IMAGES_FOR_VAL else 0)) for n in class_counts]
 
 
 def hold_out(labels: Sequence[int], num_classes: int, seed: int = HOLDOUT_SEED) -> tuple[list[int], list[int]]:

@@ -73,7 +73,8 @@ def scan_images(root: Path, items: dict[str, list[Item]], skip_bad: bool) -> Sca
         result.items[split] = kept
     if result.skipped:
         log.warning(
-            "skipped %d unreadable image(s) (--skip-bad-images): %s%s", len(result.skipped),
+            "skipped %d unreadable image(s) (--skip-bad-images): %s%s",
+            len(result.skipped),
             "; ".join(f"{where} ({error})" for _, where, error in result.skipped[:5]),
             " ..." if len(result.skipped) > 5 else "",
         )

@@ -65,7 +65,7 @@ class DataConfig:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, values: dict[str, Any]) -> DataConfig:
         """From a ``pretrained_cfg`` or a timm data config (extra keys are ignored)."""
         missing = [key for key in ("input_size", "mean", "std") if values.get(key) is None]
         if missing:
@@ -82,7 +82,7 @@ class DataConfig:
         )
 
     @classmethod
-    def from_data_info(cls, info: DataInfo) -> "DataConfig":
+    def from_data_info(cls, info: DataInfo) -> DataConfig:
         """The eval preprocessing of a dataset family: in-memory fmnist/CIFAR images are already at the
         input size (the centre crop of a same-size image is the image) and ImageNet-style sets resize the
         shorter side then crop; user images of any size are squashed so nothing at the border is lost."""

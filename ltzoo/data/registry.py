@@ -9,7 +9,7 @@ from functools import partial
 from ltzoo.data.cifar import build_cifar_lt
 from ltzoo.data.datasets import LTDataset
 from ltzoo.data.fmnist import build_fmnist_lt
-from ltzoo.data.sources import build_source_dataset, is_source_name
+from ltzoo.data.sources import SourceSpec, build_source_dataset, is_source_name
 from ltzoo.data.splitfile import build_split_file_dataset
 from ltzoo.errors import UnknownModelError
 
@@ -27,10 +27,15 @@ DATASETS: dict[str, DatasetBuilder] = {
 _CACHE: dict[tuple[str, str | None], LTDataset] = {}
 
 
-def build_dataset(name: str, root: str | os.PathLike[str] | None = None, cache: bool = True) -> LTDataset:
-    """Build (or reuse, within this process) a long-tailed dataset by name: a zoo dataset, or a user
-    source ``imagefolder:PATH`` / ``splits:ROOT`` (see :mod:`ltzoo.data.sources`)."""
-    user_source = is_source_name(name)
+def build_dataset(
+    source: str | SourceSpec, root: str | os.PathLike[str] | None = None, cache: bool = True
+) -> LTDataset:
+    """Build (or reuse, within this process) a long-tailed dataset: a zoo dataset by name, or a user source, as a
+    parsed :class:`~ltzoo.data.sources.SourceSpec` or its name ``imagefolder:PATH`` / ``splits:ROOT``. The name is
+    the cache key (and what a run records); a spec given parsed is not parsed again."""
+    spec = source if isinstance(source, SourceSpec) else None
+    name = spec.name if spec is not None else source
+    user_source = spec is not None or is_source_name(name)
     if not user_source and name not in DATASETS:
         raise UnknownModelError(
             f"unknown dataset {name!r}; known datasets: {sorted(DATASETS)}, or your own as imagefolder:PATH / "
@@ -39,7 +44,7 @@ def build_dataset(name: str, root: str | os.PathLike[str] | None = None, cache: 
     key = (name, None if root is None else str(root))
     if cache and key in _CACHE:
         return _CACHE[key]
-    dataset = build_source_dataset(name, root) if user_source else DATASETS[name](root)
+    dataset = build_source_dataset(spec or name, root) if user_source else DATASETS[name](root)
     if cache:
         _CACHE[key] = dataset
     return dataset

@@ -103,7 +103,9 @@ class LongTailSampler(Sampler[int]):
             perms = [torch.randperm(self.dataset_size, generator=generator) for _ in range(reps)]
             return torch.cat(perms)[: self.total_size]
         classes = torch.multinomial(self._class_weights, self.total_size, replacement=True, generator=generator)
-        offsets = (torch.rand(self.total_size, generator=generator, dtype=torch.float64) * self._class_count[classes]).long()
+        offsets = (
+            torch.rand(self.total_size, generator=generator, dtype=torch.float64) * self._class_count[classes]
+        ).long()
         return self._by_class[self._class_start[classes] + offsets]
 
     def __iter__(self) -> Iterator[int]:

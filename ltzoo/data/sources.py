@@ -221,7 +221,9 @@ def _held_out_val(index: LayoutIndex, train: list[Item]) -> tuple[list[Item], li
     log.warning(
         "%s has no val split: held out %d training images as a balanced val split (%s per class); "
         "add a val split to choose it yourself",
-        index.root, len(val_idx), sizes,
+        index.root,
+        len(val_idx),
+        sizes,
     )
     return [train[i] for i in train_idx], [train[i] for i in val_idx], note
 
@@ -308,13 +310,21 @@ def _announce(data: LTDataset, spec: SourceSpec) -> None:
     shots = data.shots
     log.info(
         "%s: %d classes, %d/%d/%d train/val/test images, imbalance factor %.1f; many/medium/few %d/%d/%d classes (%s)",
-        spec.display_name, data.num_classes, len(data.train), len(data.val), len(data.test),  # type: ignore[arg-type]
-        data.imbalance_factor, len(shots.many), len(shots.medium), len(shots.few),
+        spec.display_name,
+        data.num_classes,
+        len(data.train),
+        len(data.val),
+        len(data.test),  # type: ignore[arg-type]
+        data.imbalance_factor,
+        len(shots.many),
+        len(shots.medium),
+        len(shots.few),
         f"rule {shots.rule}: many > {shots.many_threshold}, few < {shots.few_threshold}",
     )
     empty = [group for group in ("many", "medium", "few") if not getattr(shots, group)]
     if empty and shots.rule == "absolute":
         log.info(
             "the absolute thresholds leave the %s group(s) empty for these counts; --shot-thresholds terciles ranks "
-            "the classes by count into thirds, --shot-thresholds MANY,FEW sets other thresholds", "/".join(empty),
+            "the classes by count into thirds, --shot-thresholds MANY,FEW sets other thresholds",
+            "/".join(empty),
         )

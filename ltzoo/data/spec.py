@@ -30,7 +30,7 @@ class DataInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DataInfo":
+    def from_dict(cls, values: dict[str, Any]) -> DataInfo:
         """The inverse of :meth:`to_dict` (as stored in a run's ``config.json``, lists for tuples)."""
         known = {f.name for f in fields(cls)}
         kwargs = {key: value for key, value in values.items() if key in known}

@@ -57,7 +57,9 @@ def build_split_file_dataset(name: str, root: str | os.PathLike[str] | None) -> 
         )
     root = Path(root)
     spec = dataset_spec(name)
-    splits = {s: read_split_file(root / f, spec.num_classes) for s, f in zip(("train", "val", "test"), SPLIT_FILES[name])}
+    splits = {
+        s: read_split_file(root / f, spec.num_classes) for s, f in zip(("train", "val", "test"), SPLIT_FILES[name])
+    }
     datasets = {s: FileImageDataset(root, p, y) for s, (p, y) in splits.items()}
     return LTDataset(
         name=name,
@@ -67,6 +69,9 @@ def build_split_file_dataset(name: str, root: str | os.PathLike[str] | None) -> 
         label_names=[str(i) for i in range(spec.num_classes)],
         info=spec,
         index_sha256=index_sha256({s: sorted(zip(p, y)) for s, (p, y) in splits.items()}),
-        source={"root": str(root), "split_files": list(SPLIT_FILES[name]),
-                "note": "iNat 2018 reports on its val list (no separate test list)" if name == "inat2018" else ""},
+        source={
+            "root": str(root),
+            "split_files": list(SPLIT_FILES[name]),
+            "note": "iNat 2018 reports on its val list (no separate test list)" if name == "inat2018" else "",
+        },
     )

@@ -57,9 +57,11 @@ def train_transform(info: DataInfo) -> Callable[[Any], torch.Tensor]:
     elif info.augment == "generic":
         # User images of any size: squash to the input size (as eval does, so nothing is cropped away:
         # a defect or lesion may sit at the border), then the CIFAR pad-and-crop (1/8 of the side) + flip.
-        ops = [v2.Resize((height, width), antialias=True),
-               v2.RandomCrop((height, width), padding=max(1, height // 8), padding_mode="reflect"),
-               v2.RandomHorizontalFlip()]
+        ops = [
+            v2.Resize((height, width), antialias=True),
+            v2.RandomCrop((height, width), padding=max(1, height // 8), padding_mode="reflect"),
+            v2.RandomHorizontalFlip(),
+        ]
     else:
         ops = [v2.RandomResizedCrop((height, width), antialias=True), v2.RandomHorizontalFlip()]
     if info.in_chans == 1:

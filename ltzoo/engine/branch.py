@@ -28,11 +28,12 @@ BRANCH_FIELDS = ("method", "arch", "dataset", "head", "seed", "num_workers", "pr
 
 def _later_stage_args(recipe: Recipe, after: int) -> frozenset[str]:
     declared = stage_only_args(recipe.method)
-    return frozenset().union(*(declared.get(stage.name, frozenset()) for stage in recipe.stages[after + 1:]))
+    return frozenset().union(*(declared.get(stage.name, frozenset()) for stage in recipe.stages[after + 1 :]))
 
 
 def check_branch(recorded: Recipe, wanted: Recipe, stage: str) -> int:
-    """The index of ``stage`` when ``wanted`` may continue ``recorded`` after it; else an error naming the difference."""
+    """The index of ``stage`` when ``wanted`` may continue ``recorded`` after it; else an error naming the
+    difference."""
     names = [s.name for s in recorded.stages]
     if stage not in names[:-1]:
         raise LtzooError(f"cannot branch after stage {stage!r}: the run's stages are {names} (not after the last)")
@@ -43,11 +44,14 @@ def check_branch(recorded: Recipe, wanted: Recipe, stage: str) -> int:
         different.append(f"stages up to {stage!r}")
     free = _later_stage_args(wanted, index)
     keys = set(old["method_args"]) | set(new["method_args"])
-    different += [f"method_args.{k}" for k in sorted(keys - free) if old["method_args"].get(k) != new["method_args"].get(k)]
+    different += [
+        f"method_args.{k}" for k in sorted(keys - free) if old["method_args"].get(k) != new["method_args"].get(k)
+    ]
     if different:
         raise LtzooError(
-            f"the new recipe differs from the run's in {different}: a branch after {stage!r} may only change the later "
-            f"stages and the method arguments they alone read ({sorted(free) or 'none declared'}); train it from scratch"
+            f"the new recipe differs from the run's in {different}: a branch after {stage!r} may only change the "
+            f"later stages and the method arguments they alone read ({sorted(free) or 'none declared'}); "
+            "train it from scratch"
         )
     return index
 
@@ -59,8 +63,10 @@ def branch_from_stage(source_run: str | Path, recipe: Recipe, out_dir: str | Pat
 
     source = Path(source_run) / CHECKPOINT_DIR / stage_checkpoint_name(stage)
     if not source.is_file():
-        raise LtzooError(f"{source} not found: the run kept no checkpoint after stage {stage!r} (trained before "
-                         "ltzoo kept them, or that stage did not finish)")
+        raise LtzooError(
+            f"{source} not found: the run kept no checkpoint after stage {stage!r} (trained before "
+            "ltzoo kept them, or that stage did not finish)"
+        )
     state = torch.load(source, map_location="cpu", weights_only=True)
     check_branch(Recipe.from_dict(json.loads(json.dumps(state["recipe"]))), recipe, stage)
     state["recipe"] = recipe.to_dict()

@@ -68,7 +68,9 @@ def init_from_env(device: str = "cpu") -> torch.device:
     local_rank = _env_int("LOCAL_RANK")
     if requested.type == "cuda":
         if not torch.cuda.is_available():
-            raise LtzooError("--device cuda was given but this torch build or machine has no CUDA GPU; use --device cpu")
+            raise LtzooError(
+                "--device cuda was given but this torch build or machine has no CUDA GPU; use --device cpu"
+            )
         if requested.index is not None and requested.index != local_rank:
             raise LtzooError(
                 f"--device {device} under torchrun: pass --device cuda; each process uses the GPU of its "

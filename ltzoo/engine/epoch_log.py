@@ -8,8 +8,7 @@ from typing import Any
 EPOCH_LOG_FORMATS = ("text", "json")
 GROUPS = ("all", "many", "medium", "few")
 # The objective's own terms (dscl, pbsd, ...) are shown after the loss; bookkeeping keys are not.
-_SHOWN_ELSEWHERE = {"stage", "epoch", "step", "loss", "lr", "images_per_s", "new_best",
-                    *(f"val_{g}" for g in GROUPS)}
+_SHOWN_ELSEWHERE = {"stage", "epoch", "step", "loss", "lr", "images_per_s", "new_best", *(f"val_{g}" for g in GROUPS)}
 
 
 def format_epoch_line(line: dict[str, Any], stage_epochs: int) -> str:

@@ -26,8 +26,9 @@ class TorchPredictor:
     """An eval-mode PyTorch model in fp32. ``channels_last`` None: the device's default layout
     (:func:`ltzoo.memory_format.resolve_channels_last`); the model is converted in place."""
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
-                 channels_last: bool | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, device: str | torch.device = "cpu", channels_last: bool | None = None
+    ) -> None:
         self.device = torch.device(device)
         self.channels_last = resolve_channels_last("auto", self.device) if channels_last is None else channels_last
         self.model = module_to(model.to(self.device).eval(), self.channels_last)
@@ -47,8 +48,9 @@ class OrtPredictor:
         return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0], dtype=np.float32)
 
 
-def predict(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], Any], batch_size: int = 256,
-            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    predictor: Predictor, dataset: Dataset, transform: Callable[[Any], Any], batch_size: int = 256, desc: str = "eval"
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits and targets over a dataset, in dataset order."""
     loader = DataLoader(TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False)
     logits, targets = [], []
@@ -84,8 +86,15 @@ def accuracy_report(predictions: np.ndarray, targets: np.ndarray, num_classes: i
     }
 
 
-def evaluate(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], Any], num_classes: int,
-             shots: ShotSplit, batch_size: int = 256, desc: str = "eval") -> dict[str, Any]:
+def evaluate(
+    predictor: Predictor,
+    dataset: Dataset,
+    transform: Callable[[Any], Any],
+    num_classes: int,
+    shots: ShotSplit,
+    batch_size: int = 256,
+    desc: str = "eval",
+) -> dict[str, Any]:
     logits, targets = predict(predictor, dataset, transform, batch_size, desc)
     predictions = logits.argmax(axis=1) if len(logits) else np.zeros(0, dtype=np.int64)
     return accuracy_report(predictions, targets, num_classes, shots)
@@ -93,6 +102,7 @@ def evaluate(predictor: Predictor, dataset: Dataset, transform: Callable[[Any], 
 
 def format_table(rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = ("all", "many", "medium", "few")) -> str:
     """A markdown table: one row per named result, top-1 % per column."""
+
     def cell(value: Any) -> str:
         return "-" if value is None else f"{value:.2f}"
 
@@ -106,7 +116,14 @@ def evaluate_split(predictor: Predictor, data: Any, split: str, batch_size: int 
     """Evaluate on ``data.split(split)`` of an :class:`~ltzoo.data.LTDataset` with its eval transform."""
     from ltzoo.data.transforms import eval_transform
 
-    result = evaluate(predictor, data.split(split), eval_transform(data.info), data.num_classes, data.shots,
-                      batch_size, desc=f"eval {split}")
+    result = evaluate(
+        predictor,
+        data.split(split),
+        eval_transform(data.info),
+        data.num_classes,
+        data.shots,
+        batch_size,
+        desc=f"eval {split}",
+    )
     result["split"] = split
     return result

@@ -23,7 +23,7 @@ never part of the inference model that is saved and exported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ _STAGE_ONLY_ARGS: dict[str, dict[str, frozenset[str]]] = {}
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
     """Decorator: register ``name``'s objective factory. A name registered twice is an error (the second
     module would silently replace the first one's objective)."""
+
     def wrap(factory: MethodFactory) -> MethodFactory:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is already registered (by {_METHODS[name]!r}); pick another name")
@@ -172,3 +173,13 @@ def stage_only_args(method: str) -> dict[str, frozenset[str]]:
 
 
 register_method("ce")(Objective)
+
+
+def resolve_method_args(ctx: StageContext, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe's ``method_args`` over ``defaults``; an unknown key is a (likely misspelt) error."""
+    unknown = sorted(set(ctx.args) - set(defaults))
+    if unknown:
+        raise BadHyperParameterError(
+            f"method {ctx.recipe.method!r} does not know method_args {unknown}; known: {sorted(defaults)}"
+        )
+    return {**defaults, **ctx.args}

@@ -16,11 +16,20 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def progress_bar(iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "",
-                 enabled: bool = True) -> tqdm:
+def progress_bar(
+    iterable: Iterable[Any] | None = None, *, total: int | None = None, desc: str = "", enabled: bool = True
+) -> tqdm:
     """A bar that clears itself when done (the line printed after it is what stays); ``enabled=False``
     (a process other than rank 0) shows nothing."""
     shown = enabled and sys.stdout.isatty()
     size = shutil.get_terminal_size()
-    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stdout, disable=not shown,
-                ncols=size.columns, nrows=size.lines)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        leave=False,
+        file=sys.stdout,
+        disable=not shown,
+        ncols=size.columns,
+        nrows=size.lines,
+    )

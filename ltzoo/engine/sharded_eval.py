@@ -44,8 +44,10 @@ def evaluate_split_sharded(predictor: Predictor, data: Any, split: str, batch_si
     else:  # a split smaller than the process group leaves some processes nothing to score
         predictions = targets = np.zeros(0, dtype=np.int64)
     result = accuracy_report(
-        _gather_in_dataset_order(predictions, total), _gather_in_dataset_order(targets, total),
-        data.num_classes, data.shots,
+        _gather_in_dataset_order(predictions, total),
+        _gather_in_dataset_order(targets, total),
+        data.num_classes,
+        data.shots,
     )
     result["split"] = split
     return result

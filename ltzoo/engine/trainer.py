@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ from ltzoo.engine.epoch_log import EPOCH_LOG_FORMATS, format_epoch_line
 from ltzoo.engine.evaluator import TorchPredictor
 from ltzoo.engine.objective import Objective, StageContext, StepOutput, get_method
 from ltzoo.engine.progress import progress_bar
-from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.engine.schedule import lr_factor
+from ltzoo.engine.sharded_eval import evaluate_split_sharded
 from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
@@ -109,6 +110,24 @@ class _TrainingStep(nn.Module):
         with autocast(self.precision, self.device):
             out = self.objective.training_step(batch, epoch)
         return out.loss.float(), out.logs
+
+
+@dataclass
+class _StageRun:
+    """What a stage holds while it trains: set up by ``Trainer._start_stage``, read by every epoch."""
+
+    stage_index: int
+    stage: StageConfig
+    steps_per_epoch: int
+    grad_flags: dict[str, bool]  # requires_grad before the stage froze anything, restored at its end
+    objective: Objective
+    step_module: nn.Module
+    training_step: Any  # step_module, wrapped for data parallelism when there are several processes
+    samplers: list[LongTailSampler]
+    loader: Any
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    global_step: int
 
 
 class Trainer:
@@ -176,8 +195,10 @@ class Trainer:
         # Different augmentation on every process; the model's initial state is rank 0's (DDP syncs it).
         torch.manual_seed(recipe.seed + RANK_SEED_STRIDE * self.rank)
         self.data = data if data is not None else build_dataset(recipe.dataset, data_root)
-        self.model = model if model is not None else build_model(
-            recipe.arch, self.data.num_classes, in_chans=self.data.info.in_chans, head=recipe.head
+        self.model = (
+            model
+            if model is not None
+            else build_model(recipe.arch, self.data.num_classes, in_chans=self.data.info.in_chans, head=recipe.head)
         )
         self.model.to(self.device)
         module_to(self.model, self.channels_last)
@@ -268,8 +289,15 @@ class Trainer:
         return dict(zip(keys, distributed.all_reduce_mean(means).tolist(), strict=True))
 
     # ----- checkpoint ----------------------------------------------------------------------------
-    def _save_checkpoint(self, stage_index: int, epochs_done: int, objective: Objective,
-                         optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, global_step: int) -> None:
+    def _save_checkpoint(
+        self,
+        stage_index: int,
+        epochs_done: int,
+        objective: Objective,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        global_step: int,
+    ) -> None:
         rng_per_rank = distributed.all_gather(torch.get_rng_state())  # every process takes part
         if not self.is_main:
             return
@@ -323,7 +351,9 @@ class Trainer:
         else:
             log.warning(
                 "the checkpoint was written by %d processes and is resumed by %d: the data order and "
-                "augmentation from here on differ from an uninterrupted run", saved_world, self.world_size,
+                "augmentation from here on differ from an uninterrupted run",
+                saved_world,
+                self.world_size,
             )
 
     def _keep_checkpoint_numerics(self, state: dict[str, Any]) -> None:
@@ -360,15 +390,38 @@ class Trainer:
         for stage_index, stage in enumerate(self.recipe.stages):
             if stage_index < start_stage:
                 continue
-            self._run_stage(stage_index, stage, start_epoch if stage_index == start_stage else 0,
-                            state if stage_index == start_stage else None)
+            self._run_stage(
+                stage_index,
+                stage,
+                start_epoch if stage_index == start_stage else 0,
+                state if stage_index == start_stage else None,
+            )
         return self._finish(time.time() - self._clock_start)
 
     def _run_stage(self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None) -> None:
+        """One stage: set it up (or restore it), train its epochs, and keep its best epoch."""
+        run = self._start_stage(stage_index, stage, first_epoch, state)
+        for epoch in range(first_epoch, stage.epochs):
+            if self.max_steps is not None and run.global_step >= self.max_steps:
+                break
+            line = self._train_epoch(run, epoch)
+            self._end_epoch(run, epoch, line)
+        self._end_stage(run)
+
+    def _start_stage(
+        self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None
+    ) -> _StageRun:
+        """The stage's objective, loader, optimiser and scaler, with a resumed stage's state restored."""
         steps_per_epoch = self._steps_per_epoch(stage)
         ctx = StageContext(
-            recipe=self.recipe, stage=stage, stage_index=stage_index, data=self.data.info,
-            steps_per_epoch=steps_per_epoch, device=self.device, rank=self.rank, world_size=self.world_size,
+            recipe=self.recipe,
+            stage=stage,
+            stage_index=stage_index,
+            data=self.data.info,
+            steps_per_epoch=steps_per_epoch,
+            device=self.device,
+            rank=self.rank,
+            world_size=self.world_size,
             evaluate_val=self._evaluate_val,
         )
         grad_flags = {name: p.requires_grad for name, p in self.model.named_parameters()}
@@ -381,8 +434,11 @@ class Trainer:
         samplers: list[LongTailSampler] = []
         loader = objective.train_loader(self._make_loader_factory(stage, stage_index, samplers))
         optimizer = torch.optim.SGD(
-            objective.param_groups(), lr=stage.lr, momentum=stage.momentum,
-            weight_decay=stage.weight_decay, nesterov=stage.nesterov,
+            objective.param_groups(),
+            lr=stage.lr,
+            momentum=stage.momentum,
+            weight_decay=stage.weight_decay,
+            nesterov=stage.nesterov,
         )
         for group in optimizer.param_groups:
             group.setdefault("lr_scale", 1.0)
@@ -401,86 +457,124 @@ class Trainer:
             global_step = state["global_step"]
         # Built after the resumed state is loaded: DDP starts every process from rank 0's state.
         training_step = self._wrap_for_data_parallel(step_module)
+        return _StageRun(
+            stage_index,
+            stage,
+            steps_per_epoch,
+            grad_flags,
+            objective,
+            step_module,
+            training_step,
+            samplers,
+            loader,
+            optimizer,
+            scaler,
+            global_step,
+        )
 
-        for epoch in range(first_epoch, stage.epochs):
-            if self.max_steps is not None and global_step >= self.max_steps:
+    def _train_epoch(self, run: _StageRun, epoch: int) -> dict[str, Any]:
+        """The optimiser steps of one epoch; returns its log line (loss, lr, images/s, the objective's terms)."""
+        stage, steps_per_epoch = run.stage, run.steps_per_epoch
+        for sampler in run.samplers:
+            sampler.set_epoch(epoch)
+        run.objective.set_train_mode()
+        run.objective.on_epoch_start(epoch)
+        distributed.broadcast_module_state(run.step_module)  # e.g. a head re-initialised from each process's RNG
+        epoch_start, loss_sum, seen, logs_sum = time.time(), 0.0, 0, {}
+        progress = progress_bar(
+            total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{stage.epochs}", enabled=self.is_main
+        )
+        for step, batch in enumerate(run.loader):
+            if step >= steps_per_epoch or (self.max_steps is not None and run.global_step >= self.max_steps):
                 break
-            for sampler in samplers:
-                sampler.set_epoch(epoch)
-            objective.set_train_mode()
-            objective.on_epoch_start(epoch)
-            distributed.broadcast_module_state(step_module)  # e.g. a head re-initialised from each process's RNG
-            epoch_start, loss_sum, seen, logs_sum = time.time(), 0.0, 0, {}
-            progress = progress_bar(total=steps_per_epoch, desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
-                                    enabled=self.is_main)
-            for step, batch in enumerate(loader):
-                if step >= steps_per_epoch or (self.max_steps is not None and global_step >= self.max_steps):
-                    break
-                factor = lr_factor(stage, epoch, step, steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = stage.lr * factor * group["lr_scale"]
-                with compile_errors(enabled=self.compile and global_step == 0):
-                    out = StepOutput(*training_step(batch_to(batch, self.device, self.channels_last), epoch))
-                # The mean over processes: what is logged, and a NaN anywhere stops every process here.
-                loss_value = distributed.all_reduce_mean(out.loss).item()
-                if not math.isfinite(loss_value):
-                    where = f" (mean over {self.world_size} processes)" if self.world_size > 1 else ""
-                    raise NonFiniteLossError(
-                        f"loss became {loss_value}{where} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1} "
-                        f"(lr {stage.lr * factor:.4g}). Training stopped; the last good checkpoint is kept in "
-                        f"{self.ckpt_dir / LAST_CHECKPOINT}. Lower the learning rate (or check the data) and rerun with --resume."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(out.loss).backward()  # under DDP: gradients averaged over processes
-                scaler.step(optimizer)  # fp16: skipped when a gradient overflowed (the scaler then backs off)
-                scaler.update()
-                objective.after_optimizer_step()
-                global_step += 1
-                loss_sum += loss_value
-                seen += 1
-                for key, value in out.logs.items():
-                    logs_sum[key] = logs_sum.get(key, 0.0) + float(value)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            progress.close()
-            # BN running statistics moved with each process's last batch: rank 0's, as saved, go to
-            # every process, so the sharded val evaluation scores the checkpointed model.
-            distributed.broadcast_module_state(step_module, parameters=False)
-            objective.on_epoch_end(epoch)
-            line: dict[str, Any] = {
-                "stage": stage.name, "epoch": epoch + 1, "step": global_step,
-                "loss": loss_sum / max(seen, 1), "lr": stage.lr * lr_factor(stage, epoch, max(seen - 1, 0), steps_per_epoch),
-                "images_per_s": seen * stage.batch_size / max(time.time() - epoch_start, 1e-9),
-                **self._reduced_logs(logs_sum, seen),
-            }
-            if stage.select_on_val:
-                val = self._evaluate_val(self.model)
-                line.update({f"val_{k}": val[k] for k in ("all", "many", "medium", "few")})
-                if not self.best or val["all"] > self.best["val_all"]:
-                    self.best = {"stage": stage.name, "epoch": epoch + 1, "val_all": val["all"]}
-                    line["new_best"] = True
-                    if self.is_main:
-                        atomic_save_state_dict(self.model.state_dict(), self.ckpt_dir / BEST_WEIGHTS)
-            self.log_lines.append(line)
-            self._save_checkpoint(stage_index, epoch + 1, objective, optimizer, scaler, global_step)
-            if self.is_main:
-                atomic_write_bytes(self.out_dir / TRAIN_LOG,  # rewritten whole: consistent after resume
-                                   "".join(json.dumps(rounded_floats(entry)) + "\n" for entry in self.log_lines).encode())
-                log.info(json.dumps(rounded_floats(line)) if self.log_format == "json" else format_epoch_line(line, stage.epochs))
-                if epoch + 1 == stage.epochs and stage_index + 1 < len(self.recipe.stages):
-                    # The checkpoint between two stages, kept: a later stage can be re-run from it with other
-                    # settings of its own (``ltzoo.engine.branch``), without training the earlier stages again.
-                    atomic_write_bytes(self.ckpt_dir / stage_checkpoint_name(stage.name),
-                                       (self.ckpt_dir / LAST_CHECKPOINT).read_bytes())
+            loss_value, logs = self._step(run, epoch, step, batch)
+            loss_sum += loss_value
+            seen += 1
+            for key, value in logs.items():
+                logs_sum[key] = logs_sum.get(key, 0.0) + float(value)
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        progress.close()
+        # BN running statistics moved with each process's last batch: rank 0's, as saved, go to
+        # every process, so the sharded val evaluation scores the checkpointed model.
+        distributed.broadcast_module_state(run.step_module, parameters=False)
+        run.objective.on_epoch_end(epoch)
+        return {
+            "stage": stage.name,
+            "epoch": epoch + 1,
+            "step": run.global_step,
+            "loss": loss_sum / max(seen, 1),
+            "lr": stage.lr * lr_factor(stage, epoch, max(seen - 1, 0), steps_per_epoch),
+            "images_per_s": seen * stage.batch_size / max(time.time() - epoch_start, 1e-9),
+            **self._reduced_logs(logs_sum, seen),
+        }
 
+    def _step(self, run: _StageRun, epoch: int, step: int, batch: Any) -> tuple[float, dict[str, Any]]:
+        """One optimiser step; returns the loss (mean over processes) and the objective's logged terms."""
+        stage = run.stage
+        factor = lr_factor(stage, epoch, step, run.steps_per_epoch)
+        for group in run.optimizer.param_groups:
+            group["lr"] = stage.lr * factor * group["lr_scale"]
+        with compile_errors(enabled=self.compile and run.global_step == 0):
+            out = StepOutput(*run.training_step(batch_to(batch, self.device, self.channels_last), epoch))
+        # The mean over processes: what is logged, and a NaN anywhere stops every process here.
+        loss_value = distributed.all_reduce_mean(out.loss).item()
+        if not math.isfinite(loss_value):
+            where = f" (mean over {self.world_size} processes)" if self.world_size > 1 else ""
+            raise NonFiniteLossError(
+                f"loss became {loss_value}{where} in stage {stage.name!r}, epoch {epoch + 1}, step {step + 1} "
+                f"(lr {stage.lr * factor:.4g}). Training stopped; the last good checkpoint is kept in "
+                f"{self.ckpt_dir / LAST_CHECKPOINT}. Lower the learning rate (or check the data) and rerun "
+                "with --resume."
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(out.loss).backward()  # under DDP: gradients averaged over processes
+        run.scaler.step(run.optimizer)  # fp16: skipped when a gradient overflowed (the scaler then backs off)
+        run.scaler.update()
+        run.objective.after_optimizer_step()
+        run.global_step += 1
+        return loss_value, out.logs
+
+    def _end_epoch(self, run: _StageRun, epoch: int, line: dict[str, Any]) -> None:
+        """Selection on val, the checkpoint, the log (file and terminal) and the checkpoint between stages."""
+        stage = run.stage
+        if stage.select_on_val:
+            val = self._evaluate_val(self.model)
+            line.update({f"val_{k}": val[k] for k in ("all", "many", "medium", "few")})
+            if not self.best or val["all"] > self.best["val_all"]:
+                self.best = {"stage": stage.name, "epoch": epoch + 1, "val_all": val["all"]}
+                line["new_best"] = True
+                if self.is_main:
+                    atomic_save_state_dict(self.model.state_dict(), self.ckpt_dir / BEST_WEIGHTS)
+        self.log_lines.append(line)
+        self._save_checkpoint(run.stage_index, epoch + 1, run.objective, run.optimizer, run.scaler, run.global_step)
+        if not self.is_main:
+            return
+        atomic_write_bytes(
+            self.out_dir / TRAIN_LOG,  # rewritten whole: consistent after resume
+            "".join(json.dumps(rounded_floats(entry)) + "\n" for entry in self.log_lines).encode(),
+        )
+        log.info(
+            json.dumps(rounded_floats(line)) if self.log_format == "json" else format_epoch_line(line, stage.epochs)
+        )
+        if epoch + 1 == stage.epochs and run.stage_index + 1 < len(self.recipe.stages):
+            # The checkpoint between two stages, kept: a later stage can be re-run from it with other
+            # settings of its own (``ltzoo.engine.branch``), without training the earlier stages again.
+            atomic_write_bytes(
+                self.ckpt_dir / stage_checkpoint_name(stage.name), (self.ckpt_dir / LAST_CHECKPOINT).read_bytes()
+            )
+
+    def _end_stage(self, run: _StageRun) -> None:
+        """Back to the stage's best epoch (when it selects), the objective's last word, the frozen flags undone."""
+        stage = run.stage
         if stage.select_on_val and self.best.get("stage") == stage.name:  # always, unless --max-steps cut every epoch
             # Rank 0 wrote the file and reads it back; the others get its weights by broadcast.
             if self.is_main and (self.ckpt_dir / BEST_WEIGHTS).is_file():
                 self.model.load_state_dict(load_state_dict_file(self.ckpt_dir / BEST_WEIGHTS))
             distributed.broadcast_module_state(self.model)
-        objective.finalize()
+        run.objective.finalize()
         for name, p in self.model.named_parameters():
-            p.requires_grad_(grad_flags.get(name, True))
+            p.requires_grad_(run.grad_flags.get(name, True))
 
     def _finish(self, train_time: float) -> dict[str, Any]:
         self.model.eval()
@@ -488,14 +582,23 @@ class Trainer:
         # precision: exactly what ``ltzoo eval`` and ``ltzoo.load`` reproduce.
         predictor = self._predictor(self.model)
         if self.is_main:  # the final evaluation takes a while on a CPU: say what is running
-            log.info("evaluating the selected model in fp32 on val (%d images) and test (%d images)",
-                     len(self.data.split("val")), len(self.data.split("test")))
+            log.info(
+                "evaluating the selected model in fp32 on val (%d images) and test (%d images)",
+                len(self.data.split("val")),
+                len(self.data.split("test")),
+            )
         val = evaluate_split_sharded(predictor, self.data, "val")
         test = evaluate_split_sharded(predictor, self.data, "test")
         summary = {s: {k: r[k] for k in ("all", "many", "medium", "few")} for s, r in (("val", val), ("test", test))}
         selected = self._selected(val)
-        metrics = {"name": self.name, "selected": selected, "precision": self.precision, "train_time_s": train_time,
-                   "val": val, "test": test}
+        metrics = {
+            "name": self.name,
+            "selected": selected,
+            "precision": self.precision,
+            "train_time_s": train_time,
+            "val": val,
+            "test": test,
+        }
         if self.is_main:
             config = build_config(
                 self.model,
@@ -544,4 +647,3 @@ class Trainer:
 def train(recipe: Recipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Train ``recipe`` into ``out_dir`` (see :class:`Trainer` for the options); returns metrics."""
     return Trainer(recipe, out_dir, **options).run()
-

@@ -17,8 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-_LAZY = {"ExportOptions": "ltzoo.export.options", "export": "ltzoo.export.pipeline",
-         "recheck": "ltzoo.export.pipeline", "ExportReport": "ltzoo.export.report", "read_report": "ltzoo.export.report"}
+_LAZY = {
+    "ExportOptions": "ltzoo.export.options",
+    "export": "ltzoo.export.pipeline",
+    "recheck": "ltzoo.export.pipeline",
+    "ExportReport": "ltzoo.export.report",
+    "read_report": "ltzoo.export.report",
+}
 
 __all__ = list(_LAZY)
 

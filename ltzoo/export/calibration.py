@@ -65,8 +65,8 @@ def choose_calibration(
         for leftover in dst.parent.glob(f".{dst.stem}.*{dst.suffix}"):
             leftover.unlink(missing_ok=True)
     recipe["calibration_choice"] = {
-        "rule": f"first of {list(CALIBRATION_METHOD_NAMES)} whose {SELECTION_SPLIT} drop on {'/'.join(GATED_GROUPS)} is "
-        f"<= {max_drop:g} pt, else the smallest worst drop",
+        "rule": f"first of {list(CALIBRATION_METHOD_NAMES)} whose {SELECTION_SPLIT} drop on "
+        f"{'/'.join(GATED_GROUPS)} is <= {max_drop:g} pt, else the smallest worst drop",
         "split": SELECTION_SPLIT,
         "chosen": method,
         "within_threshold": worst <= max_drop + 1e-9,

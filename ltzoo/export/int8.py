@@ -40,18 +40,16 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from ltzoo.errors import BadHyperParameterError, ExportCheckError
 from ltzoo.export.metadata import load_onnx
 from ltzoo.export.onnx_export import INPUT_NAME, quiet
-from ltzoo.export.options import (
-    CALIBRATION_METHOD_NAMES,
-    DEFAULT_CALIB_SEED,
-    DEFAULT_INT8_TARGET,
-    INT8_TARGET_NAMES,
-)
+from ltzoo.export.options import CALIBRATION_METHOD_NAMES, DEFAULT_CALIB_SEED, DEFAULT_INT8_TARGET, INT8_TARGET_NAMES
 
 # ORT's calibrators by ltzoo's names (ltzoo.export.options.CALIBRATION_METHOD_NAMES, in the same order).
-CALIBRATION_METHODS = dict(zip(
-    CALIBRATION_METHOD_NAMES, (CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy),
-    strict=True,
-))
+CALIBRATION_METHODS = dict(
+    zip(
+        CALIBRATION_METHOD_NAMES,
+        (CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy),
+        strict=True,
+    )
+)
 # Images per calibration batch. MinMax keeps only per-tensor min/max per batch; the histogram methods
 # (percentile, entropy) keep every activation of the whole calibration set in ORT 1.32.
 CALIBRATION_BATCH = 16
@@ -158,36 +156,8 @@ def quantize_int8(
         )
     reader = BatchReader(calibration_batches)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        pre_process = "symbolic shape inference + ORT basic optimisation + ONNX shape inference"
-        try:
-            with quiet():
-                quant_pre_process(str(src), str(prepared))
-        except Exception as first_error:
-            # ORT's symbolic shape inference fails on some graphs (e.g. the Expand that F.normalize becomes
-            # in a cosine head: "object of type 'NoneType' has no len()"). It only matters for models with
-            # symbolic non-batch shapes; ONNX shape inference covers a CNN, so retry without it.
-            try:
-                with quiet():
-                    quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
-            except Exception as error:
-                raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
-            pre_process = (f"ORT basic optimisation + ONNX shape inference (symbolic shape inference skipped: "
-                           f"{type(first_error).__name__}: {first_error})")
-        proto = onnx.load(str(prepared))
-        for index, node in enumerate(proto.graph.node):  # the quantizer addresses nodes by name
-            if not node.name:
-                node.name = f"{node.op_type}_{index}"
-        onnx.save(proto, str(prepared))
-        keep_fp32 = head_nodes(proto)
-        names = {node.name for node in proto.graph.node}
-        unknown = [name for name in exclude if name not in names]
-        if unknown:
-            raise ExportCheckError(
-                f"--int8-exclude names no node of the graph being quantized: {unknown}; node names look like "
-                f"{sorted(names)[:3]} (--int8-debug lists the candidates by these names)"
-            )
-        keep_fp32 += [name for name in exclude if name not in keep_fp32]
+        prepared, pre_process = _pre_process(src, Path(tmp) / "prepared.onnx")
+        keep_fp32 = _nodes_kept_fp32(prepared, exclude)
         try:
             with quiet():
                 quantize_static(
@@ -221,3 +191,45 @@ def quantize_int8(
         "nodes_excluded_by_request": list(exclude),
         "qdq_nodes": sum(1 for node in quantized.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")),
     }
+
+
+def _pre_process(src: Path, prepared: Path) -> tuple[Path, str]:
+    """ORT's quantization pre-processing of ``src`` into ``prepared``, every node named (the quantizer addresses
+    nodes by name); returns the file and what was done, for the report."""
+    pre_process = "symbolic shape inference + ORT basic optimisation + ONNX shape inference"
+    try:
+        with quiet():
+            quant_pre_process(str(src), str(prepared))
+    except Exception as first_error:
+        # ORT's symbolic shape inference fails on some graphs (e.g. the Expand that F.normalize becomes
+        # in a cosine head: "object of type 'NoneType' has no len()"). It only matters for models with
+        # symbolic non-batch shapes; ONNX shape inference covers a CNN, so retry without it.
+        try:
+            with quiet():
+                quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        except Exception as error:
+            raise ExportCheckError(f"quant_pre_process failed on {src.name}: {error}") from error
+        pre_process = (
+            f"ORT basic optimisation + ONNX shape inference (symbolic shape inference skipped: "
+            f"{type(first_error).__name__}: {first_error})"
+        )
+    proto = onnx.load(str(prepared))
+    for index, node in enumerate(proto.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+    onnx.save(proto, str(prepared))
+    return prepared, pre_process
+
+
+def _nodes_kept_fp32(prepared: Path, exclude: Sequence[str]) -> list[str]:
+    """The head (kept in float for the tail classes' sake) and the nodes the user excluded, checked by name."""
+    proto = onnx.load(str(prepared))
+    keep_fp32 = head_nodes(proto)
+    names = {node.name for node in proto.graph.node}
+    unknown = [name for name in exclude if name not in names]
+    if unknown:
+        raise ExportCheckError(
+            f"--int8-exclude names no node of the graph being quantized: {unknown}; node names look like "
+            f"{sorted(names)[:3]} (--int8-debug lists the candidates by these names)"
+        )
+    return keep_fp32 + [name for name in exclude if name not in keep_fp32]

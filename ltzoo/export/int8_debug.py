@@ -108,9 +108,14 @@ def int8_debug(
         key=lambda row: row["sqnr_db"],
     )
     weight_rows = sorted(
-        ({"tensor": name, "sqnr_db": round(float(value), 2),
-          "consumers": consumers.get(name + TENSOR_NAME_QUANT_SUFFIX, consumers.get(name, []))}
-         for name, value in weights.items()),
+        (
+            {
+                "tensor": name,
+                "sqnr_db": round(float(value), 2),
+                "consumers": consumers.get(name + TENSOR_NAME_QUANT_SUFFIX, consumers.get(name, [])),
+            }
+            for name, value in weights.items()
+        ),
         key=lambda row: row["sqnr_db"],
     )
     candidates: list[str] = []

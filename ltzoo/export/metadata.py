@@ -188,7 +188,7 @@ def decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     return {key: json.loads(value) if key in _JSON_KEYS else value for key, value in raw.items()}
 
 
-def data_config_from_metadata(metadata: dict[str, Any]) -> "DataConfig":
+def data_config_from_metadata(metadata: dict[str, Any]) -> DataConfig:
     """The preprocessing an exported graph declares (decoded ``metadata_props``, see :func:`build_metadata`)."""
     from ltzoo.data.preprocess import DataConfig
     from ltzoo.data.sources import is_source_name

@@ -237,10 +237,6 @@ def save_model(proto: onnx.ModelProto, path: Path) -> bool:
     external = weight_bytes > EXTERNAL_DATA_LIMIT
     with atomic_path(path) as tmp:
         onnx.save_model(
-            proto,
-            str(tmp),
-            save_as_external_data=external,
-            all_tensors_to_one_file=True,
-            location=path.name + ".data",
+            proto, str(tmp), save_as_external_data=external, all_tensors_to_one_file=True, location=path.name + ".data"
         )
     return external

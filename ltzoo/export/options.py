@@ -103,8 +103,15 @@ class ExportOptions:
             raise LtzooError(f"--verify {self.verify!r}: choose one of {list(VERIFY_MODES)}")
         if self.logit_adjust is not None:
             check_tau(self.logit_adjust)
-        given = [name for name, value in (("--logit-adjust", self.logit_adjust), ("--target-prior", self.target_prior),
-                                          ("--estimate-prior", self.estimate_prior)) if value is not None]
+        given = [
+            name
+            for name, value in (
+                ("--logit-adjust", self.logit_adjust),
+                ("--target-prior", self.target_prior),
+                ("--estimate-prior", self.estimate_prior),
+            )
+            if value is not None
+        ]
         if len(given) > 1:
             raise LtzooError(f"{' and '.join(given)} each set the adjustment baked into the graph: give one")
         if self.int8_target not in INT8_TARGET_NAMES:
@@ -114,8 +121,9 @@ class ExportOptions:
         if self.calib_size < 1:
             raise LtzooError(f"--calib-size must be >= 1, got {self.calib_size}")
         if self.int8_debug is not None and self.int8_debug < 1:
-            raise LtzooError(f"--int8-debug N must be >= 1 (how many of the worst tensors to report), "
-                             f"got {self.int8_debug}")
+            raise LtzooError(
+                f"--int8-debug N must be >= 1 (how many of the worst tensors to report), got {self.int8_debug}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The options as the report records them: a --data-root by its folder's name (no local path)."""

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from ltzoo.export.metadata import (
     write_metadata_props,
 )
 from ltzoo.export.onnx_export import EXPORT_BATCH, export_onnx, save_model
-from ltzoo.export.options import AUTO_CALIBRATION, ExportOptions
+from ltzoo.export.options import AUTO_CALIBRATION, DEFAULT_INT8_TARGET, ExportOptions
 from ltzoo.export.providers import create_session
 from ltzoo.export.report import (
     MAKE_CHECK,
@@ -111,15 +111,18 @@ class _Subject:
     prior: dict[str, Any] | None = None  # the deployment prior baked in (ltzoo.calibration's record), if any
 
 
-def _load_subject(source: str | tuple[nn.Module, ModelInfo], options: ExportOptions, data: Any, *,
-                  tau: float | None, needs_data: bool) -> _Subject:
+def _load_subject(
+    source: str | tuple[nn.Module, ModelInfo], options: ExportOptions, data: Any, *, tau: float | None, needs_data: bool
+) -> _Subject:
     """Load the model (unless given in memory), its data when a check needs it, and the reference to match."""
     with_prior = options.target_prior is not None or options.estimate_prior is not None
     config: dict[str, Any] = {}
     if isinstance(source, tuple):
         if with_prior:
-            raise LtzooError("--target-prior / --estimate-prior need the model's config.json: export a run, a "
-                             "local-dir: or hf-hub: source, not an in-memory model")
+            raise LtzooError(
+                "--target-prior / --estimate-prior need the model's config.json: export a run, a "
+                "local-dir: or hf-hub: source, not an in-memory model"
+            )
         model, info = source
         spec = info.name
     else:
@@ -138,9 +141,18 @@ def _load_subject(source: str | tuple[nn.Module, ModelInfo], options: ExportOpti
     if with_prior:
         from ltzoo.calibration.job import CalibrationOptions, calibrate_model
 
-        calibrated = calibrate_model(model, config, data, CalibrationOptions(
-            method="none", target_prior=options.target_prior or "uniform", estimate_prior=options.estimate_prior,
-            data_root=options.data_root, batch_size=options.batch_size))
+        calibrated = calibrate_model(
+            model,
+            config,
+            data,
+            CalibrationOptions(
+                method="none",
+                target_prior=options.target_prior or "uniform",
+                estimate_prior=options.estimate_prior,
+                data_root=options.data_root,
+                batch_size=options.batch_size,
+            ),
+        )
         reference = calibrated.model
         prior = {key: calibrated.record[key] for key in ("target_prior", "bcts", "estimate")}
 
@@ -174,14 +186,17 @@ def export(
 
 
 def _export(source: str | tuple[nn.Module, ModelInfo], out: Path, options: ExportOptions, data: Any) -> ExportReport:
-    subject = _load_subject(source, options, data, tau=options.logit_adjust,
-                            needs_data=options.int8 or options.verify == "dataset")
+    subject = _load_subject(
+        source, options, data, tau=options.logit_adjust, needs_data=options.int8 or options.verify == "dataset"
+    )
     _remove_previous_export(out)
     fp32_path = out / VARIANT_FILES["fp32"]
-    log.info("exporting %s with the %s exporter (opset %d) to %s", subject.info.name, options.exporter,
-             options.opset, out)
-    exported = export_onnx(subject.reference, fp32_path, tuple(subject.info.input_size), opset=options.opset,
-                           exporter=options.exporter)
+    log.info(
+        "exporting %s with the %s exporter (opset %d) to %s", subject.info.name, options.exporter, options.opset, out
+    )
+    exported = export_onnx(
+        subject.reference, fp32_path, tuple(subject.info.input_size), opset=options.opset, exporter=options.exporter
+    )
 
     makers: dict[str, Callable[[Path], dict[str, Any]] | None] = {"fp32": None}
     if options.fp16:
@@ -201,16 +216,26 @@ def _export(source: str | tuple[nn.Module, ModelInfo], out: Path, options: Expor
                 entry.error = str(error)
                 failures.append(Failure(variant, MAKE_CHECK, reason=str(error)))
                 continue
-        entry.metadata = build_metadata(subject.info, variant=variant, exporter=options.exporter, opset=options.opset,
-                                        logit_adjust_tau=subject.tau, int8_target=options.int8_target)
+        entry.metadata = build_metadata(
+            subject.info,
+            variant=variant,
+            exporter=options.exporter,
+            opset=options.opset,
+            logit_adjust_tau=subject.tau,
+            int8_target=options.int8_target,
+        )
         proto = load_onnx(path)
         write_metadata_props(proto, entry.metadata)
         save_model(proto, path)
 
     report = _check_and_report(subject, out, options, variants, failures, exported.to_dict())
     int8 = variants.get("int8")
-    _raise_if_failed(report, out, subject.info.name,
-                     _int8_hint(report, _calibration_hint(options, (int8.recipe if int8 else None) or {})))
+    _raise_if_failed(
+        report,
+        out,
+        subject.info.name,
+        _int8_hint(report, _calibration_hint(options, (int8.recipe if int8 else None) or {})),
+    )
     return report
 
 
@@ -236,8 +261,13 @@ def _recheck(source: str | tuple[nn.Module, ModelInfo], out: Path, options: Expo
     if options.int8_debug is not None and "int8" not in found:
         raise LtzooError(f"--int8-debug compares the int8 graph with fp32, but {out} has no {VARIANT_FILES['int8']}")
     fp32 = found["fp32"]
-    subject = _load_subject(source, options, data, tau=fp32.get("logit_adjust_tau"),
-                            needs_data=options.verify == "dataset" or options.int8_debug is not None)
+    subject = _load_subject(
+        source,
+        options,
+        data,
+        tau=fp32.get("logit_adjust_tau"),
+        needs_data=options.verify == "dataset" or options.int8_debug is not None,
+    )
     exporter, opset = fp32.get("exporter", "unknown"), fp32.get("opset")
     int8_target = found.get("int8", {}).get("int8_target", DEFAULT_INT8_TARGET)
     log.info("re-checking %s in %s against %s", ", ".join(found), out, subject.info.name)
@@ -245,8 +275,14 @@ def _recheck(source: str | tuple[nn.Module, ModelInfo], out: Path, options: Expo
         variant: VariantReport(
             file=VARIANT_FILES[variant],
             # What the file must declare: the check compares it with the metadata_props found in the file.
-            metadata=build_metadata(subject.info, variant=variant, exporter=exporter, opset=opset,
-                                    logit_adjust_tau=subject.tau, int8_target=int8_target),
+            metadata=build_metadata(
+                subject.info,
+                variant=variant,
+                exporter=exporter,
+                opset=opset,
+                logit_adjust_tau=subject.tau,
+                int8_target=int8_target,
+            ),
         )
         for variant in found
     }
@@ -256,8 +292,14 @@ def _recheck(source: str | tuple[nn.Module, ModelInfo], out: Path, options: Expo
     return report
 
 
-def _check_and_report(subject: _Subject, out: Path, options: ExportOptions, variants: dict[str, VariantReport],
-                      failures: list[Failure], export_section: dict[str, Any]) -> ExportReport:
+def _check_and_report(
+    subject: _Subject,
+    out: Path,
+    options: ExportOptions,
+    variants: dict[str, VariantReport],
+    failures: list[Failure],
+    export_section: dict[str, Any],
+) -> ExportReport:
     """Check every variant that exists, verify on the dataset when asked, and write the report."""
     sessions: dict[str, Any] = {}
     for variant, entry in variants.items():
@@ -279,13 +321,19 @@ def _check_and_report(subject: _Subject, out: Path, options: ExportOptions, vari
         failures=failures,
         verification=verification,
         # What the report says about the model leaves the machine with it: no local path (ltzoo.portable).
-        source={**subject.info.to_dict(), "spec": portable_model_source(subject.spec),
-                "dataset": portable_dataset(subject.info.dataset)},
+        source={
+            **subject.info.to_dict(),
+            "spec": portable_model_source(subject.spec),
+            "dataset": portable_dataset(subject.info.dataset),
+        },
         export=export_section,
         options=options.to_dict(),
         independent_checks=_independent_checks(options),
-        logit_adjust=(None if subject.tau is None and subject.prior is None
-                      else _logit_adjust_section(subject, verification, options.splits)),
+        logit_adjust=(
+            None
+            if subject.tau is None and subject.prior is None
+            else _logit_adjust_section(subject, verification, options.splits)
+        ),
         versions=library_versions(),
     )
     write_report(out, report)
@@ -312,8 +360,9 @@ def _verify(subject: _Subject, options: ExportOptions, sessions: dict[str, Any])
         max_drop=dict(options.max_drop),
         gated_groups=list(GATED_GROUPS),
         shot_thresholds=next(iter(results[options.splits[0]].values()))["shot_thresholds"],
-        results={split: {name: Scores.from_dict(result) for name, result in rows.items()}
-                 for split, rows in results.items()},
+        results={
+            split: {name: Scores.from_dict(result) for name, result in rows.items()} for split, rows in results.items()
+        },
         deltas=split_deltas,
     )
     return verification, gate_failures
@@ -392,19 +441,26 @@ def _calibration_hint(options: ExportOptions, int8_recipe: dict[str, Any]) -> st
     larger = f"a larger --calib-size (now {options.calib_size})"
     choice = int8_recipe.get("calibration_choice")
     if choice and choice["within_threshold"]:
-        return (f"\nint8 with {choice['chosen']} calibration (chosen by auto) kept val within the gate but not every "
-                f"split: try {larger}, or ship the fp16 variant (--fp16)")
+        return (
+            f"\nint8 with {choice['chosen']} calibration (chosen by auto) kept val within the gate but not every "
+            f"split: try {larger}, or ship the fp16 variant (--fp16)"
+        )
     if choice:
-        return (f"\nint8 lost accuracy on val with every calibration method auto tried: try {larger}, "
-                "or ship fp16 (--fp16)")
-    return (f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method auto "
-            f"(chooses the method on val), or {larger}")
+        return (
+            f"\nint8 lost accuracy on val with every calibration method auto tried: try {larger}, or ship fp16 (--fp16)"
+        )
+    return (
+        f"\nint8 lost accuracy with {options.calib_method} calibration: retry with --calib-method auto "
+        f"(chooses the method on val), or {larger}"
+    )
 
 
 def _recheck_fix(options: ExportOptions) -> str:
     """What to change when a re-checked int8 graph (made elsewhere, its calibration unknown here) lost accuracy."""
-    return (f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
-            f"or a larger --calib-size (now {options.calib_size})")
+    return (
+        f"\nint8 lost accuracy: re-export with --int8 (--calib-method auto, the default, chooses on val), "
+        f"or a larger --calib-size (now {options.calib_size})"
+    )
 
 
 def _logit_adjust_section(subject: _Subject, verification: Verification, splits: Sequence[str]) -> dict[str, Any]:
@@ -419,7 +475,7 @@ def _logit_adjust_section(subject: _Subject, verification: Verification, splits:
         return {
             "tau": None,
             "form": "log-posteriors under the target prior: logits / T + c + log(target prior) - log(val prior), T and "
-                    "c by bias-corrected temperature scaling on val (ltzoo.calibration)",
+            "c by bias-corrected temperature scaling on val (ltzoo.calibration)",
             **subject.prior,
             "effect_points_adjusted_minus_plain": effect,
         }
@@ -440,12 +496,7 @@ def _independent_checks(options: ExportOptions) -> dict[str, Any]:
 
 
 def _check_variant(
-    variant: str,
-    path: Path,
-    entry: VariantReport,
-    subject: _Subject,
-    options: ExportOptions,
-    failures: list[Failure],
+    variant: str, path: Path, entry: VariantReport, subject: _Subject, options: ExportOptions, failures: list[Failure]
 ) -> Any:
     """Run the checks of one variant into ``entry.checks``; returns its ORT session (None if unloadable).
 
@@ -488,7 +539,11 @@ def _check_variant(
         run(
             "parity",
             lambda: checks.check_parity(
-                session, subject.parity_reference, info.input_size, tolerance, pool=subject.pool,
+                session,
+                subject.parity_reference,
+                info.input_size,
+                tolerance,
+                pool=subject.pool,
                 export_batch=EXPORT_BATCH,
             ),
         )
@@ -537,8 +592,12 @@ def _int8_debug(fp32_path: Path, int8_path: Path, data: Any, options: ExportOpti
     subset = indices[class_balanced_indices(targets, data.num_classes, size, options.calib_seed)]
     log.info("comparing int8 with fp32 tensor by tensor on %d calibration images", len(subset))
     try:
-        result = int8_debug(fp32_path, int8_path, _preprocessed(data, "train", subset, batch_size=DEBUG_CHUNK),
-                            worst=options.int8_debug or 1)
+        result = int8_debug(
+            fp32_path,
+            int8_path,
+            _preprocessed(data, "train", subset, batch_size=DEBUG_CHUNK),
+            worst=options.int8_debug or 1,
+        )
     except Exception as error:  # a diagnostic: its failure is recorded, it does not hide the export's own result
         log.warning("--int8-debug failed: %s", error)
         return {"error": f"{type(error).__name__}: {error}"}
@@ -546,8 +605,9 @@ def _int8_debug(fp32_path: Path, int8_path: Path, data: Any, options: ExportOpti
     return result
 
 
-def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
-               reference: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+def _make_int8(
+    src: Path, dst: Path, data: Any, options: ExportOptions, reference: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, Any]:
     from ltzoo.engine.evaluator import OrtPredictor, evaluate_split
 
     targets = data.split("train").targets
@@ -556,12 +616,14 @@ def _make_int8(src: Path, dst: Path, data: Any, options: ExportOptions,
 
     def quantize(method: str, path: Path) -> dict[str, Any]:
         batches = _preprocessed(data, "train", indices, batch_size=CALIBRATION_BATCH)
-        return quantize_int8(src, path, batches, method=method, target=options.int8_target,
-                             exclude=options.int8_exclude)
+        return quantize_int8(
+            src, path, batches, method=method, target=options.int8_target, exclude=options.int8_exclude
+        )
 
     if options.calib_method != AUTO_CALIBRATION:
         recipe = quantize(options.calib_method, dst)
     else:
+
         def score(path: Path) -> dict[str, Any]:
             session = create_session(path, options.provider)
             return evaluate_split(OrtPredictor(session), data, SELECTION_SPLIT, options.batch_size)

@@ -11,7 +11,6 @@ from ltzoo.errors import BadHyperParameterError, CorruptFileError, ExportCheckEr
 from ltzoo.export.options import PROVIDER_CHOICES, PROVIDERS
 
 
-
 def select_providers(force: str | None = None) -> list[str]:
     """ORT providers for a session: the best available first, CPU always last as the fallback.
 

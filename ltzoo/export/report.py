@@ -52,27 +52,47 @@ class Failure:
 
     def __str__(self) -> str:
         if self.is_gate:
-            return f"{self.variant} on {self.split}: {self.reason} (drop {self.value:.2f} pt > allowed {self.limit:g} pt)"
+            return (
+                f"{self.variant} on {self.split}: {self.reason} (drop {self.value:.2f} pt > allowed {self.limit:g} pt)"
+            )
         return f"{self.variant}: {self.check}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "check": self.check, "split": self.split, "value": self.value,
-                "limit": self.limit, "reason": self.reason}
+        return {
+            "variant": self.variant,
+            "check": self.check,
+            "split": self.split,
+            "value": self.value,
+            "limit": self.limit,
+            "reason": self.reason,
+        }
 
     @classmethod
     def from_dict(cls, data: Any) -> Failure:
         if isinstance(data, str):  # a version 1 report
             return cls.from_sentence(data)
-        return cls(str(data.get("variant", "")), str(data.get("check", "")), data.get("split"), data.get("value"),
-                   data.get("limit"), str(data.get("reason", "")))
+        return cls(
+            str(data.get("variant", "")),
+            str(data.get("check", "")),
+            data.get("split"),
+            data.get("value"),
+            data.get("limit"),
+            str(data.get("reason", "")),
+        )
 
     @classmethod
     def from_sentence(cls, sentence: str) -> Failure:
         """The record behind a version 1 failure sentence (as :meth:`__str__` writes it)."""
         gate = _GATE_SENTENCE.match(sentence)
         if gate:
-            return cls(gate["variant"], gate_check(gate["group"]), gate["split"], float(gate["value"]),
-                       float(gate["limit"]), gate["reason"])
+            return cls(
+                gate["variant"],
+                gate_check(gate["group"]),
+                gate["split"],
+                float(gate["value"]),
+                float(gate["limit"]),
+                gate["reason"],
+            )
         made = _MADE_SENTENCE.match(sentence)
         if made:
             return cls(made["variant"], MAKE_CHECK, reason=made["reason"])
@@ -89,7 +109,9 @@ def gate_check(group: str) -> str:
 
 _GATE_SENTENCE = re.compile(
     r"^(?P<variant>\S+) on (?P<split>\S+): (?P<reason>(?P<group>\w+) top-1 .*) "
-    r"\(drop (?P<value>[-+\d.e]+) pt > allowed (?P<limit>[-+\d.e]+) pt\)$", re.DOTALL)
+    r"\(drop (?P<value>[-+\d.e]+) pt > allowed (?P<limit>[-+\d.e]+) pt\)$",
+    re.DOTALL,
+)
 _MADE_SENTENCE = re.compile(r"^(?P<variant>[^\s:]+): could not be made: (?P<reason>.*)$", re.DOTALL)
 _CHECK_SENTENCE = re.compile(r"^(?P<variant>[^\s:]+): (?P<check>[^\s:]+): (?P<reason>.*)$", re.DOTALL)
 
@@ -130,8 +152,11 @@ class Scores:
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{group: self.group(group) for group in GROUPS}, "per_class": list(self.per_class),
-                "num_samples": self.num_samples}
+        return {
+            **{group: self.group(group) for group in GROUPS},
+            "per_class": list(self.per_class),
+            "num_samples": self.num_samples,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scores:
@@ -168,16 +193,19 @@ class Verification:
             "max_drop": dict(self.max_drop),
             "gated_groups": list(self.gated_groups),
             "shot_thresholds": self.shot_thresholds,
-            "results": {split: {name: scores.to_dict() for name, scores in rows.items()}
-                        for split, rows in self.results.items()},
+            "results": {
+                split: {name: scores.to_dict() for name, scores in rows.items()} for split, rows in self.results.items()
+            },
             "deltas": self.deltas,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Verification:
         # A version 1 report also lists the gate's failures here; they are the report's own failures too.
-        results = {split: {name: Scores.from_dict(scores) for name, scores in (rows or {}).items()}
-                   for split, rows in (data.get("results") or {}).items()}
+        results = {
+            split: {name: Scores.from_dict(scores) for name, scores in (rows or {}).items()}
+            for split, rows in (data.get("results") or {}).items()
+        }
         return cls(
             mode=str(data.get("mode", "none")),
             note=data.get("note"),
@@ -214,9 +242,14 @@ class VariantReport:
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"file": self.file, "checks": {name: c.to_dict() for name, c in self.checks.items()}}
         optional = {
-            "recipe": self.recipe, "error": self.error, "metadata": self.metadata or None, "sha256": self.sha256,
-            "size_bytes": self.size_bytes, "providers": self.providers,
-            "tensorrt_static_skipped": self.tensorrt_static_skipped, "int8_debug": self.int8_debug,
+            "recipe": self.recipe,
+            "error": self.error,
+            "metadata": self.metadata or None,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "providers": self.providers,
+            "tensorrt_static_skipped": self.tensorrt_static_skipped,
+            "int8_debug": self.int8_debug,
             "tensorrt": self.tensorrt,
         }
         return entry | {key: value for key, value in optional.items() if value is not None}
@@ -302,7 +335,8 @@ class ExportReport:
         try:
             return cls(
                 variants={variant: VariantReport.from_dict(entry) for variant, entry in data["variants"].items()}
-                if "variants" in data else {},
+                if "variants" in data
+                else {},
                 failures=[Failure.from_dict(failure) for failure in data.get("failures") or []],
                 verification=Verification.from_dict(data.get("verification") or {}),
                 source=dict(data.get("source") or {}),

@@ -46,7 +46,10 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
             candidate = folder / _onnx_filename(variant, report)
             if candidate.is_file():
                 return candidate
-        raise HubError(f"no {variant} ONNX graph under {local}; export one with `python export/to_onnx.py --model ... --out {local}`")
+        raise HubError(
+            f"no {variant} ONNX graph under {local}; "
+            f"export one with `python export/to_onnx.py --model ... --out {local}`"
+        )
 
     if parsed.kind == "hub":
         repo_id, revision = parsed.repo_id, parsed.revision
@@ -86,7 +89,7 @@ def resolve_onnx_file(source: str, variant: str = "fp32") -> Path:
     return path
 
 
-def load_onnx_session(source: str, variant: str = "fp32", *, provider: str | None = None) -> "ort.InferenceSession":
+def load_onnx_session(source: str, variant: str = "fp32", *, provider: str | None = None) -> ort.InferenceSession:
     """A ready ONNX Runtime session for a published graph (``hf-hub:ORG/NAME[@rev]``, zoo name, or local path).
 
     ``variant`` is ``fp32``, ``fp16`` or ``int8``; ``provider`` as in :func:`ltzoo.export.providers.select_providers`.

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ltzoo.errors import BadHyperParameterError, ExportCheckError
+from ltzoo.errors import ExportCheckError
 from ltzoo.export import trt_ops
 from ltzoo.export.checks import PARITY_TOLERANCES, Tolerance, parity_inputs
 from ltzoo.export.metadata import load_onnx
@@ -38,84 +38,20 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
     """Check ``path`` against TensorRT's ONNX parser support; raises ``ExportCheckError`` listing every problem."""
     profile = profile or Profile()
     proto = load_onnx(path)
-    problems: list[str] = []
     graph = proto.graph
-
+    constants = _constant_tensors(graph)
     opset = next((entry.version for entry in proto.opset_import if entry.domain in _DEFAULT_DOMAINS), None)
-    low, high = trt_ops.PARSER_OPSET_RANGE
-    if opset is None or not low <= opset <= high:
-        problems.append(f"opset {opset} is outside {low}-{high}, the range every TensorRT 10.x parser reads")
-
     ops = Counter(
         node.op_type if node.domain in _DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}" for node in graph.node
     )
-    for op, count in sorted(ops.items()):
-        if op in trt_ops.SUPPORTED_OPS:
-            continue
-        why = "listed as unsupported" if op in trt_ops.UNSUPPORTED_OPS else "not in the support list"
-        nodes = f"{count} node{'s' if count > 1 else ''}"
-        problems.append(f"op {op} ({nodes}) is {why} by TensorRT {trt_ops.TRT_VERSION_OF_TABLE}'s ONNX parser")
-
-    constants = _constant_tensors(graph)
-    doubles = [name for name, tensor in constants.items() if tensor.data_type == onnx.TensorProto.DOUBLE]
-    doubles += [
-        value.name
-        for value in (*graph.input, *graph.output, *graph.value_info)
-        if value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    input_shape, shape_problems = _io_shapes(graph)
+    problems = [
+        *_opset_problems(opset),
+        *_op_problems(ops),
+        *_dtype_problems(graph, constants),
+        *_node_problems(graph, constants),
+        *shape_problems,
     ]
-    doubles += [
-        f"{node.name or node.op_type} (Cast to double)"
-        for node in graph.node
-        if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.DOUBLE for a in node.attribute)
-    ]
-    if doubles:
-        problems.append(f"double (float64) tensors, which TensorRT casts down or rejects: {sorted(doubles)[:5]}")
-
-    too_wide = []
-    for name, tensor in constants.items():
-        if tensor.data_type == onnx.TensorProto.INT64:
-            values = onnx.numpy_helper.to_array(tensor)
-            if values.size and (values.min() < _INT32.min or values.max() > _INT32.max):
-                too_wide.append(name)
-    if too_wide:
-        problems.append(
-            f"int64 constants that do not fit int32 (NVIDIA's import guide says sanitize them): {too_wide[:5]}"
-        )
-
-    node_problems: dict[str, list[str]] = {}  # one line per kind of problem, not one per node
-    for node in graph.node:
-        if node.op_type in trt_ops.QDQ_OPS and len(node.input) > 2 and node.input[2]:
-            zero = constants.get(node.input[2])
-            if zero is None:
-                why = "zero point is not a constant"
-            elif np.any(onnx.numpy_helper.to_array(zero) != 0):
-                why = "zero point is not 0 (TensorRT needs symmetric Q/DQ)"
-            elif zero.data_type != onnx.TensorProto.INT8:
-                why = f"quantized type {onnx.helper.tensor_dtype_to_np_dtype(zero.data_type)}, TensorRT expects int8"
-            else:
-                why = ""
-            if why:
-                node_problems.setdefault(f"{node.op_type}: {why}", []).append(node.name)
-        for index in trt_ops.CONSTANT_INPUTS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] and node.input[index] not in constants:
-                why = f"{node.op_type}: input {index} must be a build-time constant"
-                node_problems.setdefault(why, []).append(node.name)
-    for why, names in node_problems.items():
-        problems.append(f"{why} ({len(names)} node{'s' if len(names) > 1 else ''}, e.g. {names[0]!r})")
-
-    input_shape: tuple[int, ...] = ()
-    for value in (*graph.input, *graph.output):
-        if value.name in {init.name for init in graph.initializer}:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        dynamic = [i for i, dim in enumerate(dims) if i > 0 and not dim.HasField("dim_value")]
-        if dynamic:
-            problems.append(
-                f"{value.name!r} has dynamic dims at axes {dynamic}; only the batch axis (0) may be dynamic"
-            )
-        if value.name == INPUT_NAME:
-            input_shape = tuple(dim.dim_value for dim in dims[1:])
-
     result = {
         "trt_support_table": trt_ops.TRT_VERSION_OF_TABLE,
         "support_source": trt_ops.SOURCE,
@@ -129,6 +65,100 @@ def static_check(path: str | os.PathLike[str], profile: Profile | None = None) -
         error = ExportCheckError(f"{Path(path).name} is not TensorRT-ready: " + "; ".join(problems))
         raise _with_details(error, result)
     return result
+
+
+def _opset_problems(opset: int | None) -> list[str]:
+    low, high = trt_ops.PARSER_OPSET_RANGE
+    if opset is None or not low <= opset <= high:
+        return [f"opset {opset} is outside {low}-{high}, the range every TensorRT 10.x parser reads"]
+    return []
+
+
+def _op_problems(ops: Counter) -> list[str]:
+    """Ops TensorRT's parser does not take (listed as unsupported, or not listed at all)."""
+    problems = []
+    for op, count in sorted(ops.items()):
+        if op in trt_ops.SUPPORTED_OPS:
+            continue
+        why = "listed as unsupported" if op in trt_ops.UNSUPPORTED_OPS else "not in the support list"
+        nodes = f"{count} node{'s' if count > 1 else ''}"
+        problems.append(f"op {op} ({nodes}) is {why} by TensorRT {trt_ops.TRT_VERSION_OF_TABLE}'s ONNX parser")
+    return problems
+
+
+def _dtype_problems(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]) -> list[str]:
+    """float64 anywhere, and int64 constants that do not fit int32."""
+    problems = []
+    doubles = [name for name, tensor in constants.items() if tensor.data_type == onnx.TensorProto.DOUBLE]
+    doubles += [
+        value.name
+        for value in (*graph.input, *graph.output, *graph.value_info)
+        if value.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+    ]
+    doubles += [
+        f"{node.name or node.op_type} (Cast to double)"
+        for node in graph.node
+        if node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.DOUBLE for a in node.attribute)
+    ]
+    if doubles:
+        problems.append(f"double (float64) tensors, which TensorRT casts down or rejects: {sorted(doubles)[:5]}")
+    too_wide = []
+    for name, tensor in constants.items():
+        if tensor.data_type == onnx.TensorProto.INT64:
+            values = onnx.numpy_helper.to_array(tensor)
+            if values.size and (values.min() < _INT32.min or values.max() > _INT32.max):
+                too_wide.append(name)
+    if too_wide:
+        problems.append(
+            f"int64 constants that do not fit int32 (NVIDIA's import guide says sanitize them): {too_wide[:5]}"
+        )
+    return problems
+
+
+def _node_problems(graph: onnx.GraphProto, constants: dict[str, onnx.TensorProto]) -> list[str]:
+    """Q/DQ zero points TensorRT cannot take, and inputs that must be build-time constants; one line per kind."""
+    by_kind: dict[str, list[str]] = {}
+    for node in graph.node:
+        if node.op_type in trt_ops.QDQ_OPS and len(node.input) > 2 and node.input[2]:
+            why = _zero_point_problem(constants.get(node.input[2]))
+            if why:
+                by_kind.setdefault(f"{node.op_type}: {why}", []).append(node.name)
+        for index in trt_ops.CONSTANT_INPUTS.get(node.op_type, ()):
+            if index < len(node.input) and node.input[index] and node.input[index] not in constants:
+                why = f"{node.op_type}: input {index} must be a build-time constant"
+                by_kind.setdefault(why, []).append(node.name)
+    return [
+        f"{why} ({len(names)} node{'s' if len(names) > 1 else ''}, e.g. {names[0]!r})" for why, names in by_kind.items()
+    ]
+
+
+def _zero_point_problem(zero: onnx.TensorProto | None) -> str:
+    if zero is None:
+        return "zero point is not a constant"
+    if np.any(onnx.numpy_helper.to_array(zero) != 0):
+        return "zero point is not 0 (TensorRT needs symmetric Q/DQ)"
+    if zero.data_type != onnx.TensorProto.INT8:
+        return f"quantized type {onnx.helper.tensor_dtype_to_np_dtype(zero.data_type)}, TensorRT expects int8"
+    return ""
+
+
+def _io_shapes(graph: onnx.GraphProto) -> tuple[tuple[int, ...], list[str]]:
+    """The input's shape without the batch axis, and the inputs/outputs with a dynamic axis other than the batch."""
+    input_shape: tuple[int, ...] = ()
+    problems = []
+    initializers = {init.name for init in graph.initializer}
+    for value in (*graph.input, *graph.output):
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        dynamic = [i for i, dim in enumerate(dims) if i > 0 and not dim.HasField("dim_value")]
+        if dynamic:
+            problems.append(
+                f"{value.name!r} has dynamic dims at axes {dynamic}; only the batch axis (0) may be dynamic"
+            )
+        if value.name == INPUT_NAME:
+            input_shape = tuple(dim.dim_value for dim in dims[1:])
+    return input_shape, problems
 
 
 def _with_details(error: ExportCheckError, details: dict[str, Any]) -> ExportCheckError:

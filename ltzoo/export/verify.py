@@ -66,9 +66,7 @@ def deltas(results: Mapping[str, Mapping[str, Any]], reference: str = REFERENCE)
 
 
 def gate(
-    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    max_drop: Mapping[str, float],
-    reference: str = REFERENCE,
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]], max_drop: Mapping[str, float], reference: str = REFERENCE
 ) -> tuple[dict[str, dict[str, dict[str, float | None]]], list[Failure]]:
     """Deltas per split, and one :class:`Failure` per (split, variant, group) that dropped too far."""
     all_deltas: dict[str, dict[str, dict[str, float | None]]] = {}
@@ -83,9 +81,15 @@ def gate(
                 delta = variant_deltas[group]
                 # A tiny epsilon so that a drop of exactly the threshold passes despite float rounding.
                 if delta is not None and -delta > max_drop[variant] + 1e-9:
-                    failures.append(Failure(
-                        variant, gate_check(group), split=split, value=-delta, limit=max_drop[variant],
-                        reason=f"{group} top-1 {split_results[variant][group]:.2f} vs PyTorch "
-                        f"{split_results[reference][group]:.2f}",
-                    ))
+                    failures.append(
+                        Failure(
+                            variant,
+                            gate_check(group),
+                            split=split,
+                            value=-delta,
+                            limit=max_drop[variant],
+                            reason=f"{group} top-1 {split_results[variant][group]:.2f} vs PyTorch "
+                            f"{split_results[reference][group]:.2f}",
+                        )
+                    )
     return all_deltas, failures

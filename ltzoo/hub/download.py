@@ -16,7 +16,6 @@ from huggingface_hub import hf_hub_download
 from ltzoo import names
 from ltzoo.errors import CorruptFileError, HubError
 from ltzoo.fileio import read_json, sha256_file
-from ltzoo.hub import layout
 from ltzoo.hub.errors import HubFileMissingError, hub_errors
 from ltzoo.hub.settings import HubSettings, hub_settings
 from ltzoo.version import __version__
@@ -83,12 +82,16 @@ def download_run(repo_id: str, revision: str | None = None, *, expected_sha256: 
     commit = config_path.parent.name
     weights_path = download_file(repo_id, names.MODEL_FILE, commit, settings)
     if weights_path.parent != config_path.parent:  # e.g. a cache laid out by an older client
-        raise HubError(f"{repo_id}: config.json and model.safetensors resolved to different snapshots; clear {settings.cache_dir} and retry")
+        raise HubError(
+            f"{repo_id}: config.json and model.safetensors resolved to different snapshots; "
+            f"clear {settings.cache_dir} and retry"
+        )
 
     expected = expected_sha256 or config[names.CONFIG_BLOCK].get(names.WEIGHTS_SHA256_KEY)
     if not expected:
         raise HubError(
-            f"{repo_id}@{commit} records no sha256 for {names.MODEL_FILE} ({names.CONFIG_FILE} {names.CONFIG_BLOCK}.{names.WEIGHTS_SHA256_KEY}); "
+            f"{repo_id}@{commit} records no sha256 for {names.MODEL_FILE} "
+            f"({names.CONFIG_FILE} {names.CONFIG_BLOCK}.{names.WEIGHTS_SHA256_KEY}); "
             "re-push the run with a current `ltzoo push`, or pass expected_sha256."
         )
     actual = sha256_file(weights_path)

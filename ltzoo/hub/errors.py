@@ -115,8 +115,17 @@ def hub_errors(*, what: str, repo_id: str, revision: str | None, settings: HubSe
         if settings.token and settings.token in str(exc):
             raise HubError(redact(str(exc), settings.token)) from None
         raise
-    except (HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled, httpx.TransportError, OSError, ValueError) as exc:
-        message = redact(describe(exc, what=what, repo_id=repo_id, revision=revision, settings=settings), settings.token)
+    except (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        httpx.TransportError,
+        OSError,
+        ValueError,
+    ) as exc:
+        message = redact(
+            describe(exc, what=what, repo_id=repo_id, revision=revision, settings=settings), settings.token
+        )
         # Only the Hub saying "no such file" is a missing file; LocalEntryNotFoundError (also an
         # EntryNotFoundError) means "not cached and the Hub could not be asked".
         error_type = HubFileMissingError if isinstance(exc, RemoteEntryNotFoundError) else HubError

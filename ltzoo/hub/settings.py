@@ -26,17 +26,23 @@ class HubSettings:
     cache_dir: Path
 
     def __repr__(self) -> str:  # never show the token, even in a debugger or a log line
-        return f"HubSettings(endpoint={self.endpoint!r}, token={'***' if self.token else None}, offline={self.offline}, cache_dir={str(self.cache_dir)!r})"
+        return (
+            f"HubSettings(endpoint={self.endpoint!r}, token={'***' if self.token else None}, "
+            f"offline={self.offline}, cache_dir={str(self.cache_dir)!r})"
+        )
 
 
 def hub_settings(endpoint: str | None = None, token: str | None = None) -> HubSettings:
-    """Explicit arguments win; otherwise ``HF_ENDPOINT``/``HF_TOKEN``/``HF_HUB_OFFLINE``/``HF_HUB_CACHE``/``HF_HOME``."""
+    """Explicit arguments win; otherwise
+    ``HF_ENDPOINT``/``HF_TOKEN``/``HF_HUB_OFFLINE``/``HF_HUB_CACHE``/``HF_HOME``."""
     env = os.environ
     explicit_cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")  # the second is the legacy name
     if explicit_cache:
         cache = Path(explicit_cache)
     else:
-        home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+        home = env.get("HF_HOME") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface"
+        )
         cache = Path(home) / "hub"
     return HubSettings(
         endpoint=(endpoint or env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
@@ -44,4 +50,3 @@ def hub_settings(endpoint: str | None = None, token: str | None = None) -> HubSe
         offline=_truthy(env.get("HF_HUB_OFFLINE")) or _truthy(env.get("TRANSFORMERS_OFFLINE")),
         cache_dir=Path(os.path.expandvars(str(cache))).expanduser(),
     )
-

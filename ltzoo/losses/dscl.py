@@ -40,7 +40,8 @@ def _check_alpha(alpha: Alpha) -> None:
     values = torch.as_tensor(alpha, dtype=torch.float64)
     if not bool(((values > 0) & (values <= 1)).all()):
         raise BadHyperParameterError(
-            f"DSCL alpha must be in (0, 1] (the official beta = 8 is alpha = 1/9, ltzoo.recipes.dscl.beta_to_alpha), got {alpha}"
+            "DSCL alpha must be in (0, 1] (the official beta = 8 is alpha = 1/9, ltzoo.recipes.dscl.beta_to_alpha), "
+            f"got {alpha}"
         )
 
 

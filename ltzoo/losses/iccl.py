@@ -71,11 +71,7 @@ def sample_lambda(batch_size: int, alpha: float, mode: str, rng: np.random.Gener
 
 
 def interpolate_images(
-    images_a: torch.Tensor,
-    targets_a: torch.Tensor,
-    images_b: torch.Tensor,
-    targets_b: torch.Tensor,
-    lam: torch.Tensor,
+    images_a: torch.Tensor, targets_a: torch.Tensor, images_b: torch.Tensor, targets_b: torch.Tensor, lam: torch.Tensor
 ) -> InterpolatedBatch:
     """Mix two equally sized batches sample by sample: ``lam * x_a + (1 - lam) * x_b``."""
     if images_a.shape != images_b.shape:

@@ -42,11 +42,7 @@ class LDAMLoss(nn.Module):
     """
 
     def __init__(
-        self,
-        class_counts: Sequence[int],
-        max_m: float = 0.5,
-        s: float = 30.0,
-        weight: torch.Tensor | None = None,
+        self, class_counts: Sequence[int], max_m: float = 0.5, s: float = 30.0, weight: torch.Tensor | None = None
     ) -> None:
         super().__init__()
         if s <= 0:

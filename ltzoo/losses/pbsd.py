@@ -42,11 +42,7 @@ def roi_patch_features(feature_map: torch.Tensor, boxes: torch.Tensor, image_siz
     batch, num_boxes = boxes.shape[:2]
     scale = feature_map.shape[-1] / float(image_size)
     pooled = roi_align(
-        feature_map,
-        list(boxes.to(feature_map.dtype).unbind(0)),
-        ROI_OUTPUT_SIZE,
-        spatial_scale=scale,
-        aligned=True,
+        feature_map, list(boxes.to(feature_map.dtype).unbind(0)), ROI_OUTPUT_SIZE, spatial_scale=scale, aligned=True
     )
     return pooled.mean(dim=(2, 3)).reshape(batch, num_boxes, -1)
 
@@ -62,11 +58,7 @@ def _logits_against_key_and_queue(
 
 @full_precision
 def pbsd_loss(
-    teacher: torch.Tensor,
-    student: torch.Tensor,
-    keys: torch.Tensor,
-    queue: torch.Tensor,
-    temperature: float = 0.07,
+    teacher: torch.Tensor, student: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07
 ) -> torch.Tensor:
     """Soft-target cross-entropy from teacher to student patch features.
 

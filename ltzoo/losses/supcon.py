@@ -38,10 +38,7 @@ def _check_temperatures(temperature: float, base_temperature: float) -> None:
 
 @full_precision
 def supcon_loss(
-    embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float = 0.07,
-    base_temperature: float = 0.07,
+    embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07, base_temperature: float = 0.07
 ) -> torch.Tensor:
     """SupCon over a flat batch: ``embeddings`` (N, D), ``labels`` (N,); each row is one anchor."""
     _check_temperatures(temperature, base_temperature)
@@ -63,10 +60,7 @@ def supcon_loss(
 
 
 def supcon_loss_views(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float = 0.07,
-    base_temperature: float = 0.07,
+    features: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07, base_temperature: float = 0.07
 ) -> torch.Tensor:
     """The official interface: ``features`` (B, V, D) with V views per sample, ``labels`` (B,)."""
     if features.dim() != 3:

@@ -82,5 +82,7 @@ def weight_decay_penalty(params: Iterable[torch.Tensor]) -> torch.Tensor:
 def feature_regularization(features: torch.Tensor) -> torch.Tensor:
     """mean_i ||f_i||^2 / 2 over a (B, D) batch of penultimate features (multiply by lambda_FR)."""
     if features.dim() != 2:
-        raise BadHyperParameterError(f"feature regularisation expects (B, D) features, got shape {tuple(features.shape)}")
+        raise BadHyperParameterError(
+            f"feature regularisation expects (B, D) features, got shape {tuple(features.shape)}"
+        )
     return features.pow(2).sum(dim=1).mean() / 2

@@ -105,8 +105,11 @@ class BatchedPhotometric:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         count = images.shape[0]
         operations = []  # (function, per-sample factors) in torchvision's fn_idx numbering
-        for strength, function in ((self.brightness, adjust_brightness), (self.contrast, adjust_contrast),
-                                   (self.saturation, adjust_saturation)):
+        for strength, function in (
+            (self.brightness, adjust_brightness),
+            (self.contrast, adjust_contrast),
+            (self.saturation, adjust_saturation),
+        ):
             operations.append((function, _uniform(count, max(0.0, 1 - strength), 1 + strength)) if strength else None)
         operations.append((adjust_hue, _uniform(count, -self.hue, self.hue)) if self.hue else None)
         jittered = _bernoulli(count, self.jitter_p)

@@ -13,7 +13,7 @@ from torch import nn
 
 from ltzoo.engine.objective import Objective, StageContext, register_method
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.methods.iccl import reinitialise_head
+from ltzoo.models.heads import reinitialise_head
 from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 
 HEAD_INIT_STD = 0.01
@@ -32,7 +32,9 @@ class ClassifierRetraining(Objective):
 
     def on_epoch_start(self, epoch: int) -> None:
         if epoch == 0:  # a run resumed later in the stage keeps the head it trained
-            reinitialise_head(self.model.head, HEAD_INIT_STD, seed=self.ctx.recipe.seed * 1_000_003 + self.ctx.stage_index)
+            reinitialise_head(
+                self.model.head, HEAD_INIT_STD, seed=self.ctx.recipe.seed * 1_000_003 + self.ctx.stage_index
+            )
 
 
 @register_method("crt")
@@ -41,4 +43,6 @@ def crt(model: nn.Module, ctx: StageContext) -> Objective:
         return Objective(model, ctx)
     if ctx.stage.name == CLASSIFIER_STAGE:
         return ClassifierRetraining(model, ctx)
-    raise BadHyperParameterError(f"cRT has stages {REPRESENTATION_STAGE!r} and {CLASSIFIER_STAGE!r}, not {ctx.stage.name!r}")
+    raise BadHyperParameterError(
+        f"cRT has stages {REPRESENTATION_STAGE!r} and {CLASSIFIER_STAGE!r}, not {ctx.stage.name!r}"
+    )

@@ -73,7 +73,6 @@ from ltzoo.models.projection import ProjectionHead
 from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.dscl import beta_to_alpha
 
-
 DEFAULT_ARGS: dict[str, Any] = {
     "alpha": beta_to_alpha(8.0),
     "temperature": 0.07,
@@ -152,9 +151,13 @@ class DSCLRepresentation(Objective):
             self._online(), momentum=float(args["momentum"]), bn_splits=int(args["key_bn_splits"])
         )
         self.queue = LabelledQueue(int(args["queue_size"]), int(args["proj_dim"]))
-        self._views = DSCLViews(ctx.data, num_patches=self.num_patches, patch_size=self.patch_size,
-                                view_scale=(float(args["view_scale_min"]), 1.0) if args["view_scale_min"] else None,
-                                view_crop=args["view_crop"])
+        self._views = DSCLViews(
+            ctx.data,
+            num_patches=self.num_patches,
+            patch_size=self.patch_size,
+            view_scale=(float(args["view_scale_min"]), 1.0) if args["view_scale_min"] else None,
+            view_crop=args["view_crop"],
+        )
         self._photometric = DSCLPhotometric(ctx.data, self._views.patch_size)
 
     def _online(self) -> QueryEncoder:

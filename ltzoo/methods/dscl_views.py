@@ -91,7 +91,9 @@ def query_augment(info: DataInfo, side: int) -> v2.Compose:
     )
 
 
-def sample_box(image: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+def sample_box(
+    image: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
     """``(top, left, height, width)`` of a RandomResizedCrop-style box inside ``image`` (torchvision's sampler,
     which ``loader_roi.py`` re-implements with the same 10 tries and centre-crop fallback)."""
     return RandomResizedCrop.get_params(image, list(scale), list(ratio))
@@ -144,8 +146,9 @@ class DSCLViews:
 def crop_patches(views: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """(B, C, H, W) views and (B, L, 4) pixel boxes ``[x1, y1, x2, y2]`` -> (B, L, C, size, size) crops."""
     batch, count = boxes.shape[:2]
-    crops = roi_align(views, list(boxes.to(views.dtype).unbind(0)), (size, size), spatial_scale=1.0,
-                      sampling_ratio=-1, aligned=True)
+    crops = roi_align(
+        views, list(boxes.to(views.dtype).unbind(0)), (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )
     return crops.view(batch, count, *crops.shape[1:])
 
 
@@ -155,12 +158,23 @@ class DSCLPhotometric:
     def __init__(self, info: DataInfo, patch_size: int, flip_p: float = 0.5) -> None:
         rgb = info.in_chans == 3
         colour = {"saturation": 0.4 if rgb else 0.0}
-        self.query = BatchedPhotometric(**colour, hue=0.1 if rgb else 0.0, jitter_p=0.8,
-                                        grayscale_p=0.2 if rgb else 0.0, blur_p=0.5,
-                                        blur_kernel=_blur_kernel(info.input_size[0]))
+        self.query = BatchedPhotometric(
+            **colour,
+            hue=0.1 if rgb else 0.0,
+            jitter_p=0.8,
+            grayscale_p=0.2 if rgb else 0.0,
+            blur_p=0.5,
+            blur_kernel=_blur_kernel(info.input_size[0]),
+        )
         self.key = BatchedPhotometric(**colour, hue=0.0, jitter_p=1.0)
-        self.patch = BatchedPhotometric(**colour, hue=0.1 if rgb else 0.0, jitter_p=0.8,
-                                        grayscale_p=0.2 if rgb else 0.0, blur_p=0.5, blur_kernel=_blur_kernel(patch_size))
+        self.patch = BatchedPhotometric(
+            **colour,
+            hue=0.1 if rgb else 0.0,
+            jitter_p=0.8,
+            grayscale_p=0.2 if rgb else 0.0,
+            blur_p=0.5,
+            blur_kernel=_blur_kernel(patch_size),
+        )
         self.patch_size = patch_size
         self.flip_p = flip_p
         self.mean = torch.tensor(info.mean).view(1, -1, 1, 1)

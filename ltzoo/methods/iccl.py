@@ -55,7 +55,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ltzoo.data.paired import LockstepLoader
@@ -69,6 +68,7 @@ from ltzoo.losses.iccl import (
     sample_lambda,
 )
 from ltzoo.models.centroids import CentroidMemory, soft_assignment
+from ltzoo.models.heads import reinitialise_head
 from ltzoo.models.projection import ProjectionHead
 from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
 from ltzoo.recipes.iccl import DEFAULT_ARGS
@@ -100,8 +100,9 @@ class ICCLRepresentation(Objective):
         num_features = int(model.num_features)
         hidden = self.hparams["proj_hidden_dim"] or num_features
         self.projection = ProjectionHead(num_features, int(hidden), int(self.hparams["proj_dim"]))
-        self.memory = CentroidMemory(ctx.data.num_classes, int(self.hparams["proj_dim"]),
-                                     float(self.hparams["centroid_momentum"]))
+        self.memory = CentroidMemory(
+            ctx.data.num_classes, int(self.hparams["proj_dim"]), float(self.hparams["centroid_momentum"])
+        )
         self._rng = self._epoch_rng(0)
 
     def _epoch_rng(self, epoch: int) -> np.random.Generator:
@@ -125,15 +126,22 @@ class ICCLRepresentation(Objective):
         embeddings = self.projection(pooled)
         ce = interpolated_cross_entropy(logits, mixed.targets_a, mixed.targets_b, mixed.lam)
         retrieval = centroid_contrastive_loss(
-            embeddings, self.memory.centroids, mixed.targets_a, mixed.targets_b, mixed.lam,
-            float(self.hparams["temperature"]), valid=self.memory.initialised,
+            embeddings,
+            self.memory.centroids,
+            mixed.targets_a,
+            mixed.targets_b,
+            mixed.lam,
+            float(self.hparams["temperature"]),
+            valid=self.memory.initialised,
         )
         loss = self.hparams["ce_weight"] * ce + self.hparams["iccl_weight"] * retrieval
         # Update after the loss so a sample never retrieves a centroid it has just moved.
-        self.memory.update(embeddings.detach(),
-                           soft_assignment(mixed.targets_a, mixed.targets_b, mixed.lam, self.memory.num_classes))
-        return StepOutput(loss, {"ce": float(ce.detach()), "iccl": float(retrieval.detach()),
-                                 "lam": float(mixed.lam.mean())})
+        self.memory.update(
+            embeddings.detach(), soft_assignment(mixed.targets_a, mixed.targets_b, mixed.lam, self.memory.num_classes)
+        )
+        return StepOutput(
+            loss, {"ce": float(ce.detach()), "iccl": float(retrieval.detach()), "lam": float(mixed.lam.mean())}
+        )
 
 
 class ClassifierRebalancing(Objective):
@@ -155,19 +163,11 @@ class ClassifierRebalancing(Objective):
     def on_epoch_start(self, epoch: int) -> None:
         # At the stage's first epoch only: a run resumed later in the stage keeps its trained head.
         if epoch == 0 and self.hparams["stage2_reinit_head"]:
-            reinitialise_head(self.model.head, float(self.hparams["stage2_init_std"]),
-                              seed=self.ctx.recipe.seed * 1_000_003 + self.ctx.stage_index)
-
-
-@torch.no_grad()
-def reinitialise_head(head: nn.Module, std: float, seed: int) -> None:
-    """Weights ~ N(0, std) and zero biases, from a seeded generator (deterministic across ranks)."""
-    generator = torch.Generator().manual_seed(seed)
-    for param in head.parameters():
-        if param.dim() >= 2:
-            param.copy_(torch.randn(param.shape, generator=generator) * std)
-        else:
-            param.zero_()
+            reinitialise_head(
+                self.model.head,
+                float(self.hparams["stage2_init_std"]),
+                seed=self.ctx.recipe.seed * 1_000_003 + self.ctx.stage_index,
+            )
 
 
 @register_method("iccl")

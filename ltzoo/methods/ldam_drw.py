@@ -21,12 +21,19 @@ The ``LDAMDRWObjective`` is also the base of the RSG and SCL+RSG+LDAM objectives
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from ltzoo.engine.objective import LoaderFactory, Objective, StageContext, StepOutput, register_method
+from ltzoo.engine.objective import (
+    LoaderFactory,
+    Objective,
+    StageContext,
+    StepOutput,
+    register_method,
+    resolve_method_args,
+)
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.ldam import DeferredReweighting, LDAMLoss
 from ltzoo.recipe import SAMPLERS
@@ -39,16 +46,6 @@ LDAM_ARGS: dict[str, Any] = {
     "drs_start_fraction": None,
     "drs_sampler": "effective_number",
 }
-
-
-def resolve_args(ctx: StageContext, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """The recipe's ``method_args`` over ``defaults``; an unknown key is a (likely misspelt) error."""
-    unknown = sorted(set(ctx.args) - set(defaults))
-    if unknown:
-        raise BadHyperParameterError(
-            f"method {ctx.recipe.method!r} does not know method_args {unknown}; known: {sorted(defaults)}"
-        )
-    return {**defaults, **ctx.args}
 
 
 def start_epoch(fraction: float | None, stage_epochs: int, what: str) -> int | None:
@@ -96,14 +93,16 @@ class LDAMDRWObjective(Objective):
 
     def __init__(self, model: torch.nn.Module, ctx: StageContext) -> None:
         super().__init__(model, ctx)
-        self.hparams = resolve_args(ctx, self.default_args)
+        self.hparams = resolve_method_args(ctx, self.default_args)
         require_cosine_head(ctx)
         counts = list(ctx.data.class_counts)
         self.criterion = LDAMLoss(counts, max_m=self.hparams["max_m"], s=self.hparams["s"])
         epochs = ctx.stage.epochs
         self.drw_epoch = start_epoch(self.hparams["drw_start_fraction"], epochs, "drw_start_fraction")
         self.drs_epoch = start_epoch(self.hparams["drs_start_fraction"], epochs, "drs_start_fraction")
-        self.drw = None if self.drw_epoch is None else DeferredReweighting(counts, self.drw_epoch, self.hparams["drw_beta"])
+        self.drw = (
+            None if self.drw_epoch is None else DeferredReweighting(counts, self.drw_epoch, self.hparams["drw_beta"])
+        )
         if self.hparams["drs_sampler"] not in SAMPLERS:
             raise BadHyperParameterError(f"drs_sampler {self.hparams['drs_sampler']!r} not in {SAMPLERS}")
         self._switch_loader: EpochSwitchLoader | None = None

@@ -42,13 +42,11 @@ from torchvision.transforms import v2
 
 from ltzoo.data.spec import DataInfo
 from ltzoo.data.transforms import MultiView, contrastive_crop
-from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
+from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method, resolve_method_args
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.supcon import supcon_loss
-from ltzoo.methods.ldam_drw import resolve_args
 from ltzoo.models.projection import ProjectionHead
 from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE
-
 
 SCL_ARGS: dict[str, Any] = {
     "temperature": 0.1,
@@ -104,7 +102,7 @@ class SupConRepresentation(Objective):
 
     def __init__(self, model: nn.Module, ctx: StageContext) -> None:
         super().__init__(model, ctx)
-        self.hparams = resolve_args(ctx, SCL_ARGS)
+        self.hparams = resolve_method_args(ctx, SCL_ARGS)
         check_temperatures(self.hparams)
         self.projection = build_projection(model, self.hparams)
 

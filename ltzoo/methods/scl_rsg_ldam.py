@@ -92,8 +92,11 @@ class SynergyObjective(LDAMDRWObjective):
         standard = super().train_transform()
         if not self.contrastive:
             return standard
-        second = (supcon_augmentation(self.ctx.data, self.hparams["view_crop"], float(self.hparams["view_scale_min"]))
-                  if self.hparams["second_view"] == "supcon" else standard)
+        second = (
+            supcon_augmentation(self.ctx.data, self.hparams["view_crop"], float(self.hparams["view_scale_min"]))
+            if self.hparams["second_view"] == "supcon"
+            else standard
+        )
         return MultiView(standard, second)
 
     def training_step(self, batch: Any, epoch: int) -> StepOutput:
@@ -116,7 +119,9 @@ class SynergyObjective(LDAMDRWObjective):
         loss = loss + self.hparams["cls_weight"] * cls
         logs["cls"] = cls.item()
         if self.contrastive:
-            rows = pooled if self.hparams["generated_in_supcon"] else torch.cat([pooled[:batch_size], pooled[classified:]])
+            rows = (
+                pooled if self.hparams["generated_in_supcon"] else torch.cat([pooled[:batch_size], pooled[classified:]])
+            )
             labels = torch.cat([cls_targets, targets]) if self.hparams["generated_in_supcon"] else targets.repeat(2)
             contrast = supcon_loss(
                 self.projection(rows), labels, self.hparams["temperature"], self.hparams["base_temperature"]

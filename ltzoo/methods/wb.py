@@ -26,10 +26,9 @@ from typing import Any
 
 from torch import nn
 
-from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
+from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method, resolve_method_args
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.weight_balancing import ClassBalancedSoftmaxBCE
-from ltzoo.methods.ldam_drw import resolve_args
 from ltzoo.models.maxnorm import MaxNormPGD
 
 WB_ARGS: dict[str, Any] = {"cb_beta": 0.9999, "maxnorm_thresh": 0.1}
@@ -41,7 +40,7 @@ class ClassifierBalancingObjective(Objective):
 
     def __init__(self, model: nn.Module, ctx: StageContext) -> None:
         super().__init__(model, ctx)
-        args = resolve_args(ctx, WB_ARGS)
+        args = resolve_method_args(ctx, WB_ARGS)
         if not isinstance(model.head, nn.Linear):
             raise BadHyperParameterError(
                 f"wb stage 2 fine-tunes a linear classifier, but the model's head is {type(model.head).__name__}; "

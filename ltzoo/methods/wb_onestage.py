@@ -34,11 +34,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import nn
 
-from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method
+from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method, resolve_method_args
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.logit_adjustment import check_mode
 from ltzoo.losses.weight_balancing import decayed_parameters, feature_regularization, weight_decay_penalty
-from ltzoo.methods.ldam_drw import resolve_args
 from ltzoo.models.heads import ETFHead, LogitAdjustedHead
 
 log = logging.getLogger("ltzoo.wb_onestage")
@@ -55,7 +54,7 @@ ONESTAGE_ARGS: dict[str, Any] = {
 class OneStageObjective(Objective):
     def __init__(self, model: nn.Module, ctx: StageContext) -> None:
         super().__init__(model, ctx)
-        args = resolve_args(ctx, ONESTAGE_ARGS)
+        args = resolve_method_args(ctx, ONESTAGE_ARGS)
         if not isinstance(model.head, ETFHead):
             raise BadHyperParameterError(
                 f"wb_onestage trains against a fixed simplex ETF, but the model's head is {type(model.head).__name__}; "
@@ -115,22 +114,28 @@ def head_spec(head: nn.Module) -> dict[str, Any]:
     raise BadHyperParameterError(f"cannot describe head {type(head).__name__} for a logit-adjusted head")
 
 
-def attach_logit_adjustment(model: nn.Module, class_counts: Sequence[int], tau: float,
-                            mode: str = "multiplicative") -> LogitAdjustedHead:
+def attach_logit_adjustment(
+    model: nn.Module, class_counts: Sequence[int], tau: float, mode: str = "multiplicative"
+) -> LogitAdjustedHead:
     """Wrap ``model.head`` (its trained weights kept) in a :class:`LogitAdjustedHead`; returns it."""
     base = model.head
     if isinstance(base, LogitAdjustedHead):
         raise BadHyperParameterError("the model's head is already logit-adjusted; adjusting twice is a mistake")
-    adjusted = LogitAdjustedHead(base.in_features, len(class_counts), base=head_spec(base), tau=tau, mode=mode,
-                                 class_counts=list(class_counts))
+    adjusted = LogitAdjustedHead(
+        base.in_features, len(class_counts), base=head_spec(base), tau=tau, mode=mode, class_counts=list(class_counts)
+    )
     adjusted.base = base  # the trained module itself, not the freshly built copy
     model.head = adjusted.to(next(base.parameters()).device)
     return adjusted
 
 
-def choose_tau_on_val(model: nn.Module, class_counts: Sequence[int],
-                      evaluate_val: Callable[[nn.Module], dict[str, Any]], grid: Sequence[float],
-                      mode: str = "multiplicative") -> tuple[float, dict[float, float]]:
+def choose_tau_on_val(
+    model: nn.Module,
+    class_counts: Sequence[int],
+    evaluate_val: Callable[[nn.Module], dict[str, Any]],
+    grid: Sequence[float],
+    mode: str = "multiplicative",
+) -> tuple[float, dict[float, float]]:
     """Attach a logit adjustment and set its tau to the grid value with the best val mean per-class
     accuracy (smallest tau on ties). ``evaluate_val`` must score the **val** split."""
     head = attach_logit_adjustment(model, class_counts, 0.0, mode)

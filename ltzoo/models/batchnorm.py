@@ -10,8 +10,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def reestimate_batchnorm(module: nn.Module, batches: Iterable[torch.Tensor],
-                         forward: Callable[[torch.Tensor], Any] | None = None) -> int:
+def reestimate_batchnorm(
+    module: nn.Module, batches: Iterable[torch.Tensor], forward: Callable[[torch.Tensor], Any] | None = None
+) -> int:
     """Replace the running mean and variance of every BatchNorm in ``module`` by their cumulative
     average over ``batches``: each batch's mean and unbiased variance weigh equally (PyTorch's
     ``momentum=None``). ``forward`` (default: ``module`` itself) is called on each batch with the

@@ -42,12 +42,24 @@ class LTClassifier(nn.Module):
         """timm's feature metadata of the backbone (channels, stride, module), named within this model."""
         return [{**info, "module": f"backbone.{info['module']}"} for info in self.backbone.feature_info]
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = "NCHW",
-                              intermediates_only: bool = False) -> Any:
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
         """timm's feature API (what ``timm.create_model(..., features_only=True)`` calls): the backbone's."""
-        return self.backbone.forward_intermediates(x, indices=indices, norm=norm, stop_early=stop_early,
-                                                   output_fmt=output_fmt, intermediates_only=intermediates_only)
+        return self.backbone.forward_intermediates(
+            x,
+            indices=indices,
+            norm=norm,
+            stop_early=stop_early,
+            output_fmt=output_fmt,
+            intermediates_only=intermediates_only,
+        )
 
     def reset_classifier(self, num_classes: int, head: dict[str, Any] | None = None) -> None:
         """Replace the head for a new class count (fine-tuning on other data)."""

@@ -23,6 +23,7 @@ HEADS: dict[str, Callable[..., nn.Module]] = {}
 def register_head(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: ``{"type": name}`` in a config builds ``cls``. A name registered twice is an error
     (configs written with the first head would load into the second)."""
+
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
         if name in HEADS:
             raise ValueError(f"head type {name!r} is already registered (by {HEADS[name].__name__}); pick another name")
@@ -120,9 +121,7 @@ class ETFHead(nn.Module):
         self.lift: nn.Module = nn.Identity()
         etf_dim = in_features
         if lift_dim is not None:
-            self.lift = nn.Sequential(
-                nn.Linear(in_features, lift_dim, bias=False), nn.BatchNorm1d(lift_dim), nn.ReLU()
-            )
+            self.lift = nn.Sequential(nn.Linear(in_features, lift_dim, bias=False), nn.BatchNorm1d(lift_dim), nn.ReLU())
             etf_dim = lift_dim
         self.register_buffer("weight", simplex_etf(num_classes, etf_dim, seed))
         self.bias = nn.Parameter(torch.empty(num_classes).uniform_(-1.0 / etf_dim, 1.0 / etf_dim))
@@ -177,6 +176,18 @@ class LogitAdjustedHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return adjust_logits(self.base(features), self.log_prior, self.tau, self.mode)
+
+
+@torch.no_grad()
+def reinitialise_head(head: nn.Module, std: float, seed: int) -> None:
+    """Weights ~ N(0, std) and zero biases, from a seeded generator (deterministic across ranks): the classifier
+    re-initialisation of decoupled stage 2 (cRT of Kang et al. 2020; ICCL, cRT in ltzoo)."""
+    generator = torch.Generator().manual_seed(seed)
+    for param in head.parameters():
+        if param.dim() >= 2:
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+        else:
+            param.zero_()
 
 
 def build_head(spec: dict[str, Any], in_features: int, num_classes: int) -> nn.Module:

@@ -202,11 +202,7 @@ class RSG(nn.Module):
 
     @full_precision
     def transfer(
-        self,
-        head_maps: torch.Tensor,
-        head_targets: torch.Tensor,
-        tail_maps: torch.Tensor,
-        tail_targets: torch.Tensor,
+        self, head_maps: torch.Tensor, head_targets: torch.Tensor, tail_maps: torch.Tensor, tail_targets: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate ``tail + T(head - c_head)`` for paired rows; return (new maps, MV loss)."""
         variation = head_maps - self._picked_centre(head_maps, head_targets)

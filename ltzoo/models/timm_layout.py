@@ -116,9 +116,9 @@ def _saved_name(name: str, spec: ModelSpec) -> str:
     if not spec.plain_timm:
         return name
     if name == _HEAD[:-1] or name.startswith(_HEAD):
-        return _TIMM_CLASSIFIER + name[len(_HEAD) - 1:]
+        return _TIMM_CLASSIFIER + name[len(_HEAD) - 1 :]
     if name.startswith(_BACKBONE):
-        return name[len(_BACKBONE):]
+        return name[len(_BACKBONE) :]
     raise ValueError(f"{name!r} is not part of an LTClassifier's backbone or head")
 
 
@@ -133,14 +133,15 @@ def ltzoo_state_dict(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> di
         return dict(state_dict)  # ltzoo's own layout: a registration, or a format-1 run
     classifier = _TIMM_CLASSIFIER + "."
     return {
-        (_HEAD + key[len(classifier):] if key.startswith(classifier) else _BACKBONE + key): value
+        (_HEAD + key[len(classifier) :] if key.startswith(classifier) else _BACKBONE + key): value
         for key, value in state_dict.items()
     }
 
 
 # ----- pretrained_cfg ----------------------------------------------------------------------------
-def model_fields(model: LTClassifier, spec: ModelSpec, input_size: tuple[int, int, int], *,
-                 saved: bool) -> dict[str, Any]:
+def model_fields(
+    model: LTClassifier, spec: ModelSpec, input_size: tuple[int, int, int], *, saved: bool
+) -> dict[str, Any]:
     """timm's ``classifier``, ``first_conv`` and ``pool_size`` of ``model``: named as in the saved weights
     (config.json) or as in the LTClassifier itself (``model.pretrained_cfg``)."""
     first_conv = next(name for name, module in model.named_modules() if isinstance(module, nn.Conv2d))
@@ -151,13 +152,26 @@ def model_fields(model: LTClassifier, spec: ModelSpec, input_size: tuple[int, in
     return {"pool_size": [math.ceil(side / reduction) for side in input_size[1:]], **names}
 
 
-def pretrained_cfg(model: LTClassifier, spec: ModelSpec, data: DataConfig, *, saved: bool,
-                   tag: str | None = None, license_id: str | None = None,
-                   label_names: list[str] | None = None) -> dict[str, Any]:
+def pretrained_cfg(
+    model: LTClassifier,
+    spec: ModelSpec,
+    data: DataConfig,
+    *,
+    saved: bool,
+    tag: str | None = None,
+    license_id: str | None = None,
+    label_names: list[str] | None = None,
+) -> dict[str, Any]:
     """A timm ``pretrained_cfg``: for config.json (``saved=True``) or for ``model.pretrained_cfg``."""
     cfg: dict[str, Any] = {} if saved else {"architecture": spec.timm_architecture}
-    cfg.update({"tag": tag, **data.to_dict(), "num_classes": spec.num_classes,
-                **model_fields(model, spec, data.input_size, saved=saved)})
+    cfg.update(
+        {
+            "tag": tag,
+            **data.to_dict(),
+            "num_classes": spec.num_classes,
+            **model_fields(model, spec, data.input_size, saved=saved),
+        }
+    )
     if license_id is not None:
         cfg["license"] = license_id
     if label_names is not None and not saved:  # config.json keeps them top-level, as timm's push does
@@ -169,6 +183,11 @@ def module_pretrained_cfg(model: LTClassifier, config: dict[str, Any]) -> dict[s
     """``model.pretrained_cfg`` of a model loaded from a run's ``config.json`` (any format)."""
     stored = config.get("pretrained_cfg") or {}
     return pretrained_cfg(
-        model, spec_from_config(config), data_config_from_config(config), saved=False,
-        tag=stored.get("tag"), license_id=stored.get("license"), label_names=config.get("label_names"),
+        model,
+        spec_from_config(config),
+        data_config_from_config(config),
+        saved=False,
+        tag=stored.get("tag"),
+        license_id=stored.get("license"),
+        label_names=config.get("label_names"),
     )

@@ -46,8 +46,13 @@ default_cfgs = {registered_name(arch): _default_cfg(arch) for arch in BACKBONES}
 
 
 def _constructor(arch: str) -> Callable[..., LTClassifier]:
-    def construct(num_classes: int, in_chans: int = 3, head: dict[str, Any] | None = None,
-                  global_pool: str = "avg", **unsupported: Any) -> LTClassifier:
+    def construct(
+        num_classes: int,
+        in_chans: int = 3,
+        head: dict[str, Any] | None = None,
+        global_pool: str = "avg",
+        **unsupported: Any,
+    ) -> LTClassifier:
         if unsupported or global_pool != "avg":
             given = sorted(unsupported) + ([] if global_pool == "avg" else ["global_pool"])
             raise TypeError(
@@ -65,7 +70,8 @@ def _drop_mismatched_head(state_dict: dict[str, torch.Tensor], model: LTClassifi
     Anything else that does not fit is left for timm's strict load to report."""
     expected = model.state_dict()
     return {
-        key: value for key, value in state_dict.items()
+        key: value
+        for key, value in state_dict.items()
         if not (key.startswith("head.") and (key not in expected or expected[key].shape != value.shape))
     }
 
@@ -76,7 +82,9 @@ def _register(arch: str) -> None:
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> LTClassifier:
         return build_model_with_cfg(
-            _constructor(arch), name, pretrained,
+            _constructor(arch),
+            name,
+            pretrained,
             pretrained_filter_fn=_drop_mismatched_head,
             feature_cfg={"feature_cls": "getter", "out_indices": tuple(range(levels))},
             **kwargs,

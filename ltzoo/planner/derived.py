@@ -13,8 +13,9 @@ ltzoo's rules, not any paper's:
 - **learning rate** (each stage): scaled linearly with the batch (Goyal et al. 2017); when
   fine-tuning, stages that train the backbone use a tenth of it (the usual fine-tuning practice).
 - **method arguments that scale with the data**: each method declares its own in its recipe module
-  (:class:`ltzoo.recipe.MethodKnob`, :func:`ltzoo.recipe.declare_method_knob`), e.g. DSCL's queue size in ``ltzoo/recipes/dscl.py``;
-  a recipe whose method arguments hold one gets it derived from N, C and the first stage's batch.
+  (:class:`ltzoo.recipe.MethodKnob`, :func:`ltzoo.recipe.declare_method_knob`), e.g. DSCL's queue size in
+  ``ltzoo/recipes/dscl.py``; a recipe whose method arguments hold one gets it derived from N, C and the first
+  stage's batch.
 
 Every value can be overridden (:class:`Overrides`, the ``ltzoo train`` options, one per method knob); the
 values and where each came from are printed at start and stored in the run's ``config.json``
@@ -25,12 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipe import DataSize, MethodKnob, Recipe, method_knobs, scale_stages
+from ltzoo.recipe import DataSize, Recipe, method_knobs, scale_stages
 
 EPOCHS_REFERENCE_IMAGES = 10_000
 SCRATCH_EPOCHS = (30, 200)  # (floor, ceiling)
@@ -78,8 +78,12 @@ def batch_cap(train_size: int) -> int:
 
 
 def _knob(value: Any, override: Any, rule: str, option: str) -> dict[str, Any]:
-    return {"value": value if override is None else override, "from": "derived" if override is None else "override",
-            "rule": rule, "option": option}
+    return {
+        "value": value if override is None else override,
+        "from": "derived" if override is None else "override",
+        "rule": rule,
+        "option": option,
+    }
 
 
 def derive_recipe(
@@ -100,7 +104,8 @@ def derive_recipe(
 
     epochs = derived_epochs(train_size, finetune)
     record["epochs"] = _knob(
-        epochs, overrides.epochs,
+        epochs,
+        overrides.epochs,
         f"{(FINETUNE_EPOCHS if finetune else SCRATCH_EPOCHS)[1]} up to {EPOCHS_REFERENCE_IMAGES:,} training "
         f"images, then falling as 1/N to at least {(FINETUNE_EPOCHS if finetune else SCRATCH_EPOCHS)[0]}",
         "--epochs",
@@ -113,7 +118,8 @@ def derive_recipe(
     record["batch_size"] = _knob(
         {s.name: b for s, b in zip(stages, derived_batches)},
         None if overrides.batch_size is None else {s.name: overrides.batch_size for s in stages},
-        f"the recipe's, capped at the largest power of two <= N/{MIN_STEPS_PER_EPOCH} (here {cap})", "--batch-size",
+        f"the recipe's, capped at the largest power of two <= N/{MIN_STEPS_PER_EPOCH} (here {cap})",
+        "--batch-size",
     )
 
     lrs = [
@@ -124,9 +130,10 @@ def derive_recipe(
     if overrides.lr is not None:
         lrs = [overrides.lr * lr / lrs[0] for lr in lrs]
     record["lr"] = _knob(
-        derived_lrs, None if overrides.lr is None else {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)},
-        "the recipe's, scaled linearly with the batch" + (
-            f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone (fine-tuning)" if finetune else ""),
+        derived_lrs,
+        None if overrides.lr is None else {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)},
+        "the recipe's, scaled linearly with the batch"
+        + (f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone (fine-tuning)" if finetune else ""),
         "--lr (first stage; the others keep their ratio)",
     )
     stages = [
@@ -143,13 +150,16 @@ def derive_recipe(
             method_args[key] = record[key]["value"]
 
     changed = ", ".join(k.replace("_", " ") for k in record if k not in RECORD_FACTS)
-    notes = (f"{recipe.notes} Adapted to {train_size} training images in {num_classes} classes by ltzoo: {changed} "
-             "derived from the data or set by the user (config.json ltzoo.derived says which).").strip()
+    notes = (
+        f"{recipe.notes} Adapted to {train_size} training images in {num_classes} classes by ltzoo: {changed} "
+        "derived from the data or set by the user (config.json ltzoo.derived says which)."
+    ).strip()
     return recipe.replace(stages=stages, method_args=method_args, notes=notes), record
 
 
 def format_derived(record: dict[str, Any]) -> str:
     """The printed block: one line per knob with its value, where it came from and the option to change it."""
+
     def show(value: Any) -> str:
         if isinstance(value, dict):
             return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
@@ -160,7 +170,8 @@ def format_derived(record: dict[str, Any]) -> str:
     width = max(len(v) for v in values.values())
     lines = [
         f"recipe settings for {record['train_images']} training images in {record['num_classes']} classes"
-        + (" (fine-tuning)" if record.get("finetune") else "") + ", each changeable with the [option]:"
+        + (" (fine-tuning)" if record.get("finetune") else "")
+        + ", each changeable with the [option]:"
     ]
     for knob in knobs:
         entry = record[knob]

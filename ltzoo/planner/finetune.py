@@ -32,8 +32,11 @@ class Parent:
     def preprocessing(self) -> dict[str, Any]:
         """Input size (H, W), mean and std the backbone was trained with."""
         cfg = self.config["pretrained_cfg"]
-        return {"input_size": tuple(int(v) for v in cfg["input_size"][1:]), "mean": tuple(cfg["mean"]),
-                "std": tuple(cfg["std"])}
+        return {
+            "input_size": tuple(int(v) for v in cfg["input_size"][1:]),
+            "mean": tuple(cfg["mean"]),
+            "std": tuple(cfg["std"]),
+        }
 
     def record(self) -> dict[str, Any]:
         lt = self.config.get(CONFIG_BLOCK, {})

@@ -11,12 +11,11 @@ from typing import Any
 
 from ltzoo.data import LTDataset, build_dataset
 from ltzoo.data.sources import SourceSpec, parse_shot_thresholds
-from ltzoo.planner.finetune import Parent, init_from_parent, load_parent
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.models import LTClassifier
-from ltzoo.recipe import Recipe
-from ltzoo.recipe import method_knobs
 from ltzoo.planner.derived import Overrides, derive_recipe, format_derived
+from ltzoo.planner.finetune import Parent, init_from_parent, load_parent
+from ltzoo.recipe import Recipe, method_knobs
 from ltzoo.registry import get_entry
 
 # The network input side per architecture on user data: the CIFAR ResNet-32 at CIFAR's 32 px, the
@@ -86,9 +85,13 @@ def plan_training(
     parent = load_parent(init) if init else None
     if data is None:
         knobs = method_knobs()
-        own_data_only = {"--shot-thresholds": shot_thresholds, "--skip-bad-images": skip_bad_images or None,
-                         "--batch-size": overrides.batch_size, "--lr": overrides.lr,
-                         **{knobs[key].option: value for key, value in overrides.method_args.items()}}
+        own_data_only = {
+            "--shot-thresholds": shot_thresholds,
+            "--skip-bad-images": skip_bad_images or None,
+            "--batch-size": overrides.batch_size,
+            "--lr": overrides.lr,
+            **{knobs[key].option: value for key, value in overrides.method_args.items()},
+        }
         given = [option for option, value in own_data_only.items() if value is not None]
         if given:
             raise BadHyperParameterError(
@@ -101,10 +104,13 @@ def plan_training(
         if data_root is not None:
             raise BadHyperParameterError("--data-root is for zoo datasets; with --data the source names the path")
         spec = _source_spec(data, recipe.arch, parent, shot_thresholds, skip_bad_images)
-        dataset = build_dataset(spec.name)
+        dataset = build_dataset(spec)  # parsed once: the spec travels, its name is the record
         recipe, derived = derive_recipe(
-            recipe.replace(dataset=dataset.name), len(dataset.train), dataset.num_classes,  # type: ignore[arg-type]
-            finetune=parent is not None, overrides=overrides,
+            recipe.replace(dataset=dataset.name),
+            len(dataset.train),
+            dataset.num_classes,  # type: ignore[arg-type]
+            finetune=parent is not None,
+            overrides=overrides,
         )
         name, epochs = f"{entry.base_name}.{spec.display_name}", None
 
@@ -123,5 +129,13 @@ def run_plan(plan: TrainingPlan, out_dir: str, **trainer_options: Any) -> dict[s
     seed, device, precision, channels_last, compile, log_format)."""
     from ltzoo.engine.trainer import train
 
-    return train(plan.recipe, out_dir, name=plan.name, data=plan.data, model=plan.model,
-                 extra_config=plan.extra_config, epochs=plan.epochs, **trainer_options)
+    return train(
+        plan.recipe,
+        out_dir,
+        name=plan.name,
+        data=plan.data,
+        model=plan.model,
+        extra_config=plan.extra_config,
+        epochs=plan.epochs,
+        **trainer_options,
+    )

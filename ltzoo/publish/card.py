@@ -163,7 +163,8 @@ def build_card_data(
         datasets=[hub_dataset] if hub_dataset else None,
         base_model=parent,
         base_model_relation="finetune" if parent else None,
-        tags=TAGS + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t]
+        tags=TAGS
+        + [t for t in (method, lt.get("arch") or config.get("architecture"), dataset) if t]
         + (["timm"] if timm_loading(config) else []),  # timm.create_model("hf-hub:...") loads it
         metrics=["accuracy"],
         eval_results=eval_results,
@@ -201,8 +202,16 @@ def _export_rows(report: ExportReport) -> tuple[list[dict[str, Any]], list[str]]
 
     rows = []
     if splits and REFERENCE in results[splits[0]]:
-        rows.append({"variant": f"{REFERENCE} (reference)", "file": names.MODEL_FILE, "max_abs_diff": "-", "agreement": "-",
-                     "splits": cells(REFERENCE), "passed": "-"})
+        rows.append(
+            {
+                "variant": f"{REFERENCE} (reference)",
+                "file": names.MODEL_FILE,
+                "max_abs_diff": "-",
+                "agreement": "-",
+                "splits": cells(REFERENCE),
+                "passed": "-",
+            }
+        )
     for variant, entry in report.variants.items():
         parity = entry.checks.get("parity")
         failed = not entry.passed or any(failure.variant == variant for failure in report.failures)
@@ -253,8 +262,10 @@ def _export_notes(report: ExportReport) -> list[str]:
     """One line each: how the graphs were made, what the accuracy gate allowed, how int8 was calibrated."""
     notes = []
     if report.export:
-        notes.append(f"Exported with the {report.export.get('exporter')} exporter at opset {report.export.get('opset')} "
-                     "(batch axis dynamic).")
+        notes.append(
+            f"Exported with the {report.export.get('exporter')} exporter at opset {report.export.get('opset')} "
+            "(batch axis dynamic)."
+        )
     verification = report.verification
     if verification.mode == "dataset":
         drops = ", ".join(f"{v} {p:g}" for v, p in verification.max_drop.items())
@@ -290,15 +301,30 @@ def render_card(
     """Render README.md for a run. ``onnx_files`` are repo paths of the published ONNX files, if any;
     ``hub_url`` is the Hub the card is pushed to (the model-index names the repo there as its source)."""
     lt = config[names.CONFIG_BLOCK]
-    method = lt.get("method", "")
-    text = method_text(method, cards_dir)
-    recipe = lt.get("recipe") or {}
-    cfg = config.get("pretrained_cfg", {})
+    name = lt.get("name") or repo_id.split("/")[-1]
+    return ModelCard.from_template(
+        build_card_data(config, metrics, repo_id, hub_url=hub_url),
+        template_str=(cards_dir / TEMPLATE).read_text(encoding="utf-8"),
+        title=name,
+        zoo_name=name,
+        repo_id=repo_id,
+        ltzoo_version=__version__,
+        weights_sha256=weights_sha256 or lt.get(names.WEIGHTS_SHA256_KEY, "-"),
+        calibration=_calibration_section(lt.get("calibration")),
+        **_results_fields(config, metrics),
+        **_method_fields(config, name, cards_dir),
+        **_usage_fields(config),
+        **_export_fields(export_report, list(onnx_files or [])),
+    )
+
+
+def _results_fields(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The summary line, the results table and its picture, the classes."""
+    lt = config[names.CONFIG_BLOCK]
     counts = list(lt.get("class_counts") or [])
     labels = list(config.get("label_names") or [str(i) for i in range(len(counts))])
     shot = lt.get("shot_split") or {}
     groups = class_groups(shot, len(counts))
-    name = lt.get("name") or repo_id.split("/")[-1]
     dataset, own_data = _dataset_label(lt)
     parent = lt.get("parent") or {}
     imbalance = "-" if lt.get("imbalance_factor") is None else f"{float(lt['imbalance_factor']):g}"
@@ -308,87 +334,113 @@ def render_card(
         trained_on = f"the author's own long-tailed dataset `{dataset}` ({layout_kind} layout, {facts})"
     else:
         trained_on = f"the long-tailed `{dataset}` training set ({facts})"
-    results = [{"split": s, **{g: _fmt(metrics[s].get(g)) for g in GROUPS}} for s in SPLITS]
-    export_rows, export_splits = _export_rows(export_report) if export_report else ([], [])
-    onnx_files = list(onnx_files or [])
-    onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
-    onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
-    return ModelCard.from_template(
-        build_card_data(config, metrics, repo_id, hub_url=hub_url),
-        template_str=(cards_dir / TEMPLATE).read_text(encoding="utf-8"),
-        title=name,
-        summary=(
-            f"A `{lt.get('arch') or config.get('architecture')}` trained with **{method}** on {trained_on}"
+    return {
+        "summary": (
+            f"A `{lt.get('arch') or config.get('architecture')}` trained with **{lt.get('method', '')}** on "
+            f"{trained_on}"
             + (f", fine-tuned from `{parent.get('name') or parent.get('source')}`" if parent else "")
             + ", published by ltzoo with its recipe, class counts and many/medium/few results."
         ),
-        results=results,
-        shot_rule=_shot_rule(shot),
-        plot_file=layout.PLOT,
-        plot_splits=" and ".join(SPLITS),
-        method_text=text.paragraph,
-        arxiv_id=text.arxiv_id,
-        citation=text.citation,
-        zoo_name=name,
+        "results": [{"split": s, **{g: _fmt(metrics[s].get(g)) for g in GROUPS}} for s in SPLITS],
+        "shot_rule": _shot_rule(shot),
+        "plot_file": layout.PLOT,
+        "plot_splits": " and ".join(SPLITS),
+        "dataset": dataset,
+        "own_data": own_data,
+        "num_classes": config.get("num_classes", len(counts)),
+        "imbalance_factor": imbalance,
+        "index_sha256": lt.get("index_sha256", "-"),
+        "classes": [
+            {"index": i, "name": labels[i] if i < len(labels) else i, "count": n, "group": groups[i]}
+            for i, n in enumerate(counts)
+        ],
+    }
+
+
+def _method_fields(config: dict[str, Any], name: str, cards_dir: Traversable) -> dict[str, Any]:
+    """The method's text and paper, and the training recipe (stages, arguments, notes, how to reproduce)."""
+    lt = config[names.CONFIG_BLOCK]
+    method = lt.get("method", "")
+    text = method_text(method, cards_dir)
+    recipe = lt.get("recipe") or {}
+    parent = lt.get("parent") or {}
+    return {
+        "method_text": text.paragraph,
+        "arxiv_id": text.arxiv_id,
+        "citation": text.citation,
         # A fine-tuned run is never the zoo recipe's run from scratch, even where the recipe is unchanged.
-        reproduce="" if parent else _reproduce_line(name, recipe),
-        method=method,
-        arch=lt.get("arch") or config.get("architecture"),
-        num_params=f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",
-        dataset=dataset,
-        own_data=own_data,
-        parent=_parent_line(parent),
-        num_classes=config.get("num_classes", len(counts)),
-        imbalance_factor=imbalance,
-        index_sha256=lt.get("index_sha256", "-"),
-        seed=lt.get("seed", recipe.get("seed", "-")),
+        "reproduce": "" if parent else _reproduce_line(name, recipe),
+        "method": method,
+        "arch": lt.get("arch") or config.get("architecture"),
+        "num_params": f"{int(lt['num_params']):,}" if lt.get("num_params") is not None else "-",
+        "parent": _parent_line(parent),
+        "seed": lt.get("seed", recipe.get("seed", "-")),
         # Runs from before mixed precision trained in fp32 and say nothing.
-        precision=lt.get("precision", "fp32"),
-        stages=recipe.get("stages") or [],
-        method_args=json.dumps(recipe.get("method_args")) if recipe.get("method_args") else "",
-        recipe_notes=recipe.get("notes", ""),
-        classes=[{"index": i, "name": labels[i] if i < len(labels) else i, "count": n, "group": groups[i]} for i, n in enumerate(counts)],
-        repo_id=repo_id,
-        timm_loading=timm_loading(config),
-        timm_architecture=config.get("architecture"),
-        input_size=json.dumps([-1, *cfg.get("input_size", [])]).replace("-1", "N"),
-        mean=cfg.get("mean"),
-        std=cfg.get("std"),
-        interpolation=cfg.get("interpolation", "bilinear"),
-        crop_pct=cfg.get("crop_pct", 1.0),
-        onnx_variants=onnx_variants,
-        export_rows=export_rows,
-        export_splits=export_splits,
-        export_notes=_export_notes(export_report) if export_report else [],
-        export_report_file=f"{layout.ONNX_DIR}/{names.REPORT_FILE}",
-        onnx_files=onnx_files,
-        weights_sha256=weights_sha256 or lt.get(names.WEIGHTS_SHA256_KEY, "-"),
-        ltzoo_version=__version__,
-        calibration=_calibration_section(lt.get("calibration")),
-    )
+        "precision": lt.get("precision", "fp32"),
+        "stages": recipe.get("stages") or [],
+        "method_args": json.dumps(recipe.get("method_args")) if recipe.get("method_args") else "",
+        "recipe_notes": recipe.get("notes", ""),
+    }
+
+
+def _usage_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """How to load it (ltzoo, timm) and what its input is."""
+    cfg = config.get("pretrained_cfg", {})
+    return {
+        "timm_loading": timm_loading(config),
+        "timm_architecture": config.get("architecture"),
+        "input_size": json.dumps([-1, *cfg.get("input_size", [])]).replace("-1", "N"),
+        "mean": cfg.get("mean"),
+        "std": cfg.get("std"),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "crop_pct": cfg.get("crop_pct", 1.0),
+    }
+
+
+def _export_fields(export_report: ExportReport | None, onnx_files: list[str]) -> dict[str, Any]:
+    """The published ONNX graphs and what their export checked."""
+    export_rows, export_splits = _export_rows(export_report) if export_report else ([], [])
+    onnx_variants = [row["variant"] for row in export_rows if f"{layout.ONNX_DIR}/{row['file']}" in onnx_files]
+    onnx_variants.sort(key=lambda v: v != "fp32")  # the usage example shows fp32 first
+    return {
+        "onnx_variants": onnx_variants,
+        "export_rows": export_rows,
+        "export_splits": export_splits,
+        "export_notes": _export_notes(export_report) if export_report else [],
+        "export_report_file": f"{layout.ONNX_DIR}/{names.REPORT_FILE}",
+        "onnx_files": onnx_files,
+    }
 
 
 def _calibration_section(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """What the card says about a calibrated run (``config.json``'s ``calibration`` block), or None."""
     if not record:
         return None
+
     def label(row: dict[str, Any]) -> str:
         return row["method"] if row.get("parameter") is None else f"{row['method']} (tau {row['parameter']:g})"
 
     prior = record.get("target_prior") or {}
-    prior_text = {"uniform": "uniform (a balanced test set; the chosen head as it is)",
-                  "train": "the training frequencies"}.get(prior.get("kind"), f"{prior.get('kind')} ({prior.get('source')})")
+    prior_text = {
+        "uniform": "uniform (a balanced test set; the chosen head as it is)",
+        "train": "the training frequencies",
+    }.get(prior.get("kind"), f"{prior.get('kind')} ({prior.get('source')})")
     if prior.get("kind") != "uniform" and record.get("bcts"):
-        prior_text += (f", folded in as log-posteriors with bias-corrected temperature scaling fitted on val "
-                       f"(T = {record['bcts']['temperature']:.3g})")
+        prior_text += (
+            f", folded in as log-posteriors with bias-corrected temperature scaling fitted on val "
+            f"(T = {record['bcts']['temperature']:.3g})"
+        )
     return {
         "parent": f"`{record['parent']}`" if record.get("parent") else "(unnamed)",
         "chosen": label(record),
         "rule": record.get("rule", ""),
         "prior": prior_text,
-        "candidates": [{"label": label(row), **{g: _fmt(row.get(g)) for g in GROUPS}}
-                       for row in (record.get("candidates") or {}).values()],
-        "not_applicable": [f"{method} does not apply: {reason}" for method, reason in
-                           (record.get("not_applicable") or {}).items()],
+        "candidates": [
+            {"label": label(row), **{g: _fmt(row.get(g)) for g in GROUPS}}
+            for row in (record.get("candidates") or {}).values()
+        ],
+        "not_applicable": [
+            f"{method} does not apply: {reason}" for method, reason in (record.get("not_applicable") or {}).items()
+        ],
         "plot_file": names.CALIBRATION_PLOT,
     }

@@ -30,15 +30,30 @@ def per_class_accuracy_png(
             xs.append(count)
             ys.append(acc)
             colours.append(GROUP_COLOURS.get(group, "grey"))
-        ax.scatter(xs, ys, c=colours, marker=SPLIT_MARKERS.get(split, "^"), s=36, alpha=0.85,
-                   edgecolors="black", linewidths=0.4, label=split)
+        ax.scatter(
+            xs,
+            ys,
+            c=colours,
+            marker=SPLIT_MARKERS.get(split, "^"),
+            s=36,
+            alpha=0.85,
+            edgecolors="black",
+            linewidths=0.4,
+            label=split,
+        )
     if label_names and len(label_names) <= 20:  # names only where they stay readable
         first = next(iter(per_class.values()), [])
         for index, (count, acc, name) in enumerate(zip(class_counts, first, label_names)):
             if acc is not None and count > 0:
                 # Alternate above/below so neighbouring classes on the log axis do not overwrite each other.
-                ax.annotate(name, (count, acc), textcoords="offset points", xytext=(0, 7 if index % 2 == 0 else -12),
-                            ha="center", fontsize=7)
+                ax.annotate(
+                    name,
+                    (count, acc),
+                    textcoords="offset points",
+                    xytext=(0, 7 if index % 2 == 0 else -12),
+                    ha="center",
+                    fontsize=7,
+                )
     ax.set_xscale("log")
     ax.set_ylim(-5, 105)
     ax.set_xlabel("training images of the class (log scale)")
@@ -50,6 +65,7 @@ def per_class_accuracy_png(
     split_legend = ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title_fontsize=8)
     ax.add_artist(split_legend)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=g) for g, c in GROUP_COLOURS.items()]
-    ax.legend(handles=handles, title="shot group", loc="upper left", bbox_to_anchor=(1.01, 0.6), fontsize=8,
-              title_fontsize=8)
+    ax.legend(
+        handles=handles, title="shot group", loc="upper left", bbox_to_anchor=(1.01, 0.6), fontsize=8, title_fontsize=8
+    )
     return png_bytes(fig)

@@ -18,14 +18,12 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.hf_api import CommitInfo
 
 from ltzoo import names
+from ltzoo.calibration.plot import calibration_curves_png
 from ltzoo.errors import CorruptFileError, DataNotFoundError, HubError
 from ltzoo.export.report import ExportReport, read_report
 from ltzoo.fileio import sha256_file
 from ltzoo.hub import layout
-from ltzoo.publish.card import class_groups, read_metrics, render_card
 from ltzoo.hub.errors import hub_errors
-from ltzoo.calibration.plot import calibration_curves_png
-from ltzoo.publish.plot import per_class_accuracy_png
 from ltzoo.hub.settings import DEFAULT_ENDPOINT, hub_settings
 from ltzoo.portable import (
     local_paths_in,
@@ -35,6 +33,8 @@ from ltzoo.portable import (
     portable_config,
     recorded_local_folders,
 )
+from ltzoo.publish.card import class_groups, read_metrics, render_card
+from ltzoo.publish.plot import per_class_accuracy_png
 from ltzoo.runs import read_config
 from ltzoo.version import __version__
 
@@ -55,27 +55,37 @@ def read_run_for_push(run_dir: str | Path) -> RunForPush:
     """Read and check a run directory: ltzoo config, metrics, weights matching their recorded sha256."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise DataNotFoundError(f"run directory {run_dir} does not exist; train one with `ltzoo train NAME --out {run_dir}`")
+        raise DataNotFoundError(
+            f"run directory {run_dir} does not exist; train one with `ltzoo train NAME --out {run_dir}`"
+        )
     config = read_config(run_dir)
     if not isinstance(config.get(names.CONFIG_BLOCK), dict):
-        raise CorruptFileError(f"{run_dir}/config.json has no '{names.CONFIG_BLOCK}' block; only ltzoo runs can be pushed")
+        raise CorruptFileError(
+            f"{run_dir}/config.json has no '{names.CONFIG_BLOCK}' block; only ltzoo runs can be pushed"
+        )
     weights = run_dir / names.MODEL_FILE
     if not weights.is_file():
         raise DataNotFoundError(f"{weights} not found: the run has no weights (did training finish?)")
     sha = sha256_file(weights)
     recorded = config[names.CONFIG_BLOCK].get(names.WEIGHTS_SHA256_KEY)
     if recorded and recorded != sha:
-        raise CorruptFileError(f"{weights} has sha256 {sha} but config.json records {recorded}; the weights changed after training")
+        raise CorruptFileError(
+            f"{weights} has sha256 {sha} but config.json records {recorded}; the weights changed after training"
+        )
     return RunForPush(run_dir, config, read_metrics(run_dir), weights, sha)
 
 
 def _onnx_files(onnx_dir: Path, weights_sha256: str) -> tuple[list[Path], ExportReport]:
     """The export folder's files to publish, and its report (required: it is the proof the graphs were checked)."""
     if not onnx_dir.is_dir():
-        raise DataNotFoundError(f"ONNX folder {onnx_dir} does not exist; export with `python export/to_onnx.py --out {onnx_dir}`")
+        raise DataNotFoundError(
+            f"ONNX folder {onnx_dir} does not exist; export with `python export/to_onnx.py --out {onnx_dir}`"
+        )
     report_path = onnx_dir / names.REPORT_FILE
     if not report_path.is_file():
-        raise DataNotFoundError(f"{onnx_dir} has no {names.REPORT_FILE}; export with `python export/to_onnx.py ... --verify` first")
+        raise DataNotFoundError(
+            f"{onnx_dir} has no {names.REPORT_FILE}; export with `python export/to_onnx.py ... --verify` first"
+        )
     report = read_report(report_path)
     files = sorted({p for pattern in ONNX_PATTERNS for p in onnx_dir.glob(pattern) if p.is_file()})
     if not any(p.suffix == ".onnx" for p in files):
@@ -115,8 +125,13 @@ def build_operations(
         onnx_paths, report = _onnx_files(Path(onnx_dir), run.weights_sha256)
     onnx_repo_paths = [f"{layout.ONNX_DIR}/{p.name}" for p in onnx_paths]
     card = render_card(
-        config, run.metrics, repo_id, export_report=report, onnx_files=onnx_repo_paths,
-        weights_sha256=run.weights_sha256, hub_url=hub_url,
+        config,
+        run.metrics,
+        repo_id,
+        export_report=report,
+        onnx_files=onnx_repo_paths,
+        weights_sha256=run.weights_sha256,
+        hub_url=hub_url,
     )
     ops = [
         CommitOperationAdd(names.MODEL_FILE, str(run.weights)),
@@ -169,16 +184,21 @@ def _machine_paths(op: CommitOperationAdd) -> list[tuple[str, str]]:
         return [(f"key {key}", path) for key, path in machine_paths_in(json.loads(text))]
     if op.path_in_repo == layout.CARD:
         text = content.decode() if isinstance(content, bytes) else Path(str(content)).read_text()
-        return [(f"line {number}", path) for number, line in enumerate(text.splitlines(), 1)
-                for path in machine_paths_in_text(line)]
+        return [
+            (f"line {number}", path)
+            for number, line in enumerate(text.splitlines(), 1)
+            for path in machine_paths_in_text(line)
+        ]
     return []
 
 
 def _how_to_fix(path_in_repo: str, run: RunForPush) -> str:
     if path_in_repo.startswith(f"{layout.ONNX_DIR}/"):
         return "Re-export the graphs with the current ltzoo (its reports and metadata record no local paths)."
-    return (f"Remove the path from {run.run_dir}/{names.CONFIG_FILE} (ltzoo itself records data sources, data "
-            "folders and --init runs by folder name when it publishes) and push again.")
+    return (
+        f"Remove the path from {run.run_dir}/{names.CONFIG_FILE} (ltzoo itself records data sources, data "
+        "folders and --init runs by folder name when it publishes) and push again."
+    )
 
 
 def push_run(
@@ -206,8 +226,9 @@ def push_run(
     settings = hub_settings(endpoint, token)
     if not settings.token:
         raise HubError(f"pushing to {repo_id} needs a write token: set HF_TOKEN or pass --token")
-    operations, paths = build_operations(run, repo_id, Path(onnx_dir) if onnx_dir is not None else None,
-                                         hub_url=settings.endpoint)
+    operations, paths = build_operations(
+        run, repo_id, Path(onnx_dir) if onnx_dir is not None else None, hub_url=settings.endpoint
+    )
     branch = revision or "main"
     api = HfApi(endpoint=settings.endpoint, token=settings.token, library_name="ltzoo", library_version=__version__)
     with hub_errors(what="push to", repo_id=repo_id, revision=revision, settings=settings):

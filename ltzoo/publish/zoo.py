@@ -17,9 +17,9 @@ from ltzoo import names
 from ltzoo.errors import CorruptFileError, HubError, LtzooError, UnknownModelError
 from ltzoo.fileio import read_json, sha256_file
 from ltzoo.hub import layout
+from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
 from ltzoo.publish.card import read_metrics
 from ltzoo.publish.push import push_run
-from ltzoo.pins import HEADLINE_SPLIT, HeadlineMetrics, HubWeights, write_pins
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,17 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(name, q) for p in patterns for q in ([p] if "." in p else [p, f"{p}.*"]))
 
 
-def find_runs(runs_dir: str | Path, patterns: list[str] | None = None, exports_dir: str | Path | None = None) -> list[FoundRun]:
+def find_runs(
+    runs_dir: str | Path, patterns: list[str] | None = None, exports_dir: str | Path | None = None
+) -> list[FoundRun]:
     """Trained zoo entries under ``runs_dir`` (the folder itself, its children and grandchildren)."""
     from ltzoo.registry import get_entry
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise HubError(f"runs directory {runs_dir} does not exist; train entries with `ltzoo train NAME --out {runs_dir}/NAME`")
+        raise HubError(
+            f"runs directory {runs_dir} does not exist; train entries with `ltzoo train NAME --out {runs_dir}/NAME`"
+        )
     candidates = [runs_dir, *sorted(runs_dir.glob("*")), *sorted(runs_dir.glob("*/*"))]
     found: dict[str, FoundRun] = {}
     for run_dir in (c for c in candidates if c.is_dir() and _is_run(c)):
@@ -123,8 +127,15 @@ def publish_zoo(
             published.append(Published(run.name, repo_id, "", "", "", run.onnx_dir is not None))
             continue
         try:
-            info = push_run(run.run_dir, repo_id, onnx_dir=run.onnx_dir, private=private, create_pr=create_pr,
-                            endpoint=endpoint, token=token)
+            info = push_run(
+                run.run_dir,
+                repo_id,
+                onnx_dir=run.onnx_dir,
+                private=private,
+                create_pr=create_pr,
+                endpoint=endpoint,
+                token=token,
+            )
         except LtzooError as exc:
             done = ", ".join(p.name for p in published) or "none"
             raise HubError(f"publishing {run.name} failed: {exc} (already published: {done})") from None

@@ -29,7 +29,9 @@ def fmnist_budget(stages: list[StageConfig]) -> list[StageConfig]:
 
 def ce_fmnist_stage() -> StageConfig:
     """CE's fmnist_lt stage at the design budget: the optimiser the other fmnist_lt recipes start from."""
-    return StageConfig(epochs=FMNIST_DESIGN_EPOCHS, batch_size=FMNIST_BATCH, lr=0.05, weight_decay=5e-4, warmup_epochs=2)
+    return StageConfig(
+        epochs=FMNIST_DESIGN_EPOCHS, batch_size=FMNIST_BATCH, lr=0.05, weight_decay=5e-4, warmup_epochs=2
+    )
 
 
 def ce_fmnist_lt() -> Recipe:
@@ -52,8 +54,16 @@ def ce_cifar_lt(dataset: str) -> Recipe:
         arch="resnet32",
         dataset=dataset,
         stages=[
-            StageConfig(epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, warmup_epochs=5,
-                        schedule="step", milestones=(160, 180), gamma=0.01)
+            StageConfig(
+                epochs=200,
+                batch_size=128,
+                lr=0.1,
+                weight_decay=2e-4,
+                warmup_epochs=5,
+                schedule="step",
+                milestones=(160, 180),
+                gamma=0.01,
+            )
         ],
         notes="LDAM-DRW schedule (kaidic/LDAM-DRW cifar_train.py); ltzoo selects on val, the official code on test.",
     )

@@ -16,9 +16,16 @@ from functools import partial
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import (
+    CLASSIFIER_STAGE,
+    REPRESENTATION_STAGE,
+    DataSize,
+    MethodKnob,
+    Recipe,
+    StageConfig,
+    declare_method_knob,
+)
 from ltzoo.recipes.ce import FMNIST_BATCH, FMNIST_DESIGN_EPOCHS, FMNIST_EPOCHS, fmnist_budget
-from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
 from ltzoo.recipes.scl import SMALL_VIEW
 from ltzoo.registry import register_recipes
 
@@ -76,11 +83,30 @@ def dscl_paper(dataset: str, pbsd: bool) -> Recipe:
         arch="resnet50",
         dataset=dataset,
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=256, lr=0.1, momentum=0.9,
-                        weight_decay=5e-4, warmup_epochs=10, schedule="cosine", sampler="instance"),
-            StageConfig(name=CLASSIFIER_STAGE, epochs=40, batch_size=2048, lr=10.0, momentum=0.9,
-                        weight_decay=0.0, schedule="step", milestones=(20, 30), gamma=0.1,
-                        sampler="class_balanced", train="head"),
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=200,
+                batch_size=256,
+                lr=0.1,
+                momentum=0.9,
+                weight_decay=5e-4,
+                warmup_epochs=10,
+                schedule="cosine",
+                sampler="instance",
+            ),
+            StageConfig(
+                name=CLASSIFIER_STAGE,
+                epochs=40,
+                batch_size=2048,
+                lr=10.0,
+                momentum=0.9,
+                weight_decay=0.0,
+                schedule="step",
+                milestones=(20, 30),
+                gamma=0.1,
+                sampler="class_balanced",
+                train="head",
+            ),
         ],
         method_args=_method_args(pbsd),
         num_workers=16,  # main.py -j 16
@@ -93,10 +119,59 @@ def dscl_paper(dataset: str, pbsd: bool) -> Recipe:
             "x0.1 at 20 and 30, fc init N(0, 0.01), the frozen backbone's BN in train mode as equal_lincls.py. "
             "timm's resnet50 zero-inits the last BN of each block, like the official zero_init_residual=True. "
             "Departures: selection on val (official: on test), queue starts empty (official: random). "
-            + ("" if dataset == "imagenet_lt" else
-               f"{dataset}: the official code has no loader for it; the ImageNet-LT table is reused.")
+            + (
+                ""
+                if dataset == "imagenet_lt"
+                else f"{dataset}: the official code has no loader for it; the ImageNet-LT table is reused."
+            )
         ),
     )
+
+
+def _small_stages(dataset: str) -> list[StageConfig]:
+    """The two stages of the ResNet-32 recipes (fmnist_lt at its shared budget, CIFAR-100-LT)."""
+    if dataset == "fmnist_lt":
+        # The shared fmnist_lt budget at FMNIST_BATCH, split 24 + 6 at the design budget (80 / 20).
+        epochs1, epochs2, batch1, batch2, warmup = (
+            FMNIST_REPRESENTATION_EPOCHS,
+            FMNIST_CLASSIFIER_EPOCHS,
+            FMNIST_BATCH,
+            FMNIST_BATCH,
+            2,
+        )
+        milestones: tuple[int, ...] = (3, 5)
+    else:
+        epochs1, epochs2, batch1, batch2, warmup = 200, 40, 256, 512, 10
+        milestones = (20, 30)
+    stages = [
+        StageConfig(
+            name=REPRESENTATION_STAGE,
+            epochs=epochs1,
+            batch_size=batch1,
+            lr=0.1 * batch1 / 256,
+            momentum=0.9,
+            weight_decay=5e-4,
+            warmup_epochs=warmup,
+            schedule="cosine",
+            sampler="instance",
+        ),
+        StageConfig(
+            name=CLASSIFIER_STAGE,
+            epochs=epochs2,
+            batch_size=batch2,
+            lr=STAGE2_SMALL_LR,
+            momentum=0.9,
+            weight_decay=0.0,
+            schedule="step",
+            milestones=milestones,
+            gamma=0.1,
+            sampler="class_balanced",
+            train="head",
+        ),
+    ]
+    if dataset == "fmnist_lt":
+        stages = fmnist_budget(stages)
+    return stages
 
 
 def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFICIAL_BETA)) -> Recipe:
@@ -104,24 +179,8 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
 
     ``alpha="scl"`` gives the SCL baseline of the paper's ablation (``pbsd=True`` with it: "PBSD only").
     """
-    if dataset == "fmnist_lt":
-        # The shared fmnist_lt budget at FMNIST_BATCH, split 24 + 6 at the design budget (80 / 20).
-        epochs1, epochs2, batch1, batch2, warmup, queue = (
-            FMNIST_REPRESENTATION_EPOCHS, FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_BATCH, 2, 1024)
-        milestones: tuple[int, ...] = (3, 5)
-    else:
-        epochs1, epochs2, batch1, batch2, warmup, queue = 200, 40, 256, 512, 10, 4096
-        milestones = (20, 30)
-    stages = [
-        StageConfig(name=REPRESENTATION_STAGE, epochs=epochs1, batch_size=batch1, lr=0.1 * batch1 / 256,
-                    momentum=0.9, weight_decay=5e-4, warmup_epochs=warmup, schedule="cosine",
-                    sampler="instance"),
-        StageConfig(name=CLASSIFIER_STAGE, epochs=epochs2, batch_size=batch2, lr=STAGE2_SMALL_LR,
-                    momentum=0.9, weight_decay=0.0, schedule="step", milestones=milestones, gamma=0.1,
-                    sampler="class_balanced", train="head"),
-    ]
-    if dataset == "fmnist_lt":
-        stages = fmnist_budget(stages)
+    stages = _small_stages(dataset)
+    queue = 1024 if dataset == "fmnist_lt" else 4096  # about half the training set
     epochs1, epochs2 = (stage.epochs for stage in stages)
     return Recipe(
         method=_method(pbsd),
@@ -135,8 +194,15 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
         # BN statistics (probe_bn="frozen"), chosen on val over the official train mode and a re-estimate on
         # standard-augmented images (benchmarks/results/dscl_probe_bn.md: mean val over 3 seeds 70.5 vs
         # 70.0 vs 68.2 for DSCL + PBSD, 69.6 vs 68.3 vs 68.4 for PBSD only).
-        method_args=_method_args(pbsd, alpha=alpha, momentum=0.99, queue_size=queue, classifier_augment="standard",
-                                 probe_bn="frozen", **SMALL_VIEW),
+        method_args=_method_args(
+            pbsd,
+            alpha=alpha,
+            momentum=0.99,
+            queue_size=queue,
+            classifier_augment="standard",
+            probe_bn="frozen",
+            **SMALL_VIEW,
+        ),
         # The multi-view transform (2 views + 5 patches) costs ~1.5 ms per image: one worker process
         # (single-threaded, as DataLoader workers are) prepares batches while the model trains.
         num_workers=1,
@@ -145,13 +211,16 @@ def dscl_small(dataset: str, pbsd: bool, alpha: float | str = beta_to_alpha(OFFI
             "lr 0.1 x batch/256, m 0.99, queue about half the training set, patches half the view side "
             "(14 px on fmnist_lt, 16 px on CIFAR), view crops of scale 0.8-1 (chosen on fmnist_lt val over 0.2-1, "
             "0.5-1 and pad-crop, in a one-factor sweep that also tried tau 0.1/0.2, lr x0.5/x2, a 90/10 split and "
-            "3/4-side patches: benchmarks/results/recipe_sweep.md; carried to CIFAR unvalidated), a stage-2 lr chosen on "
-            "val for fmnist_lt, and stage 2 on the dataset's standard augmentation (pad-crop + flip) instead of "
+            "3/4-side patches: benchmarks/results/recipe_sweep.md; carried to CIFAR unvalidated), a stage-2 lr chosen "
+            "on val for fmnist_lt, and stage 2 on the dataset's standard augmentation (pad-crop + flip) instead of "
             "the official RandomResizedCrop + photometrics, which cost about 5 pt val top-1 on fmnist_lt. The "
             "probe keeps stage 1's BatchNorm statistics (probe_bn 'frozen', chosen on val over the official train "
             "mode and a re-estimate: benchmarks/results/dscl_probe_bn.md)."
-            + (f" fmnist_lt: the shared {FMNIST_EPOCHS}-epoch budget split {epochs1} + {epochs2}."
-               if dataset == "fmnist_lt" else "")
+            + (
+                f" fmnist_lt: the shared {FMNIST_EPOCHS}-epoch budget split {epochs1} + {epochs2}."
+                if dataset == "fmnist_lt"
+                else ""
+            )
         ),
     )
 
@@ -162,11 +231,19 @@ def derived_queue_size(size: DataSize) -> int:
     return min(OFFICIAL_QUEUE, max(size.batch_size, 2 ** math.floor(math.log2(max(size.train_images / 2, 1)))))
 
 
-declare_method_knob(MethodKnob(
-    arg="queue_size", option="--queue-size", type=int, methods="DSCL", what="momentum-queue length",
-    rule=f"the largest power of two <= N/2, at least the batch, at most {OFFICIAL_QUEUE:,}",
-    derive=derived_queue_size, valid=lambda value: value >= 1, valid_range="must be >= 1",
-))
+declare_method_knob(
+    MethodKnob(
+        arg="queue_size",
+        option="--queue-size",
+        type=int,
+        methods="DSCL",
+        what="momentum-queue length",
+        rule=f"the largest power of two <= N/2, at least the batch, at most {OFFICIAL_QUEUE:,}",
+        derive=derived_queue_size,
+        valid=lambda value: value >= 1,
+        valid_range="must be >= 1",
+    )
+)
 
 
 def _table(pbsd: bool) -> dict[str, Callable[[], Recipe]]:

@@ -23,7 +23,15 @@ import dataclasses
 from functools import partial
 from typing import Any
 
-from ltzoo.recipe import CLASSIFIER_STAGE, REPRESENTATION_STAGE, Recipe, StageConfig
+from ltzoo.recipe import (
+    CLASSIFIER_STAGE,
+    REPRESENTATION_STAGE,
+    DataSize,
+    MethodKnob,
+    Recipe,
+    StageConfig,
+    declare_method_knob,
+)
 from ltzoo.recipes.ce import (
     FMNIST_BATCH,
     FMNIST_DESIGN_EPOCHS,
@@ -32,7 +40,6 @@ from ltzoo.recipes.ce import (
     ce_fmnist_stage,
     fmnist_budget,
 )
-from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
 from ltzoo.registry import register_recipes
 
 PAPER = "Tiong et al., Improving Tail-Class Representation with Centroid Contrastive Learning (ICCL), arXiv 2110.10048"
@@ -87,8 +94,16 @@ def _method_args(**changes: Any) -> dict[str, Any]:
 
 
 def _classifier_stage(epochs: int, batch_size: int, lr: float, weight_decay: float) -> StageConfig:
-    return StageConfig(name=CLASSIFIER_STAGE, epochs=epochs, batch_size=batch_size, lr=lr,
-                       weight_decay=weight_decay, schedule="cosine", sampler="class_balanced", train="head")
+    return StageConfig(
+        name=CLASSIFIER_STAGE,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule="cosine",
+        sampler="class_balanced",
+        train="head",
+    )
 
 
 CENTROID_MOMENTUM_RANGE = (0.5, 0.99)  # of the momentum derived for other data
@@ -104,24 +119,40 @@ def derived_centroid_momentum(size: DataSize) -> float:
     return round(min(high, max(low, 1.0 - 1.0 / max(updates, 1e-9))), 4)
 
 
-declare_method_knob(MethodKnob(
-    arg="centroid_momentum", option="--centroid-momentum", type=float, methods="ICCL", what="class-centroid momentum",
-    rule="1 - 1/u, u = steps per epoch x min(1, batch/C) (about one epoch of a class's updates), in "
-    f"[{CENTROID_MOMENTUM_RANGE[0]}, {CENTROID_MOMENTUM_RANGE[1]}]",
-    derive=derived_centroid_momentum, valid=lambda value: 0 <= value < 1, valid_range="must be in [0, 1)",
-))
+declare_method_knob(
+    MethodKnob(
+        arg="centroid_momentum",
+        option="--centroid-momentum",
+        type=float,
+        methods="ICCL",
+        what="class-centroid momentum",
+        rule="1 - 1/u, u = steps per epoch x min(1, batch/C) (about one epoch of a class's updates), in "
+        f"[{CENTROID_MOMENTUM_RANGE[0]}, {CENTROID_MOMENTUM_RANGE[1]}]",
+        derive=derived_centroid_momentum,
+        valid=lambda value: 0 <= value < 1,
+        valid_range="must be in [0, 1)",
+    )
+)
 
 
 def iccl_fmnist_lt() -> Recipe:
     # The CE fmnist_lt optimiser (FMNIST_BATCH, CE's lr / wd / warmup) and the shared budget, split between
     # the two stages, so the ablation compares methods at one budget.
     ce = ce_fmnist_stage()
-    representation, classifier = fmnist_budget([
-        StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_DESIGN_EPOCHS - FMNIST_STAGE2_EPOCHS,
-                    batch_size=FMNIST_BATCH, lr=ce.lr * REPRESENTATION_LR_FACTOR, weight_decay=ce.weight_decay,
-                    warmup_epochs=ce.warmup_epochs, schedule=ce.schedule),
-        _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
-    ])
+    representation, classifier = fmnist_budget(
+        [
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=FMNIST_DESIGN_EPOCHS - FMNIST_STAGE2_EPOCHS,
+                batch_size=FMNIST_BATCH,
+                lr=ce.lr * REPRESENTATION_LR_FACTOR,
+                weight_decay=ce.weight_decay,
+                warmup_epochs=ce.warmup_epochs,
+                schedule=ce.schedule,
+            ),
+            _classifier_stage(FMNIST_STAGE2_EPOCHS, FMNIST_BATCH, lr=ce.lr, weight_decay=ce.weight_decay),
+        ]
+    )
     return Recipe(
         method="iccl",
         arch="resnet32",
@@ -140,8 +171,9 @@ def iccl_cifar100_lt() -> Recipe:
     # Stage 1 is ltzoo's CE CIFAR-LT stage (the LDAM-DRW schedule, kaidic/LDAM-DRW cifar_train.py) at the lr factor
     # chosen on fmnist_lt; the classifier stage keeps CE's lr, batch and decay, as on fmnist_lt.
     ce = ce_cifar_lt("cifar100_lt").stages[0]
-    representation = dataclasses.replace(ce, name=REPRESENTATION_STAGE, lr=ce.lr * REPRESENTATION_LR_FACTOR,
-                                         select_on_val=False)  # the classifier stage is the one selected on val
+    representation = dataclasses.replace(
+        ce, name=REPRESENTATION_STAGE, lr=ce.lr * REPRESENTATION_LR_FACTOR, select_on_val=False
+    )  # the classifier stage is the one selected on val
     return Recipe(
         method="iccl",
         arch="resnet32",
@@ -161,8 +193,15 @@ def iccl_large(dataset: str, weight_decay: float) -> Recipe:
         arch="resnet50",
         dataset=dataset,
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=90, batch_size=256, lr=0.1,
-                        weight_decay=weight_decay, warmup_epochs=5, schedule="cosine"),
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=90,
+                batch_size=256,
+                lr=0.1,
+                weight_decay=weight_decay,
+                warmup_epochs=5,
+                schedule="cosine",
+            ),
             _classifier_stage(10, 256, lr=0.1, weight_decay=weight_decay),
         ],
         method_args=_method_args(alpha=0.2),

@@ -24,8 +24,17 @@ CIFAR_LDAM = {"max_m": 0.5, "s": 30.0, "drw_start_fraction": 0.8, "drw_beta": 0.
 def cifar_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
     """kaidic/LDAM-DRW ``cifar_train.py``: 200 epochs, batch 128, SGD 0.9, wd 2e-4, lr 0.1, 5 warmup
     epochs, lr x0.01 from epoch 160 and x1e-4 from 180 (0-indexed; the code's ``epoch + 1 > 160``)."""
-    return StageConfig(epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=2e-4, warmup_epochs=5,
-                       schedule="step", milestones=milestones, gamma=0.01)
+    return StageConfig(
+        epochs=200,
+        batch_size=128,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=2e-4,
+        warmup_epochs=5,
+        schedule="step",
+        milestones=milestones,
+        gamma=0.01,
+    )
 
 
 def fmnist_stage(milestones: tuple[int, ...] = (160, 180)) -> StageConfig:
@@ -50,13 +59,26 @@ def fmnist_schedule_text(stage: StageConfig) -> str:
 def imagenet_lt_stage() -> StageConfig:
     """Jianf-Wang/RSG ``imagenet_lt_train.py``: 100 epochs, batch 256, lr 0.1, wd 2e-4, 5 warmup
     epochs, lr x0.1 from epoch 59, x0.01 from 79, x0.001 from 94 (0-indexed)."""
-    return StageConfig(epochs=100, batch_size=256, lr=0.1, momentum=0.9, weight_decay=2e-4, warmup_epochs=5,
-                       schedule="step", milestones=(59, 79, 94), gamma=0.1)
+    return StageConfig(
+        epochs=100,
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=2e-4,
+        warmup_epochs=5,
+        schedule="step",
+        milestones=(59, 79, 94),
+        gamma=0.1,
+    )
 
 
 def ldam_drw_cifar(dataset: str) -> Recipe:
     return Recipe(
-        method="ldam_drw", arch="resnet32", dataset=dataset, stages=[cifar_stage()], head=dict(COSINE_HEAD),
+        method="ldam_drw",
+        arch="resnet32",
+        dataset=dataset,
+        stages=[cifar_stage()],
+        head=dict(COSINE_HEAD),
         method_args=dict(CIFAR_LDAM),
         notes="kaidic/LDAM-DRW cifar_train.py (--loss_type LDAM --train_rule DRW): LDAM max_m 0.5, s 30, cosine "
         "(NormedLinear) head, DRW beta 0.9999 from epoch 160 of 200; ltzoo selects on val (the official code on test).",
@@ -66,7 +88,11 @@ def ldam_drw_cifar(dataset: str) -> Recipe:
 def ldam_drw_fmnist() -> Recipe:
     stage = fmnist_stage()
     return Recipe(
-        method="ldam_drw", arch="resnet32", dataset="fmnist_lt", stages=[stage], head=dict(COSINE_HEAD),
+        method="ldam_drw",
+        arch="resnet32",
+        dataset="fmnist_lt",
+        stages=[stage],
+        head=dict(COSINE_HEAD),
         method_args=dict(CIFAR_LDAM),
         notes="ltzoo's CPU scale: the official CIFAR recipe (LDAM 0.5/30, DRW beta 0.9999 from 80% of the stage) "
         f"with {fmnist_schedule_text(stage)}.",
@@ -75,7 +101,11 @@ def ldam_drw_fmnist() -> Recipe:
 
 def ldam_drw_imagenet_lt(arch: str) -> Recipe:
     return Recipe(
-        method="ldam_drw", arch=arch, dataset="imagenet_lt", stages=[imagenet_lt_stage()], head=dict(COSINE_HEAD),
+        method="ldam_drw",
+        arch=arch,
+        dataset="imagenet_lt",
+        stages=[imagenet_lt_stage()],
+        head=dict(COSINE_HEAD),
         method_args={**CIFAR_LDAM, "max_m": 0.3},
         notes="No official LDAM-DRW ImageNet-LT code exists (kaidic/LDAM-DRW has CIFAR only; iNat code was never "
         "released). ltzoo's choice: the schedule and LDAM values (max_m 0.3, s 30) of Jianf-Wang/RSG "

@@ -33,8 +33,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from ltzoo.recipe import Recipe, StageConfig
-from ltzoo.recipe import DataSize, MethodKnob, declare_method_knob
+from ltzoo.recipe import DataSize, MethodKnob, Recipe, StageConfig, declare_method_knob
 from ltzoo.recipes.ldam_drw import COSINE_HEAD, cifar_stage, fmnist_schedule_text, fmnist_stage, imagenet_lt_stage
 from ltzoo.registry import register_recipes
 
@@ -43,13 +42,23 @@ PAPER = "RSG: A Simple but Effective Module for Learning Imbalanced Datasets (Wa
 # Official RSG values shared by every script: 15 centres, a 256-wide contrastive module, strength 1,
 # head classes = the most frequent 20% (--head_tail_ratio 0.2), loss weights 0.1 (CESC) / 0.01 (MV).
 RSG_COMMON: dict[str, Any] = {
-    "n_center": 15, "contrastive_dim": 256, "transfer_strength": 1.0, "head_ratio": 0.2,
-    "cesc_weight": 0.1, "mv_weight": 0.01,
+    "n_center": 15,
+    "contrastive_dim": 256,
+    "transfer_strength": 1.0,
+    "head_ratio": 0.2,
+    "cesc_weight": 0.1,
+    "mv_weight": 0.01,
 }
 # CIFAR: generation from epoch 160 of 200 (epoch_thresh 159) and DRW from 160; RSG after layer2.
 CIFAR_RSG: dict[str, Any] = {
-    **RSG_COMMON, "rsg_after_stage": 2, "rsg_start_fraction": 0.8,
-    "max_m": 0.5, "s": 30.0, "drw_start_fraction": 0.8, "drw_beta": 0.9999, "drs_start_fraction": None,
+    **RSG_COMMON,
+    "rsg_after_stage": 2,
+    "rsg_start_fraction": 0.8,
+    "max_m": 0.5,
+    "s": 30.0,
+    "drw_start_fraction": 0.8,
+    "drw_beta": 0.9999,
+    "drs_start_fraction": None,
 }
 # cifar_train.py's adjust_learning_rate sets ``epoch = epoch + 1`` and then drops the lr x0.01 when
 # ``epoch > 159`` and x1e-4 when ``epoch > 179``: from 0-indexed epochs 159 and 179. ltzoo's step
@@ -74,11 +83,19 @@ def derived_head_ratio(size: DataSize) -> float:
     return ratio if int(classes * ratio) == head else (head + 1e-6) / classes
 
 
-declare_method_knob(MethodKnob(
-    arg="head_ratio", option="--head-ratio", type=float, methods="RSG", what="fraction of classes that are head",
-    rule=f"the official {RSG_COMMON['head_ratio']}, at least one head class and one tail class",
-    derive=derived_head_ratio, valid=lambda value: 0 < value < 1, valid_range="must be in (0, 1)",
-))
+declare_method_knob(
+    MethodKnob(
+        arg="head_ratio",
+        option="--head-ratio",
+        type=float,
+        methods="RSG",
+        what="fraction of classes that are head",
+        rule=f"the official {RSG_COMMON['head_ratio']}, at least one head class and one tail class",
+        derive=derived_head_ratio,
+        valid=lambda value: 0 < value < 1,
+        valid_range="must be in (0, 1)",
+    )
+)
 
 
 def reported_text(dataset: str) -> str:
@@ -93,15 +110,27 @@ def _drs_args(max_m: float, s: float, start: float) -> dict[str, Any]:
     """The large-dataset scripts: RSG after layer3, LDAM with uniform weights, deferred re-sampling
     (DRS) from the same epoch as generation with the official ``ImbalancedDatasetSampler``
     (``utils.py``: with replacement, effective-number weights, beta 0.9999; not uniform over classes)."""
-    return {**RSG_COMMON, "rsg_after_stage": 3, "rsg_start_fraction": start, "max_m": max_m, "s": s,
-            "drw_start_fraction": None, "drw_beta": 0.9999, "drs_start_fraction": start,
-            "drs_sampler": "effective_number"}
+    return {
+        **RSG_COMMON,
+        "rsg_after_stage": 3,
+        "rsg_start_fraction": start,
+        "max_m": max_m,
+        "s": s,
+        "drw_start_fraction": None,
+        "drw_beta": 0.9999,
+        "drs_start_fraction": start,
+        "drs_sampler": "effective_number",
+    }
 
 
 def rsg_cifar(dataset: str) -> Recipe:
     return Recipe(
-        method="rsg", arch="resnet32", dataset=dataset, stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
-        head=dict(COSINE_HEAD), method_args=dict(CIFAR_RSG),
+        method="rsg",
+        arch="resnet32",
+        dataset=dataset,
+        stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
+        head=dict(COSINE_HEAD),
+        method_args=dict(CIFAR_RSG),
         notes="Jianf-Wang/RSG cifar_train.py --loss_type LDAM --train_rule DRW: RSG after layer2, epoch_thresh 159, "
         "LDAM 0.5/30 + DRW 0.9999 from epoch 160, lr x0.01 from epoch 159 and x1e-4 from 179 (0-indexed; the "
         "script's epoch + 1 > 159 / > 179), loss + 0.1 CESC + 0.01 MV. "
@@ -112,7 +141,11 @@ def rsg_cifar(dataset: str) -> Recipe:
 def rsg_fmnist() -> Recipe:
     stage = fmnist_stage(RSG_CIFAR_MILESTONES)
     return Recipe(
-        method="rsg", arch="resnet32", dataset="fmnist_lt", stages=[stage], head=dict(COSINE_HEAD),
+        method="rsg",
+        arch="resnet32",
+        dataset="fmnist_lt",
+        stages=[stage],
+        head=dict(COSINE_HEAD),
         method_args=dict(CIFAR_RSG),
         notes="ltzoo's CPU scale: the official CIFAR recipe (generation and DRW from 80% of the stage) with "
         f"{fmnist_schedule_text(stage)}; RSG after stage 2 (32 x 14 x 14 maps at 28 px).",
@@ -122,22 +155,44 @@ def rsg_fmnist() -> Recipe:
 def rsg_imagenet_lt(arch: str) -> Recipe:
     official = arch == "resnext50_32x4d"
     return Recipe(
-        method="rsg", arch=arch, dataset="imagenet_lt", stages=[imagenet_lt_stage()], head=dict(COSINE_HEAD),
+        method="rsg",
+        arch=arch,
+        dataset="imagenet_lt",
+        stages=[imagenet_lt_stage()],
+        head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.3, s=30.0, start=0.8),
         notes="Jianf-Wang/RSG imagenet_lt_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 79, LDAM 0.3/30 "
         "with uniform weights, from epoch 80 re-sampling with the official ImbalancedDatasetSampler (with "
         "replacement, class probability proportional to n(1-beta)/(1-beta^n), beta 0.9999)."
-        + ("" if official else " The official script trains ResNeXt-50-32x4d; this ResNet-50 entry uses the "
-           "same settings (ltzoo's choice).")
-        + ZERO_INIT_NOTE + (reported_text("imagenet_lt") if official else ""),
+        + (
+            ""
+            if official
+            else " The official script trains ResNeXt-50-32x4d; this ResNet-50 entry uses the "
+            "same settings (ltzoo's choice)."
+        )
+        + ZERO_INIT_NOTE
+        + (reported_text("imagenet_lt") if official else ""),
     )
 
 
 def rsg_inat2018() -> Recipe:
-    stage = StageConfig(epochs=180, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-5, warmup_epochs=5,
-                        schedule="step", milestones=(99, 139, 169), gamma=0.1)
+    stage = StageConfig(
+        epochs=180,
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-5,
+        warmup_epochs=5,
+        schedule="step",
+        milestones=(99, 139, 169),
+        gamma=0.1,
+    )
     return Recipe(
-        method="rsg", arch="resnet50", dataset="inat2018", stages=[stage], head=dict(COSINE_HEAD),
+        method="rsg",
+        arch="resnet50",
+        dataset="inat2018",
+        stages=[stage],
+        head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.1, s=50.0, start=140 / 180),
         notes="Jianf-Wang/RSG inaturalist_train.py: LDAM-DRS-RSG, RSG after layer3, epoch_thresh 139, LDAM 0.1/50, "
         "from epoch 140 re-sampling with the official effective-number ImbalancedDatasetSampler (beta 0.9999), "
@@ -146,17 +201,30 @@ def rsg_inat2018() -> Recipe:
 
 
 def rsg_places_lt() -> Recipe:
-    stage = StageConfig(epochs=30, batch_size=256, lr=0.01, momentum=0.9, weight_decay=1e-4,
-                        schedule="step", milestones=(9, 19), gamma=0.1)
+    stage = StageConfig(
+        epochs=30,
+        batch_size=256,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="step",
+        milestones=(9, 19),
+        gamma=0.1,
+    )
     return Recipe(
-        method="rsg", arch="resnet152", dataset="places_lt", stages=[stage], head=dict(COSINE_HEAD),
+        method="rsg",
+        arch="resnet152",
+        dataset="places_lt",
+        stages=[stage],
+        head=dict(COSINE_HEAD),
         method_args=_drs_args(max_m=0.2, s=50.0, start=10 / 30),
         notes="Jianf-Wang/RSG places_train.py: LDAM-DRS-RSG on ResNet-152, RSG after layer3, epoch_thresh 9, "
         "LDAM 0.2/50, from epoch 10 re-sampling with the official effective-number ImbalancedDatasetSampler "
         "(beta 0.9999), lr 0.01 x0.1 at 9 and 19. Departure: the official script starts "
         "from ImageNet-pretrained weights; ltzoo never downloads timm weights, so this recipe starts from random "
         "init and will not reach the paper's numbers without a pretrained model passed to the trainer."
-        + ZERO_INIT_NOTE + reported_text("places_lt"),
+        + ZERO_INIT_NOTE
+        + reported_text("places_lt"),
     )
 
 

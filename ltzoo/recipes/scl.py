@@ -34,16 +34,37 @@ FMNIST_CLASSIFIER_LR = 5.0 * FMNIST_BATCH / 512
 
 
 def _classifier_stage(epochs: int, batch: int, lr: float, milestones: tuple[int, ...], gamma: float) -> StageConfig:
-    return StageConfig(name=CLASSIFIER_STAGE, epochs=epochs, batch_size=batch, lr=lr, momentum=0.9, weight_decay=0.0,
-                       schedule="step", milestones=milestones, gamma=gamma, sampler="class_balanced", train="head")
+    return StageConfig(
+        name=CLASSIFIER_STAGE,
+        epochs=epochs,
+        batch_size=batch,
+        lr=lr,
+        momentum=0.9,
+        weight_decay=0.0,
+        schedule="step",
+        milestones=milestones,
+        gamma=gamma,
+        sampler="class_balanced",
+        train="head",
+    )
 
 
 def scl_cifar(dataset: str) -> Recipe:
     return Recipe(
-        method="scl", arch="resnet32", dataset=dataset,
+        method="scl",
+        arch="resnet32",
+        dataset=dataset,
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=1000, batch_size=1024, lr=0.5, momentum=0.9,
-                        weight_decay=1e-4, warmup_epochs=10, schedule="cosine"),
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=1000,
+                batch_size=1024,
+                lr=0.5,
+                momentum=0.9,
+                weight_decay=1e-4,
+                warmup_epochs=10,
+                schedule="cosine",
+            ),
             _classifier_stage(100, 512, 5.0, (60, 75, 90), 0.2),
         ],
         method_args=dict(SUPCON_CIFAR),
@@ -56,13 +77,25 @@ def scl_cifar(dataset: str) -> Recipe:
 
 
 def scl_fmnist() -> Recipe:
-    representation, classifier = fmnist_budget([
-        StageConfig(name=REPRESENTATION_STAGE, epochs=FMNIST_REPRESENTATION_EPOCHS, batch_size=FMNIST_BATCH,
-                    lr=FMNIST_SUPCON_LR, momentum=0.9, weight_decay=1e-4, warmup_epochs=1, schedule="cosine"),
-        _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_CLASSIFIER_LR, (3, 4), 0.2),
-    ])
+    representation, classifier = fmnist_budget(
+        [
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=FMNIST_REPRESENTATION_EPOCHS,
+                batch_size=FMNIST_BATCH,
+                lr=FMNIST_SUPCON_LR,
+                momentum=0.9,
+                weight_decay=1e-4,
+                warmup_epochs=1,
+                schedule="cosine",
+            ),
+            _classifier_stage(FMNIST_CLASSIFIER_EPOCHS, FMNIST_BATCH, FMNIST_CLASSIFIER_LR, (3, 4), 0.2),
+        ]
+    )
     return Recipe(
-        method="scl", arch="resnet32", dataset="fmnist_lt",
+        method="scl",
+        arch="resnet32",
+        dataset="fmnist_lt",
         stages=[representation, classifier],
         # RandomResizedCrop 0.8-1 instead of SupContrast's 0.2-1: chosen on val, seed 0, at the 30-epoch design
         # budget (benchmarks/results/recipe_sweep.md: 72.3 -> 78.4), after the flagship's full sweep found it.
@@ -77,10 +110,20 @@ def scl_fmnist() -> Recipe:
 
 def scl_imagenet_lt(arch: str) -> Recipe:
     return Recipe(
-        method="scl", arch=arch, dataset="imagenet_lt",
+        method="scl",
+        arch=arch,
+        dataset="imagenet_lt",
         stages=[
-            StageConfig(name=REPRESENTATION_STAGE, epochs=200, batch_size=256, lr=0.1, momentum=0.9,
-                        weight_decay=5e-4, warmup_epochs=10, schedule="cosine"),
+            StageConfig(
+                name=REPRESENTATION_STAGE,
+                epochs=200,
+                batch_size=256,
+                lr=0.1,
+                momentum=0.9,
+                weight_decay=5e-4,
+                warmup_epochs=10,
+                schedule="cosine",
+            ),
             _classifier_stage(40, 2048, 10.0, (20, 30), 0.1),
         ],
         method_args={**SUPCON_CIFAR, "temperature": 0.07},

@@ -55,8 +55,12 @@ def _args(ldam_rsg: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 def synergy_cifar(dataset: str) -> Recipe:
     return Recipe(
-        method="scl_rsg_ldam", arch="resnet32", dataset=dataset, stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
-        head=dict(COSINE_HEAD), method_args=_args(CIFAR_RSG),
+        method="scl_rsg_ldam",
+        arch="resnet32",
+        dataset=dataset,
+        stages=[cifar_stage(RSG_CIFAR_MILESTONES)],
+        head=dict(COSINE_HEAD),
+        method_args=_args(CIFAR_RSG),
         notes=SYNERGY_NOTES + " Schedule: Jianf-Wang/RSG cifar_train.py (200 epochs, batch 128, lr 0.1, wd 2e-4, "
         "warmup 5, x0.01 at 159, x1e-4 at 179; generation and DRW from epoch 160).",
     )
@@ -65,11 +69,15 @@ def synergy_cifar(dataset: str) -> Recipe:
 def synergy_fmnist() -> Recipe:
     stage = fmnist_stage(RSG_CIFAR_MILESTONES)
     return Recipe(
-        method="scl_rsg_ldam", arch="resnet32", dataset="fmnist_lt", stages=[stage],
+        method="scl_rsg_ldam",
+        arch="resnet32",
+        dataset="fmnist_lt",
+        stages=[stage],
         # The SupCon view's RandomResizedCrop of scale 0.8-1, as SCL's and DSCL's fmnist_lt views: chosen on val
         # (benchmarks/results/recipe_sweep.md: 77.8 -> 78.0, a margin inside one seed's noise; the view that won
         # clearly for SCL, DSCL and DSCL + PBSD).
-        head=dict(COSINE_HEAD), method_args=_args(CIFAR_RSG, **SMALL_VIEW),
+        head=dict(COSINE_HEAD),
+        method_args=_args(CIFAR_RSG, **SMALL_VIEW),
         notes=SYNERGY_NOTES + f" CPU scale: RSG's CIFAR recipe with {fmnist_schedule_text(stage)}. Each step runs "
         "two views, so a step costs about twice a CE step at the same epoch budget. The SupCon view is a "
         "RandomResizedCrop of scale 0.8-1, not 0.2-1 (chosen on val: benchmarks/results/recipe_sweep.md).",
@@ -77,11 +85,23 @@ def synergy_fmnist() -> Recipe:
 
 
 def synergy_imagenet_lt(arch: str) -> Recipe:
-    ldam_rsg = {**RSG_COMMON, "rsg_after_stage": 3, "rsg_start_fraction": 0.8, "max_m": 0.3, "s": 30.0,
-                "drw_start_fraction": 0.8, "drw_beta": 0.9999, "drs_start_fraction": None}
+    ldam_rsg = {
+        **RSG_COMMON,
+        "rsg_after_stage": 3,
+        "rsg_start_fraction": 0.8,
+        "max_m": 0.3,
+        "s": 30.0,
+        "drw_start_fraction": 0.8,
+        "drw_beta": 0.9999,
+        "drs_start_fraction": None,
+    }
     return Recipe(
-        method="scl_rsg_ldam", arch=arch, dataset="imagenet_lt", stages=[imagenet_lt_stage()],
-        head=dict(COSINE_HEAD), method_args=_args(ldam_rsg),
+        method="scl_rsg_ldam",
+        arch=arch,
+        dataset="imagenet_lt",
+        stages=[imagenet_lt_stage()],
+        head=dict(COSINE_HEAD),
+        method_args=_args(ldam_rsg),
         notes=SYNERGY_NOTES + " Schedule and LDAM values: Jianf-Wang/RSG imagenet_lt_train.py (100 epochs, batch "
         "256, lr 0.1, wd 2e-4, RSG after layer3, max_m 0.3, s 30), with DRW from epoch 80 instead of its "
         "re-sampling, since the combination is defined with DRW.",
@@ -91,8 +111,9 @@ def synergy_imagenet_lt(arch: str) -> Recipe:
 def synergy_variant(recipe: Recipe, **method_args: Any) -> Recipe:
     """The same recipe with some ``method_args`` changed (for ablations); the notes say which."""
     changed = ", ".join(f"{k}={v!r}" for k, v in sorted(method_args.items()))
-    return recipe.replace(method_args={**recipe.method_args, **method_args},
-                          notes=f"{recipe.notes} Ablation variant: {changed}.")
+    return recipe.replace(
+        method_args={**recipe.method_args, **method_args}, notes=f"{recipe.notes} Ablation variant: {changed}."
+    )
 
 
 # The first tag of an arch is its default (timm's rule).

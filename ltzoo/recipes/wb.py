@@ -52,30 +52,51 @@ FMNIST_WEIGHT_DECAY = 2e-3
 FMNIST_CLASSIFIER_EPOCHS = 3  # of the design budget
 FMNIST_FEATURE_EPOCHS = FMNIST_DESIGN_EPOCHS - FMNIST_CLASSIFIER_EPOCHS
 
-OFFICIAL_STAGE2 = dict(batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.1, schedule="cosine",
-                       train="head", select_on_val=True)
+OFFICIAL_STAGE2 = dict(
+    batch_size=64, lr=0.01, momentum=0.9, weight_decay=0.1, schedule="cosine", train="head", select_on_val=True
+)
 WB_METHOD_ARGS = {"cb_beta": 0.9999, "maxnorm_thresh": 0.1}
 
 
 def _feature_stage_cifar() -> StageConfig:
-    return StageConfig(name="stage1", epochs=200, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-3,
-                       schedule="cosine", select_on_val=True)
+    return StageConfig(
+        name="stage1",
+        epochs=200,
+        batch_size=64,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-3,
+        schedule="cosine",
+        select_on_val=True,
+    )
 
 
 def _feature_stage_fmnist(weight_decay: float = FMNIST_WEIGHT_DECAY) -> StageConfig:
     # The CE recipe's stage with the tuned decay: CE and CE+WD differ in the decay (and 3 epochs) only.
-    return dataclasses.replace(ce_fmnist_stage(), name="stage1", epochs=FMNIST_FEATURE_EPOCHS,
-                               weight_decay=weight_decay, select_on_val=True)
+    return dataclasses.replace(
+        ce_fmnist_stage(), name="stage1", epochs=FMNIST_FEATURE_EPOCHS, weight_decay=weight_decay, select_on_val=True
+    )
 
 
 def _feature_stage_large() -> StageConfig:
-    return StageConfig(name="stage1", epochs=200, batch_size=256, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                       warmup_epochs=5, schedule="cosine", select_on_val=True)
+    return StageConfig(
+        name="stage1",
+        epochs=200,
+        batch_size=256,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        warmup_epochs=5,
+        schedule="cosine",
+        select_on_val=True,
+    )
 
 
 def wb_cifar(dataset: str) -> Recipe:
     return Recipe(
-        method="wb", arch="resnet32", dataset=dataset,
+        method="wb",
+        arch="resnet32",
+        dataset=dataset,
         stages=[_feature_stage_cifar(), StageConfig(name="stage2", epochs=10, **OFFICIAL_STAGE2)],
         method_args=dict(WB_METHOD_ARGS),
         notes=(
@@ -84,32 +105,43 @@ def wb_cifar(dataset: str) -> Recipe:
             "200 first-stage epochs (code: 320). Selection on val (official: on test). Cosine decayed per step "
             "(official: CosineAnnealingLR stepped once before each epoch, so the last epoch runs at lr 0; "
             "schedule='cosine_epoch' reproduces it). "
-            + ("CIFAR-10-LT reuses the CIFAR-100-LT settings (the official code has CIFAR-100-LT only)."
-               if dataset == "cifar10_lt" else "")
+            + (
+                "CIFAR-10-LT reuses the CIFAR-100-LT settings (the official code has CIFAR-100-LT only)."
+                if dataset == "cifar10_lt"
+                else ""
+            )
         ).strip(),
     )
 
 
 def wb_fmnist() -> Recipe:
-    stage1, stage2 = fmnist_budget([_feature_stage_fmnist(),
-                                    StageConfig(name="stage2", epochs=FMNIST_CLASSIFIER_EPOCHS, **OFFICIAL_STAGE2)])
+    stage1, stage2 = fmnist_budget(
+        [_feature_stage_fmnist(), StageConfig(name="stage2", epochs=FMNIST_CLASSIFIER_EPOCHS, **OFFICIAL_STAGE2)]
+    )
     return Recipe(
-        method="wb", arch="resnet32", dataset="fmnist_lt",
+        method="wb",
+        arch="resnet32",
+        dataset="fmnist_lt",
         stages=[stage1, stage2],
         method_args=dict(WB_METHOD_ARGS),
         notes=(
             f"ltzoo's CPU scaling: the CE fmnist budget ({FMNIST_EPOCHS} epochs) split {stage1.epochs} + "
             f"{stage2.epochs}; stage 1 uses the CE recipe's optimiser with weight decay "
-            f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 has the official hyper-parameters, its cosine decayed per step "
-            "(official: stepped once before each epoch, schedule='cosine_epoch'). Selection on val in both stages."
+            f"{FMNIST_WEIGHT_DECAY} tuned on val; stage 2 has the official hyper-parameters, its cosine decayed per "
+            "step (official: stepped once before each epoch, schedule='cosine_epoch'). Selection on val in both stages."
         ),
     )
 
 
 def wb_large(arch: str, dataset: str) -> Recipe:
     return Recipe(
-        method="wb", arch=arch, dataset=dataset,
-        stages=[_feature_stage_large(), StageConfig(name="stage2", epochs=10, **{**OFFICIAL_STAGE2, "batch_size": 256})],
+        method="wb",
+        arch=arch,
+        dataset=dataset,
+        stages=[
+            _feature_stage_large(),
+            StageConfig(name="stage2", epochs=10, **{**OFFICIAL_STAGE2, "batch_size": 256}),
+        ],
         method_args=dict(WB_METHOD_ARGS),
         notes=(
             "The authors never released the large-scale hyper-parameters (issues #7, #9, #13): ltzoo's choice of "
@@ -129,17 +161,22 @@ def ce_wd(feature_stage: StageConfig, dataset: str, notes: str) -> Recipe:
 
 def ce_wd_fmnist(weight_decay: float = FMNIST_WEIGHT_DECAY) -> Recipe:
     """``ce_wd_resnet32.fmnist_lt``; other decays give the candidates of the benchmark's val sweep."""
-    (stage,) = scale_stages([_feature_stage_fmnist(weight_decay)],
-                            round(FMNIST_EPOCHS * FMNIST_FEATURE_EPOCHS / FMNIST_DESIGN_EPOCHS))
-    return ce_wd(stage, "fmnist_lt",
-                 f"Stage 1 of wb_resnet32.fmnist_lt alone: the CE recipe's optimiser for {stage.epochs} "
-                 f"epochs with weight decay {weight_decay:g} (the zoo's decay is chosen on val by "
-                 "benchmarks/wb_benchmark.py --tune-wd).")
+    (stage,) = scale_stages(
+        [_feature_stage_fmnist(weight_decay)], round(FMNIST_EPOCHS * FMNIST_FEATURE_EPOCHS / FMNIST_DESIGN_EPOCHS)
+    )
+    return ce_wd(
+        stage,
+        "fmnist_lt",
+        f"Stage 1 of wb_resnet32.fmnist_lt alone: the CE recipe's optimiser for {stage.epochs} "
+        f"epochs with weight decay {weight_decay:g} (the zoo's decay is chosen on val by "
+        "benchmarks/wb_benchmark.py --tune-wd).",
+    )
 
 
 def ce_wd_cifar(dataset: str) -> Recipe:
     notes = f"Stage 1 of wb_resnet32.{dataset} alone" + (
-        " (official demo 1 'with_WD_model', 200 epochs as the paper)." if dataset == "cifar100_lt" else ".")
+        " (official demo 1 'with_WD_model', 200 epochs as the paper)." if dataset == "cifar100_lt" else "."
+    )
     return ce_wd(_feature_stage_cifar(), dataset, notes)
 
 

@@ -39,16 +39,24 @@ FMNIST_TAU_GRID = [round(0.1 * i, 2) for i in range(21)]
 def wb_onestage_cifar(dataset: str) -> Recipe:
     lift = {"lift_dim": 128} if dataset == "cifar100_lt" else {}
     return Recipe(
-        method="wb_onestage", arch="resnet32", dataset=dataset,
-        stages=[StageConfig(name="main", epochs=320, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-3,
-                            schedule="cosine")],
+        method="wb_onestage",
+        arch="resnet32",
+        dataset=dataset,
+        stages=[
+            StageConfig(
+                name="main", epochs=320, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-3, schedule="cosine"
+            )
+        ],
         head={"type": "etf", **lift},
         method_args={"feature_reg": 0.01, "la_tau": "val", "la_mode": "multiplicative", "la_tau_grid": CIFAR_TAU_GRID},
         notes=(
             "Official code settings (lr 0.01 cosine, batch 64, explicit wd 5e-3, FR 0.01, ETF, multiplicative LA); "
             "follows the CODE's 320 epochs; ResNet-32 instead of the code's ResNet-34"
-            + (" with a 64->128 lift before the ETF (ltzoo's choice: 64 dims cannot hold a 100-class ETF)"
-               if lift else "")
+            + (
+                " with a 64->128 lift before the ETF (ltzoo's choice: 64 dims cannot hold a 100-class ETF)"
+                if lift
+                else ""
+            )
             + f"; tau chosen on val (official fixed tau: {0.65 if dataset == 'cifar100_lt' else 1.6})."
         ),
     )
@@ -56,7 +64,9 @@ def wb_onestage_cifar(dataset: str) -> Recipe:
 
 def wb_onestage_fmnist() -> Recipe:
     return Recipe(
-        method="wb_onestage", arch="resnet32", dataset="fmnist_lt",
+        method="wb_onestage",
+        arch="resnet32",
+        dataset="fmnist_lt",
         stages=fmnist_budget([dataclasses.replace(ce_fmnist_stage(), name="main", weight_decay=FMNIST_WEIGHT_DECAY)]),
         head={"type": "etf"},
         method_args={"feature_reg": 0.01, "la_tau": "val", "la_mode": "multiplicative", "la_tau_grid": FMNIST_TAU_GRID},

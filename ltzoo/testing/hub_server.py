@@ -62,7 +62,12 @@ class HubHTTPError(Exception):
     """Raised inside a handler; turned into a JSON error answer with an optional ``X-Error-Code``."""
 
     def __init__(
-        self, status: int, message: str, error_code: str | None = None, headers: dict | None = None, extra: dict | None = None
+        self,
+        status: int,
+        message: str,
+        error_code: str | None = None,
+        headers: dict | None = None,
+        extra: dict | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -124,7 +129,9 @@ class Faults:
         with self._cond:
             if not self._cond.wait_for(lambda: self.heads >= self.hold_until, timeout=self.hold_timeout):
                 raise HubHTTPError(
-                    500, f"fault hold: {self.heads} of {self.hold_until} clients asked for {path} within {self.hold_timeout} s"
+                    500,
+                    f"fault hold: {self.heads} of {self.hold_until} clients asked for {path} "
+                    f"within {self.hold_timeout} s",
                 )
 
 
@@ -179,7 +186,10 @@ class HubState:
     def _save(self) -> None:
         payload = {
             "repos": [
-                {**{k: v for k, v in vars(r).items() if k != "commits"}, "commits": {o: vars(c) for o, c in r.commits.items()}}
+                {
+                    **{k: v for k, v in vars(r).items() if k != "commits"},
+                    "commits": {o: vars(c) for o, c in r.commits.items()},
+                }
                 for r in self.repos.values()
             ]
         }
@@ -205,7 +215,9 @@ class HubState:
 
     # -- repos and revisions --
     def create_repo(self, repo_id: str, private: bool, author: str) -> Repo:
-        gitattributes = self.put_blob(b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.onnx filter=lfs diff=lfs merge=lfs -text\n")
+        gitattributes = self.put_blob(
+            b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+        )
         repo = Repo(repo_id=repo_id, private=private, created_at=_now())
         # Like the Hub, a new repo starts with a system commit holding `.gitattributes`, so `main` exists.
         first = self._make_commit([], "initial commit", "", "system", {".gitattributes": gitattributes})
@@ -246,7 +258,8 @@ class HubHandler(BaseHTTPRequestHandler):
     # -- plumbing --
     @property
     def base_url(self) -> str:
-        return f"http://{self.headers.get('Host', '%s:%d' % self.server.server_address[:2])}"
+        host, port = self.server.server_address[:2]
+        return f"http://{self.headers.get('Host', f'{host}:{port:d}')}"
 
     def _body(self) -> bytes:
         return self._raw_body
@@ -258,7 +271,13 @@ class HubHandler(BaseHTTPRequestHandler):
         except ValueError:
             raise HubHTTPError(400, "request body is not valid JSON") from None
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -394,7 +413,10 @@ class HubHandler(BaseHTTPRequestHandler):
                 "name": user["user"],
                 "fullname": user["user"],
                 "orgs": [{"name": org, "type": "org"} for org in user.get("orgs", [])],
-                "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": user.get("role", "read")}},
+                "auth": {
+                    "type": "access_token",
+                    "accessToken": {"displayName": "local", "role": user.get("role", "read")},
+                },
             }
         )
 
@@ -408,7 +430,9 @@ class HubHandler(BaseHTTPRequestHandler):
                 self._send_json({"errors": [{"message": f"YAML does not parse: {exc}"}], "warnings": []}, status=400)
                 return
             if meta is not None and not isinstance(meta, dict):
-                self._send_json({"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []}, status=400)
+                self._send_json(
+                    {"errors": [{"message": "metadata must be a YAML mapping"}], "warnings": []}, status=400
+                )
                 return
         self._send_json({"errors": [], "warnings": []})
 
@@ -475,7 +499,10 @@ class HubHandler(BaseHTTPRequestHandler):
             # Every folder on the way is listed when recursive; only the first level otherwise.
             for depth in range(1, len(rest)):
                 folder = base + "/".join(rest[:depth])
-                entries.setdefault(folder, {"type": "directory", "path": folder, "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0})
+                entries.setdefault(
+                    folder,
+                    {"type": "directory", "path": folder, "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0},
+                )
                 if not recursive:
                     break
             if recursive or len(rest) == 1:
@@ -504,14 +531,20 @@ class HubHandler(BaseHTTPRequestHandler):
             if path in files:
                 out.append(self._entry(path, files[path]))
             elif any(p.startswith(path + "/") for p in files):
-                out.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0})
+                out.append(
+                    {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0}
+                )
         self._send_json(out)
 
     def _preupload(self, repo_id: str, revision: str) -> None:
         body = self._json_body()
         with self.state.lock:
             repo = self._repo(repo_id, write=True)
-            files = dict(self.state.resolve(repo, revision).files) if revision in repo.refs or revision in repo.commits else {}
+            files = (
+                dict(self.state.resolve(repo, revision).files)
+                if revision in repo.refs or revision in repo.commits
+                else {}
+            )
             head = repo.refs.get(revision)
         answer = []
         for item in body.get("files", []):
@@ -535,7 +568,9 @@ class HubHandler(BaseHTTPRequestHandler):
             head = repo.refs[revision]
             parent = header.get("parentCommit")
             if parent and parent != head:
-                raise HubHTTPError(412, f"A commit has happened since {parent} on {revision} (now at {head}); refresh and try again")
+                raise HubHTTPError(
+                    412, f"A commit has happened since {parent} on {revision} (now at {head}); refresh and try again"
+                )
             files = dict(repo.commits[head].files)
             for line in lines[1:]:
                 self._apply(line, files)
@@ -576,7 +611,13 @@ class HubHandler(BaseHTTPRequestHandler):
             history = []
             while commit is not None:
                 history.append(
-                    {"id": commit.oid, "title": commit.title, "message": commit.message, "authors": [{"user": commit.author}], "date": commit.date}
+                    {
+                        "id": commit.oid,
+                        "title": commit.title,
+                        "message": commit.message,
+                        "authors": [{"user": commit.author}],
+                        "date": commit.date,
+                    }
                 )
                 commit = repo.commits[commit.parents[0]] if commit.parents else None
         self._send_json(history)
@@ -584,7 +625,11 @@ class HubHandler(BaseHTTPRequestHandler):
     def _refs(self, repo_id: str) -> None:
         with self.state.lock:
             refs = dict(self._repo(repo_id).refs)
-        branches = [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": c} for n, c in refs.items() if not n.startswith("refs/")]
+        branches = [
+            {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c}
+            for n, c in refs.items()
+            if not n.startswith("refs/")
+        ]
         prs = [{"name": n, "ref": n, "targetCommit": c} for n, c in refs.items() if n.startswith("refs/pr/")]
         body: dict[str, Any] = {"branches": branches, "tags": [], "converts": []}
         if self.query.get("include_prs", ["0"])[0] in ("1", "true"):
@@ -664,7 +709,9 @@ class LocalHub:
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         # A short poll interval makes stop() (and so each test's teardown) take milliseconds, not 0.5 s.
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-hub", daemon=True
+        )
 
     def start(self) -> LocalHub:
         self._thread.start()
@@ -691,19 +738,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--user", default="ltzoo", help="user the token belongs to")
     parser.add_argument("--orgs", default="ltzoo-org", help="comma-separated organisations the user may write to")
     parser.add_argument("--data", default=None, help="state directory (default: a new temporary one)")
-    faults = parser.add_argument_group("fault injection, for tests (see Faults)", "a stall prints 'stalled: WHAT' and waits to be killed")
+    faults = parser.add_argument_group(
+        "fault injection, for tests (see Faults)", "a stall prints 'stalled: WHAT' and waits to be killed"
+    )
     faults.add_argument("--stall-download", metavar="PATH", help="stall a download of PATH after --stall-bytes bytes")
-    faults.add_argument("--stall-commit", action="store_true", help="stall a commit after reading --stall-bytes bytes of it")
+    faults.add_argument(
+        "--stall-commit", action="store_true", help="stall a commit after reading --stall-bytes bytes of it"
+    )
     faults.add_argument("--stall-bytes", type=int, default=Faults.stall_bytes)
     args = parser.parse_args(argv)
     data = args.data or tempfile.mkdtemp(prefix="ltzoo-hub-")
     orgs = [o for o in args.orgs.split(",") if o]
     injected = Faults(
-        stall_download=args.stall_download, stall_commit=args.stall_commit, stall_bytes=args.stall_bytes,
+        stall_download=args.stall_download,
+        stall_commit=args.stall_commit,
+        stall_bytes=args.stall_bytes,
         on_stall=lambda what: print(f"stalled: {what}", flush=True),
     )
-    hub = LocalHub(data, {args.token: {"user": args.user, "orgs": orgs, "role": "write"}}, host=args.host, port=args.port,
-                   faults=injected)
+    hub = LocalHub(
+        data,
+        {args.token: {"user": args.user, "orgs": orgs, "role": "write"}},
+        host=args.host,
+        port=args.port,
+        faults=injected,
+    )
     print(hub.url, flush=True)
     try:
         hub.httpd.serve_forever()

@@ -1,4 +1,5 @@
-"""The weight-balancing analysis as an evaluation extra (``ltzoo eval --analysis``).
+"""Feature and classifier analysis as an evaluation extra (``ltzoo eval --analysis``): the measurements of the
+weight-balancing analysis, which serve any model.
 
 Hasegawa & Sato (ICLR 2024) explain weight balancing with three measurements, all computed here on
 the features the classifier's last linear map sees:
@@ -48,7 +49,9 @@ class AnalysisReport:
 def fisher_ratio(features: torch.Tensor, labels: torch.Tensor) -> float:
     """tr(S_w^-1 S_b) over the classes present in ``labels``; (N, D) features, (N,) labels."""
     if features.dim() != 2 or labels.shape != features.shape[:1]:
-        raise BadDataError(f"fisher_ratio needs (N, D) features and (N,) labels, got {tuple(features.shape)} and {tuple(labels.shape)}")
+        raise BadDataError(
+            f"fisher_ratio needs (N, D) features and (N,) labels, got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
     x = features.to(torch.float64)
     # As the official code: drop dimensions that are (almost) constant, e.g. dead ReLU channels,
     # which would make S_w singular without carrying any class information.
