@@ -33,3 +33,5 @@ CHANNELS_LAST_CHOICES = ("auto", "on", "off")
 # Source prefixes of ltzoo.load (timm's): a run folder and a Hub repo.
 LOCAL_PREFIX = "local-dir:"
 HUB_PREFIX = "hf-hub:"
+# ``--init timm:NAME``: a timm model name whose pretrained weights timm resolves from the Hub.
+TIMM_PREFIX = "timm:"

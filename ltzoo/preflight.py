@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ltzoo.errors import DataNotFoundError, LtzooError
-from ltzoo.names import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, MODEL_FILE
+from ltzoo.names import CHECKPOINT_DIR, CONFIG_FILE, LAST_CHECKPOINT, MODEL_FILE, TIMM_PREFIX
 from ltzoo.source import parse_source
 
 
@@ -56,14 +56,24 @@ def check_data_root(data_root: str | os.PathLike[str] | None) -> None:
 
 
 def check_model_source(source: str, option: str = "--init") -> None:
-    """A model source (run folder, ``local-dir:``, ``hf-hub:``, zoo name) that can be loaded: a local run has its
-    weights and config, a Hub id is well formed, a zoo name is known (its weights are checked when loaded)."""
+    """A model source (run folder, ``local-dir:``, ``hf-hub:``, zoo name; for ``--init`` also ``timm:NAME``) that can
+    be loaded: a local run has its weights and config, a Hub id is well formed, a zoo name is known (its weights
+    are checked when loaded)."""
+    if option == "--init" and source.startswith(TIMM_PREFIX):
+        if not source[len(TIMM_PREFIX) :]:
+            raise LtzooError(f"{option} {source}: name the timm model, e.g. timm:resnet18.a1_in1k")
+        return  # timm resolves the name (with torch loaded): the planner checks it, before any training
     try:
         parsed = parse_source(source)  # a missing path or a malformed Hub id raises here, naming it
     except LtzooError as error:
         raise type(error)(f"{option}: {error}") from None
     if parsed.kind == "local" and parsed.path is not None and parsed.path.is_dir():
-        absent = [name for name in (CONFIG_FILE, MODEL_FILE) if not (parsed.path / name).is_file()]
+        # a run (model.safetensors), or for --init also a timm checkpoint folder (model.safetensors or
+        # pytorch_model.bin beside its config.json)
+        weights = [MODEL_FILE, "pytorch_model.bin"] if option == "--init" else [MODEL_FILE]
+        absent = [name for name in (CONFIG_FILE,) if not (parsed.path / name).is_file()]
+        if not any((parsed.path / name).is_file() for name in weights):
+            absent.append(" or ".join(weights))
         if absent:
             raise DataNotFoundError(
                 f"{option} {source}: {parsed.path} has no {' or '.join(absent)}, so it is no finished run; give the "

@@ -24,6 +24,9 @@ from ltzoo.names import PRECISIONS
 # their stages with them and the methods' objectives switch on them.
 REPRESENTATION_STAGE = "representation"
 CLASSIFIER_STAGE = "classifier"
+# Methods whose training inserts a module between a ResNet's stages (RSG's feature-map generator): no other
+# backbone layout fits them (ltzoo.models.backbones.split_stages says why).
+METHODS_NEEDING_RESNET_STAGES = frozenset({"rsg", "scl_rsg_ldam"})
 
 SAMPLERS = ("instance", "class_balanced", "sqrt", "effective_number")  # ltzoo.data.samplers.SAMPLER_KINDS
 SCHEDULES = ("cosine", "cosine_epoch", "step", "constant")  # see ltzoo.engine.schedule
@@ -37,6 +40,11 @@ def check_precision(requested: str) -> str:
             "else fp32), fp32, bf16, or fp16 (CUDA only)"
         )
     return requested
+
+
+def _is_last_n(text: str) -> bool:
+    kind, _, count = text.partition(":")
+    return kind == "last" and count.isdigit() and int(count) >= 1
 
 
 @dataclass
@@ -55,7 +63,8 @@ class StageConfig:
     milestones: tuple[int, ...] = ()  # epochs (0-indexed) at which a step schedule multiplies by gamma
     gamma: float = 0.1
     sampler: str = "instance"
-    # Which parameters train: "all", or "head" (backbone frozen, BN in eval mode; decoupled stage 2).
+    # Which parameters train: "all"; "head" (backbone frozen, BN in eval mode; decoupled stage 2); or "last:N",
+    # the head and the backbone's last N stages or blocks (the rest frozen, in eval mode): --trainable.
     train: str = "all"
     # Model selection on val in this stage; otherwise the stage's last epoch is kept.
     select_on_val: bool = False
@@ -66,8 +75,11 @@ class StageConfig:
             raise BadHyperParameterError(f"stage {self.name!r}: sampler {self.sampler!r} not in {SAMPLERS}")
         if self.schedule not in SCHEDULES:
             raise BadHyperParameterError(f"stage {self.name!r}: schedule {self.schedule!r} not in {SCHEDULES}")
-        if self.train not in ("all", "head"):
-            raise BadHyperParameterError(f"stage {self.name!r}: train must be 'all' or 'head', got {self.train!r}")
+        if self.train not in ("all", "head") and not _is_last_n(self.train):
+            raise BadHyperParameterError(
+                f"stage {self.name!r}: train must be 'all', 'head' or 'last:N' (the last N stages or blocks of the "
+                f"backbone, N >= 1), got {self.train!r}"
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise BadHyperParameterError(f"stage {self.name!r}: epochs, batch_size and lr must be positive")
         if not 0 <= self.warmup_epochs <= self.epochs:

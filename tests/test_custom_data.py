@@ -26,7 +26,7 @@ import ltzoo
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.data import build_dataset
 from ltzoo.data.transforms import eval_transform, train_transform
-from ltzoo.errors import ConfigMismatchError
+from ltzoo.errors import BadHyperParameterError
 from ltzoo.export.pipeline import ExportOptions, export
 from ltzoo.planner.derived import Overrides
 from ltzoo.planner.plan import plan_training, run_plan
@@ -255,10 +255,17 @@ def test_finetune_from_a_saved_run_with_another_class_count(finetuned, ce_run):
     assert code == 0 and printed.count("  -\n") == 4
 
 
-def test_init_must_match_the_recipe_architecture(ce_run, splits_root):
+def test_init_of_another_architecture_trains_that_backbone(ce_run, splits_root):
+    """The zoo entry names the method; --init names the backbone (a ResNet-50 recipe fine-tunes the ResNet-32)."""
     parent, _ = ce_run
-    with pytest.raises(ConfigMismatchError, match="resnet32.*resnet50"):
-        plan_training("ce_resnet50", data=f"splits:{splits_root}", init=str(parent))
+    plan = plan_training("ce_resnet50", data=f"splits:{splits_root}", init=str(parent))
+    assert plan.recipe.arch == "resnet32" and plan.name.startswith("ce_resnet32.")
+    assert (
+        plan.extra_config["parent"]["arch"] == "resnet32"
+        and plan.extra_config["zoo_recipe"] == "ce_resnet50.imagenet_lt"
+    )
+    with pytest.raises(BadHyperParameterError, match="--arch resnet18 but --init"):
+        plan_training("ce_resnet50", data=f"splits:{splits_root}", init=str(parent), arch="resnet18")
 
 
 def test_export_gate_and_hub_card_on_the_finetuned_run(finetuned, hub_env, tmp_path):

@@ -81,8 +81,23 @@ def _add_own_data_arguments(own: argparse._ArgumentGroup) -> None:
     own.add_argument(
         "--init",
         metavar="MODEL",
-        help="fine-tune: start from this model's backbone (zoo name, run dir, local-dir:PATH or "
-        "hf-hub:ORG/REPO) with a new head for your classes; recorded in config.json and the card",
+        help="fine-tune: start from this model's backbone with a new head for your classes: an ltzoo model (zoo "
+        "name, run dir, local-dir:PATH, hf-hub:ORG/REPO) or a timm checkpoint (hf-hub:ORG/REPO as timm pushes it, "
+        "a folder in that layout, or timm:NAME such as timm:resnet18.a1_in1k). The run takes its architecture and "
+        "its preprocessing (input size, mean, std, interpolation, crop); recorded in config.json and the card",
+    )
+    own.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="train the method on this backbone from scratch instead of the zoo entry's: any timm architecture "
+        "(convnext_tiny, efficientnet_b0, vit_small_patch16_224, resnet18, ...) or resnet32",
+    )
+    own.add_argument(
+        "--trainable",
+        metavar="all|head|last:N",
+        help="how much of the backbone trains: all (default), head (the backbone frozen), or last:N (its last N "
+        "stages, or blocks of a ViT, and the head; the rest frozen, BatchNorm statistics kept). With --init, "
+        "stages that train the backbone use a tenth of the derived lr; a head-only stage keeps the full lr",
     )
     own.add_argument(
         "--shot-thresholds",
@@ -121,9 +136,16 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         data_root=args.data_root,
         init=args.init,
+        arch=args.arch,
         shot_thresholds=args.shot_thresholds,
         skip_bad_images=args.skip_bad_images,
-        overrides=Overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, method_args=method_args),
+        overrides=Overrides(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            trainable=args.trainable,
+            method_args=method_args,
+        ),
     )
     # Under torchrun: one process per device, data-parallel; in a single process this does nothing.
     with distributed.process_group_from_env(args.device) as device:

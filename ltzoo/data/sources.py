@@ -42,7 +42,9 @@ DEFAULT_SHOTS = "absolute"
 # One channel: the mean of ImageNet's three (what a grayscale copy of an RGB ImageNet image averages to).
 GRAY_MEAN = (round(sum(IMAGENET_MEAN) / 3, 4),)
 GRAY_STD = (round(sum(IMAGENET_STD) / 3, 4),)
-OPTION_KEYS = ("size", "chans", "mean", "std", "shots", "skip_bad")
+OPTION_KEYS = ("size", "chans", "mean", "std", "shots", "skip_bad", "interp", "crop")
+# Resize interpolations a checkpoint's pretrained_cfg may name (torchvision's InterpolationMode values).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "nearest-exact", "lanczos", "box", "hamming")
 
 
 def default_normalisation(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -93,6 +95,9 @@ class SourceSpec:
     std: tuple[float, ...] | None = None
     shots: str = DEFAULT_SHOTS
     skip_bad: bool = False
+    # How images are resized, and the crop fraction: a pretrained backbone's own (``--init``), else bilinear, 1.0.
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
@@ -135,6 +140,10 @@ class SourceSpec:
             changes["shots"] = parse_shot_thresholds(options["shots"])
         if "skip_bad" in options:
             changes["skip_bad"] = options["skip_bad"] in ("1", "true", "yes")
+        if "interp" in options:
+            changes["interpolation"] = options["interp"]
+        if "crop" in options:
+            changes["crop_pct"] = _floats("crop", options["crop"])[0]
         spec = replace(spec, **changes)
         spec.validate()
         return spec
@@ -151,6 +160,10 @@ class SourceSpec:
         if self.std is not None and min(self.std) <= 0:
             raise BadHyperParameterError(f"std must be > 0, got {self.std}")
         parse_shot_thresholds(self.shots)
+        if self.interpolation not in INTERPOLATIONS:
+            raise BadHyperParameterError(f"interp={self.interpolation!r}: use one of {list(INTERPOLATIONS)}")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise BadHyperParameterError(f"crop={self.crop_pct}: the crop fraction must be in (0, 1]")
 
     @property
     def name(self) -> str:
@@ -179,6 +192,10 @@ class SourceSpec:
             options.append(f"shots={self.shots}")
         if self.skip_bad:
             options.append("skip_bad=1")
+        if self.interpolation != "bilinear":
+            options.append(f"interp={self.interpolation}")
+        if self.crop_pct != 1.0:
+            options.append(f"crop={self.crop_pct:g}")
         return "?" + "&".join(options) if options else ""
 
     @property
@@ -272,6 +289,8 @@ def build_source_dataset(source: str | SourceSpec, root: str | os.PathLike[str] 
         mean=tuple(spec.mean or default_mean),
         std=tuple(spec.std or default_std),
         augment="generic",
+        interpolation=spec.interpolation,
+        crop_pct=spec.crop_pct,
     )
     splits = {
         s: FileImageDataset(index.root, [i.path for i in items[s]], [i.label for i in items[s]], mode) for s in items

@@ -32,6 +32,7 @@ from torch import nn
 
 from ltzoo.data.spec import DataInfo
 from ltzoo.errors import BadHyperParameterError
+from ltzoo.models.backbones import trained_part
 from ltzoo.recipe import Recipe, StageConfig
 
 
@@ -104,12 +105,15 @@ class Objective(nn.Module):
 
     # ----- hooks ----------------------------------------------------------------------------
     def set_train_mode(self) -> None:
-        """Called before each epoch: modules in training mode, except that a decoupled classifier
-        stage (``train="head"``) keeps its frozen backbone in eval mode, BatchNorm statistics included."""
+        """Called before each epoch: modules in training mode, except what the stage freezes (a decoupled classifier
+        stage's whole backbone, ``train="head"``; all but the last N groups, ``train="last:N"``), which stays in eval
+        mode, BatchNorm statistics included."""
         self.model.train()
         self.train()
-        if self.ctx.stage.train == "head":
+        if self.ctx.stage.train != "all":
             self.model.backbone.eval()
+            for module in trained_part(self.model.backbone, self.ctx.stage.train):
+                module.train()
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each epoch of this stage (0-indexed within the stage)."""

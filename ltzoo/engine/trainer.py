@@ -61,6 +61,7 @@ from ltzoo.errors import BadHyperParameterError, LtzooError, NonFiniteLossError
 from ltzoo.fileio import atomic_write_bytes
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
 from ltzoo.models import LTClassifier, build_model
+from ltzoo.models.backbones import trained_part
 from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT, MODEL_FILE
 from ltzoo.precision import autocast, check_precision, grad_scaler, resolve_precision
 from ltzoo.recipe import Recipe, StageConfig, same_recipe, scale_stages
@@ -425,9 +426,11 @@ class Trainer:
             evaluate_val=self._evaluate_val,
         )
         grad_flags = {name: p.requires_grad for name, p in self.model.named_parameters()}
-        if stage.train == "head":
+        if stage.train != "all":  # head, or last:N: what the stage does not train is frozen
+            trained = {id(p) for module in trained_part(self.model.backbone, stage.train) for p in module.parameters()}
             for p in self.model.backbone.parameters():
-                p.requires_grad_(False)
+                if id(p) not in trained:
+                    p.requires_grad_(False)
         objective = get_method(self.recipe.method)(self.model, ctx).to(self.device)
         module_to(objective, self.channels_last)
         step_module = _TrainingStep(self.model, objective, self.precision, self.device)

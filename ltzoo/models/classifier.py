@@ -30,8 +30,14 @@ class LTClassifier(nn.Module):
         return self.backbone.forward_features(x)
 
     def forward_head(self, feature_map: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool a feature map; return the pooled features when ``pre_logits`` else the logits."""
-        pooled = feature_map.mean(dim=(2, 3))
+        """Pool the backbone's features; return the pooled features when ``pre_logits`` else the logits.
+
+        A timm backbone pools with its own head (a ViT's class token and norm, a ConvNeXt's norm); what is still
+        a feature map (ResNet-32, ltzoo's paper-scale ResNets, built without a pool) is averaged over H and W."""
+        backbone_head = getattr(self.backbone, "forward_head", None)
+        pooled = backbone_head(feature_map, pre_logits=True) if backbone_head is not None else feature_map
+        if pooled.ndim == 4:
+            pooled = pooled.mean(dim=(2, 3))
         return pooled if pre_logits else self.head(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

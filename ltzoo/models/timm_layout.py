@@ -22,30 +22,37 @@ were always ``backbone.*`` / ``head.*`` and ``pretrained_cfg.crop_mode`` said "c
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import DataInfo
-from ltzoo.models.backbones import TIMM_BACKBONES
+from ltzoo.models.backbones import REGISTERED_TIMM_ARCHS, TIMM_BACKBONES, is_timm_arch
 from ltzoo.models.classifier import LTClassifier, build_model
 from ltzoo.names import CONFIG_BLOCK
 
 FORMAT_VERSION = 2
 LTZOO_PREFIX = "ltzoo_"  # timm names of ltzoo heads on timm backbones: ltzoo_resnet50, ...
 LINEAR_HEAD = {"type": "linear"}
-# The saved names of LTClassifier's parts when the model is stored as a plain timm model.
-_TIMM_CLASSIFIER = "fc"
 _BACKBONE, _HEAD = "backbone.", "head."
 
 
 def registered_name(arch: str) -> str:
     """ltzoo's timm name for ``arch`` with any head (a timm backbone's own name is taken by timm)."""
-    return LTZOO_PREFIX + arch if arch in TIMM_BACKBONES else arch
+    return LTZOO_PREFIX + arch if is_timm_arch(arch) else arch
+
+
+@functools.cache
+def timm_classifier(arch: str) -> str:
+    """The module name of a timm architecture's classifier (``fc``, ``head``, ``head.fc``, ``classifier``): where
+    LTClassifier's head goes when the model is stored as a plain timm model."""
+    return str(timm.models.get_pretrained_cfg(arch).classifier or "fc") if arch not in TIMM_BACKBONES else "fc"
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,7 @@ class ModelSpec:
     @property
     def plain_timm(self) -> bool:
         """A timm backbone with a linear head with bias: exactly timm's model, stored as such."""
-        return self.arch in TIMM_BACKBONES and self.head in (LINEAR_HEAD, {**LINEAR_HEAD, "bias": True})
+        return is_timm_arch(self.arch) and self.head in (LINEAR_HEAD, {**LINEAR_HEAD, "bias": True})
 
     @property
     def timm_architecture(self) -> str:
@@ -107,7 +114,10 @@ def timm_loading(config: dict[str, Any]) -> str | None:
     spec = spec_from_config(config)
     if format_version(config) < 2 and spec.arch in TIMM_BACKBONES:
         return None
-    return "timm" if spec.plain_timm else "timm+ltzoo"
+    if spec.plain_timm:
+        return "timm"
+    # ltzoo registers its heads on resnet32 and a few timm backbones only (ltzoo.models.timm_models)
+    return "timm+ltzoo" if spec.arch == "resnet32" or spec.arch in REGISTERED_TIMM_ARCHS else None
 
 
 # ----- weights ---------------------------------------------------------------------------------
@@ -116,7 +126,7 @@ def _saved_name(name: str, spec: ModelSpec) -> str:
     if not spec.plain_timm:
         return name
     if name == _HEAD[:-1] or name.startswith(_HEAD):
-        return _TIMM_CLASSIFIER + name[len(_HEAD) - 1 :]
+        return timm_classifier(spec.arch) + name[len(_HEAD) - 1 :]
     if name.startswith(_BACKBONE):
         return name[len(_BACKBONE) :]
     raise ValueError(f"{name!r} is not part of an LTClassifier's backbone or head")
@@ -129,9 +139,11 @@ def saved_state_dict(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> di
 
 def ltzoo_state_dict(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> dict[str, torch.Tensor]:
     """A saved state dict (any format) under LTClassifier's names."""
-    if not spec.plain_timm or any(key.startswith((_BACKBONE, _HEAD)) for key in state_dict):
-        return dict(state_dict)  # ltzoo's own layout: a registration, or a format-1 run
-    classifier = _TIMM_CLASSIFIER + "."
+    # ltzoo's own layout (a registration, or a format-1 run) is the one with "backbone." keys: a plain timm
+    # model may have "head." keys of its own (a ConvNeXt's head.norm, a ViT's head).
+    if not spec.plain_timm or any(key.startswith(_BACKBONE) for key in state_dict):
+        return dict(state_dict)
+    classifier = timm_classifier(spec.arch) + "."
     return {
         (_HEAD + key[len(classifier) :] if key.startswith(classifier) else _BACKBONE + key): value
         for key, value in state_dict.items()

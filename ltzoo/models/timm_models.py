@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import timm
 import torch
 from timm.models import build_model_with_cfg, register_model
 
 from ltzoo.data.preprocess import DataConfig
 from ltzoo.data.spec import dataset_spec
-from ltzoo.models.backbones import BACKBONES
+from ltzoo.models.backbones import BACKBONES, REGISTERED_TIMM_ARCHS
 from ltzoo.models.classifier import LTClassifier, build_model
 from ltzoo.models.timm_layout import registered_name
 
@@ -31,10 +32,11 @@ def _default_cfg(arch: str) -> dict[str, Any]:
     """What timm uses for a model built without a checkpoint: CIFAR-10 for ResNet-32, ImageNet otherwise."""
     cifar = arch == "resnet32"
     data = DataConfig.from_data_info(dataset_spec("cifar10_lt" if cifar else "imagenet_lt"))
+    first_conv = "stem.0" if cifar else (timm.models.get_pretrained_cfg(arch).first_conv or "conv1")
     return {
         **data.to_dict(),
         "num_classes": 10 if cifar else 1000,
-        "first_conv": "backbone.stem.0" if cifar else "backbone.conv1",
+        "first_conv": f"backbone.{first_conv}",
         "classifier": "head",
         "pool_size": (8, 8) if cifar else (7, 7),
         "license": "apache-2.0",
@@ -42,7 +44,8 @@ def _default_cfg(arch: str) -> dict[str, Any]:
 
 
 # Read by register_model: the default pretrained_cfg of each registered name.
-default_cfgs = {registered_name(arch): _default_cfg(arch) for arch in BACKBONES}
+REGISTERED = ("resnet32", *REGISTERED_TIMM_ARCHS)
+default_cfgs = {registered_name(arch): _default_cfg(arch) for arch in REGISTERED}
 
 
 def _constructor(arch: str) -> Callable[..., LTClassifier]:
@@ -78,7 +81,11 @@ def _drop_mismatched_head(state_dict: dict[str, torch.Tensor], model: LTClassifi
 
 def _register(arch: str) -> None:
     name = registered_name(arch)
-    levels = 4 if arch == "resnet32" else 5  # forward_intermediates: the stem, then each stage
+    # forward_intermediates of a ResNet: the stem, then each stage; other timm layouts: timm's own default
+    levels = 4 if arch == "resnet32" else 5
+    feature_cfg: dict[str, Any] = {"feature_cls": "getter"}
+    if arch == "resnet32" or arch in BACKBONES or arch.startswith(("resnet", "resnext")):
+        feature_cfg["out_indices"] = tuple(range(levels))
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> LTClassifier:
         return build_model_with_cfg(
@@ -86,7 +93,7 @@ def _register(arch: str) -> None:
             name,
             pretrained,
             pretrained_filter_fn=_drop_mismatched_head,
-            feature_cfg={"feature_cls": "getter", "out_indices": tuple(range(levels))},
+            feature_cfg=feature_cfg,
             **kwargs,
         )
 
@@ -95,5 +102,5 @@ def _register(arch: str) -> None:
     register_model(entrypoint)
 
 
-for _arch in BACKBONES:
+for _arch in REGISTERED:
     _register(_arch)

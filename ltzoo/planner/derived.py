@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError
-from ltzoo.recipe import DataSize, Recipe, method_knobs, scale_stages
+from ltzoo.recipe import DataSize, Recipe, StageConfig, method_knobs, scale_stages
 
 EPOCHS_REFERENCE_IMAGES = 10_000
 SCRATCH_EPOCHS = (30, 200)  # (floor, ceiling)
@@ -51,6 +51,7 @@ class Overrides:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    trainable: str | None = None  # all | head | last:N: how much of the backbone trains (--trainable)
     method_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -60,6 +61,8 @@ class Overrides:
                 raise BadHyperParameterError(f"--{key.replace('_', '-')} must be >= 1, got {value}")
         if self.lr is not None and not self.lr > 0:
             raise BadHyperParameterError(f"--lr must be > 0, got {self.lr}")
+        if self.trainable is not None:
+            StageConfig(train=self.trainable)  # "all", "head" or "last:N", or an error that lists them
         knobs = method_knobs()
         for key, value in self.method_args.items():
             if key not in knobs:
@@ -122,8 +125,17 @@ def derive_recipe(
         "--batch-size",
     )
 
+    if overrides.trainable is not None:  # the stages that train the backbone train as much of it as asked
+        stages = [dataclasses.replace(s, train=overrides.trainable) if s.train == "all" else s for s in stages]
+        record["trainable"] = _knob(
+            overrides.trainable,
+            overrides.trainable,
+            "all: the whole backbone trains; last:N: its last N stages or blocks and the "
+            "head (the rest frozen, BatchNorm statistics kept); head: the backbone frozen",
+            "--trainable",
+        )
     lrs = [
-        stage.lr * batch / stage.batch_size * (FINETUNE_LR_FACTOR if finetune and stage.train == "all" else 1.0)
+        stage.lr * batch / stage.batch_size * (FINETUNE_LR_FACTOR if finetune and stage.train != "head" else 1.0)
         for stage, batch in zip(stages, batches)
     ]
     derived_lrs = {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)}
@@ -133,7 +145,12 @@ def derive_recipe(
         derived_lrs,
         None if overrides.lr is None else {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)},
         "the recipe's, scaled linearly with the batch"
-        + (f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone (fine-tuning)" if finetune else ""),
+        + (
+            f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone, all of it or its last N groups "
+            "(fine-tuning); a head-only stage keeps the full lr"
+            if finetune
+            else ""
+        ),
         "--lr (first stage; the others keep their ratio)",
     )
     stages = [
