@@ -22,7 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", help="zoo name, e.g. ce_resnet32.fmnist_lt or dscl_pbsd_resnet32")
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--epochs", type=int, help="total epoch budget, spread over the recipe's stages in proportion")
-    p.add_argument("--max-steps", type=int, help="stop each stage after this many optimizer steps (smoke runs)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop each stage after this many optimizer steps (smoke runs; 0 trains nothing and saves the initial "
+        "model, e.g. an --init backbone with its new head)",
+    )
     p.add_argument("--steps-per-epoch", type=int, help="cap the optimizer steps of every epoch (smoke runs)")
     p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
     p.add_argument("--data-root", help="zoo dataset location (default: $LTZOO_DATA, then the system copy)")

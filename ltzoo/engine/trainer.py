@@ -159,9 +159,10 @@ class Trainer:
             if epochs < 1:
                 raise BadHyperParameterError(f"--epochs must be >= 1, got {epochs}")
             recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
-        for option, value in (("max_steps", max_steps), ("steps_per_epoch", steps_per_epoch)):
-            if value is not None and value < 1:
-                raise BadHyperParameterError(f"--{option.replace('_', '-')} must be >= 1, got {value}")
+        if max_steps is not None and max_steps < 0:  # 0: nothing trains; the initial model is evaluated and saved
+            raise BadHyperParameterError(f"--max-steps must be >= 0, got {max_steps}")
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise BadHyperParameterError(f"--steps-per-epoch must be >= 1, got {steps_per_epoch}")
         get_method(recipe.method)  # an unknown method fails here, before any data is read
         self.recipe = recipe
         self.name = name or f"{recipe.method}_{recipe.arch}.{recipe.dataset}"

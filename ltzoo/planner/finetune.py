@@ -172,10 +172,12 @@ def _timm_parent(source: str, config: dict[str, Any], where: Any, repo_id: str |
         )
     in_chans = int(cfg["input_size"][0])
     state = _timm_weights(source, where, repo_id)
+    # timm's config.json may record the constructor's arguments (model_args, with num_classes and in_chans in them)
     kwargs = dict(config.get("model_args") or {})
     kwargs.setdefault("in_chans", in_chans)
-    num_classes = int(config.get("num_classes", cfg.get("num_classes", 0)) or 0)
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    kwargs.setdefault("num_classes", int(config.get("num_classes", cfg.get("num_classes", 0)) or 0))
+    num_classes = int(kwargs["num_classes"])
+    model = timm.create_model(arch, pretrained=False, **kwargs)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
