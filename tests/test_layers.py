@@ -5,7 +5,8 @@ counts like one at the top of a module (it is the same dependency, only later); 
 (``import_submodules("ltzoo.methods")``, the registry's plug-ins) is not an import and is not read.
 
     front       ltzoo (the lazy package top), __main__, cli, preprocessing (ltzoo.data_config/create_transform)
-    planner     planner: what `ltzoo train` hands the trainer (plan, derived settings, --init)
+    planner     planner: what `ltzoo train` hands the trainer (plan, derived settings, --init); selection:
+                `ltzoo select`, the race of the recipes on the data and the deployable winner
     publish     publish: a run, its card and pictures, the zoo, pushed to the Hub
     export      export: ONNX graphs, their checks and gate, ONNX Runtime sessions
     work        engine (trainer, evaluator), methods (training objectives), calibration (post-hoc, on val)
@@ -26,7 +27,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ltzoo"
 
 LAYERS: dict[str, list[str]] = {  # top first
     "front": ["ltzoo", "ltzoo.__main__", "ltzoo.cli", "ltzoo.preprocessing"],
-    "planner": ["ltzoo.planner"],
+    "planner": ["ltzoo.planner", "ltzoo.selection"],
     "publish": ["ltzoo.publish"],
     "export": ["ltzoo.export"],
     "work": ["ltzoo.engine", "ltzoo.methods", "ltzoo.calibration"],

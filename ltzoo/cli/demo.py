@@ -140,24 +140,18 @@ def export_step(out: Path, data: Any, data_root: str | None) -> tuple[Path, str]
     """Step 4: export fp32 + int8 with the per-split gate; if the gate refuses int8, export the verified fp32
     graph alone. Returns the folder of the graphs shipped and the variant to load back."""
     from ltzoo.cli.export import print_summary
-    from ltzoo.errors import ExportCheckError
-    from ltzoo.export.pipeline import ExportOptions, export
+    from ltzoo.export.pipeline import ExportOptions, export_with_int8_fallback
 
     step("4. export to ONNX (fp32 + int8 QDQ) and verify the tail on val and test")
-    onnx_dir = out / "onnx"
-    try:
-        options = ExportOptions(int8=True, verify="dataset", data_root=data_root)
-        report, variant = export(f"local-dir:{out}", onnx_dir, options, data=data), "int8"
-    except ExportCheckError as exc:
+    options = ExportOptions(verify="dataset", data_root=data_root)
+    report, onnx_dir, variant, refusal = export_with_int8_fallback(f"local-dir:{out}", out / "onnx", options, data=data)
+    if refusal is not None:
         # The gate doing its job is a result, not a crash: the val few-shot group of fmnist_lt has 100 images, so
-        # one image is 1 pt, and an int8 graph that loses two of them is refused. Ship the verified fp32 graph.
+        # one image is 1 pt, and an int8 graph that loses two of them is refused. The verified fp32 graph ships.
         print(
-            f"the per-split gate refused int8 (it lost tail accuracy on val):\n{exc}\n"
-            "exporting fp32 only (verified on val and test) and going on"
+            f"the per-split gate refused int8 (it lost tail accuracy on val):\n{refusal}\n"
+            f"exported fp32 only (verified on val and test) into {onnx_dir} and going on"
         )
-        onnx_dir = out / "onnx_fp32"  # a folder of its own: the refused int8 graph stays out of what is pushed
-        options = ExportOptions(verify="dataset", data_root=data_root)
-        report, variant = export(f"local-dir:{out}", onnx_dir, options, data=data), "fp32"
     print_summary(report)
     print(explain_gate(report, variant))
     print(

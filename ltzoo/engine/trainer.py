@@ -152,6 +152,7 @@ class Trainer:
         channels_last: str = "auto",
         compile: bool = False,
         log_format: str = "text",
+        until_epoch: int | None = None,
     ) -> None:
         if seed is not None:
             recipe = recipe.replace(seed=seed)
@@ -171,6 +172,9 @@ class Trainer:
         self.resume = resume
         self.max_steps = max_steps
         self.steps_cap = steps_per_epoch
+        # Stop after this many epochs of the whole recipe (counted over its stages), checkpointed but unfinished:
+        # a race (ltzoo select) scores the model there, and --resume continues the same run to the next rung.
+        self.until_epoch = until_epoch
         self.device = torch.device(device)
         if log_format not in EPOCH_LOG_FORMATS:
             raise BadHyperParameterError(f"log format {log_format!r} is not one of {list(EPOCH_LOG_FORMATS)}")
@@ -392,23 +396,32 @@ class Trainer:
         for stage_index, stage in enumerate(self.recipe.stages):
             if stage_index < start_stage:
                 continue
-            self._run_stage(
+            stopped = self._run_stage(
                 stage_index,
                 stage,
                 start_epoch if stage_index == start_stage else 0,
                 state if stage_index == start_stage else None,
             )
+            if stopped:
+                return {"name": self.name, "unfinished": True, "epochs_done": self.until_epoch}
         return self._finish(time.time() - self._clock_start)
 
-    def _run_stage(self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None) -> None:
-        """One stage: set it up (or restore it), train its epochs, and keep its best epoch."""
+    def epochs_before(self, stage_index: int) -> int:
+        return sum(stage.epochs for stage in self.recipe.stages[:stage_index])
+
+    def _run_stage(self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None) -> bool:
+        """One stage: set it up (or restore it), train its epochs, and keep its best epoch. True when the run
+        stopped at ``until_epoch`` (the stage then ends when the run is resumed)."""
         run = self._start_stage(stage_index, stage, first_epoch, state)
         for epoch in range(first_epoch, stage.epochs):
             if self.max_steps is not None and run.global_step >= self.max_steps:
                 break
             line = self._train_epoch(run, epoch)
             self._end_epoch(run, epoch, line)
+            if self.until_epoch is not None and self.epochs_before(stage_index) + epoch + 1 >= self.until_epoch:
+                return True
         self._end_stage(run)
+        return False
 
     def _start_stage(
         self, stage_index: int, stage: StageConfig, first_epoch: int, state: dict[str, Any] | None

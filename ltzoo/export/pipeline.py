@@ -10,6 +10,7 @@ a non-zero exit with a readable reason, never a warning next to a saved file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -50,6 +51,7 @@ from ltzoo.export.report import (
     Scores,
     VariantReport,
     Verification,
+    read_report,
     write_report,
 )
 from ltzoo.export.verify import GATED_GROUPS, evaluate_predictors, gate
@@ -237,6 +239,24 @@ def _export(source: str | tuple[nn.Module, ModelInfo], out: Path, options: Expor
         _int8_hint(report, _calibration_hint(options, (int8.recipe if int8 else None) or {})),
     )
     return report
+
+
+def export_with_int8_fallback(
+    source: str, out_dir: str | os.PathLike[str], options: ExportOptions, *, data: Any = None
+) -> tuple[ExportReport, Path, str, ExportCheckError | None]:
+    """Export fp32 + int8 with ``options``; when the per-split gate refuses the int8 graph (it lost tail accuracy),
+    export the verified fp32 graph alone into ``<out_dir>_fp32``, so that the refused graph is never shipped.
+    Returns the report, the folder and the variant to ship, and the refusal (None when int8 passed)."""
+    try:
+        return export(source, out_dir, dataclasses.replace(options, int8=True), data=data), Path(out_dir), "int8", None
+    except ExportCheckError as refusal:
+        report_path = Path(out_dir) / REPORT_FILE
+        failed = read_report(report_path).failures if report_path.is_file() else []
+        if not failed or any(failure.variant != "int8" for failure in failed):
+            raise  # fp32 itself failed a check: nothing may ship
+        fp32_dir = Path(f"{out_dir}_fp32")
+        report = export(source, fp32_dir, dataclasses.replace(options, int8=False), data=data)
+        return report, fp32_dir, "fp32", refusal
 
 
 def recheck(

@@ -89,6 +89,33 @@ def _knob(value: Any, override: Any, rule: str, option: str) -> dict[str, Any]:
     }
 
 
+def _derived_lrs(
+    stages: list[StageConfig], batches: list[int], finetune: bool, override: float | None, record: dict[str, Any]
+) -> list[float]:
+    """Each stage's lr, scaled with its batch (and for fine-tuning); ``--lr`` sets the first, the others keep their
+    ratio. Recorded in ``record["lr"]``."""
+    lrs = [
+        stage.lr * batch / stage.batch_size * (FINETUNE_LR_FACTOR if finetune and stage.train != "head" else 1.0)
+        for stage, batch in zip(stages, batches)
+    ]
+    derived_lrs = {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)}
+    if override is not None:
+        lrs = [override * lr / lrs[0] for lr in lrs]
+    record["lr"] = _knob(
+        derived_lrs,
+        None if override is None else {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)},
+        "the recipe's, scaled linearly with the batch"
+        + (
+            f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone, all of it or its last N groups "
+            "(fine-tuning); a head-only stage keeps the full lr"
+            if finetune
+            else ""
+        ),
+        "--lr (first stage; the others keep their ratio)",
+    )
+    return lrs
+
+
 def derive_recipe(
     recipe: Recipe, train_size: int, num_classes: int, *, finetune: bool = False, overrides: Overrides | None = None
 ) -> tuple[Recipe, dict[str, Any]]:
@@ -134,25 +161,7 @@ def derive_recipe(
             "head (the rest frozen, BatchNorm statistics kept); head: the backbone frozen",
             "--trainable",
         )
-    lrs = [
-        stage.lr * batch / stage.batch_size * (FINETUNE_LR_FACTOR if finetune and stage.train != "head" else 1.0)
-        for stage, batch in zip(stages, batches)
-    ]
-    derived_lrs = {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)}
-    if overrides.lr is not None:
-        lrs = [overrides.lr * lr / lrs[0] for lr in lrs]
-    record["lr"] = _knob(
-        derived_lrs,
-        None if overrides.lr is None else {s.name: float(f"{lr:.6g}") for s, lr in zip(stages, lrs)},
-        "the recipe's, scaled linearly with the batch"
-        + (
-            f"; x{FINETUNE_LR_FACTOR:g} for stages that train the backbone, all of it or its last N groups "
-            "(fine-tuning); a head-only stage keeps the full lr"
-            if finetune
-            else ""
-        ),
-        "--lr (first stage; the others keep their ratio)",
-    )
+    lrs = _derived_lrs(stages, batches, finetune, overrides.lr, record)
     stages = [
         dataclasses.replace(stage, batch_size=batch, lr=float(f"{lr:.6g}"))
         for stage, batch, lr in zip(stages, batches, lrs)

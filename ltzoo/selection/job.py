@@ -1,0 +1,200 @@
+"""``ltzoo select``: which model to deploy on this long-tailed data, answered with a model.
+
+1. Plan every candidate recipe on the data (the zoo's small recipes with the settings derived from the data, or
+   a zoo dataset's own recipes) and check the budget against a short throughput probe.
+2. Race them (:mod:`ltzoo.selection.race`, :mod:`ltzoo.selection.trials`): an Optuna study with a
+   successive-halving pruner, scored on val, in ``--workers`` processes or on every machine sharing the storage.
+3. The winner (the leaderboard's first row: the val order) trains at its full budget for every ``--seeds``
+   winner seed (the race's own run continues from its checkpoint), the seed with the best val is calibrated
+   (``ltzoo calibrate --method auto``), exported with the per-split gate, carded, and pushed with ``--push``.
+
+Everything lands under ``--out``: ``study.journal``, ``trials/``, ``leaderboard.{json,md,png}``, ``winner/`` (the
+seeds' runs, ``calibrated/`` with its ``README.md`` card and ``onnx/``), and ``select.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ltzoo.errors import BadHyperParameterError, LtzooError
+from ltzoo.selection.race import Candidate, rung_epochs
+from ltzoo.selection.trials import Race
+
+log = logging.getLogger("ltzoo.select")
+
+RACE_SHARE = 0.5  # of --budget-minutes for the race; the winner's seeds, calibration and export take the rest
+SMALL_RECIPES = "*_resnet32.fmnist_lt"  # the zoo's small recipes, which own data races (with derived settings)
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    data: str
+    out: Path
+    recipes: tuple[str, ...] = ()
+    budget_minutes: float = 60.0
+    race_seed: int = 0
+    winner_seeds: tuple[int, ...] = (0, 1, 2)
+    workers: int = 1
+    storage: str | None = None
+    data_root: str | None = None
+    push: str | None = None
+    race_only: bool = False
+    epochs: int | None = None  # every recipe's full budget (default: its own, or derived from the data)
+    steps_per_epoch: int | None = None  # a cap for smoke runs and tests
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["out"] = self.out.name
+        return values
+
+
+@dataclass
+class Selection:
+    winner: str
+    leaderboard: list[Any]
+    winner_runs: list[Path] = field(default_factory=list)
+    calibrated: Path | None = None
+    onnx: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
+    """Every recipe planned on the data; unknown names and unusable data fail here, before any training."""
+    from ltzoo.data.registry import DATASETS
+    from ltzoo.planner.derived import Overrides
+    from ltzoo.planner.plan import plan_training
+    from ltzoo.registry import get_entry, list_models
+
+    zoo_data = options.data in DATASETS
+    names = list(options.recipes) or list_models(f"*.{options.data}" if zoo_data else SMALL_RECIPES)
+    if not names:
+        raise BadHyperParameterError(f"no zoo recipe trains on {options.data!r}; name them with --recipes")
+    candidates = {}
+    for name in names:
+        entry = get_entry(name)  # an unknown name raises with close matches
+        if zoo_data:
+            plan = plan_training(entry.name, data_root=options.data_root, overrides=Overrides(epochs=options.epochs))
+            full = plan.epochs or sum(stage.epochs for stage in plan.recipe.stages)
+        else:
+            if options.data_root is not None:
+                raise BadHyperParameterError(
+                    "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
+                )
+            plan = plan_training(entry.name, data=options.data, overrides=Overrides(epochs=options.epochs))
+            full = sum(stage.epochs for stage in plan.recipe.stages)
+        candidates[entry.name] = Candidate(entry.name, plan, full, rung_epochs(full))
+    return candidates
+
+
+def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -> float:
+    """Minutes one epoch of ``candidate`` takes here, from three timed steps (after one warm-up step)."""
+    from ltzoo.engine.trainer import Trainer
+
+    plan = candidate.plan
+    stage = plan.recipe.stages[0]
+    full_steps = max(1, len(plan.data.train) // stage.batch_size)
+    if steps_per_epoch is not None:
+        full_steps = min(full_steps, steps_per_epoch)
+    with tempfile.TemporaryDirectory(prefix="ltzoo-select-probe-") as tmp:
+        timings = []
+        for steps in (1, 4):
+            started = time.perf_counter()
+            Trainer(
+                plan.recipe.replace(stages=[replace(stage, epochs=1, select_on_val=False)]),
+                Path(tmp) / str(steps),
+                data=plan.data,
+                max_steps=steps,
+                steps_per_epoch=steps,
+                until_epoch=1,
+            ).run()
+            timings.append(time.perf_counter() - started)
+    per_step = max(timings[1] - timings[0], 1e-3) / 3
+    return per_step * full_steps / 60
+
+
+def check_budget(candidates: dict[str, Candidate], options: SelectOptions) -> float:
+    """The minutes the first rung of every recipe needs here; a budget whose race share is smaller is refused."""
+    first = next(iter(candidates.values()))
+    per_epoch = probe_minutes_per_epoch(first, options.steps_per_epoch)
+    needed = sum(c.rung_epochs[0] for c in candidates.values()) * per_epoch / max(options.workers, 1)
+    if options.budget_minutes * RACE_SHARE < needed:
+        minimum = needed / RACE_SHARE
+        raise BadHyperParameterError(
+            f"--budget-minutes {options.budget_minutes:g} is too small for even the first rung of {len(candidates)} "
+            f"recipes, which needs about {needed:.1f} minutes here ({per_epoch * 60:.1f} s per epoch of "
+            f"{first.name}); give at least {minimum:.0f} (the race takes {RACE_SHARE:.0%} of the budget), fewer "
+            "--recipes or more --workers"
+        )
+    return needed
+
+
+def _worker(options: SelectOptions, deadline: float) -> int:
+    """A race worker in its own process: plans the candidates itself (nothing heavy crosses the process)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return make_race(options, plan_candidates(options), deadline).work()
+
+
+def make_race(options: SelectOptions, candidates: dict[str, Candidate], deadline: float | None) -> Race:
+    train_options = {"steps_per_epoch": options.steps_per_epoch} if options.steps_per_epoch else None
+    return Race(
+        candidates,
+        options.out / "trials",
+        options.storage,
+        options.out,
+        options.race_seed,
+        deadline,
+        train_options=train_options,
+    )
+
+
+def run_race(options: SelectOptions, candidates: dict[str, Candidate], deadline: float) -> None:
+    if options.workers <= 1:
+        make_race(options, candidates, deadline).work()
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+    workers = [context.Process(target=_worker, args=(options, deadline)) for _ in range(options.workers)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join()
+
+
+def select(options: SelectOptions) -> Selection:
+    from ltzoo.selection import leaderboard
+    from ltzoo.selection.race import open_storage
+
+    started = time.time()
+    candidates = plan_candidates(options)
+    if options.storage is not None:
+        open_storage(options.storage, options.out)  # a URL that cannot be opened fails before any compute
+    check_budget(candidates, options)
+    make_race(options, candidates, None).study()  # creates the study and queues the recipes: after every check
+    run_race(options, candidates, started + options.budget_minutes * 60 * RACE_SHARE)
+    race_done = time.time()
+    rows = leaderboard.rows_of(make_race(options, candidates, None).study())
+    if not rows or rows[0].state != "completed the race":
+        raise LtzooError(
+            f"no recipe completed the race (leaderboard: {options.out / 'leaderboard.md'}); give more "
+            "--budget-minutes, or run `ltzoo select` again with the same --out to continue it"
+        )
+    selection = Selection(rows[0].recipe, rows)
+    selection.seconds["race"] = race_done - started
+    leaderboard.write(
+        rows,
+        options.out,
+        {"options": options.to_dict(), "winner": selection.winner, "race_seconds": round(race_done - started, 1)},
+    )
+    if not options.race_only:
+        from ltzoo.selection.finalize import finalize
+
+        finalize(selection, candidates[selection.winner], options, make_race(options, candidates, None))
+    selection.seconds["total"] = time.time() - started
+    return selection

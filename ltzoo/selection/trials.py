@@ -1,0 +1,121 @@
+"""A trial of the race: one recipe trained rung by rung in its own run folder, each rung scored on val.
+
+:class:`Race` holds what every worker needs (the candidates, where the trial runs go, the seed, how a rung is
+scored) and is what a worker process runs: :meth:`Race.work` takes the study's waiting trials one at a time
+until none is left or the deadline has passed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ltzoo.selection.race import (
+    ENQUEUED,
+    RUNG_STEPS,
+    Candidate,
+    create_study,
+    open_storage,
+    requeue_dead_trials,
+    waiting,
+)
+
+log = logging.getLogger("ltzoo.select")
+
+# (model, candidate) -> (val top-1 at the rung, how it was scored)
+RungScorer = Callable[[Any, Candidate], tuple[float, str]]
+
+
+def calibrated_val_score(model: Any, candidate: Candidate) -> tuple[float, str]:
+    """The val top-1 the model reaches calibrated on val (``ltzoo calibrate --method auto``): its head as it is,
+    logit adjustment, tau-norm or the nearest class mean of its features, whichever val prefers."""
+    from ltzoo.calibration.job import CalibrationOptions, calibrate_model
+
+    recipe = candidate.plan.recipe
+    config = {"ltzoo": {"head": dict(recipe.head), "recipe": recipe.to_dict()}}
+    result = calibrate_model(model, config, candidate.plan.data, CalibrationOptions(method="auto"))
+    chosen = result.choice.chosen
+    return float(chosen.val["all"]), chosen.label
+
+
+@dataclass
+class Race:
+    candidates: dict[str, Candidate]
+    trial_root: Path
+    storage_url: str | None
+    out: Path
+    seed: int = 0
+    deadline: float | None = None  # time.time() after which no new trial starts
+    score: RungScorer = calibrated_val_score
+    train_options: dict[str, Any] | None = None  # extra Trainer options (e.g. steps_per_epoch in tests)
+
+    def study(self) -> optuna.Study:
+        return create_study(open_storage(self.storage_url, self.out), sorted(self.candidates))
+
+    def work(self) -> int:
+        """Run waiting trials until none is left (or the deadline passed); returns how many this worker ran."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = self.study()
+        ran = 0
+        # A trial that a dead process of this machine left running is queued again (and resumes its checkpoint),
+        # at the start and whenever the queue runs dry: a survivor finishes the race of a killed worker.
+        while (waiting(study) or requeue_dead_trials(study)) and (self.deadline is None or time.time() < self.deadline):
+            study.optimize(self.objective, n_trials=1, catch=())
+            ran += 1
+        return ran
+
+    def run_dir(self, candidate: Candidate) -> Path:
+        return self.trial_root / candidate.slug
+
+    def objective(self, trial: optuna.Trial) -> float:
+        if not trial.user_attrs.get(ENQUEUED):  # another worker took the last waiting trial before this one started
+            trial.set_user_attr("leftover", True)
+            raise optuna.TrialPruned("no recipe left to race")
+        name = trial.suggest_categorical("recipe", sorted(self.candidates))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        candidate = self.candidates[name]
+        score = float("nan")
+        for step, epochs in zip(RUNG_STEPS, candidate.rung_epochs):
+            model = self.train_to(candidate, epochs)
+            score, how = self.score(model, candidate)
+            trial.set_user_attr(f"rung_{step}", {"epochs": epochs, "val_all": score, "scored_as": how})
+            log.info(
+                "%s: rung %d (%d of %d epochs): val %.2f (%s)", name, step, epochs, candidate.full_epochs, score, how
+            )
+            trial.report(score, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"val {score:.2f} at rung {step} is below the rung's top 1/2")
+        return score
+
+    def train_to(self, candidate: Candidate, epochs: int) -> Any:
+        """Train the candidate's run up to ``epochs`` of its recipe, resuming its checkpoint; returns the model."""
+        from ltzoo.engine.trainer import Trainer
+        from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
+
+        plan, out = candidate.plan, self.run_dir(candidate)
+        resume = (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
+        trainer = Trainer(
+            plan.recipe,
+            out,
+            name=plan.name,
+            data=plan.data,
+            model=None if resume or plan.model is None else copy.deepcopy(plan.model),
+            extra_config=plan.extra_config,
+            epochs=plan.epochs,
+            resume=resume,
+            seed=self.seed,
+            until_epoch=epochs,
+            **(self.train_options or {}),
+        )
+        trainer.run()
+        return trainer.model
