@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from custom_data_fixtures import make_imagefolder
 
 from ltzoo.cli import main as ltzoo_main
@@ -41,15 +42,8 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _options(folder: Path, out: Path, **changes) -> SelectOptions:
-    return SelectOptions(
-        data=f"imagefolder:{folder}",
-        out=out,
-        recipes=RECIPES,
-        epochs=8,
-        steps_per_epoch=1,
-        winner_seeds=(0,),
-        **changes,
-    )
+    settings = {"recipes": RECIPES, "epochs": 8, "steps_per_epoch": 1, "winner_seeds": (0,), **changes}
+    return SelectOptions(data=f"imagefolder:{folder}", out=out, **settings)
 
 
 def _epochs_logged(run: Path) -> list[int]:
@@ -96,6 +90,39 @@ def test_the_pruner_stops_the_trials_behind_and_survivors_resume_without_repeati
         "wb_onestage_resnet32.fmnist_lt": 2,
     }.items():
         assert _epochs_logged(race.run_dir(candidates[name])) == list(range(1, epochs + 1)), name
+
+
+def test_recipes_that_share_a_stage_train_it_once_and_exactly(folder, tmp_path):
+    # ce_wd is weight balancing's stage 1 alone: with budgets kept in proportion (ce_wd 7 epochs, wb 7 + 1) their
+    # runs are one run up to epoch 7, so the race trains ce_wd's and wb adopts it at every rung.
+    pair = ("ce_wd_resnet32.fmnist_lt", "wb_resnet32.fmnist_lt")
+    options = _options(folder, tmp_path / "race", recipes=pair)
+    candidates = plan_candidates(options)
+    assert [c.full_epochs for c in candidates.values()] == [7, 8]
+    assert candidates[pair[1]].plan.recipe.stages[0] == candidates[pair[0]].plan.recipe.stages[0]
+    race = make_race(options, candidates, None)
+    race.study()
+    assert race.work() == 2
+    rows = {row.recipe: row for row in rows_of(race.study())}
+    assert [rung.get("trained_by") for rung in rows[pair[1]].rungs.values()] == [pair[0]] * 3
+    assert [r["val_all"] for r in rows[pair[1]].rungs.values()] == [r["val_all"] for r in rows[pair[0]].rungs.values()]
+    assert _epochs_logged(race.run_dir(candidates[pair[0]])) == [1, 2, 3, 4]
+    assert not (race.run_dir(candidates[pair[1]]) / "train_log.jsonl").exists()  # wb trained no step itself
+    # and adopting is exact: wb trained on its own to the last rung ends with the same weights
+    from ltzoo.engine.trainer import Trainer
+
+    plan, alone = candidates[pair[1]].plan, tmp_path / "wb_alone"
+    Trainer(plan.recipe, alone, data=plan.data, seed=0, until_epoch=4, steps_per_epoch=1).run()
+    ours = torch.load(race.run_dir(candidates[pair[1]]) / "checkpoints" / "last.pt", weights_only=True)
+    theirs = torch.load(alone / "checkpoints" / "last.pt", weights_only=True)
+    assert ours["recipe"] == theirs["recipe"]
+    assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in theirs["model"])
+    # the race's wb run goes on to its second stage from the adopted checkpoint, as the winner would
+    Trainer(
+        plan.recipe, race.run_dir(candidates[pair[1]]), data=plan.data, seed=0, resume=True, steps_per_epoch=1
+    ).run()
+    lines = (race.run_dir(candidates[pair[1]]) / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["stage"] for line in lines] == ["stage1"] * 7 + ["stage2"]
 
 
 @pytest.mark.slow

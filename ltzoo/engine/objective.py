@@ -135,6 +135,10 @@ _METHODS: dict[str, MethodFactory] = {}
 # Method arguments that only a later stage reads, per method and stage: a run can branch from the end of
 # the stage before it with other values of these (``ltzoo.engine.branch``); every other argument must match.
 _STAGE_ONLY_ARGS: dict[str, dict[str, frozenset[str]]] = {}
+# Stages that train exactly as another method's recipe does, per method and stage (weight balancing's stage 1 is
+# ce_wd): two runs that agree on everything else are the same run up to the end of that stage, which a race
+# (``ltzoo select``) trains once.
+_STAGE_AS_METHOD: dict[str, dict[str, str]] = {}
 
 
 def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
@@ -168,6 +172,18 @@ def get_method(name: str) -> MethodFactory:
 
 def declare_stage_only_args(method: str, stage: str, names: set[str] | frozenset[str]) -> None:
     _STAGE_ONLY_ARGS.setdefault(method, {})[stage] = frozenset(names)
+
+
+def declare_stage_as_method(method: str, stage: str, same_as: str) -> None:
+    """Stage ``stage`` of ``method`` trains exactly as method ``same_as`` does, whatever ``method``'s arguments
+    (which only its other stages read)."""
+    _STAGE_AS_METHOD.setdefault(method, {})[stage] = same_as
+
+
+def stage_trains_as(method: str, stage: str) -> str | None:
+    """The method whose training ``stage`` of ``method`` repeats exactly (declared), else None."""
+    _load_methods()
+    return _STAGE_AS_METHOD.get(method, {}).get(stage)
 
 
 def stage_only_args(method: str) -> dict[str, frozenset[str]]:

@@ -26,7 +26,14 @@ from typing import Any
 
 from torch import nn
 
-from ltzoo.engine.objective import Objective, StageContext, StepOutput, register_method, resolve_method_args
+from ltzoo.engine.objective import (
+    Objective,
+    StageContext,
+    StepOutput,
+    declare_stage_as_method,
+    register_method,
+    resolve_method_args,
+)
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.weight_balancing import ClassBalancedSoftmaxBCE
 from ltzoo.models.maxnorm import MaxNormPGD
@@ -76,3 +83,4 @@ def weight_balancing(model: nn.Module, ctx: StageContext) -> Objective:
 
 # Stage 1 of weight balancing on its own: plain CE, the tuned decay is the stage's weight_decay.
 register_method("ce_wd")(Objective)
+declare_stage_as_method("wb", "stage1", "ce_wd")

@@ -65,31 +65,43 @@ class Selection:
 
 
 def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
-    """Every recipe planned on the data; unknown names and unusable data fail here, before any training."""
+    """Every recipe planned on the data; unknown names and unusable data fail here, before any training.
+
+    Budgets keep the recipes' own proportions: with --epochs (or the epochs derived from own data) as the budget
+    of the longest recipe, a shorter one gets its share. So ce_wd, which is weight balancing's stage 1 alone,
+    stays exactly that stage, and the race trains the two once up to there (:mod:`ltzoo.selection.shared`)."""
     from ltzoo.data.registry import DATASETS
-    from ltzoo.planner.derived import Overrides
-    from ltzoo.planner.plan import plan_training
     from ltzoo.registry import get_entry, list_models
 
     zoo_data = options.data in DATASETS
     names = list(options.recipes) or list_models(f"*.{options.data}" if zoo_data else SMALL_RECIPES)
     if not names:
         raise BadHyperParameterError(f"no zoo recipe trains on {options.data!r}; name them with --recipes")
+    if not zoo_data and options.data_root is not None:
+        raise BadHyperParameterError(
+            "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
+        )
+    entries = [get_entry(name) for name in names]  # an unknown name raises with close matches
+    native = {entry.name: sum(stage.epochs for stage in entry.recipe().stages) for entry in entries}
+    longest = max(native.values())
     candidates = {}
-    for name in names:
-        entry = get_entry(name)  # an unknown name raises with close matches
-        if zoo_data:
-            plan = plan_training(entry.name, data_root=options.data_root, overrides=Overrides(epochs=options.epochs))
-            full = plan.epochs or sum(stage.epochs for stage in plan.recipe.stages)
-        else:
-            if options.data_root is not None:
-                raise BadHyperParameterError(
-                    "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
-                )
-            plan = plan_training(entry.name, data=options.data, overrides=Overrides(epochs=options.epochs))
-            full = sum(stage.epochs for stage in plan.recipe.stages)
+    for entry in entries:
+        plan = _plan(entry.name, options, zoo_data, options.epochs)
+        full = plan.epochs or sum(stage.epochs for stage in plan.recipe.stages)
+        if native[entry.name] < longest and (options.epochs is not None or not zoo_data):
+            full = max(1, round(full * native[entry.name] / longest))
+            plan = _plan(entry.name, options, zoo_data, full)
         candidates[entry.name] = Candidate(entry.name, plan, full, rung_epochs(full))
     return candidates
+
+
+def _plan(name: str, options: SelectOptions, zoo_data: bool, epochs: int | None) -> Any:
+    from ltzoo.planner.derived import Overrides
+    from ltzoo.planner.plan import plan_training
+
+    if zoo_data:
+        return plan_training(name, data_root=options.data_root, overrides=Overrides(epochs=epochs))
+    return plan_training(name, data=options.data, overrides=Overrides(epochs=epochs))
 
 
 def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -> float:

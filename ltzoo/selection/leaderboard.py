@@ -20,7 +20,8 @@ from ltzoo.selection.race import RUNG_STEPS
 class Row:
     recipe: str
     state: str  # "completed the race", "pruned", "not raced" (budget), "running", "failed"
-    rungs: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {epochs, val_all, scored_as}
+    # step -> {epochs, val_all, scored_as[, trained_by: the recipe whose identical run it adopted]}
+    rungs: dict[int, dict[str, Any]] = field(default_factory=dict)
     why: str = ""
 
     @property
@@ -76,12 +77,14 @@ def markdown(rows: list[Row]) -> str:
         "|---" * (len(RUNG_STEPS) + 4) + "|",
     ]
     for rank, row in enumerate(rows, 1):
-        cells = [
-            f"{row.rungs[s]['val_all']:.2f} ({row.rungs[s]['scored_as']})" if s in row.rungs else "-"
-            for s in RUNG_STEPS
-        ]
+        cells = [_cell(row.rungs[s]) if s in row.rungs else "-" for s in RUNG_STEPS]
         lines.append(f"| {rank} | {row.recipe} | " + " | ".join(cells) + f" | {row.state} | {row.why} |")
     return "\n".join(lines)
+
+
+def _cell(rung: dict[str, Any]) -> str:
+    shared = f"; {rung['trained_by'].split('.')[0]}'s run, trained once" if rung.get("trained_by") else ""
+    return f"{rung['val_all']:.2f} ({rung['scored_as']}{shared})"
 
 
 def plot_png(rows: list[Row], title: str = "") -> bytes:

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 
+from ltzoo.selection import shared
 from ltzoo.selection.race import (
     ENQUEUED,
     RUNG_STEPS,
@@ -86,9 +87,12 @@ class Race:
         candidate = self.candidates[name]
         score = float("nan")
         for step, epochs in zip(RUNG_STEPS, candidate.rung_epochs):
-            model = self.train_to(candidate, epochs)
+            model, trained_by = self.train_to(candidate, epochs)
             score, how = self.score(model, candidate)
-            trial.set_user_attr(f"rung_{step}", {"epochs": epochs, "val_all": score, "scored_as": how})
+            rung = {"epochs": epochs, "val_all": score, "scored_as": how}
+            if trained_by is not None:
+                rung["trained_by"] = trained_by  # the same run as that recipe's up to here: trained once
+            trial.set_user_attr(f"rung_{step}", rung)
             log.info(
                 "%s: rung %d (%d of %d epochs): val %.2f (%s)", name, step, epochs, candidate.full_epochs, score, how
             )
@@ -97,12 +101,21 @@ class Race:
                 raise optuna.TrialPruned(f"val {score:.2f} at rung {step} is below the rung's top 1/2")
         return score
 
-    def train_to(self, candidate: Candidate, epochs: int) -> Any:
-        """Train the candidate's run up to ``epochs`` of its recipe, resuming its checkpoint; returns the model."""
+    def train_to(self, candidate: Candidate, epochs: int) -> tuple[Any, str | None]:
+        """Train the candidate's run up to ``epochs`` of its recipe, resuming its checkpoint, or adopting another
+        recipe's identical run there (:mod:`ltzoo.selection.shared`); returns the model, and the recipe whose
+        trial trained it when it was adopted."""
         from ltzoo.engine.trainer import Trainer
         from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
 
         plan, out = candidate.plan, self.run_dir(candidate)
+        key = shared.run_key(candidate, epochs, self.seed, self.train_options)
+        shared_root = self.trial_root / shared.SHARED_DIR
+        adopted_from = None
+        if key is not None and shared.epochs_done(out) < epochs:
+            adopted_from = shared.adopt(key, out, shared_root, shared.run_recipe(candidate, self.seed))
+        if shared.epochs_done(out) >= epochs:  # adopted, or trained there before a restart: nothing to train
+            return self._model_at_checkpoint(candidate, out), adopted_from
         resume = (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
         trainer = Trainer(
             plan.recipe,
@@ -118,4 +131,18 @@ class Race:
             **(self.train_options or {}),
         )
         trainer.run()
-        return trainer.model
+        if key is not None:
+            shared.keep(key, out, shared_root, candidate.name)
+        return trainer.model, adopted_from
+
+    def _model_at_checkpoint(self, candidate: Candidate, out: Path) -> Any:
+        import torch
+
+        from ltzoo.models.classifier import build_model
+        from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
+
+        recipe, data = candidate.plan.recipe, candidate.plan.data
+        model = build_model(recipe.arch, data.num_classes, in_chans=data.info.in_chans, head=recipe.head)
+        state = torch.load(out / CHECKPOINT_DIR / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        return model
