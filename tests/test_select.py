@@ -18,6 +18,7 @@ import torch
 from custom_data_fixtures import make_imagefolder
 
 from ltzoo.cli import main as ltzoo_main
+from ltzoo.selection import shared
 from ltzoo.selection.job import SelectOptions, make_race, plan_candidates
 from ltzoo.selection.leaderboard import rows_of
 
@@ -108,6 +109,11 @@ def test_recipes_that_share_a_stage_train_it_once_and_exactly(folder, tmp_path):
     assert [r["val_all"] for r in rows[pair[1]].rungs.values()] == [r["val_all"] for r in rows[pair[0]].rungs.values()]
     assert _epochs_logged(race.run_dir(candidates[pair[0]])) == [1, 2, 3, 4]
     assert not (race.run_dir(candidates[pair[1]]) / "train_log.jsonl").exists()  # wb trained no step itself
+    # at the zoo's own budgets the keys match over wb's stage 1 only, and never CE's (another weight decay)
+    zoo = plan_candidates(SelectOptions(data="fmnist_lt", out=tmp_path / "zoo", recipes=(*pair, RECIPES[0])))
+    keys = {name: shared.stage_keys(candidate, 0, None) for name, candidate in zoo.items()}
+    assert keys[pair[0]] == keys[pair[1]][:1] and keys[pair[1]][1][2] != keys[pair[0]][0][2]
+    assert keys[RECIPES[0]][0][2] != keys[pair[0]][0][2]
     # and adopting is exact: wb trained on its own to the last rung ends with the same weights
     from ltzoo.engine.trainer import Trainer
 

@@ -20,7 +20,7 @@ from ltzoo.selection.race import RUNG_STEPS
 class Row:
     recipe: str
     state: str  # "completed the race", "pruned", "not raced" (budget), "running", "failed"
-    # step -> {epochs, val_all, scored_as[, trained_by: the recipe whose identical run it adopted]}
+    # step -> {epochs, val_all, scored_as[, trained_by: the recipe whose identical run it continued]}
     rungs: dict[int, dict[str, Any]] = field(default_factory=dict)
     why: str = ""
 
@@ -83,7 +83,7 @@ def markdown(rows: list[Row]) -> str:
 
 
 def _cell(rung: dict[str, Any]) -> str:
-    shared = f"; {rung['trained_by'].split('.')[0]}'s run, trained once" if rung.get("trained_by") else ""
+    shared = f"; continues {rung['trained_by'].split('.')[0]}'s run" if rung.get("trained_by") else ""
     return f"{rung['val_all']:.2f} ({rung['scored_as']}{shared})"
 
 

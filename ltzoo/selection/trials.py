@@ -91,7 +91,7 @@ class Race:
             score, how = self.score(model, candidate)
             rung = {"epochs": epochs, "val_all": score, "scored_as": how}
             if trained_by is not None:
-                rung["trained_by"] = trained_by  # the same run as that recipe's up to here: trained once
+                rung["trained_by"] = trained_by  # that recipe's identical run, continued: trained once
             trial.set_user_attr(f"rung_{step}", rung)
             log.info(
                 "%s: rung %d (%d of %d epochs): val %.2f (%s)", name, step, epochs, candidate.full_epochs, score, how
@@ -109,11 +109,9 @@ class Race:
         from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
 
         plan, out = candidate.plan, self.run_dir(candidate)
-        key = shared.run_key(candidate, epochs, self.seed, self.train_options)
+        keys = shared.stage_keys(candidate, self.seed, self.train_options)
         shared_root = self.trial_root / shared.SHARED_DIR
-        adopted_from = None
-        if key is not None and shared.epochs_done(out) < epochs:
-            adopted_from = shared.adopt(key, out, shared_root, shared.run_recipe(candidate, self.seed))
+        adopted_from = shared.adopt(keys, out, shared_root, shared.run_recipe(candidate, self.seed), epochs)
         if shared.epochs_done(out) >= epochs:  # adopted, or trained there before a restart: nothing to train
             return self._model_at_checkpoint(candidate, out), adopted_from
         resume = (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
@@ -131,8 +129,7 @@ class Race:
             **(self.train_options or {}),
         )
         trainer.run()
-        if key is not None:
-            shared.keep(key, out, shared_root, candidate.name)
+        shared.keep(keys, out, shared_root, candidate.name)
         return trainer.model, adopted_from
 
     def _model_at_checkpoint(self, candidate: Candidate, out: Path) -> Any:
