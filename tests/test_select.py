@@ -206,6 +206,8 @@ def test_a_tiny_race_ends_in_a_leaderboard_a_winner_and_a_gated_export(folder, t
         "--seeds",
         "1",
         "2",
+        "--workers",
+        "2",  # the race and then the winner's two seeds side by side, in processes of their own
     ]
     assert ltzoo_main(args) == 0
     board = json.loads((out / "leaderboard.json").read_text())

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="race processes on this machine (default 1; each trains one recipe at a time)",
+        help="processes on this machine, one thread each (default 1): the race's, each training one recipe at a "
+        "time, and then the winner's seeds side by side",
     )
     p.add_argument(
         "--storage",

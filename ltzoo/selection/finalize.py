@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +15,62 @@ log = logging.getLogger("ltzoo.select")
 
 
 def train_winner_seeds(candidate: Candidate, options: Any, race: Any) -> list[Path]:
-    """The race's own run continued to the full budget (its seed), and a fresh full run per other seed."""
-    from ltzoo.engine.trainer import Trainer
-    from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT, METRICS_FILE
+    """The race's own run continued to the full budget (its seed), and a fresh full run per other seed; with
+    ``--workers N`` the seeds train side by side in N processes of one thread each."""
+    from ltzoo.names import METRICS_FILE
 
-    plan = candidate.plan
-    runs = []
-    for seed in options.winner_seeds:
-        out = race.run_dir(candidate) if seed == options.race_seed else options.out / "winner" / f"seed{seed}"
-        if not (out / METRICS_FILE).is_file():
-            resume = (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
-            log.info(
-                "winner %s, seed %d: training its full budget (%d epochs) in %s",
-                candidate.name,
-                seed,
-                candidate.full_epochs,
-                out,
-            )
-            Trainer(
-                plan.recipe,
-                out,
-                name=plan.name,
-                data=plan.data,
-                model=None,
-                extra_config=plan.extra_config,
-                epochs=plan.epochs,
-                resume=resume,
-                seed=seed,
-                **(race.train_options or {}),
-            ).run()
-        runs.append(out)
-    return runs
+    runs = {seed: _winner_run_dir(candidate, options, race, seed) for seed in options.winner_seeds}
+    todo = [seed for seed, run in runs.items() if not (run / METRICS_FILE).is_file()]
+    if options.workers > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
+        with context.Pool(min(options.workers, len(todo))) as pool:
+            pool.starmap(_train_seed_in_own_process, [(options, candidate.name, seed) for seed in todo])
+    else:
+        for seed in todo:
+            train_winner_seed(candidate, options, race, seed)
+    return list(runs.values())
+
+
+def _winner_run_dir(candidate: Candidate, options: Any, race: Any, seed: int) -> Path:
+    return race.run_dir(candidate) if seed == options.race_seed else options.out / "winner" / f"seed{seed}"
+
+
+def _train_seed_in_own_process(options: Any, name: str, seed: int) -> None:
+    import torch
+
+    from ltzoo.selection.job import make_race, plan_candidates
+
+    torch.set_num_threads(1)
+    candidates = plan_candidates(options)  # planned here: nothing heavy crosses the process boundary
+    train_winner_seed(candidates[name], options, make_race(options, candidates, None), seed)
+
+
+def train_winner_seed(candidate: Candidate, options: Any, race: Any, seed: int) -> Path:
+    from ltzoo.engine.trainer import Trainer
+    from ltzoo.names import CHECKPOINT_DIR, LAST_CHECKPOINT
+
+    plan, out = candidate.plan, _winner_run_dir(candidate, options, race, seed)
+    resume = (out / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file()
+    log.info(
+        "winner %s, seed %d: training its full budget (%d epochs) in %s",
+        candidate.name,
+        seed,
+        candidate.full_epochs,
+        out,
+    )
+    Trainer(
+        plan.recipe,
+        out,
+        name=plan.name,
+        data=plan.data,
+        model=None,
+        extra_config=plan.extra_config,
+        epochs=plan.epochs,
+        resume=resume,
+        seed=seed,
+        **(race.train_options or {}),
+    ).run()
+    return out
 
 
 def finalize(selection: Any, candidate: Candidate, options: Any, race: Any) -> None:

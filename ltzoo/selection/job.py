@@ -130,18 +130,24 @@ def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -
     return per_step * full_steps / 60
 
 
-def check_budget(candidates: dict[str, Candidate], options: SelectOptions) -> float:
-    """The minutes the first rung of every recipe needs here; a budget whose race share is smaller is refused."""
+def first_rung_minutes(candidates: dict[str, Candidate], options: SelectOptions) -> tuple[float, float]:
+    """(minutes the first rung of every recipe needs here with ``options.workers``, minutes per epoch of the first
+    recipe): from a short throughput probe of the first recipe."""
     first = next(iter(candidates.values()))
     per_epoch = probe_minutes_per_epoch(first, options.steps_per_epoch)
-    needed = sum(c.rung_epochs[0] for c in candidates.values()) * per_epoch / max(options.workers, 1)
+    return sum(c.rung_epochs[0] for c in candidates.values()) * per_epoch / max(options.workers, 1), per_epoch
+
+
+def check_budget(candidates: dict[str, Candidate], options: SelectOptions) -> float:
+    """The minutes the first rung of every recipe needs here; a budget whose race share is smaller is refused."""
+    needed, per_epoch = first_rung_minutes(candidates, options)
     if options.budget_minutes * RACE_SHARE < needed:
         minimum = needed / RACE_SHARE
         raise BadHyperParameterError(
             f"--budget-minutes {options.budget_minutes:g} is too small for even the first rung of {len(candidates)} "
             f"recipes, which needs about {needed:.1f} minutes here ({per_epoch * 60:.1f} s per epoch of "
-            f"{first.name}); give at least {minimum:.0f} (the race takes {RACE_SHARE:.0%} of the budget), fewer "
-            "--recipes or more --workers"
+            f"{next(iter(candidates))}); give at least {minimum:.0f} (the race takes {RACE_SHARE:.0%} of the "
+            "budget), fewer --recipes, a smaller --epochs or more --workers"
         )
     return needed
 
