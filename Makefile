@@ -28,8 +28,11 @@ data:
 demo: setup
 	$(PY) -m ltzoo demo
 
+# Two workers, one per core of the 2-core budget; each test file stays on one worker (its fixtures are built once).
+TEST_WORKERS ?= 2
+
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # ruff at the line length pyproject.toml declares: lint rules and the formatter's check (no file is changed).
 lint: setup

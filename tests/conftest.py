@@ -16,7 +16,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 def pytest_configure(config):
     """Tests read and write an empty pins file of their own, never the ltzoo/zoo_pins.json of the checkout
-    (`ltzoo publish-zoo` without --pins writes the pins file the registry reads: $LTZOO_PINS)."""
+    (`ltzoo publish-zoo` without --pins writes the pins file the registry reads: $LTZOO_PINS).
+
+    Under pytest-xdist (`make test` runs two workers, one per core) every worker and every process a test starts
+    uses one intra-op thread: two threads per process on cores that another worker already keeps busy make
+    small convolutions far slower. Set before torch is imported, so it holds for the workers' torch too."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
     folder = Path(tempfile.mkdtemp(prefix="ltzoo-test-pins-"))
     config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
     pins = folder / "zoo_pins.json"

@@ -176,7 +176,14 @@ def test_training_writes_one_stream_and_ctrl_c_says_how_to_resume(tmp_path):
         "2",
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # Ctrl-C as in a terminal, even when the tests themselves run in the background of a shell (which starts
+        # them with SIGINT ignored, and Python then never raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     for line in process.stdout:  # the epoch lines arrive on stdout
