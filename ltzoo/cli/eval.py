@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
         plot = plot_report(analysis, args.plot or f"analysis_{args.split}.png")
         result["analysis"] = {**analysis.to_dict(), "plot": str(plot)}
     if args.json:
-        print(json.dumps(result, indent=2))
+        from ltzoo.runs import rounded_floats
+
+        print(json.dumps(rounded_floats(result), indent=2))  # the digits metrics.json records: equal, not just close
         return 0
     print(format_table({f"{config[CONFIG_BLOCK].get('name', args.model)} ({args.split})": result}))
     print("\nper class (training count -> top-1 %):")
