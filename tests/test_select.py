@@ -93,6 +93,15 @@ def test_the_pruner_stops_the_trials_behind_and_survivors_resume_without_repeati
         assert _epochs_logged(race.run_dir(candidates[name])) == list(range(1, epochs + 1)), name
 
 
+def test_the_budget_probe_times_a_zoo_recipe_at_its_own_budget(tmp_path):
+    # the zoo's recipes warm up for 8 epochs: the one-epoch probe must not inherit that
+    from ltzoo.selection.job import probe_minutes_per_epoch
+
+    candidates = plan_candidates(SelectOptions(data="fmnist_lt", out=tmp_path / "zoo", recipes=RECIPES[:1]))
+    assert candidates[RECIPES[0]].plan.recipe.stages[0].warmup_epochs > 1
+    assert 0 < probe_minutes_per_epoch(candidates[RECIPES[0]], steps_per_epoch=2) < 60
+
+
 def test_recipes_that_share_a_stage_train_it_once_and_exactly(folder, tmp_path):
     # ce_wd is weight balancing's stage 1 alone: with budgets kept in proportion (ce_wd 7 epochs, wb 7 + 1) their
     # runs are one run up to epoch 7, so the race trains ce_wd's and wb adopts it at every rung.

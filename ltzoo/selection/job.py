@@ -118,7 +118,9 @@ def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -
         for steps in (1, 4):
             started = time.perf_counter()
             Trainer(
-                plan.recipe.replace(stages=[replace(stage, epochs=1, select_on_val=False)]),
+                plan.recipe.replace(
+                    stages=[replace(stage, epochs=1, warmup_epochs=0, milestones=(), select_on_val=False)]
+                ),
                 Path(tmp) / str(steps),
                 data=plan.data,
                 max_steps=steps,
