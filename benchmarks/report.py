@@ -24,6 +24,8 @@ README_SECTIONS = (
     "accuracy",
     "calibration",
     "shifted_priors",
+    "select",
+    "pretrained_start",
     "training_cost",
     "inference",
     "export_fidelity",

@@ -29,6 +29,7 @@ READS = {
     "shifted_priors": ("accuracy",),
     "export_fidelity": ("accuracy", "calibration"),
     "feature_probes": ("accuracy",),
+    "select": ("accuracy", "calibration"),  # the pick is judged against every row, calibrated rows included
 }
 
 

@@ -104,8 +104,13 @@ def _plan(name: str, options: SelectOptions, zoo_data: bool, epochs: int | None)
     return plan_training(name, data=options.data, overrides=Overrides(epochs=epochs))
 
 
-def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -> float:
-    """Minutes one epoch of ``candidate`` takes here, from three timed steps (after one warm-up step)."""
+def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None, threads: int | None = None) -> float:
+    """Minutes one epoch of ``candidate`` takes here: three timed steps (after one warm-up step) for each of the
+    epoch's steps, and the evaluation of val that ends every epoch; with ``threads`` intra-op threads (the race's
+    worker processes use one each). A lower bound for the recipes whose steps cost more (two views, RSG)."""
+    import torch
+
+    from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
     from ltzoo.engine.trainer import Trainer
 
     plan = candidate.plan
@@ -113,30 +118,39 @@ def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None) -
     full_steps = max(1, len(plan.data.train) // stage.batch_size)
     if steps_per_epoch is not None:
         full_steps = min(full_steps, steps_per_epoch)
-    with tempfile.TemporaryDirectory(prefix="ltzoo-select-probe-") as tmp:
-        timings = []
-        for steps in (1, 4):
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads or threads_before)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ltzoo-select-probe-") as tmp:
+            timings = []
+            for steps in (1, 4):
+                started = time.perf_counter()
+                trainer = Trainer(
+                    plan.recipe.replace(
+                        stages=[replace(stage, epochs=1, warmup_epochs=0, milestones=(), select_on_val=False)]
+                    ),
+                    Path(tmp) / str(steps),
+                    data=plan.data,
+                    max_steps=steps,
+                    steps_per_epoch=steps,
+                    until_epoch=1,
+                )
+                trainer.run()
+                timings.append(time.perf_counter() - started)
             started = time.perf_counter()
-            Trainer(
-                plan.recipe.replace(
-                    stages=[replace(stage, epochs=1, warmup_epochs=0, milestones=(), select_on_val=False)]
-                ),
-                Path(tmp) / str(steps),
-                data=plan.data,
-                max_steps=steps,
-                steps_per_epoch=steps,
-                until_epoch=1,
-            ).run()
-            timings.append(time.perf_counter() - started)
+            evaluate_split(TorchPredictor(trainer.model), plan.data, "val")
+            val_seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads_before)
     per_step = max(timings[1] - timings[0], 1e-3) / 3
-    return per_step * full_steps / 60
+    return (per_step * full_steps + val_seconds) / 60
 
 
 def first_rung_minutes(candidates: dict[str, Candidate], options: SelectOptions) -> tuple[float, float]:
     """(minutes the first rung of every recipe needs here with ``options.workers``, minutes per epoch of the first
     recipe): from a short throughput probe of the first recipe."""
     first = next(iter(candidates.values()))
-    per_epoch = probe_minutes_per_epoch(first, options.steps_per_epoch)
+    per_epoch = probe_minutes_per_epoch(first, options.steps_per_epoch, threads=1 if options.workers > 1 else None)
     return sum(c.rung_epochs[0] for c in candidates.values()) * per_epoch / max(options.workers, 1), per_epoch
 
 
