@@ -248,18 +248,15 @@ def quick_fmnist_lt() -> Any:
 
 
 def run_jobs(function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int = 1) -> list[Any]:
-    """``function(*job)`` for every job, in order; ``workers`` > 1 runs them in that many fresh processes.
+    """``function(*job)`` for every job, results in order; ``workers`` > 1 runs them in that many fresh processes.
+    The engine is ``ltzoo select``'s (:func:`ltzoo.selection.jobs.run_jobs`: an Optuna study whose queued trials
+    the workers take one at a time), so results must be JSON.
 
     Training runs on 2 cores go faster as two 1-thread processes than as one 2-thread process (the small
-    convolutions do not split well over threads). Executor workers, unlike multiprocessing.Pool's, may
-    start the recipes' DataLoader workers."""
-    if workers <= 1:
-        return [function(*job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    convolutions do not split well over threads)."""
+    from ltzoo.selection.jobs import run_jobs as run_queued_jobs
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as executor:
-        return list(executor.map(function, *zip(*jobs, strict=True)))
+    return run_queued_jobs(function, jobs, workers)
 
 
 def run_record(metrics: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ def train_winner_seeds(candidate: Candidate, options: Any, race: Any) -> list[Pa
     runs = {seed: _winner_run_dir(candidate, options, race, seed) for seed in options.winner_seeds}
     todo = [seed for seed, run in runs.items() if not (run / METRICS_FILE).is_file()]
     if options.workers > 1 and len(todo) > 1:
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked torch threads
-        with context.Pool(min(options.workers, len(todo))) as pool:
-            pool.starmap(_train_seed_in_own_process, [(options, candidate.name, seed) for seed in todo])
+        from ltzoo.selection.jobs import run_jobs
+
+        # processes of their own (not a Pool's daemons: a recipe's DataLoader may start workers)
+        run_jobs(_train_seed_in_own_process, [(options, candidate.name, seed) for seed in todo], options.workers)
     else:
         for seed in todo:
             train_winner_seed(candidate, options, race, seed)

@@ -93,26 +93,33 @@ def create_study(storage: Any, names: list[str]) -> optuna.Study:
     pruner = optuna.pruners.SuccessiveHalvingPruner(
         min_resource=RUNG_STEPS[0], reduction_factor=REDUCTION_FACTOR, min_early_stopping_rate=0
     )
+    return queued_study(storage, STUDY_NAME, [{"recipe": name} for name in names], pruner)
+
+
+def queued_study(storage: Any, name: str, params: list[dict[str, Any]], pruner: Any = None) -> optuna.Study:
+    """A study in which every entry of ``params`` is a trial queued once (``enqueue_trial(skip_if_exists=True)``):
+    workers, in processes or on machines sharing the storage, take the waiting trials one at a time, so nothing
+    runs twice. The race queues its recipes this way, and :mod:`ltzoo.selection.jobs` any list of jobs."""
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, direction="maximize", pruner=pruner, load_if_exists=True
+        study_name=name, storage=storage, direction="maximize", pruner=pruner, load_if_exists=True
     )
-    for name in names:
-        study.enqueue_trial({"recipe": name}, user_attrs={ENQUEUED: True}, skip_if_exists=True)
+    for fixed in params:
+        study.enqueue_trial(fixed, user_attrs={ENQUEUED: True}, skip_if_exists=True)
     return study
 
 
-def requeue_dead_trials(study: optuna.Study) -> list[str]:
+def requeue_dead_trials(study: optuna.Study) -> list[dict[str, Any]]:
     """Trials left RUNNING by a process of this machine that no longer exists (``kill -9``, a crash): failed and
-    queued again, so the next worker resumes them from their checkpoint. Returns their recipes."""
+    queued again with the same parameters, so the next worker resumes them. Returns their parameters."""
     requeued = []
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if trial.user_attrs.get("host") != host or _alive(int(trial.user_attrs.get("pid", -1))):
             continue
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        recipe = trial.params.get("recipe") or trial.system_attrs["fixed_params"]["recipe"]
-        study.enqueue_trial({"recipe": recipe}, user_attrs={ENQUEUED: True})
-        requeued.append(recipe)
+        params = dict(trial.system_attrs.get("fixed_params") or trial.params)
+        study.enqueue_trial(params, user_attrs={ENQUEUED: True})
+        requeued.append(params)
     return requeued
 
 
