@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,23 @@ def test_quick_accuracy_and_iccl_ablation_write_quick_results_and_report(tmp_pat
     assert "not results" in quick_report
     assert "Accuracy on fmnist_lt" in quick_report and "ICCL ablation" in quick_report
     assert (ROOT / "README.md").read_text() == readme_before, "a quick report must not touch the README"
+
+
+def test_quick_select_benchmark_judges_the_pick_against_the_tables_candidate_rows(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("accuracy.json", "calibration.json"):  # the tables the pick is judged against, as committed
+        shutil.copy(ROOT / "benchmarks" / "results" / name, results / name)
+    done = _run(["-m", "benchmarks.select", "--quick"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((results / "select_quick.json").read_text())
+    assert report["pick"] == report["leaderboard"][0]["recipe"]  # the val order decides
+    table = json.loads((results / "accuracy.json").read_text())["rows"]
+    plain = [name for name in report["rows"] if "calibrated" not in name]
+    assert len(plain) == sum(name.endswith(".fmnist_lt") for name in table)  # the balanced upper bound is no row
+    best = max(sum(tests) / len(tests) for tests in report["rows"].values())
+    assert sum(report["best_row"]["test_all"]) / len(report["best_row"]["test_all"]) == best
+    assert report["shipped"]["onnx"] in ("fp32", "int8") and "Wall time" in (results / "select_quick.md").read_text()
 
 
 def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, benchmarks_package):
