@@ -177,7 +177,9 @@ def render(measured: dict[str, Any], judged: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 recipes, 8 epochs of 2 steps, 1 winner seed: plumbing only")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 recipes, 8 epochs of 2 steps, 1 winner seed: plumbing only"
+    )
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--epochs", type=int, default=30, help="every recipe's full budget (0: the zoo's own)")
     parser.add_argument("--workers", type=int, default=2, help="race and winner processes (default 2: the 2 cores)")
