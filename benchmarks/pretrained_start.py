@@ -8,9 +8,10 @@ and made long-tailed (imbalance 10 over the ten classes, from what is left after
 written as an image folder and trained with ``ltzoo train ce_resnet32 --data imagefolder:...`` as a user would:
 
 - scratch: the data read as the pretrained backbone reads it (28 x 28, one channel, Fashion-MNIST's mean/std);
-- pretrained: the same, with ``--init`` the pretraining run (``--trainable all``: the whole backbone fine-tunes).
+- pretrained: the same, with ``--init`` the pretraining run (``--trainable all``: the whole backbone fine-tunes);
+- pretrained, scratch lr: the same start at the scratch run's learning rate (``--lr``), not the derived tenth.
 
-Both at ``--epochs`` (the same budget); test top-1 all/many/medium/few as mean ± std over the seeds.
+Every arm at ``--epochs`` (the same budget); test top-1 all/many/medium/few as mean ± std over the seeds.
 
     .venv/bin/python -m benchmarks.pretrained_start [--quick]
 """
@@ -29,6 +30,7 @@ from benchmarks.common import GROUPS, WORK_DIR, fmt_mean_std, markdown_table, wr
 IMBALANCE = 10
 TEST_PER_CLASS, VAL_PER_CLASS = 50, 20
 SEEDS = (0, 1, 2)
+ARMS = ("scratch", "pretrained", "pretrained, scratch lr")
 
 
 def write_digits_lt(root: Path, seed: int = 0) -> Path:
@@ -96,7 +98,7 @@ def train(args: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs, a small pretraining set")
-    parser.add_argument("--epochs", type=int, default=30, help="the target's budget, the same for both arms")
+    parser.add_argument("--epochs", type=int, default=30, help="the target's budget, the same for every arm")
     parser.add_argument("--pretrain-per-class", type=int, default=500)
     parser.add_argument("--pretrain-epochs", type=int, default=15)
     args = parser.parse_args(argv)
@@ -129,25 +131,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     cfg = read_config(backbone)["pretrained_cfg"]
     same_input = f"imagefolder:{digits}?size=28x28&chans=1&mean={cfg['mean'][0]:g}&std={cfg['std'][0]:g}"
-    runs: dict[str, list[dict[str, Any]]] = {"scratch": [], "pretrained": []}
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
     for seed in seeds:
         common = ["--epochs", str(epochs), "--seed", str(seed), "--trainable", "all"]
-        runs["scratch"].append(
-            train(["ce_resnet32", "--data", same_input, "--out", str(work / f"scratch_seed{seed}"), *common])
-        )
-        runs["pretrained"].append(
-            train(
-                [
-                    "ce_resnet32",
-                    "--data",
-                    f"imagefolder:{digits}",
-                    "--init",
-                    str(backbone),
-                    "--out",
-                    str(work / f"pretrained_seed{seed}"),
-                    *common,
-                ]
-            )
+        scratch = work / f"scratch_seed{seed}"
+        runs["scratch"].append(train(["ce_resnet32", "--data", same_input, "--out", str(scratch), *common]))
+        init = ["ce_resnet32", "--data", f"imagefolder:{digits}", "--init", str(backbone), *common]
+        runs["pretrained"].append(train([*init, "--out", str(work / f"pretrained_seed{seed}")]))
+        # the same start at the scratch run's learning rate: is the derived tenth what holds fine-tuning back?
+        scratch_lr = next(iter(read_config(scratch)["ltzoo"]["derived"]["lr"]["value"].values()))
+        runs[ARMS[2]].append(
+            train([*init, "--lr", f"{scratch_lr:g}", "--out", str(work / f"pretrained_full_lr_seed{seed}")])
         )
     report = {
         "quick": args.quick,
@@ -167,8 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [
             "## Pretrained start against scratch: CE on long-tailed digits (scikit-learn), same recipe and data",
             "",
-            f"Test top-1 (%), mean ± std over seeds {list(seeds)}, {epochs} epochs each, both arms with the settings "
-            "`ltzoo train --data` derives (fine-tuning takes a tenth of the lr). The pretrained backbone: CE on "
+            f"Test top-1 (%), mean ± std over seeds {list(seeds)}, {epochs} epochs each, with the settings "
+            "`ltzoo train --data` derives (fine-tuning takes a tenth of the lr; the third arm fine-tunes at the "
+            "scratch run's lr, `--lr`). The pretrained backbone: CE on "
             f"{per_class} balanced Fashion-MNIST images per class outside fmnist_lt ({pre_epochs} epochs, val "
             f"{pre['val']['all']:.1f} %), given as `--init`; the target shares neither images nor classes with it.",
             "",
