@@ -47,6 +47,12 @@ def _options(folder: Path, out: Path, **changes) -> SelectOptions:
     return SelectOptions(data=f"imagefolder:{folder}", out=out, **settings)
 
 
+def _select_args(folder: Path, out: Path, recipes: tuple[str, ...], steps_per_epoch: int) -> list[str]:
+    """``ltzoo select`` on the tiny folder at 8 epochs of ``steps_per_epoch`` steps."""
+    data = ["--data", f"imagefolder:{folder}", "--out", str(out), "--recipes", *recipes]
+    return ["select", *data, "--epochs", "8", "--steps-per-epoch", str(steps_per_epoch)]
+
+
 def _epochs_logged(run: Path) -> list[int]:
     lines = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     return [line["step"] for line in lines]
@@ -143,25 +149,8 @@ def test_recipes_that_share_a_stage_train_it_once_and_exactly(folder, tmp_path):
 @pytest.mark.slow
 def test_two_processes_share_one_journal_and_a_kill_loses_nothing(folder, tmp_path):
     out = tmp_path / "shared"
-    command = [
-        sys.executable,
-        "-m",
-        "ltzoo",
-        "select",
-        "--data",
-        f"imagefolder:{folder}",
-        "--out",
-        str(out),
-        "--recipes",
-        *RECIPES,
-        "--epochs",
-        "8",
-        "--steps-per-epoch",
-        "1",
-        "--budget-minutes",
-        "60",
-        "--race-only",
-    ]
+    command = [sys.executable, "-m", "ltzoo", *_select_args(folder, out, RECIPES, 1), "--budget-minutes", "60"]
+    command.append("--race-only")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -201,17 +190,7 @@ def test_two_processes_share_one_journal_and_a_kill_loses_nothing(folder, tmp_pa
 def test_a_tiny_race_ends_in_a_leaderboard_a_winner_and_a_gated_export(folder, tmp_path, capsys):
     out = tmp_path / "select"
     args = [
-        "select",
-        "--data",
-        f"imagefolder:{folder}",
-        "--out",
-        str(out),
-        "--recipes",
-        *RECIPES[:2],
-        "--epochs",
-        "8",
-        "--steps-per-epoch",
-        "2",
+        *_select_args(folder, out, RECIPES[:2], 2),
         "--seeds",
         "1",
         "2",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 import optuna
 
 from ltzoo.errors import LtzooError
-from ltzoo.selection.race import ENQUEUED, open_storage, queued_study, requeue_dead_trials, waiting
+from ltzoo.selection.race import claim_queued_trial, open_storage, queued_study, requeue_dead_trials, waiting
 
 JOBS_STUDY = "ltzoo-jobs"
 RESULT = "result"
@@ -59,11 +57,8 @@ def _work(function: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], journal
     study = optuna.load_study(study_name=JOBS_STUDY, storage=_storage(journal))
 
     def objective(trial: optuna.Trial) -> float:
-        if not trial.user_attrs.get(ENQUEUED):  # another worker took the last waiting job before this one started
-            raise optuna.TrialPruned("no job left")
+        claim_queued_trial(trial)
         index = trial.suggest_int("job", 0, len(jobs) - 1)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr(RESULT, json.loads(json.dumps(function(*jobs[index]))))
         return 0.0
 

@@ -108,6 +108,16 @@ def queued_study(storage: Any, name: str, params: list[dict[str, Any]], pruner: 
     return study
 
 
+def claim_queued_trial(trial: optuna.Trial) -> None:
+    """Mark ``trial`` as this process's (host and pid: :func:`requeue_dead_trials` reads them), or prune it when it
+    is not a queued one: another worker took the last waiting trial before this one started."""
+    if not trial.user_attrs.get(ENQUEUED):
+        trial.set_user_attr("leftover", True)
+        raise optuna.TrialPruned("nothing left in the queue")
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+
+
 def requeue_dead_trials(study: optuna.Study) -> list[dict[str, Any]]:
     """Trials left RUNNING by a process of this machine that no longer exists (``kill -9``, a crash): failed and
     queued again with the same parameters, so the next worker resumes them. Returns their parameters."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +19,9 @@ import optuna
 
 from ltzoo.selection import shared
 from ltzoo.selection.race import (
-    ENQUEUED,
     RUNG_STEPS,
     Candidate,
+    claim_queued_trial,
     create_study,
     open_storage,
     requeue_dead_trials,
@@ -78,12 +76,8 @@ class Race:
         return self.trial_root / candidate.slug
 
     def objective(self, trial: optuna.Trial) -> float:
-        if not trial.user_attrs.get(ENQUEUED):  # another worker took the last waiting trial before this one started
-            trial.set_user_attr("leftover", True)
-            raise optuna.TrialPruned("no recipe left to race")
+        claim_queued_trial(trial)
         name = trial.suggest_categorical("recipe", sorted(self.candidates))
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
         candidate = self.candidates[name]
         score = float("nan")
         for step, epochs in zip(RUNG_STEPS, candidate.rung_epochs):
