@@ -27,6 +27,7 @@ README_SECTIONS = (
     "select",
     "pretrained_start",
     "training_cost",
+    "gpu",
     "inference",
     "export_fidelity",
     "load_time",

@@ -89,6 +89,25 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
+@contextlib.contextmanager
+def exact_fp32(device: torch.device | str) -> Iterator[None]:
+    """fp32 that is fp32 on CUDA too: TF32 off for cuDNN convolutions and matmuls inside the block.
+
+    PyTorch lets cuDNN run fp32 convolutions in TF32 by default (about three significant digits), which
+    is fine for training but not for evaluation: the export's fp32 parity (1e-4) and the promise that
+    ``ltzoo eval --device cuda`` reports what the CPU reports need the full mantissa. A no-op on the CPU."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32, matmul.allow_tf32 = False, False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
 def grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:
     """A gradient scaler that is active for fp16 only (bf16 has fp32's exponent range)."""
     device = torch.device(device)

@@ -9,6 +9,7 @@ weights loaded (a checkpoint's recipe, the data's classes) is checked where they
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ltzoo.errors import DataNotFoundError, LtzooError
@@ -52,6 +53,33 @@ def check_data_root(data_root: str | os.PathLike[str] | None) -> None:
         raise DataNotFoundError(
             f"--data-root {data_root} {what}; point it at the folder that holds the dataset's files, or leave it "
             "out to use $LTZOO_DATA or the system copy"
+        )
+
+
+_DEVICE = re.compile(r"^(cpu|cuda)(:(\d+))?$")
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """``cpu``, ``cuda`` or ``cuda:N``, and for CUDA a GPU that this torch build can see.
+
+    The one check here that imports torch, and only for a CUDA device: without it, a machine with no GPU
+    would fail with torch's own error after the data and the model were loaded."""
+    match = _DEVICE.match(device)
+    if match is None:
+        raise LtzooError(f"{option} {device!r}: expected cpu, cuda or cuda:N (N: the GPU's index)")
+    if match.group(1) != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LtzooError(
+            f"{option} {device}: this machine or torch build has no CUDA GPU (torch.cuda.is_available() is False); "
+            f"use {option} cpu"
+        )
+    index, count = match.group(3), torch.cuda.device_count()
+    if index is not None and int(index) >= count:
+        raise LtzooError(
+            f"{option} {device}: only {count} GPU(s) are visible (cuda:0 to cuda:{count - 1}); choose one of those"
         )
 
 

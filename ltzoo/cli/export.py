@@ -190,6 +190,12 @@ def _add_verify_arguments(group: argparse._ArgumentGroup) -> None:
         help="ONNX Runtime provider (default auto: TensorRT > CUDA > CPU)",
     )
     group.add_argument(
+        "--device",
+        default="cpu",
+        help="where the PyTorch reference runs for parity and the gate: cpu (default), cuda or cuda:N (fp32, TF32 "
+        "off); the graphs themselves run on --provider",
+    )
+    group.add_argument(
         "--trt-profile",
         type=_profile,
         default=None,
@@ -228,17 +234,19 @@ def options_from_args(args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         max_drop=parse_max_drop(args.max_drop),
         provider=None if args.provider == "auto" else args.provider,
+        device=args.device,
         trt_profile=args.trt_profile or Profile(),
         batch_size=args.batch_size,
     )
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ltzoo.preflight import check_data_root, check_model_source
+    from ltzoo.preflight import check_data_root, check_device, check_model_source
 
     # Before ONNX and torch are imported: a bad argument fails in the first second.
     check_model_source(args.model, "--model")
     check_data_root(args.data_root)
+    check_device(args.device)
     from ltzoo.export.pipeline import export, recheck
 
     job = recheck if args.verify_existing else export

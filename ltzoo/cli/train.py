@@ -124,10 +124,11 @@ def _add_own_data_arguments(own: argparse._ArgumentGroup) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ltzoo.preflight import check_train_arguments
+    from ltzoo.preflight import check_device, check_train_arguments
 
     # Before torch is imported: a bad argument fails in the first second, not after planning or an epoch.
     check_train_arguments(args.out, resume=args.resume, data_root=args.data_root, init=args.init)
+    check_device(args.device)
 
     from ltzoo.engine import distributed
     from ltzoo.engine.evaluator import format_table

@@ -18,6 +18,7 @@ from ltzoo.data.datasets import TransformedDataset
 from ltzoo.data.longtail import ShotSplit
 from ltzoo.engine.progress import progress_bar
 from ltzoo.memory_format import batch_to, module_to, resolve_channels_last
+from ltzoo.precision import exact_fp32
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 
@@ -35,7 +36,8 @@ class TorchPredictor:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.model(batch_to(torch.from_numpy(batch), self.device, self.channels_last)).float().cpu().numpy()
+        with exact_fp32(self.device):  # on CUDA: no TF32, so the scores are the CPU's
+            return self.model(batch_to(torch.from_numpy(batch), self.device, self.channels_last)).float().cpu().numpy()
 
 
 class OrtPredictor:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnxconverter_common import float16
 
 from ltzoo.errors import ExportCheckError
 from ltzoo.export.metadata import load_onnx
@@ -50,6 +49,9 @@ def convert_fp16(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], keep_fp32_ops: tuple[str, ...] = KEEP_FP32_OPS
 ) -> dict[str, Any]:
     """Write the fp16 variant of ``src`` to ``dst``; returns the recipe for the report."""
+    # Imported here: the fp32 and int8 exports need no onnxconverter-common (a GPU image may lack it).
+    from onnxconverter_common import float16
+
     proto = load_onnx(src)
     overflowing = [
         init.name

@@ -95,6 +95,7 @@ class ExportOptions:
     max_drop: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MAX_DROP))
     splits: tuple[str, ...] = SPLITS
     provider: str | None = None
+    device: str = "cpu"  # where the PyTorch reference of parity and the gate runs (the graphs run on `provider`)
     trt_profile: Profile = field(default_factory=Profile)
     batch_size: int = 256
 

@@ -10,6 +10,7 @@ a non-zero exit with a readable reason, never a warning next to a saved file.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -158,9 +159,7 @@ def _load_subject(
         reference = calibrated.model
         prior = {key: calibrated.record[key] for key in ("target_prior", "bcts", "estimate")}
 
-    from ltzoo.engine.evaluator import TorchPredictor
-
-    torch_predictor = TorchPredictor(reference)
+    torch_predictor = _reference_predictor(reference, options.device)
     pool = _parity_pool(data) if data is not None else None
     return _Subject(model, info, spec, tau, reference, data, torch_predictor, _Memo(torch_predictor), pool, prior)
 
@@ -364,11 +363,11 @@ def _verify(subject: _Subject, options: ExportOptions, sessions: dict[str, Any])
     """With ``verify="dataset"``: PyTorch and every variant scored by one evaluator on every split, and the gate."""
     if options.verify != "dataset":
         return Verification(options.verify, note="no dataset evaluation; use --verify dataset"), []
-    from ltzoo.engine.evaluator import OrtPredictor, TorchPredictor
+    from ltzoo.engine.evaluator import OrtPredictor
 
     predictors: dict[str, Any] = {REFERENCE: subject.torch_predictor}
     if subject.tau is not None or subject.prior is not None:
-        predictors[UNADJUSTED] = TorchPredictor(subject.model)
+        predictors[UNADJUSTED] = _reference_predictor(subject.model, options.device)
     predictors.update({variant: OrtPredictor(session) for variant, session in sessions.items()})
     log.info("evaluating %s on %s", ", ".join(predictors), "/".join(options.splits))
     results = evaluate_predictors(predictors, subject.data, options.splits, options.batch_size)
@@ -384,8 +383,17 @@ def _verify(subject: _Subject, options: ExportOptions, sessions: dict[str, Any])
             split: {name: Scores.from_dict(result) for name, result in rows.items()} for split, rows in results.items()
         },
         deltas=split_deltas,
+        reference_device=options.device,
     )
     return verification, gate_failures
+
+
+def _reference_predictor(model: nn.Module, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The PyTorch reference on ``device``. Off the CPU it runs a copy: the predictor moves its model in place,
+    and the ONNX export and int8 calibration still need the original on the CPU."""
+    from ltzoo.engine.evaluator import TorchPredictor
+
+    return TorchPredictor(model if device == "cpu" else copy.deepcopy(model), device)
 
 
 def _raise_if_failed(report: ExportReport, out: Path, name: str, hint: str) -> None:

@@ -182,6 +182,7 @@ class Verification:
     shot_thresholds: dict[str, Any] | None = None
     results: dict[str, dict[str, Scores]] = field(default_factory=dict)  # split -> model name -> scores
     deltas: Deltas = field(default_factory=dict)
+    reference_device: str = "cpu"  # where the PyTorch reference ran (fp32, no TF32); the graphs ran on ORT
 
     def to_dict(self) -> dict[str, Any]:
         if self.mode != "dataset":
@@ -197,6 +198,7 @@ class Verification:
                 split: {name: scores.to_dict() for name, scores in rows.items()} for split, rows in self.results.items()
             },
             "deltas": self.deltas,
+            "reference_device": self.reference_device,
         }
 
     @classmethod
@@ -216,6 +218,7 @@ class Verification:
             shot_thresholds=data.get("shot_thresholds"),
             results=results,
             deltas=data.get("deltas") or {},
+            reference_device=str(data.get("reference_device", "cpu")),
         )
 
 
