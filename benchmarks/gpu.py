@@ -2,8 +2,12 @@
 
 On a GPU machine (its own python3 and packages, nothing installed, ltzoo from the checkout)::
 
-    cp -r /usr/share/datasets/fashion-mnist .gpu_data     # here; .gpu_data is git-ignored, carried to the GPU
-    PYTHONPATH=. python3 -m benchmarks.gpu --data-root .gpu_data [--results-dir DIR]
+    .venv/bin/python -m benchmarks.gpu --make-bundle .gpu_bundle    # here: what travels (about 40 MiB)
+    PYTHONPATH=. python3 -m benchmarks.gpu --bundle .gpu_bundle [--results-dir DIR]   # there
+
+The bundle (git-ignored) holds the Fashion-MNIST files and the pure-Python packages a bare GPU image
+lacks for the check (pytest for the CUDA tests, onnxscript for the default exporter), copied from this
+environment. They go at the *end* of ``sys.path``: the GPU machine's own packages always win.
 
 and anywhere, to keep the script from rotting between GPU runs (the same code on the CPU, tiny sizes)::
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pkgutil
@@ -54,6 +59,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS_DIR, ROOT, markdown_table, mean_std, write_results
+
+# Pure-Python distributions the bundle carries (the GPU image's own python3 may lack them): pytest and its
+# requirements for the CUDA tests, onnxscript and onnx_ir for the dynamo exporter (numpy, onnx, ml_dtypes
+# and sympy, which they also need, come with the image's torch and onnx).
+BUNDLE_DISTRIBUTIONS = (
+    "pytest",
+    "pluggy",
+    "iniconfig",
+    "pygments",
+    "packaging",
+    "onnxscript",
+    "onnx_ir",
+    "typing_extensions",
+)
+BUNDLE_LIMIT_MIB = 64  # what the device tool carries, the checkout included
 
 STEP_RECIPES = ("ce_resnet50.imagenet_lt", "dscl_pbsd_resnet50.imagenet_lt")
 FMNIST_CE = "ce_resnet32.fmnist_lt"
@@ -308,7 +328,7 @@ def cpu_table_row(results_dir: Path) -> dict[str, Any] | None:
     return {"seeds": row["seeds"], "machine": data.get("machine", {}).get("cpu"), "test": summary}
 
 
-def fmnist_ce_section(sizes: Sizes, work: Path, results_dir: Path) -> dict[str, Any]:
+def fmnist_ce_section(sizes: Sizes, work: Path) -> dict[str, Any]:
     from ltzoo.engine.trainer import train
     from ltzoo.registry import get_entry
 
@@ -325,7 +345,7 @@ def fmnist_ce_section(sizes: Sizes, work: Path, results_dir: Path) -> dict[str, 
     )
     wall = time.perf_counter() - start
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    table = cpu_table_row(results_dir)
+    table = cpu_table_row(RESULTS_DIR)  # the committed CPU table, wherever this run writes its own results
     test = {group: metrics["test"][group] for group in GROUPS}
     verdict = None
     if table is not None:
@@ -350,7 +370,7 @@ def fmnist_ce_section(sizes: Sizes, work: Path, results_dir: Path) -> dict[str, 
 
 def start_cuda_tests(log_path: Path) -> subprocess.Popen[bytes]:
     """``pytest -m gpu tests/test_cuda.py`` in its own process (it runs beside the fmnist_lt training)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**_child_env(), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_cuda.py"]
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -452,7 +472,7 @@ def input_pipeline_section(sizes: Sizes, fmnist: dict[str, Any]) -> dict[str, An
 # ----- 5. eval and the export gate with the PyTorch reference on the GPU ---------------------------
 def _eval_cli(run: str, device: str, split: str) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "ltzoo", "eval", run, "--split", split, "--device", device, "--json"]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_child_env())
     if done.returncode != 0:
         raise RuntimeError(f"ltzoo eval --device {device} failed: {done.stderr.strip()[-2000:]}")
     return json.loads(done.stdout)
@@ -483,14 +503,17 @@ def export_gate_section(sizes: Sizes, run: str, work: Path) -> dict[str, Any]:
     from ltzoo.export import ExportOptions, export
 
     devices = list(dict.fromkeys((sizes.device, "cpu")))  # one device in --dry-run
+    # ltzoo's default exporter needs onnxscript; without it (and no bundle) the older one still checks the gate
+    exporter = "dynamo" if importlib.util.find_spec("onnxscript") else "torchscript"
     evals = {device: _eval_cli(run, device, sizes.splits[-1]) for device in devices}
     result: dict[str, Any] = {
         "eval": {device: {g: scores[g] for g in GROUPS} for device, scores in evals.items()},
         "eval_max_diff": max(abs(evals[sizes.device][g] - evals["cpu"][g]) for g in GROUPS),
         "gate": {},
+        "exporter": exporter,
     }
     for device in devices:
-        options = ExportOptions(verify="dataset", device=device, provider="cpu", splits=sizes.splits)
+        options = ExportOptions(verify="dataset", device=device, provider="cpu", splits=sizes.splits, exporter=exporter)
         out = work / f"onnx_reference_{device.replace(':', '')}"
         report = export(run, out, options)
         result["gate"][device] = {
@@ -635,7 +658,7 @@ def _render_gate(gate: dict[str, Any]) -> list[str]:
         "### eval and the export gate with the PyTorch reference on the GPU",
         "",
         f"- `ltzoo eval --device` GPU vs CPU: largest difference {gate['eval_max_diff']:.2f} points over "
-        "all/many/medium/few.",
+        f"all/many/medium/few. Graphs from the {gate['exporter']} exporter.",
         "",
         markdown_table(
             ["reference on", "gate", "fp32 parity", "ORT - PyTorch (all/few)", "top-1 agreement", "max |logit diff|"],
@@ -660,6 +683,64 @@ SECTION_RENDERERS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
     "export_gate": _render_gate,
     "cuda_tests": _render_tests,
 }
+
+
+# ----- what travels to the GPU machine -------------------------------------------------------------
+def _child_env() -> dict[str, str]:
+    """The environment of the processes this run starts: the checkout first, then what PYTHONPATH held."""
+    paths = [str(ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+def _distribution_files(name: str) -> list[tuple[Path, Path]]:
+    """(installed file, path relative to site-packages) of every file of one installed distribution."""
+    dist = importlib.metadata.distribution(name)
+    files = []
+    for entry in dist.files or []:
+        if "__pycache__" in entry.parts or entry.suffix == ".pyc" or ".." in entry.parts:
+            continue  # caches are rebuilt there; '..' entries are scripts outside site-packages
+        if entry.suffix in (".so", ".pyd"):
+            raise SystemExit(f"benchmarks.gpu: {name} has a compiled file ({entry}): only pure Python can travel")
+        files.append((Path(dist.locate_file(entry)), Path(entry)))
+    return files
+
+
+def make_bundle(folder: Path, data_root: str | None = None) -> dict[str, Any]:
+    """Copy the Fashion-MNIST files into ``folder/data`` and the pure-Python packages into ``folder/site``."""
+    import shutil
+
+    from ltzoo.data.fmnist import locate_fashion_mnist
+
+    data_files = locate_fashion_mnist(data_root)  # fails here, naming the fix, if there is no copy
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "data").mkdir(parents=True)
+    for source in data_files.values():
+        shutil.copy2(source, folder / "data" / source.name)
+    versions = {}
+    for name in BUNDLE_DISTRIBUTIONS:
+        for source, relative in _distribution_files(name):
+            target = folder / "site" / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        versions[name] = importlib.metadata.version(name)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size > BUNDLE_LIMIT_MIB * 2**20:
+        raise SystemExit(f"benchmarks.gpu: the bundle is {size / 2**20:.0f} MiB, over {BUNDLE_LIMIT_MIB} MiB")
+    summary = {"folder": str(folder), "mib": round(size / 2**20, 1), "packages": versions}
+    (folder / "bundle.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def use_bundle(folder: Path) -> Path:
+    """Put the bundle's packages after the machine's own (here and in the processes this run starts);
+    return its data folder."""
+    site = folder.resolve() / "site"
+    if not (folder / "bundle.json").is_file() or not site.is_dir():
+        raise SystemExit(f"benchmarks.gpu: {folder} is not a bundle; make one with --make-bundle {folder}")
+    sys.path.append(str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(site)) if p)
+    return folder.resolve() / "data"
 
 
 # ----- the run -------------------------------------------------------------------------------------
@@ -688,6 +769,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-root", help="folder with the Fashion-MNIST idx files (default: $LTZOO_DATA, then the system copy)"
     )
     parser.add_argument(
+        "--make-bundle",
+        type=Path,
+        metavar="DIR",
+        help="write what a GPU machine needs into DIR (the data files and pure-Python packages) and stop",
+    )
+    parser.add_argument(
+        "--bundle", type=Path, metavar="DIR", help="run with a bundle made by --make-bundle (its data and packages)"
+    )
+    parser.add_argument(
         "--results-dir",
         type=Path,
         default=RESULTS_DIR,
@@ -701,6 +791,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     from ltzoo.data.fmnist import locate_fashion_mnist
 
+    if args.make_bundle:
+        bundle = make_bundle(args.make_bundle, args.data_root)
+        print(json.dumps(bundle, indent=2))
+        return bundle
+    if args.bundle:
+        if args.data_root:
+            raise SystemExit("benchmarks.gpu: give --bundle or --data-root, not both (the bundle holds the data)")
+        args.data_root = str(use_bundle(args.bundle))
     if args.data_root:  # every process this run starts (eval, the tests) reads the same copy
         locate_fashion_mnist(args.data_root)  # a folder without the files fails here, before anything runs
         os.environ["LTZOO_DATA"] = str(Path(args.data_root).resolve())
@@ -724,7 +822,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _run_section(report, "steps", lambda: steps_section(sizes, clock), save)
         tests_log = work / "cuda_tests.log"
         tests = start_cuda_tests(tests_log)
-        fmnist = _run_section(report, "fmnist_ce", lambda: fmnist_ce_section(sizes, work, args.results_dir), save)
+        fmnist = _run_section(report, "fmnist_ce", lambda: fmnist_ce_section(sizes, work), save)
         if fmnist is not None:
             _run_section(report, "input_pipeline", lambda: input_pipeline_section(sizes, fmnist), save)
             _run_section(report, "export_gate", lambda: export_gate_section(sizes, fmnist["run"], work), save)

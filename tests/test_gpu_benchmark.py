@@ -2,8 +2,9 @@
 
 A GPU machine is lent rarely and briefly, and the check runs there once: this test is what makes sure that
 one run does not die on a typo, a missing package or a changed API. It hides the packages a bare GPU image
-may lack (optuna, onnxconverter_common, polygraphy) the way Python does for a missing module, so every
-section must still run without them."""
+may lack (optuna, onnxconverter_common, polygraphy, onnxscript, matplotlib) the way Python does for a
+missing module, so every section must still run without them (the export falls back to the torchscript
+exporter when onnxscript is absent)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MISSING_ON_A_GPU_IMAGE = ("optuna", "onnxconverter_common", "polygraphy")
+MISSING_ON_A_GPU_IMAGE = ("optuna", "onnxconverter_common", "polygraphy", "onnxscript", "matplotlib")
 SECTIONS = ("environment", "steps", "fmnist_ce", "input_pipeline", "export_gate", "cuda_tests")
 
 # `sys.modules[name] = None` is how Python marks a module as absent: `import name` raises
@@ -66,6 +67,7 @@ def test_the_report_is_marked_as_a_dry_run_and_records_what_ran(dry_run):
     assert ("dscl_pbsd_resnet50.imagenet_lt", "bf16_channels_last") in settings
     assert all(row["images_per_s"] > 0 for row in steps["rows"])
     gate = dry_run["sections"]["export_gate"]["result"]
+    assert gate["exporter"] == "torchscript"  # onnxscript is hidden
     (reference,) = gate["gate"].values()
     assert reference["passed"] and reference["parity_passed"]
     assert reference["agreement"]["top1_agreement"] > 0.99
@@ -75,3 +77,18 @@ def test_the_cuda_tests_ran_and_skipped_cleanly_without_a_gpu(dry_run):
     tests = dry_run["sections"]["cuda_tests"]["result"]
     assert tests["returncode"] == 0 and not tests["timed_out"]
     assert tests["counts"].get("skipped", 0) >= 4 and not tests["counts"].get("failed")
+
+
+def test_the_bundle_carries_the_data_and_only_pure_python_packages(tmp_path):
+    from benchmarks.gpu import BUNDLE_DISTRIBUTIONS, BUNDLE_LIMIT_MIB, make_bundle, use_bundle
+
+    summary = make_bundle(tmp_path / "bundle")
+    assert set(summary["packages"]) == set(BUNDLE_DISTRIBUTIONS)
+    assert summary["mib"] < BUNDLE_LIMIT_MIB - 8  # room for the checkout beside it
+    site = tmp_path / "bundle" / "site"
+    assert (site / "pytest").is_dir() and (site / "onnxscript" / "__init__.py").is_file()
+    assert not [f for f in site.rglob("*") if f.suffix in (".so", ".pyd", ".pyc")]
+    stems = sorted(p.name.split("-ubyte")[0] for p in (tmp_path / "bundle" / "data").iterdir())
+    assert stems == ["t10k-images-idx3", "t10k-labels-idx1", "train-images-idx3", "train-labels-idx1"]
+    with pytest.raises(SystemExit, match="not a bundle"):
+        use_bundle(tmp_path)
