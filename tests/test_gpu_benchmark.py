@@ -92,3 +92,14 @@ def test_the_bundle_carries_the_data_and_only_pure_python_packages(tmp_path):
     assert stems == ["t10k-images-idx3", "t10k-labels-idx1", "train-images-idx3", "train-labels-idx1"]
     with pytest.raises(SystemExit, match="not a bundle"):
         use_bundle(tmp_path)
+
+
+def test_a_steps_section_out_of_budget_skips_what_is_left_and_still_renders():
+    from benchmarks.gpu import DRY_SIZES, Clock, _render_steps, steps_section
+
+    steps = steps_section(DRY_SIZES, Clock(budget_s=0))  # spent before it starts: nothing is measured
+    assert steps["rows"] == [] and len(steps["skipped"]) == 5
+    assert set(steps["ratios"].values()) == {None}
+    text = "\n".join(_render_steps(steps))
+    assert text.count("not measured (skipped: the budget ran out)") == 2
+    assert "ce_resnet50.imagenet_lt bf16_channels_last" in text
