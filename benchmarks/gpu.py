@@ -13,6 +13,15 @@ and anywhere, to keep the script from rotting between GPU runs (the same code on
 
     .venv/bin/python -m benchmarks.gpu --dry-run
 
+A rehearsal on the GPU image's torch and packages only (PyPI's torch 2.11 runs on a CPU too)::
+
+    python3 -m venv /tmp/gpu-image && /tmp/gpu-image/bin/pip install "torch==2.11.*" "torchvision==0.26.*" \
+        timm onnx onnxruntime huggingface_hub safetensors      # PIP_CONSTRAINT= if a constraint caps torch
+    PYTHONPATH=. /tmp/gpu-image/bin/python -m benchmarks.gpu --dry-run --bundle .gpu_bundle --results-dir /tmp/r
+
+The results come back from the GPU machine in DIR: copy ``gpu.json`` and ``gpu.md`` into
+``benchmarks/results/`` and run ``python -m benchmarks.report`` to render them into REPORT.md and the README.
+
 Sections, in this order; each is recorded even when another fails, and the results are rewritten after
 every section, so a run cut short still leaves what it measured:
 
