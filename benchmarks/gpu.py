@@ -754,6 +754,8 @@ def make_bundle(folder: Path, data_root: str | None = None) -> dict[str, Any]:
 
     data_files = locate_fashion_mnist(data_root)  # fails here, naming the fix, if there is no copy
     if folder.exists():
+        if not (folder / "bundle.json").is_file():  # never delete a folder this command did not make
+            raise SystemExit(f"benchmarks.gpu: {folder} exists and is not a bundle; give a new folder")
         shutil.rmtree(folder)
     (folder / "data").mkdir(parents=True)
     for source in data_files.values():

@@ -92,6 +92,10 @@ def test_the_bundle_carries_the_data_and_only_pure_python_packages(tmp_path):
     assert stems == ["t10k-images-idx3", "t10k-labels-idx1", "train-images-idx3", "train-labels-idx1"]
     with pytest.raises(SystemExit, match="not a bundle"):
         use_bundle(tmp_path)
+    with pytest.raises(SystemExit, match="exists and is not a bundle"):
+        make_bundle(tmp_path)  # a folder it did not make is never deleted
+    assert (tmp_path / "bundle" / "bundle.json").is_file()
+    make_bundle(tmp_path / "bundle")  # its own bundle is replaced
 
 
 def test_a_steps_section_out_of_budget_skips_what_is_left_and_still_renders():
