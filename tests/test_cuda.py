@@ -12,13 +12,12 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from ports import torchrun_command
 
 from ltzoo.cli import main
 from ltzoo.errors import LtzooError
@@ -104,12 +103,6 @@ def test_export_gate_with_the_reference_on_cuda_passes_like_on_the_cpu(ce_fmnist
         assert abs(rows["fp32"]["all"]) <= 0.02, split
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.gpu
 @pytest.mark.skipif(
@@ -118,26 +111,8 @@ def _free_port() -> int:
 )
 def test_torchrun_on_two_gpus_trains_with_nccl(tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        "-m",
-        "ltzoo",
-        "train",
-        "ce_resnet32.fmnist_lt",
-        "--out",
-        str(out),
-        "--device",
-        "cuda",
-        *SHORT,
-    ]
+    train = ["-m", "ltzoo", "train", "ce_resnet32.fmnist_lt", "--out", str(out), "--device", "cuda", *SHORT]
+    cmd = torchrun_command(2, *train)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

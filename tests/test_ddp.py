@@ -16,14 +16,13 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from ports import torchrun_command
 
 from ltzoo.data.samplers import SAMPLER_KINDS, LongTailSampler
 from ltzoo.engine.evaluator import TorchPredictor, evaluate_split
@@ -48,29 +47,6 @@ DSCL = "dscl_pbsd_resnet32.fmnist_lt"
 EXACT = ["--precision", "fp32", "--channels-last", "off"]
 CE_ARGS = ["--epochs", "3", "--steps-per-epoch", "1", *EXACT]  # one step per epoch: line 1 is step 1
 DSCL_ARGS = ["--epochs", "2", "--steps-per-epoch", "1", *EXACT]  # representation 2 epochs, classifier 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _torchrun(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        str(WORLD),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        *args,
-    ]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -102,7 +78,7 @@ def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
 def _probe_run(tmp_path_factory, name: str, args: list[str], **env: str) -> dict:
     root = tmp_path_factory.mktemp(name.split(".")[0])
     out, records = root / "run", root / "records"
-    done = _run(_torchrun(str(PROBE), str(records), name, "--out", str(out), *args), **env)
+    done = _run(torchrun_command(WORLD, str(PROBE), str(records), name, "--out", str(out), *args), **env)
     return {
         "done": done,
         "out": out,
@@ -292,7 +268,7 @@ def test_killed_process_fails_the_job_cleanly_and_the_job_resumes(ce_ddp, tmp_pa
     out = tmp_path / "killed"
     train = ["-m", "ltzoo", "train", CE, "--out", str(out), *CE_ARGS]
     with open(tmp_path / "torchrun.log", "w") as log_file:
-        proc = _start(_torchrun(*train), env=_env(), stdout=log_file, stderr=subprocess.STDOUT)
+        proc = _start(torchrun_command(WORLD, *train), env=_env(), stdout=log_file, stderr=subprocess.STDOUT)
         try:
             log, deadline = out / "train_log.jsonl", time.time() + RUN_TIMEOUT_S
             while not (log.is_file() and log.read_text().count("\n") >= 1) and time.time() < deadline:
@@ -312,7 +288,7 @@ def test_killed_process_fails_the_job_cleanly_and_the_job_resumes(ce_ddp, tmp_pa
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert 1 <= state["epochs_done"] < 3
 
-    resumed = _run(_torchrun(*train, "--resume"))
+    resumed = _run(torchrun_command(WORLD, *train, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # The resumed job ends exactly where the uninterrupted one (ce_ddp, same command) ended.
     reference = json.loads((ce_ddp["out"] / "metrics.json").read_text())

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 from hub_fixtures import ORG, READ_TOKEN, WRITE_TOKEN, hub_env, isolated_process, local_hub, make_run, set_cache  # noqa: F401 (fixtures)
 from huggingface_hub import CommitOperationAdd, HfApi
+from ports import free_port
 
 import ltzoo
 from ltzoo.errors import HubError
@@ -38,12 +38,6 @@ def _cached_files(cache: Path) -> list[str]:
         for p in cache.rglob("*")
         if (p.is_file() or p.is_symlink()) and ".locks" not in p.parts and "refs" not in p.parts
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -90,7 +84,7 @@ def no_backoff_waits(monkeypatch):
 
 def test_dead_server_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch, no_backoff_waits):
     cache = set_cache(monkeypatch, tmp_path / "home")
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("HF_ENDPOINT", dead)
     monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

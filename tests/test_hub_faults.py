@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import pytest
 import torch
 from hub_fixtures import ORG, USER, WRITE_TOKEN, isolated_process, make_run, read_json, set_cache  # noqa: F401 (fixtures)
 from huggingface_hub import HfApi, hf_hub_download
+from ports import free_port
 
 import ltzoo
 from ltzoo.errors import HubError, LtzooError
@@ -46,12 +46,6 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _hub_env(monkeypatch: pytest.MonkeyPatch, url: str, home: Path) -> Path:
@@ -316,7 +310,7 @@ def test_four_processes_cold_load_one_repo_into_one_cache_at_once(tmp_path, monk
 
 
 def test_server_killed_mid_download_fails_clearly_and_the_next_load_recovers(tmp_path, monkeypatch, hub_processes):
-    data, port = tmp_path / "hub-data", _free_port()
+    data, port = tmp_path / "hub-data", free_port()
     server = hub_processes(data, port)
     cache = _hub_env(monkeypatch, server.url, tmp_path / "home")
     run = make_run(tmp_path / "run", seed=4)
@@ -353,7 +347,7 @@ def test_server_killed_mid_download_fails_clearly_and_the_next_load_recovers(tmp
 def test_server_killed_mid_push_leaves_the_repo_at_its_commit_and_a_retry_succeeds(
     tmp_path, monkeypatch, hub_processes
 ):
-    data, port = tmp_path / "hub-data", _free_port()
+    data, port = tmp_path / "hub-data", free_port()
     server = hub_processes(data, port)
     _hub_env(monkeypatch, server.url, tmp_path / "home")
     run_a, run_b = make_run(tmp_path / "run-a", seed=5), make_run(tmp_path / "run-b", seed=6)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ports import free_port
 
 from ltzoo.errors import BadHyperParameterError
 from ltzoo.losses.iccl import centroid_contrastive_loss, interpolate_images, interpolated_cross_entropy, sample_lambda
@@ -214,12 +214,6 @@ def test_centroid_memory_is_checkpointed() -> None:
 # ----- DDP: two real gloo processes -------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -240,7 +234,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_centroids_under_ddp_match_single_process(tmp_path) -> None:
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     features, labels = _fixed_features(seed=3, n=40)
     single = CentroidMemory(3, features.shape[1], momentum=0.7)
     one_hot = torch.nn.functional.one_hot(labels, 3).float()
