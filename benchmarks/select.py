@@ -42,7 +42,8 @@ def run_dir(quick: bool, epochs: int, workers: int) -> Path:
 
 def run_select(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``ltzoo select`` (a finished one in the same folder is continued, not redone); the measured times."""
-    from ltzoo.selection.job import SelectOptions, select
+    from ltzoo.selection.candidates import SelectOptions
+    from ltzoo.selection.job import select
 
     settings = (
         {

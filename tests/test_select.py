@@ -19,7 +19,7 @@ from custom_data_fixtures import make_imagefolder
 
 from ltzoo.cli import main as ltzoo_main
 from ltzoo.selection import shared
-from ltzoo.selection.job import SelectOptions, make_race, plan_candidates
+from ltzoo.selection.candidates import SelectOptions, make_race, plan_candidates
 from ltzoo.selection.leaderboard import rows_of
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -144,6 +144,29 @@ def test_recipes_that_share_a_stage_train_it_once_and_exactly(folder, tmp_path):
     ).run()
     lines = (race.run_dir(candidates[pair[1]]) / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["stage"] for line in lines] == ["stage1"] * 7 + ["stage2"]
+
+
+def test_each_recipe_is_planned_once_at_its_share_of_the_budget_derived_from_the_data(folder, tmp_path, monkeypatch):
+    import ltzoo.planner.plan as planner
+    from ltzoo.planner.derived import derived_epochs
+    from ltzoo.registry import get_entry
+
+    planned = []
+    plan_training = planner.plan_training
+
+    def counted(name, **options):
+        planned.append(name)
+        return plan_training(name, **options)
+
+    monkeypatch.setattr(planner, "plan_training", counted)
+    pair = ("ce_wd_resnet32.fmnist_lt", "wb_resnet32.fmnist_lt")  # ce_wd is wb's stage 1 alone: the shorter one
+    candidates = plan_candidates(SelectOptions(data=f"imagefolder:{folder}", out=tmp_path / "out", recipes=pair))
+    assert sorted(planned) == sorted(pair) and list(candidates) == list(pair)
+    budget = derived_epochs(len(candidates[pair[1]].plan.data.train), finetune=False)
+    assert candidates[pair[1]].full_epochs == budget and candidates[pair[1]].plan.derived["epochs"]["from"] == "derived"
+    native = {name: sum(stage.epochs for stage in get_entry(name).recipe().stages) for name in pair}
+    assert native[pair[0]] < native[pair[1]]
+    assert candidates[pair[0]].full_epochs == round(budget * native[pair[0]] / native[pair[1]])
 
 
 @pytest.mark.slow

@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         raise BadHyperParameterError("--seeds RACE WINNER: the race runs on one seed (1) and the winner on >= 1")
     if args.workers < 1 or args.budget_minutes <= 0:
         raise BadHyperParameterError("--workers must be >= 1 and --budget-minutes > 0")
-    from ltzoo.selection.job import SelectOptions, select
+    from ltzoo.selection.candidates import SelectOptions
+    from ltzoo.selection.job import select
 
     options = SelectOptions(
         data=args.data,

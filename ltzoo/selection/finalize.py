@@ -38,7 +38,7 @@ def _winner_run_dir(candidate: Candidate, options: Any, race: Any, seed: int) ->
 def _train_seed_in_own_process(options: Any, name: str, seed: int) -> None:
     import torch
 
-    from ltzoo.selection.job import make_race, plan_candidates
+    from ltzoo.selection.candidates import make_race, plan_candidates
 
     torch.set_num_threads(1)
     candidates = plan_candidates(options)  # planned here: nothing heavy crosses the process boundary

@@ -18,40 +18,17 @@ import logging
 import multiprocessing
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ltzoo.errors import BadHyperParameterError, LtzooError
-from ltzoo.selection.race import Candidate, rung_epochs
-from ltzoo.selection.trials import Race
+from ltzoo.selection.candidates import SelectOptions, make_race, plan_candidates
+from ltzoo.selection.race import Candidate
 
 log = logging.getLogger("ltzoo.select")
 
 RACE_SHARE = 0.5  # of --budget-minutes for the race; the winner's seeds, calibration and export take the rest
-SMALL_RECIPES = "*_resnet32.fmnist_lt"  # the zoo's small recipes, which own data races (with derived settings)
-
-
-@dataclass(frozen=True)
-class SelectOptions:
-    data: str
-    out: Path
-    recipes: tuple[str, ...] = ()
-    budget_minutes: float = 60.0
-    race_seed: int = 0
-    winner_seeds: tuple[int, ...] = (0, 1, 2)
-    workers: int = 1
-    storage: str | None = None
-    data_root: str | None = None
-    push: str | None = None
-    race_only: bool = False
-    epochs: int | None = None  # every recipe's full budget (default: its own, or derived from the data)
-    steps_per_epoch: int | None = None  # a cap for smoke runs and tests
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["out"] = self.out.name
-        return values
 
 
 @dataclass
@@ -62,46 +39,6 @@ class Selection:
     calibrated: Path | None = None
     onnx: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
-    """Every recipe planned on the data; unknown names and unusable data fail here, before any training.
-
-    Budgets keep the recipes' own proportions: with --epochs (or the epochs derived from own data) as the budget
-    of the longest recipe, a shorter one gets its share. So ce_wd, which is weight balancing's stage 1 alone,
-    stays exactly that stage, and the race trains the two once up to there (:mod:`ltzoo.selection.shared`)."""
-    from ltzoo.data.registry import DATASETS
-    from ltzoo.registry import get_entry, list_models
-
-    zoo_data = options.data in DATASETS
-    names = list(options.recipes) or list_models(f"*.{options.data}" if zoo_data else SMALL_RECIPES)
-    if not names:
-        raise BadHyperParameterError(f"no zoo recipe trains on {options.data!r}; name them with --recipes")
-    if not zoo_data and options.data_root is not None:
-        raise BadHyperParameterError(
-            "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
-        )
-    entries = [get_entry(name) for name in names]  # an unknown name raises with close matches
-    native = {entry.name: sum(stage.epochs for stage in entry.recipe().stages) for entry in entries}
-    longest = max(native.values())
-    candidates = {}
-    for entry in entries:
-        plan = _plan(entry.name, options, zoo_data, options.epochs)
-        full = plan.epochs or sum(stage.epochs for stage in plan.recipe.stages)
-        if native[entry.name] < longest and (options.epochs is not None or not zoo_data):
-            full = max(1, round(full * native[entry.name] / longest))
-            plan = _plan(entry.name, options, zoo_data, full)
-        candidates[entry.name] = Candidate(entry.name, plan, full, rung_epochs(full))
-    return candidates
-
-
-def _plan(name: str, options: SelectOptions, zoo_data: bool, epochs: int | None) -> Any:
-    from ltzoo.planner.derived import Overrides
-    from ltzoo.planner.plan import plan_training
-
-    if zoo_data:
-        return plan_training(name, data_root=options.data_root, overrides=Overrides(epochs=epochs))
-    return plan_training(name, data=options.data, overrides=Overrides(epochs=epochs))
 
 
 def probe_minutes_per_epoch(candidate: Candidate, steps_per_epoch: int | None, threads: int | None = None) -> float:
@@ -174,19 +111,6 @@ def _worker(options: SelectOptions, deadline: float) -> int:
 
     torch.set_num_threads(1)
     return make_race(options, plan_candidates(options), deadline).work()
-
-
-def make_race(options: SelectOptions, candidates: dict[str, Candidate], deadline: float | None) -> Race:
-    train_options = {"steps_per_epoch": options.steps_per_epoch} if options.steps_per_epoch else None
-    return Race(
-        candidates,
-        options.out / "trials",
-        options.storage,
-        options.out,
-        options.race_seed,
-        deadline,
-        train_options=train_options,
-    )
 
 
 def run_race(options: SelectOptions, candidates: dict[str, Candidate], deadline: float) -> None:
