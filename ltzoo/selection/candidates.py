@@ -60,26 +60,28 @@ def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
             "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
         )
     entries = [get_entry(name) for name in names]  # an unknown name raises with close matches
-    native = {entry.name: sum(stage.epochs for stage in entry.recipe().stages) for entry in entries}
-    longest_name = max(native, key=native.get)  # type: ignore[arg-type]
+    native = {entry.name: _total_epochs(entry.recipe()) for entry in entries}
+    longest_name = max(native, key=native.__getitem__)
     longest = native[longest_name]
+    first = _plan(longest_name, options, zoo_data, options.epochs)
+    budget = first.epochs or _total_epochs(first.recipe)
     scaled = options.epochs is not None or not zoo_data  # else every recipe keeps its own epochs
-    plans = {longest_name: _plan(longest_name, options, zoo_data, options.epochs)}
-    budget = _full_epochs(plans[longest_name])
-    for entry in entries:
-        if entry.name not in plans:
-            shorter = scaled and native[entry.name] < longest
-            share = max(1, round(budget * native[entry.name] / longest)) if shorter else options.epochs
-            plans[entry.name] = _plan(entry.name, options, zoo_data, share)
+
+    def epochs_of(name: str) -> int | None:
+        if scaled and native[name] < longest:
+            return max(1, round(budget * native[name] / longest))
+        return options.epochs
+
     candidates = {}
     for entry in entries:  # in the order asked for
-        full = _full_epochs(plans[entry.name])
-        candidates[entry.name] = Candidate(entry.name, plans[entry.name], full, rung_epochs(full))
+        plan = first if entry.name == longest_name else _plan(entry.name, options, zoo_data, epochs_of(entry.name))
+        full = plan.epochs or _total_epochs(plan.recipe)
+        candidates[entry.name] = Candidate(entry.name, plan, full, rung_epochs(full))
     return candidates
 
 
-def _full_epochs(plan: Any) -> int:
-    return plan.epochs or sum(stage.epochs for stage in plan.recipe.stages)
+def _total_epochs(recipe: Any) -> int:
+    return sum(stage.epochs for stage in recipe.stages)
 
 
 def _plan(name: str, options: SelectOptions, zoo_data: bool, epochs: int | None) -> Any:
