@@ -516,7 +516,7 @@ def accuracy_report(
     plot = RESULTS_DIR / (f"{result_name}_quick_per_class.png" if quick else f"{result_name}_per_class.png")
     md = report_markdown(rows, seeds, data_label, data_source, quick, elapsed, plot.name)
     per_class_plot(rows, counts, plot, data_label)
-    budget = None if data_source else sum(stage.epochs for stage in _ce_recipe().stages)
+    budget = None if data_source else _ce_recipe().total_epochs
     report = {
         "quick": quick,
         "seeds": seeds,

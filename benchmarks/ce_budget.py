@@ -45,7 +45,7 @@ def run_budget(budget: int, seed: int, args: BenchmarkArgs) -> dict[str, Any]:
     from ltzoo.registry import get_entry
 
     recipe = get_entry(CE).recipe()
-    native = sum(stage.epochs for stage in recipe.stages)
+    native = recipe.total_epochs
     print(f"[ce_budget] {budget} epochs seed {seed}", flush=True)
     if args.quick:
         limits: dict[str, Any] = {"epochs": 1, "steps_per_epoch": 2}

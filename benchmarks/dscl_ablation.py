@@ -263,7 +263,7 @@ def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs)
         "quick": args.quick,
         "seeds": args.seeds,
         "threads": args.threads,
-        "epochs": sum(s.epochs for s in _recipe("ce").stages) if not args.quick else "2 (quick)",
+        "epochs": _recipe("ce").total_epochs if not args.quick else "2 (quick)",
         "dataset": "fmnist_lt",
         "recipes": {arm: _recipe(arm).to_dict() for arm in ARMS},
         "paper_imagenet_lt_top1": PAPER_IMAGENET_LT,

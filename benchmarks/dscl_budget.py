@@ -45,7 +45,7 @@ def run_arm(cell: tuple[str, int], seed: int, args: BenchmarkArgs) -> dict[str, 
 
     arm, budget = cell
     recipe = get_entry(ARMS[arm]).recipe()
-    native = sum(stage.epochs for stage in recipe.stages)
+    native = recipe.total_epochs
     print(f"[dscl_budget] {arm} {budget} epochs seed {seed}", flush=True)
     if args.quick:
         limits: dict[str, Any] = {"epochs": 2, "steps_per_epoch": 2}

@@ -122,7 +122,7 @@ def summarise(records_by_arm: dict[str, list[list[dict[str, Any]]]], args: Bench
         f"seed(s) picks {c['mean_choice']} -> {'confirmed' if c['confirmed'] else 'NOT confirmed'}."
         for arm, c in choices.items()
     ]
-    budget = args.options.epochs or sum(s.epochs for s in _recipe("dscl", "frozen", None).stages)
+    budget = args.options.epochs or _recipe("dscl", "frozen", None).total_epochs
     md = "\n".join(
         [
             "## DSCL stage 2: the frozen backbone's BatchNorm (probe_bn) on fmnist_lt"

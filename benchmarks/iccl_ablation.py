@@ -111,7 +111,7 @@ def summarise(runs_by_arm: dict[str, list[dict[str, Any]]], args: BenchmarkArgs)
     for arm, label in ARMS.items():  # the table's order, not the run order
         runs = runs_by_arm.get(arm, [])
         if runs:
-            epochs = "3 (quick)" if args.quick else sum(s.epochs for s in _recipe(arm).stages)
+            epochs = "3 (quick)" if args.quick else _recipe(arm).total_epochs
             arms[arm] = {
                 "label": label,
                 "epochs": epochs,

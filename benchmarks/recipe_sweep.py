@@ -68,7 +68,7 @@ def _lr(factor: float) -> Variant:
 
 def _split(first_fraction: float) -> Variant:
     def change(recipe: Any) -> Any:
-        total = sum(stage.epochs for stage in recipe.stages)
+        total = recipe.total_epochs
         first, second = recipe.stages
         epochs1 = round(total * first_fraction)
         ratio = (total - epochs1) / second.epochs
@@ -115,7 +115,7 @@ def base_value(factor: str, recipe: Any) -> str:
     if factor == "lr":
         return "lr_x1"
     if factor == "split":
-        total = sum(s.epochs for s in recipe.stages)
+        total = recipe.total_epochs
         return "split_90_10" if recipe.stages[0].epochs / total >= 0.85 else "split_80_20"
     return "patch_half" if args.get("patch_size", 0) in (0, 14) else "patch_3q"
 

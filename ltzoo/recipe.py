@@ -132,6 +132,11 @@ class Recipe:
             # Model selection happens on val in the final stage unless a recipe says otherwise.
             self.stages[-1].select_on_val = True
 
+    @property
+    def total_epochs(self) -> int:
+        """The epochs of every stage together: the recipe's full budget."""
+        return sum(stage.epochs for stage in self.stages)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

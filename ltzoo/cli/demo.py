@@ -89,7 +89,7 @@ def train_step(entry: Any, out: Path, epochs: int | None, data_root: str | None)
     from ltzoo.runs import read_config
 
     recipe = entry.recipe()
-    full_epochs = sum(stage.epochs for stage in recipe.stages)
+    full_epochs = recipe.total_epochs
     if epochs is not None:
         recipe = recipe.replace(stages=scale_stages(recipe.stages, epochs))
     budget = (

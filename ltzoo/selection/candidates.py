@@ -60,11 +60,11 @@ def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
             "--data-root is for zoo datasets; with imagefolder:/splits: the source names the path"
         )
     entries = [get_entry(name) for name in names]  # an unknown name raises with close matches
-    native = {entry.name: _total_epochs(entry.recipe()) for entry in entries}
+    native = {entry.name: entry.recipe().total_epochs for entry in entries}
     longest_name = max(native, key=native.__getitem__)
     longest = native[longest_name]
     first = _plan(longest_name, options, zoo_data, options.epochs)
-    budget = first.epochs or _total_epochs(first.recipe)
+    budget = _full_epochs(first)
     scaled = options.epochs is not None or not zoo_data  # else every recipe keeps its own epochs
 
     def epochs_of(name: str) -> int | None:
@@ -75,13 +75,14 @@ def plan_candidates(options: SelectOptions) -> dict[str, Candidate]:
     candidates = {}
     for entry in entries:  # in the order asked for
         plan = first if entry.name == longest_name else _plan(entry.name, options, zoo_data, epochs_of(entry.name))
-        full = plan.epochs or _total_epochs(plan.recipe)
+        full = _full_epochs(plan)
         candidates[entry.name] = Candidate(entry.name, plan, full, rung_epochs(full))
     return candidates
 
 
-def _total_epochs(recipe: Any) -> int:
-    return sum(stage.epochs for stage in recipe.stages)
+def _full_epochs(plan: Any) -> int:
+    """The epochs a plan trains: its override, else its recipe's own total."""
+    return plan.epochs or plan.recipe.total_epochs
 
 
 def _plan(name: str, options: SelectOptions, zoo_data: bool, epochs: int | None) -> Any:
