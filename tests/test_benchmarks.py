@@ -284,6 +284,52 @@ def test_accuracy_keeps_earlier_rows_only_while_their_recipe_is_unchanged(benchm
     assert accuracy.earlier_rows("accuracy", True, None, [ce]) == {}, "a quick run must not read the full results"
 
 
+def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_package, tmp_path, monkeypatch):
+    """runs/ is git-ignored, so a fresh clone has no run: a seed calibrated on an earlier machine keeps its record
+    (while its recipe is unchanged) instead of falling back to "missing", and the report says how many were kept."""
+    from benchmarks import calibration as bench
+    from benchmarks.common import write_results
+
+    ce, ldam = bench.CE, "ldam_drw_resnet32.fmnist_lt"
+    split = {"all": 80.0, "many": 90.0, "medium": 70.0, "few": 75.0}
+    better = {**split, "all": 82.0}
+
+    def record(seed, fingerprint):
+        return {
+            "seed": seed,
+            "plain": {"val": split, "test": split},
+            "calibrated": {"val": better, "test": better},
+            "method": "la",
+            "parameter": 1.0,
+            "seconds": 20.0,
+            "recipe_sha256": fingerprint,
+        }
+
+    earlier = {
+        "rows": {
+            ce: [record(0, bench.row_recipe_sha256(ce, None)), record(1, bench.row_recipe_sha256(ce, None))],
+            ldam: [record(0, "0" * 64)],  # calibrated from runs of another recipe: not kept
+        },
+        "command_timing": {"seconds": 30.0, "load_average_at_start": 1.0},
+    }
+    (tmp_path / "calibration.json").write_text(json.dumps(earlier))
+    monkeypatch.setattr(bench, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench, "find_finished_run", lambda *args, **kwargs: None)  # no run on this machine
+    monkeypatch.setattr(bench, "write_results", lambda *args: write_results(*args, results_dir=tmp_path))
+
+    report = bench.main(["--only", ce, ldam])
+
+    assert [run["seed"] for run in report["rows"][ce]] == [0, 1] and ldam not in report["rows"]
+    assert report["carried"] == [f"{ce} seed 0", f"{ce} seed 1"]
+    assert report["missing"] == [f"{ce} seed 2", f"{ldam} seed 0", f"{ldam} seed 1", f"{ldam} seed 2"]
+    assert report["command_timing"]["carried"] is True
+    markdown = (tmp_path / "calibration.md").read_text()
+    assert "2 of 2 seeds" in markdown and "timed on an earlier machine" in markdown
+    assert json.loads((tmp_path / "calibration.json").read_text())["rows"][ce][0]["recipe_sha256"] == (
+        bench.row_recipe_sha256(ce, None)
+    ), "a kept record keeps its fingerprint, so a later run keeps it again"
+
+
 def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     from benchmarks.accuracy import UPPER_BOUND, target_verdicts
 
