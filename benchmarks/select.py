@@ -91,24 +91,19 @@ def calibrated_rows() -> dict[str, list[float]]:
     return {name: [seed["calibrated"]["test"]["all"] for seed in seeds] for name, seeds in rows.items() if seeds}
 
 
-def outcome(measured: dict[str, Any]) -> dict[str, Any]:
-    """Everything judged from the finished run's files and the accuracy/calibration tables."""
+RUN_FACTS = ("pick", "pick_test_all", "shipped", "leaderboard")
+
+
+def run_facts(measured: dict[str, Any]) -> dict[str, Any]:
+    """What the finished ``ltzoo select`` run itself says (its files): the pick, its seeds' test top-1, what it
+    shipped and the leaderboard."""
     out = run_dir(measured["quick"], 0 if measured["epochs"] == ZOO_EPOCHS else measured["epochs"], measured["workers"])
     summary = json.loads((out / "select.json").read_text())
     board = json.loads((out / "leaderboard.json").read_text())
     shipped = json.loads((out / "winner" / "calibrated" / "metrics.json").read_text())
-    table = {
-        name: row
-        for name, row in json.loads((RESULTS_DIR / "accuracy.json").read_text())["rows"].items()
-        if name.endswith(f".{DATA}")  # the balanced upper bound is not a candidate
-    }
-    rows = {name.split(".")[0]: [r["all"] for r in row["test"]] for name, row in table.items()}
-    rows.update({f"{name.split('.')[0]}, calibrated": tests for name, tests in calibrated_rows().items()})
-    best_name = max(rows, key=lambda name: mean_std(rows[name])[0])
-    pick_test = [seed["test"] for seed in summary["seeds"].values()]
     return {
         "pick": summary["winner"],
-        "pick_test_all": pick_test,
+        "pick_test_all": [seed["test"] for seed in summary["seeds"].values()],
         "shipped": {
             "seed": summary["shipped_seed"],
             "calibration": summary["calibrated"],
@@ -117,13 +112,30 @@ def outcome(measured: dict[str, Any]) -> dict[str, Any]:
             "onnx": summary["onnx"]["variant"],
             "int8_refused_by_the_gate": summary["onnx"]["int8_refused"] is not None,
         },
+        "leaderboard": board["rows"],
+    }
+
+
+def outcome(measured: dict[str, Any], facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run's facts (``facts``, or read from the finished run's files) judged against the accuracy and
+    calibration tables."""
+    facts = facts if facts is not None else run_facts(measured)
+    table = {
+        name: row
+        for name, row in json.loads((RESULTS_DIR / "accuracy.json").read_text())["rows"].items()
+        if name.endswith(f".{DATA}")  # the balanced upper bound is not a candidate
+    }
+    rows = {name.split(".")[0]: [r["all"] for r in row["test"]] for name, row in table.items()}
+    rows.update({f"{name.split('.')[0]}, calibrated": tests for name, tests in calibrated_rows().items()})
+    best_name = max(rows, key=lambda name: mean_std(rows[name])[0])
+    return {
+        **facts,
         "best_row": {"name": best_name, "test_all": rows[best_name]},
-        "pick_minus_best": mean_std(pick_test)[0] - mean_std(rows[best_name])[0],
+        "pick_minus_best": mean_std(facts["pick_test_all"])[0] - mean_std(rows[best_name])[0],
         "rows": rows,
         "spearman_by_rung": rung_correlations(
-            board["rows"], {name: mean_std(r["all"] for r in row["val"])[0] for name, row in table.items()}
+            facts["leaderboard"], {name: mean_std(r["all"] for r in row["val"])[0] for name, row in table.items()}
         ),
-        "leaderboard": board["rows"],
     }
 
 
@@ -185,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=30, help="every recipe's full budget (0: the zoo's own)")
     parser.add_argument("--workers", type=int, default=2, help="race and winner processes (default 2: the 2 cores)")
     parser.add_argument(
-        "--render-only", action="store_true", help="re-judge the finished run of results/select.json, its times kept"
+        "--render-only",
+        action="store_true",
+        help="re-judge the finished run of results/select.json, its times kept (its recorded facts without the run)",
     )
     args = parser.parse_args(argv)
     if args.render_only:
@@ -193,9 +207,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         measured = {
             k: recorded[k] for k in ("quick", "epochs", "workers", "budget_minutes", "wall_minutes", "race_minutes")
         }
+        # runs/ is git-ignored: on a fresh clone the run is gone, and its facts are the ones recorded.
+        try:
+            facts = run_facts(measured)
+        except FileNotFoundError:
+            facts = {k: recorded[k] for k in RUN_FACTS}
     else:
         measured = run_select(args)
-    judged = outcome(measured)
+        facts = None
+    judged = outcome(measured, facts)
     markdown = render(measured, judged)
     write_results("select", {**measured, **judged}, markdown)
     print(markdown)

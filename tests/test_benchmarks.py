@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +172,14 @@ def test_the_select_benchmark_judges_the_pick_against_the_candidate_rows(benchma
     text = bench.render(measured, judged)
     assert "within 1 point NOT met" in text and "target 60: met" in text and "refused int8" in text
     assert "about 100 min to race" in text  # 25 min x 120 / 30
+
+    # runs/ is git-ignored: on a fresh clone --render-only re-judges the facts recorded in results/select.json.
+    from benchmarks.common import write_results
+
+    (tmp_path / "results" / "select.json").write_text(json.dumps({**measured, **judged}))
+    shutil.rmtree(out)
+    monkeypatch.setattr(bench, "write_results", lambda *args: write_results(*args, results_dir=tmp_path / "results"))
+    assert bench.main(["--render-only"]) == {**measured, **judged}
 
 
 def test_a_run_of_another_recipe_is_set_aside_not_reused(tmp_path, benchmarks_package):
