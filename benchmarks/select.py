@@ -116,10 +116,8 @@ def run_facts(measured: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def outcome(measured: dict[str, Any], facts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's facts (``facts``, or read from the finished run's files) judged against the accuracy and
-    calibration tables."""
-    facts = facts if facts is not None else run_facts(measured)
+def outcome(facts: dict[str, Any]) -> dict[str, Any]:
+    """The run's facts (:func:`run_facts`) judged against the accuracy and calibration tables."""
     table = {
         name: row
         for name, row in json.loads((RESULTS_DIR / "accuracy.json").read_text())["rows"].items()
@@ -214,8 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             facts = {k: recorded[k] for k in RUN_FACTS}
     else:
         measured = run_select(args)
-        facts = None
-    judged = outcome(measured, facts)
+        facts = run_facts(measured)
+    judged = outcome(facts)
     markdown = render(measured, judged)
     write_results("select", {**measured, **judged}, markdown)
     print(markdown)

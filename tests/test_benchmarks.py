@@ -164,7 +164,7 @@ def test_the_select_benchmark_judges_the_pick_against_the_candidate_rows(benchma
         "wall_minutes": 40,
         "race_minutes": 25,
     }
-    judged = bench.outcome(measured)
+    judged = bench.outcome(bench.run_facts(measured))
     assert "a_resnet32" in judged["rows"] and len(judged["rows"]) == 5  # 4 candidates + 1 calibrated, no bound
     assert judged["best_row"] == {"name": "b_resnet32, calibrated", "test_all": [90.0]}
     assert judged["pick_minus_best"] == pytest.approx(84 - 90)
