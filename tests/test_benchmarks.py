@@ -299,7 +299,7 @@ def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_pack
     from benchmarks import calibration as bench
     from benchmarks.common import write_results
 
-    ce, ldam = bench.CE, "ldam_drw_resnet32.fmnist_lt"
+    ce, ldam, wb = bench.CE, "ldam_drw_resnet32.fmnist_lt", "wb_resnet32.fmnist_lt"
     split = {"all": 80.0, "many": 90.0, "medium": 70.0, "few": 75.0}
     better = {**split, "all": 82.0}
 
@@ -318,6 +318,7 @@ def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_pack
         "rows": {
             ce: [record(0, bench.row_recipe_sha256(ce, None)), record(1, bench.row_recipe_sha256(ce, None))],
             ldam: [record(0, "0" * 64)],  # calibrated from runs of another recipe: not kept
+            wb: [record(2, bench.row_recipe_sha256(wb, None))],  # left out by --only: kept, not dropped
         },
         "command_timing": {"seconds": 30.0, "load_average_at_start": 1.0},
     }
@@ -329,11 +330,12 @@ def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_pack
     report = bench.main(["--only", ce, ldam])
 
     assert [run["seed"] for run in report["rows"][ce]] == [0, 1] and ldam not in report["rows"]
-    assert report["carried"] == [f"{ce} seed 0", f"{ce} seed 1"]
+    assert [run["seed"] for run in report["rows"][wb]] == [2]
+    assert report["carried"] == [f"{ce} seed 0", f"{ce} seed 1", f"{wb} seed 2"]
     assert report["missing"] == [f"{ce} seed 2", f"{ldam} seed 0", f"{ldam} seed 1", f"{ldam} seed 2"]
     assert report["command_timing"]["carried"] is True
     markdown = (tmp_path / "calibration.md").read_text()
-    assert "2 of 2 seeds" in markdown and "timed on an earlier machine" in markdown
+    assert "3 of 3 seeds" in markdown and "timed in an earlier run" in markdown
     assert json.loads((tmp_path / "calibration.json").read_text())["rows"][ce][0]["recipe_sha256"] == (
         bench.row_recipe_sha256(ce, None)
     ), "a kept record keeps its fingerprint, so a later run keeps it again"
