@@ -279,7 +279,9 @@ def render(report: dict[str, Any]) -> str:
             "",
             "Test top-1 (%), mean ± std over the seeds found. The method (and tau) is chosen on val for each seed; "
             "test takes no part. Gap closed: plain -> calibrated, against CE's plain mean here and the balanced upper "
-            f"bound of the accuracy table ({'-' if upper is None else f'{upper:.2f}'}).",
+            f"bound of the accuracy table ({'-' if upper is None else f'{upper:.2f}'}). Plain is the calibrated runs' "
+            "own test top-1: a seed retrained on another CPU (other fp32 kernels) can differ from the accuracy "
+            "table's run of that seed.",
             "",
             markdown_table(
                 [
