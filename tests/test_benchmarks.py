@@ -341,6 +341,26 @@ def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_pack
     ), "a kept record keeps its fingerprint, so a later run keeps it again"
 
 
+def test_shifted_prior_targets_count_an_em_gain_on_the_balanced_test_as_no_cost(benchmarks_package):
+    """cost = uniform - EM on the balanced test: EM scoring above uniform is a negative cost (met), EM scoring
+    more than 0.3 below it is not; recovery is EM's share of the oracle's gain over uniform on backward-50."""
+    from benchmarks.shifted_priors import targets
+
+    def run(balanced_uniform, balanced_em, backward_uniform, backward_em, backward_oracle):
+        return {
+            "scores": {
+                "balanced": {"uniform": balanced_uniform, "EM": balanced_em},
+                "backward-50": {"uniform": backward_uniform, "EM": backward_em, "oracle": backward_oracle},
+            }
+        }
+
+    gains = targets({"A": [run(80.0, 80.9, 70.0, 79.0, 80.0)]})
+    assert [v["verdict"] for v in gains] == ["met", "met"]
+    assert "A 90 %" in gains[0]["measured"] and "A -0.90" in gains[1]["measured"]
+    costs = targets({"A": [run(80.0, 80.9, 70.0, 79.0, 80.0)], "B": [run(80.0, 79.5, 70.0, 77.0, 80.0)]})
+    assert [v["verdict"] for v in costs] == ["NOT met", "NOT met"], "B: 70 % recovery, EM costs 0.5 points"
+
+
 def test_accuracy_targets_are_judged_from_the_table(benchmarks_package):
     from benchmarks.accuracy import UPPER_BOUND, target_verdicts
 
