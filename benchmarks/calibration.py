@@ -27,8 +27,10 @@ from benchmarks.common import (
     GROUPS,
     RESULTS_DIR,
     WORK_DIR,
+    earlier_report,
     find_finished_run,
     fmt_mean_std,
+    kept_seed_records,
     markdown_table,
     mean_std,
     write_results,
@@ -84,23 +86,6 @@ def upper_bound_mean() -> float | None:
     return mean_std(seed["all"] for seed in row["test"])[0] if row else None
 
 
-def earlier_results(quick: bool) -> dict[str, Any]:
-    path = RESULTS_DIR / ("calibration_quick.json" if quick else "calibration.json")
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def earlier_records(earlier: dict[str, Any], names: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The per-seed records of ``earlier`` results for ``names`` whose recipe fingerprint (the accuracy table's, of
-    that row) is still the registry's; records of an edited recipe, or with no fingerprint, are dropped."""
-    kept = {}
-    for name in names:
-        fingerprint = row_recipe_sha256(name, None)
-        for record in earlier.get("rows", {}).get(name, []):
-            if record.get("recipe_sha256") == fingerprint:
-                kept[(name, record["seed"])] = record
-    return kept
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="accepted for benchmarks.run; nothing is trained here")
@@ -115,8 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = build_dataset("fmnist_lt")
     every = ltzoo.list_models("*.fmnist_lt")
     names = args.only or every
-    earlier = earlier_results(args.quick)
-    kept = earlier_records(earlier, every)
+    earlier = earlier_report("calibration", args.quick, RESULTS_DIR)
+    kept = kept_seed_records(earlier.get("rows", {}), {name: row_recipe_sha256(name, None) for name in every})
     rows: dict[str, list[dict[str, Any]]] = {}
     missing: list[str] = []
     carried: list[str] = []

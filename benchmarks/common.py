@@ -117,6 +117,27 @@ def recipe_sha256(recipe: Any, **extra: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def kept_seed_records(
+    earlier_rows: dict[str, list[dict[str, Any]]], fingerprints: dict[str, str]
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """The per-seed records of results written earlier (row key -> records), by (row key, seed), whose
+    ``recipe_sha256`` is still ``fingerprints[row key]``. runs/ is git-ignored, so a fresh clone finds no run: a
+    benchmark reports these records for the seeds whose runs are not here instead of dropping them. Records of
+    an edited recipe, of a row not asked for, or with no fingerprint are left out."""
+    kept = {}
+    for key, fingerprint in fingerprints.items():
+        for record in earlier_rows.get(key, []):
+            if record.get("recipe_sha256") == fingerprint:
+                kept[(key, record["seed"])] = record
+    return kept
+
+
+def earlier_report(name: str, quick: bool, results_dir: Path | None = None) -> dict[str, Any]:
+    """The results written earlier under ``name`` (``{}`` if none); a quick run reads only quick results."""
+    path = (results_dir or RESULTS_DIR) / (f"{name}_quick.json" if quick else f"{name}.json")
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def find_finished_run(
     recipe_dict: dict[str, Any], index_sha256: str, precision: str = "fp32", search_root: Path = ROOT / "runs"
 ) -> Path | None:

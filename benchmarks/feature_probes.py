@@ -24,7 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import GROUPS, find_finished_run, fmt_mean_std, markdown_table, write_results
+from benchmarks.common import (
+    GROUPS,
+    RESULTS_DIR,
+    earlier_report,
+    find_finished_run,
+    fmt_mean_std,
+    kept_seed_records,
+    markdown_table,
+    recipe_sha256,
+    write_results,
+)
 
 K = 20
 
@@ -101,18 +111,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = build_dataset("fmnist_lt")
-    rows, report_rows, missing = [], {}, []
-    for name in ltzoo.list_models("*.fmnist_lt"):
+    result_name = "feature_probes" if not args.epochs else f"feature_probes_{args.epochs}ep"
+
+    def budget_recipe(name: str) -> Any:
+        recipe = ltzoo.get_entry(name).recipe()
+        return recipe.replace(stages=scale_stages(recipe.stages, args.epochs)) if args.epochs else recipe
+
+    names = ltzoo.list_models("*.fmnist_lt")
+    fingerprints = {name: recipe_sha256(budget_recipe(name), row=name) for name in names}
+    kept = kept_seed_records(earlier_report(result_name, args.quick, RESULTS_DIR).get("runs", {}), fingerprints)
+    rows, report_rows, missing, carried = [], {}, [], []
+    for name in names:
         probes = []
         for seed in args.seeds:
-            recipe = ltzoo.get_entry(name).recipe().replace(seed=seed)
-            if args.epochs:
-                recipe = recipe.replace(stages=scale_stages(recipe.stages, args.epochs))
+            recipe = budget_recipe(name).replace(seed=seed)
             run = find_finished_run(recipe.to_dict(), data.index_sha256, resolve_precision(recipe.precision, "cpu"))
             if run is None:
-                missing.append(f"{name} seed {seed}")
+                if (name, seed) in kept:
+                    probes.append(kept[(name, seed)])
+                    carried.append(f"{name} seed {seed}")
+                else:
+                    missing.append(f"{name} seed {seed}")
                 continue
-            probes.append({"seed": seed, **probe_run(run, data)})
+            probes.append({"seed": seed, **probe_run(run, data), "recipe_sha256": fingerprints[name]})
         if not probes:
             continue
         report_rows[name] = probes
@@ -136,10 +157,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             markdown_table(["method", "probe", *[f"test {g}" for g in GROUPS], "val all"], rows),
             "",
             (f"Not found (not trained at this budget on this machine): {', '.join(missing)}." if missing else ""),
+            (
+                f"Kept from earlier results (same recipe fingerprint; their runs are not here): {len(carried)} of "
+                f"{sum(len(probes) for probes in report_rows.values())} seeds."
+                if carried
+                else ""
+            ),
         ]
     )
-    report = {"quick": args.quick, "epochs": args.epochs, "k": K, "runs": report_rows, "missing": missing}
-    write_results("feature_probes" if not args.epochs else f"feature_probes_{args.epochs}ep", report, md)
+    report = {
+        "quick": args.quick,
+        "epochs": args.epochs,
+        "k": K,
+        "runs": report_rows,
+        "missing": missing,
+        "carried": carried,
+    }
+    write_results(result_name, report, md)
     print(md)
     return report
 

@@ -25,7 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import find_finished_run, fmt_mean_std, markdown_table, write_results
+from benchmarks.common import (
+    RESULTS_DIR,
+    earlier_report,
+    find_finished_run,
+    fmt_mean_std,
+    kept_seed_records,
+    markdown_table,
+    recipe_sha256,
+    write_results,
+)
 
 MODELS = {
     "CE": "ce_resnet32.fmnist_lt",
@@ -99,18 +108,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     data = build_dataset("fmnist_lt")
     sets = shifted_test_sets(np.asarray(data.test.targets), data.num_classes)
+    fingerprints = {label: recipe_sha256(ltzoo.get_entry(name).recipe(), row=name) for label, name in MODELS.items()}
+    earlier = earlier_report("shifted_priors", args.quick, RESULTS_DIR)
+    # A kept record was scored on the same draw only: a changed draw drops them all.
+    same_draw = earlier.get("test_set_indices") == {k: v for k, v in sets.items() if k != "balanced"}
+    kept = kept_seed_records(earlier.get("results", {}) if same_draw else {}, fingerprints)
     results: dict[str, list[dict[str, Any]]] = {}
-    missing = []
+    missing, carried = [], []
     for label, name in MODELS.items():
         for seed in args.seeds:
             recipe = ltzoo.get_entry(name).recipe().replace(seed=seed)
             run = find_finished_run(recipe.to_dict(), data.index_sha256, resolve_precision(recipe.precision, "cpu"))
             if run is None:
-                missing.append(f"{name} seed {seed}")
+                if (label, seed) in kept:
+                    results.setdefault(label, []).append(kept[(label, seed)])
+                    carried.append(f"{name} seed {seed}")
+                else:
+                    missing.append(f"{name} seed {seed}")
                 continue
             print(f"[shifted_priors] {name} seed {seed}", flush=True)
             results.setdefault(label, []).append(
-                {"seed": seed, "run": str(run), "scores": score_model(run, data, sets)}
+                {
+                    "seed": seed,
+                    "run": str(run),
+                    "scores": score_model(run, data, sets),
+                    "recipe_sha256": fingerprints[label],
+                }
             )
     report = {
         "quick": args.quick,
@@ -119,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_set_indices": {k: v for k, v in sets.items() if k != "balanced"},
         "results": results,
         "missing": missing,
+        "carried": carried,
     }
     report["targets"] = targets(results)
     markdown = render(report)
@@ -208,6 +232,10 @@ def render(report: dict[str, Any]) -> str:
             verdicts,
             "",
             f"Not found on this machine: {', '.join(report['missing'])}." if report["missing"] else "",
+            f"Kept from earlier results (same recipe fingerprint and draw; their runs are not here): "
+            f"{len(report['carried'])} of {sum(seeds.values())} seeds."
+            if report.get("carried")
+            else "",
         ]
     )
 

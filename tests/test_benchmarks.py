@@ -341,6 +341,66 @@ def test_calibration_keeps_earlier_seeds_whose_runs_are_not_here(benchmarks_pack
     ), "a kept record keeps its fingerprint, so a later run keeps it again"
 
 
+def test_shifted_priors_and_feature_probes_keep_earlier_seeds_whose_runs_are_not_here(
+    benchmarks_package, tmp_path, monkeypatch
+):
+    """Like the calibration table: on a fresh clone (no runs) these benchmarks report the earlier records of an
+    unchanged recipe instead of writing an empty table; shifted priors also need the same draw, feature probes
+    the same budget."""
+    import numpy as np
+
+    import ltzoo
+    from benchmarks import feature_probes, shifted_priors
+    from benchmarks.common import recipe_sha256, write_results
+    from ltzoo.data import build_dataset
+
+    def fingerprint(name, recipe=None):
+        return recipe_sha256(recipe or ltzoo.get_entry(name).recipe(), row=name)
+
+    ce = "ce_resnet32.fmnist_lt"
+    data = build_dataset("fmnist_lt")
+    draw = shifted_priors.shifted_test_sets(np.asarray(data.test.targets), data.num_classes)
+    scores = {test_set: {prior: 80.0 for prior in shifted_priors.PRIORS} for test_set in draw}
+    for per_prior in scores.values():
+        per_prior["em_total_variation"] = 0.1
+    indices = {k: v for k, v in draw.items() if k != "balanced"}
+    probe = {"knn": {s: {"all": 80.0, "many": 80.0, "medium": 80.0, "few": 80.0} for s in ("val", "test")}}
+    probe["ncm"] = probe["knn"]
+    (tmp_path / "shifted_priors.json").write_text(
+        json.dumps(
+            {
+                "test_set_indices": indices,
+                "results": {
+                    "CE": [{"seed": 0, "run": "x", "scores": scores, "recipe_sha256": fingerprint(ce)}],
+                    "DSCL + PBSD": [{"seed": 0, "run": "x", "scores": scores, "recipe_sha256": "0" * 64}],
+                },
+            }
+        )
+    )
+    (tmp_path / "feature_probes.json").write_text(
+        json.dumps({"runs": {ce: [{"seed": 1, **probe, "recipe_sha256": fingerprint(ce)}]}})
+    )
+    for module in (shifted_priors, feature_probes):
+        monkeypatch.setattr(module, "RESULTS_DIR", tmp_path)
+        monkeypatch.setattr(module, "find_finished_run", lambda *args, **kwargs: None)  # no run on this machine
+        monkeypatch.setattr(module, "write_results", lambda *args: write_results(*args, results_dir=tmp_path))
+
+    shifted = shifted_priors.main([])
+    assert list(shifted["results"]) == ["CE"], "DSCL + PBSD's record is of another recipe"
+    assert shifted["carried"] == [f"{ce} seed 0"] and len(shifted["missing"]) == 8
+    assert "1 of 1 seeds" in (tmp_path / "shifted_priors.md").read_text()
+    probes = feature_probes.main([])
+    assert [run["seed"] for run in probes["runs"][ce]] == [1] and probes["carried"] == [f"{ce} seed 1"]
+    assert "1 of 1 seeds" in (tmp_path / "feature_probes.md").read_text()
+
+    (tmp_path / "shifted_priors.json").write_text(
+        json.dumps({**json.loads((tmp_path / "shifted_priors.json").read_text()), "test_set_indices": {}})
+    )
+    assert shifted_priors.main([])["results"] == {}, "records of another draw are not kept"
+    (tmp_path / "feature_probes_30ep.json").write_text((tmp_path / "feature_probes.json").read_text())
+    assert feature_probes.main(["--epochs", "30"])["runs"] == {}, "records of the full budget are not a 30-epoch row"
+
+
 def test_shifted_prior_targets_count_an_em_gain_on_the_balanced_test_as_no_cost(benchmarks_package):
     """cost = uniform - EM on the balanced test: EM scoring above uniform is a negative cost (met), EM scoring
     more than 0.3 below it is not; recovery is EM's share of the oracle's gain over uniform on backward-50."""
