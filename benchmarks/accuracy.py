@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from benchmarks.common import (
     RESULTS_DIR,
     WORK_DIR,
     BenchmarkArgs,
+    earlier_report,
     fmt_mean_std,
     markdown_table,
     mean_std,
@@ -154,10 +154,7 @@ def row_recipe_sha256(name: str, data_source: str | None) -> str:
 def earlier_rows(result_name: str, quick: bool, data_source: str | None, names: list[str]) -> dict[str, dict[str, Any]]:
     """The rows ``names`` of the results already written under ``result_name`` whose recipe is still the
     registry's (same fingerprint); rows written before fingerprints existed, or by another recipe, are dropped."""
-    path = RESULTS_DIR / (f"{result_name}_quick.json" if quick else f"{result_name}.json")
-    if not path.is_file():
-        return {}
-    rows = json.loads(path.read_text()).get("rows", {})
+    rows = earlier_report(result_name, quick, RESULTS_DIR).get("rows", {})
     kept = {}
     for name in names:
         row = rows.get(name)
