@@ -27,10 +27,10 @@ from benchmarks.common import (
     GROUPS,
     RESULTS_DIR,
     WORK_DIR,
+    EarlierSeeds,
     earlier_report,
     find_finished_run,
     fmt_mean_std,
-    kept_seed_records,
     markdown_table,
     mean_std,
     write_results,
@@ -100,22 +100,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = build_dataset("fmnist_lt")
     every = ltzoo.list_models("*.fmnist_lt")
     names = args.only or every
+    fingerprints = {name: row_recipe_sha256(name, None) for name in every}
     earlier = earlier_report("calibration", args.quick, RESULTS_DIR)
-    kept = kept_seed_records(earlier.get("rows", {}), {name: row_recipe_sha256(name, None) for name in every})
+    earlier_seeds = EarlierSeeds.matching(earlier.get("rows", {}), fingerprints)
     rows: dict[str, list[dict[str, Any]]] = {}
-    missing: list[str] = []
-    carried: list[str] = []
     ce_here: Path | None = None
-    for name in names:
+    for name in every:
+        if name not in names:  # left out by --only: keeps its earlier records, so one row's update drops no other
+            for seed in args.seeds:
+                if (name, seed) in earlier_seeds.records:
+                    rows.setdefault(name, []).append(earlier_seeds.instead_of_run(name, seed, name))
+            continue
         for seed in args.seeds:
             recipe = ltzoo.get_entry(name).recipe().replace(seed=seed)
             parent = find_finished_run(recipe.to_dict(), data.index_sha256, resolve_precision(recipe.precision, "cpu"))
             if parent is None:
-                if (name, seed) in kept:
-                    rows.setdefault(name, []).append(kept[(name, seed)])
-                    carried.append(f"{name} seed {seed}")
-                else:
-                    missing.append(f"{name} seed {seed}")
+                if (record := earlier_seeds.instead_of_run(name, seed, name)) is not None:
+                    rows.setdefault(name, []).append(record)
                 continue
             if name == CE and ce_here is None:
                 ce_here = parent
@@ -134,21 +135,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "method": record["method"],
                     "parameter": record["parameter"],
                     "seconds": record.get("seconds"),
-                    "recipe_sha256": row_recipe_sha256(name, None),
+                    "recipe_sha256": fingerprints[name],
                 }
             )
-    # Rows left out by --only keep their earlier records, so updating one row never drops the others.
-    for name in every:
-        if name not in names:
-            for (kept_name, seed), record in sorted(kept.items()):
-                if kept_name == name:
-                    rows.setdefault(name, []).append(record)
-                    carried.append(f"{name} seed {seed}")
     report = {
         "quick": args.quick,
         "rows": rows,
-        "missing": missing,
-        "carried": carried,
+        "missing": earlier_seeds.missing,
+        "carried": earlier_seeds.carried,
         "upper_bound_test_all": upper_bound_mean(),
     }
     if ce_here is not None:

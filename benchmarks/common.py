@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +117,33 @@ def recipe_sha256(recipe: Any, **extra: Any) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def kept_seed_records(
-    earlier_rows: dict[str, list[dict[str, Any]]], fingerprints: dict[str, str]
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """The per-seed records of results written earlier (row key -> records), by (row key, seed), whose
-    ``recipe_sha256`` is still ``fingerprints[row key]``. runs/ is git-ignored, so a fresh clone finds no run: a
-    benchmark reports these records for the seeds whose runs are not here instead of dropping them. Records of
-    an edited recipe, of a row not asked for, or with no fingerprint are left out."""
-    kept = {}
-    for key, fingerprint in fingerprints.items():
-        for record in earlier_rows.get(key, []):
-            if record.get("recipe_sha256") == fingerprint:
-                kept[(key, record["seed"])] = record
-    return kept
+@dataclass
+class EarlierSeeds:
+    """The per-seed records of results written earlier that a benchmark may report for seeds whose runs are not
+    here (runs/ is git-ignored, so a fresh clone finds no run), and which seeds it took from them or found missing.
+
+    ``records`` holds, by (row key, seed), only records whose ``recipe_sha256`` is still the row's fingerprint:
+    records of an edited recipe, of a row not asked for, or with no fingerprint are never reported."""
+
+    records: dict[tuple[str, int], dict[str, Any]]
+    carried: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def matching(cls, earlier_rows: dict[str, list[dict[str, Any]]], fingerprints: dict[str, str]) -> EarlierSeeds:
+        """From ``earlier_rows`` (row key -> per-seed records), those of ``fingerprints`` (row key -> fingerprint)."""
+        records = {}
+        for key, fingerprint in fingerprints.items():
+            for record in earlier_rows.get(key, []):
+                if record.get("recipe_sha256") == fingerprint:
+                    records[(key, record["seed"])] = record
+        return cls(records)
+
+    def instead_of_run(self, key: str, seed: int, label: str) -> dict[str, Any] | None:
+        """The earlier record of ``seed`` of row ``key`` (noted as carried), or None (noted as missing)."""
+        record = self.records.get((key, seed))
+        (self.missing if record is None else self.carried).append(f"{label} seed {seed}")
+        return record
 
 
 def earlier_report(name: str, quick: bool, results_dir: Path | None = None) -> dict[str, Any]:

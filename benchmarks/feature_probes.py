@@ -27,10 +27,10 @@ import numpy as np
 from benchmarks.common import (
     GROUPS,
     RESULTS_DIR,
+    EarlierSeeds,
     earlier_report,
     find_finished_run,
     fmt_mean_std,
-    kept_seed_records,
     markdown_table,
     recipe_sha256,
     write_results,
@@ -119,19 +119,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     names = ltzoo.list_models("*.fmnist_lt")
     fingerprints = {name: recipe_sha256(budget_recipe(name), row=name) for name in names}
-    kept = kept_seed_records(earlier_report(result_name, args.quick, RESULTS_DIR).get("runs", {}), fingerprints)
-    rows, report_rows, missing, carried = [], {}, [], []
+    earlier_seeds = EarlierSeeds.matching(
+        earlier_report(result_name, args.quick, RESULTS_DIR).get("runs", {}), fingerprints
+    )
+    rows, report_rows = [], {}
     for name in names:
         probes = []
         for seed in args.seeds:
             recipe = budget_recipe(name).replace(seed=seed)
             run = find_finished_run(recipe.to_dict(), data.index_sha256, resolve_precision(recipe.precision, "cpu"))
             if run is None:
-                if (name, seed) in kept:
-                    probes.append(kept[(name, seed)])
-                    carried.append(f"{name} seed {seed}")
-                else:
-                    missing.append(f"{name} seed {seed}")
+                if (record := earlier_seeds.instead_of_run(name, seed, name)) is not None:
+                    probes.append(record)
                 continue
             probes.append({"seed": seed, **probe_run(run, data), "recipe_sha256": fingerprints[name]})
         if not probes:
@@ -146,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     fmt_mean_std(p[probe]["val"]["all"] for p in probes),
                 ]
             )
+    missing, carried = earlier_seeds.missing, earlier_seeds.carried
     budget = args.epochs or "the recipes' own"
     md = "\n".join(
         [

@@ -27,10 +27,10 @@ import numpy as np
 
 from benchmarks.common import (
     RESULTS_DIR,
+    EarlierSeeds,
     earlier_report,
     find_finished_run,
     fmt_mean_std,
-    kept_seed_records,
     markdown_table,
     recipe_sha256,
     write_results,
@@ -112,19 +112,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     earlier = earlier_report("shifted_priors", args.quick, RESULTS_DIR)
     # A kept record was scored on the same draw only: a changed draw drops them all.
     same_draw = earlier.get("test_set_indices") == {k: v for k, v in sets.items() if k != "balanced"}
-    kept = kept_seed_records(earlier.get("results", {}) if same_draw else {}, fingerprints)
+    earlier_seeds = EarlierSeeds.matching(earlier.get("results", {}) if same_draw else {}, fingerprints)
     results: dict[str, list[dict[str, Any]]] = {}
-    missing, carried = [], []
     for label, name in MODELS.items():
         for seed in args.seeds:
             recipe = ltzoo.get_entry(name).recipe().replace(seed=seed)
             run = find_finished_run(recipe.to_dict(), data.index_sha256, resolve_precision(recipe.precision, "cpu"))
             if run is None:
-                if (label, seed) in kept:
-                    results.setdefault(label, []).append(kept[(label, seed)])
-                    carried.append(f"{name} seed {seed}")
-                else:
-                    missing.append(f"{name} seed {seed}")
+                if (record := earlier_seeds.instead_of_run(label, seed, name)) is not None:
+                    results.setdefault(label, []).append(record)
                 continue
             print(f"[shifted_priors] {name} seed {seed}", flush=True)
             results.setdefault(label, []).append(
@@ -141,8 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test_set_sizes": {k: len(v) for k, v in sets.items()},
         "test_set_indices": {k: v for k, v in sets.items() if k != "balanced"},
         "results": results,
-        "missing": missing,
-        "carried": carried,
+        "missing": earlier_seeds.missing,
+        "carried": earlier_seeds.carried,
     }
     report["targets"] = targets(results)
     markdown = render(report)
